@@ -1,0 +1,100 @@
+//! Buffered, checked reading of frames from a segment file.
+//!
+//! Owns: read-ahead over positional reads and the checks of one frame read from disk (bounds,
+//! header, checksum). Must never: read past the limit it is given (readers pass the durable
+//! length, so they never see bytes a sync has not covered), or allocate more than the read-ahead
+//! chunk plus one frame that fits below the limit.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use crate::frame::{self, FRAME_HEADER_BYTES, FrameError, FrameHeader};
+use crate::storage::StorageFile;
+use std::io;
+
+/// Bytes read ahead at a time.
+pub(crate) const READ_AHEAD_BYTES: usize = 256 << 10;
+
+/// A read-ahead buffer over one file.
+#[derive(Debug, Default)]
+pub(crate) struct Cursor {
+    buffer: Vec<u8>,
+    /// File offset of `buffer[0]`.
+    start: u64,
+}
+
+impl Cursor {
+    pub(crate) fn new() -> Self {
+        Cursor::default()
+    }
+
+    /// Forgets buffered bytes (after the file changed under them, or another file is read).
+    pub(crate) fn reset(&mut self) {
+        self.buffer.clear();
+        self.start = 0;
+    }
+
+    /// The bytes `[offset, offset + len)`, which the caller guarantees lie below `limit`.
+    fn bytes(
+        &mut self,
+        file: &dyn StorageFile,
+        offset: u64,
+        len: usize,
+        limit: u64,
+    ) -> io::Result<&[u8]> {
+        let end = offset + len as u64;
+        debug_assert!(end <= limit);
+        let buffered_end = self.start + self.buffer.len() as u64;
+        if offset < self.start || end > buffered_end {
+            let want = (limit - offset).min(len.max(READ_AHEAD_BYTES) as u64) as usize;
+            self.buffer.resize(want, 0);
+            self.start = offset;
+            let mut filled = 0;
+            while filled < want {
+                let slot = self.buffer.get_mut(filled..).unwrap_or(&mut []);
+                let read = file.read_at(offset + filled as u64, slot)?;
+                if read == 0 {
+                    break;
+                }
+                filled += read;
+            }
+            self.buffer.truncate(filled);
+            if filled < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than expected",
+                ));
+            }
+        }
+        let at = (offset - self.start) as usize;
+        self.buffer
+            .get(at..at + len)
+            .ok_or_else(|| io::Error::other("cursor bounds"))
+    }
+
+    /// Reads and checks the frame at `offset`; `limit` is the end of the readable bytes.
+    /// The outer `Result` is I/O; the inner one says whether the bytes are a valid frame.
+    pub(crate) fn read_frame(
+        &mut self,
+        file: &dyn StorageFile,
+        offset: u64,
+        limit: u64,
+        payload_bytes_max: u32,
+    ) -> io::Result<Result<(FrameHeader, &[u8]), FrameError>> {
+        if offset + FRAME_HEADER_BYTES as u64 > limit {
+            return Ok(Err(FrameError::Truncated));
+        }
+        let header_bytes = self.bytes(file, offset, FRAME_HEADER_BYTES, limit)?;
+        let header = match frame::decode_header(header_bytes, payload_bytes_max) {
+            Ok(header) => header,
+            Err(error) => return Ok(Err(error)),
+        };
+        if offset + header.frame_len() > limit {
+            return Ok(Err(FrameError::Truncated));
+        }
+        let frame_len = header.frame_len() as usize;
+        let bytes = self.bytes(file, offset, frame_len, limit)?;
+        let Some((header_bytes, payload)) = bytes.split_at_checked(FRAME_HEADER_BYTES) else {
+            return Ok(Err(FrameError::Truncated));
+        };
+        Ok(frame::verify_checksum(header_bytes, payload, header.crc).map(|()| (header, payload)))
+    }
+}

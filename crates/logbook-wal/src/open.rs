@@ -1,0 +1,222 @@
+//! Opening a WAL directory: listing segments, checking them, running recovery's decisions.
+//!
+//! Owns: the order of work at open (lock, list, header checks, continuity, scan, cut, salvage)
+//! and building the [`Segment`] handles the WAL starts with. Must never: write in a read-only
+//! open, or continue past corruption in strict mode.
+
+use crate::error::{Error, Result};
+use crate::options::{RecoveryMode, WalOptions};
+use crate::recovery::{self, RecoveryReport, Salvage, Scan, ScanStart, TailCut};
+use crate::segment::{self, SEGMENT_HEADER_BYTES, Segment};
+use crate::storage::{OpenMode, Storage, StorageFile};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The segments found at open, ready for the WAL.
+pub(crate) struct Opened {
+    pub(crate) segments: Vec<Arc<Segment>>,
+    /// Last position stored (0 when the log is empty).
+    pub(crate) last_position: u64,
+    pub(crate) report: RecoveryReport,
+}
+
+pub(crate) fn segment_paths(storage: &dyn Storage, wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let names = storage
+        .list_dir(wal_dir)
+        .map_err(|source| Error::io(wal_dir, source))?;
+    let mut found: Vec<(u64, PathBuf)> = names
+        .iter()
+        .filter_map(|name| Some((segment::parse_file_name(name)?, wal_dir.join(name))))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+fn read_header(
+    file: &dyn StorageFile,
+    path: &Path,
+    len: u64,
+) -> Result<std::result::Result<u64, &'static str>> {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    let readable = len.min(SEGMENT_HEADER_BYTES as u64) as usize;
+    file.read_exact_at(0, &mut header[..readable])
+        .map_err(|source| Error::io(path, source))?;
+    Ok(segment::decode_header(&header[..readable]))
+}
+
+/// Opens and recovers the segments of `wal_dir`.
+pub(crate) fn open_segments(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    options: &WalOptions,
+    read_only: bool,
+) -> Result<Opened> {
+    let mut report = RecoveryReport::default();
+    let mut paths = segment_paths(storage, wal_dir)?;
+    let mode = if read_only {
+        OpenMode::Read
+    } else {
+        OpenMode::ReadWrite
+    };
+    let mut segments: Vec<Arc<Segment>> = Vec::new();
+    let mut last_position = 0u64;
+    let mut index = 0;
+    while index < paths.len() {
+        let (base, path) = paths[index].clone();
+        let is_last = index + 1 == paths.len();
+        let file = storage
+            .open_file(&path, mode)
+            .map_err(|source| Error::io(&path, source))?;
+        let len = file.len().map_err(|source| Error::io(&path, source))?;
+        match read_header(file.as_ref(), &path, len)? {
+            Ok(header_base) if header_base == base => {}
+            Ok(header_base) => {
+                return Err(Error::corrupted(
+                    &path,
+                    16,
+                    format!("header base position {header_base} does not match the file name"),
+                ));
+            }
+            Err(reason) if is_last && !read_only && len <= SEGMENT_HEADER_BYTES as u64 => {
+                // A crash interrupted the creation of this segment: its header was never synced,
+                // so no frame can follow it and nothing acknowledged lives here.
+                tracing::warn!(segment = %path.display(), reason, "removing unfinished segment");
+                drop(file);
+                storage
+                    .remove_file(&path)
+                    .map_err(|source| Error::io(&path, source))?;
+                // Durability: fsync the directory so the removal survives a crash.
+                storage
+                    .sync_dir(wal_dir)
+                    .map_err(|source| Error::io(wal_dir, source))?;
+                report.removed_unfinished_segment = Some(path);
+                paths.pop();
+                continue;
+            }
+            Err(_) if is_last && read_only && len <= SEGMENT_HEADER_BYTES as u64 => {
+                // A writer is creating this segment right now (or crashed doing so).
+                paths.pop();
+                continue;
+            }
+            Err(reason) => return Err(Error::corrupted(&path, 0, reason)),
+        }
+        if base <= last_position {
+            return Err(Error::corrupted(
+                &path,
+                16,
+                format!(
+                    "segment base position {base} is not above the previous segment's last position {last_position}"
+                ),
+            ));
+        }
+        let scan = recovery::scan_segment(
+            file.as_ref(),
+            len,
+            ScanStart::fresh(base),
+            options.record_bytes_max,
+            options.index_interval_bytes,
+        )
+        .map_err(|error| with_path(error, &path))?;
+        report.segments += 1;
+        report.bytes_scanned += len;
+        let segment = Arc::new(Segment::new(base, path.clone(), file.clone()));
+        let mut scan = scan;
+        if let Some(problem) = scan.problem.take() {
+            let corrupt = problem.provably_durable || !is_last;
+            if read_only {
+                if corrupt {
+                    return Err(Error::corrupted(&path, problem.bad_offset, problem.reason));
+                }
+                // Beside a live writer an incomplete tail is normal: stop before it.
+            } else if corrupt && options.recovery_mode == RecoveryMode::Strict {
+                let reason = if is_last {
+                    format!("{} (a later frame proves it was durable)", problem.reason)
+                } else {
+                    format!("{} (in a sealed segment)", problem.reason)
+                };
+                return Err(Error::corrupted(&path, problem.bad_offset, reason));
+            } else {
+                cut(file.as_ref(), &path, problem.cut_offset, len)?;
+                if corrupt {
+                    let removed = remove_later(storage, wal_dir, &paths[index + 1..])?;
+                    report.salvage = Some(Salvage {
+                        segment: path.clone(),
+                        offset: problem.cut_offset,
+                        reason: problem.reason,
+                        bytes_dropped: len - problem.cut_offset,
+                        segments_removed: removed,
+                        valid_frames_dropped: problem.later_valid_frames,
+                    });
+                    paths.truncate(index + 1);
+                } else {
+                    report.tail_cut = Some(TailCut {
+                        segment: path.clone(),
+                        offset: problem.cut_offset,
+                        bytes_dropped: len - problem.cut_offset,
+                        reason: problem.reason,
+                    });
+                }
+            }
+        }
+        install_scan(&segment, &scan);
+        report.records += scan.records;
+        last_position = last_position.max(scan.last_position);
+        segments.push(segment);
+        index += 1;
+    }
+    report.last_position = last_position;
+    Ok(Opened {
+        segments,
+        last_position,
+        report,
+    })
+}
+
+pub(crate) fn install_scan(segment: &Segment, scan: &Scan) {
+    segment.replace_index(scan.index.clone());
+    segment.set_durable(
+        scan.valid_end,
+        if scan.records > 0 {
+            scan.last_position
+        } else {
+            0
+        },
+    );
+}
+
+fn with_path(error: Error, path: &Path) -> Error {
+    match error {
+        Error::Io { source, .. } => Error::io(path, source),
+        other => other,
+    }
+}
+
+/// Truncates a segment at `offset` and makes the truncation durable.
+fn cut(file: &dyn StorageFile, path: &Path, offset: u64, len: u64) -> Result<()> {
+    tracing::warn!(segment = %path.display(), offset, dropped = len - offset, "cutting log tail");
+    file.set_len(offset)
+        .map_err(|source| Error::io(path, source))?;
+    // Durability: the cut must be on disk before new frames are written over it.
+    file.sync_data().map_err(|source| Error::io(path, source))
+}
+
+fn remove_later(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    later: &[(u64, PathBuf)],
+) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for (_, path) in later {
+        storage
+            .remove_file(path)
+            .map_err(|source| Error::io(path, source))?;
+        removed.push(path.clone());
+    }
+    if !removed.is_empty() {
+        // Durability: fsync the directory so the removals survive a crash.
+        storage
+            .sync_dir(wal_dir)
+            .map_err(|source| Error::io(wal_dir, source))?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,243 @@
+//! Recovery: what open makes of the segment files it finds.
+//!
+//! Owns: scanning segments frame by frame, telling an honest crash tail from corruption, cutting
+//! the tail (truncate + fsync), salvage, and the [`RecoveryReport`]. Must never: skip a bad frame
+//! silently, cut anything in a read-only open, or cut a frame that was provably durable unless
+//! the operator asked for salvage.
+//!
+//! The proof: every frame records the durable position its writer knew when it was encoded (its
+//! `durable_mark`). A bad frame (torn, zeroed, failing its checksum, out of order) whose position
+//! is at or below the mark of some later valid frame was durable before that frame was written,
+//! so it was damaged after it was synced: corruption. A bad frame above every later mark may be
+//! an unsynced tail that a power loss wrote back out of order: it is cut with the rest of the
+//! tail. Rolling to a new segment syncs the old one first, so only the last segment can hold an
+//! unsynced tail; a bad frame in a sealed segment is always corruption.
+
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::frame::{FRAME_HEADER_BYTES, FrameError};
+use crate::segment::{IndexEntry, SEGMENT_HEADER_BYTES};
+use crate::storage::StorageFile;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What open found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files opened.
+    pub segments: usize,
+    /// Records found in complete batches.
+    pub records: u64,
+    /// Bytes of segment files scanned.
+    pub bytes_scanned: u64,
+    /// The last position in the log after recovery (0 for an empty log).
+    pub last_position: u64,
+    /// An unsynced tail that was cut off the last segment.
+    pub tail_cut: Option<TailCut>,
+    /// What salvage dropped, when [`RecoveryMode::Salvage`](crate::RecoveryMode) cut at corruption.
+    pub salvage: Option<Salvage>,
+    /// A last segment whose creation a crash interrupted (header never made durable), removed.
+    pub removed_unfinished_segment: Option<PathBuf>,
+    /// How long recovery took.
+    pub duration: Duration,
+}
+
+/// A cut of the unsynced tail of the last segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailCut {
+    /// The segment file.
+    pub segment: PathBuf,
+    /// The new length of the file: everything from here on was dropped.
+    pub offset: u64,
+    /// Bytes dropped.
+    pub bytes_dropped: u64,
+    /// Why the first dropped byte was not part of a complete batch.
+    pub reason: String,
+}
+
+/// What salvage dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salvage {
+    /// The segment with the first corruption.
+    pub segment: PathBuf,
+    /// The offset where the log was cut.
+    pub offset: u64,
+    /// The corruption found.
+    pub reason: String,
+    /// Bytes dropped from the cut segment.
+    pub bytes_dropped: u64,
+    /// Later segment files removed whole.
+    pub segments_removed: Vec<PathBuf>,
+    /// Valid frames that could still be read beyond the cut (lost by salvage).
+    pub valid_frames_dropped: u64,
+}
+
+/// A problem found while scanning a segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Problem {
+    /// Where the segment must be cut: the bad frame, or the first frame of its unfinished batch.
+    pub(crate) cut_offset: u64,
+    /// The offset of the bad frame (or the end of file for an unfinished batch).
+    pub(crate) bad_offset: u64,
+    pub(crate) reason: String,
+    /// True when a later valid frame proves the bad one was durable.
+    pub(crate) provably_durable: bool,
+    /// Valid frames found after the bad one.
+    pub(crate) later_valid_frames: u64,
+}
+
+/// The result of scanning one segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Scan {
+    /// The end of the last complete batch.
+    pub(crate) valid_end: u64,
+    /// The last position of a complete batch (`before` when there is none).
+    pub(crate) last_position: u64,
+    pub(crate) records: u64,
+    pub(crate) index: Vec<IndexEntry>,
+    pub(crate) problem: Option<Problem>,
+}
+
+/// Where a scan starts: the header end with no position yet, or where a previous scan stopped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanStart {
+    pub(crate) offset: u64,
+    /// Positions found must be above this.
+    pub(crate) after_position: u64,
+    /// The last indexed offset (for the sparse index interval).
+    pub(crate) last_indexed_offset: Option<u64>,
+}
+
+impl ScanStart {
+    pub(crate) fn fresh(base: u64) -> Self {
+        ScanStart {
+            offset: SEGMENT_HEADER_BYTES as u64,
+            after_position: base - 1,
+            last_indexed_offset: None,
+        }
+    }
+}
+
+/// Scans the frames of a segment from `start` to `file_len`.
+pub(crate) fn scan_segment(
+    file: &dyn StorageFile,
+    file_len: u64,
+    start: ScanStart,
+    record_bytes_max: u32,
+    index_interval_bytes: u64,
+) -> Result<Scan> {
+    let io = |source| Error::Io {
+        path: PathBuf::from("<segment>"),
+        source,
+    };
+    let mut cursor = Cursor::new();
+    let mut scan = Scan {
+        valid_end: start.offset,
+        last_position: start.after_position,
+        records: 0,
+        index: Vec::new(),
+        problem: None,
+    };
+    let mut offset = start.offset;
+    let mut last_seen = start.after_position;
+    let mut batch_start: Option<u64> = None;
+    let mut batch_records = 0u64;
+    let mut last_indexed = start.last_indexed_offset;
+    while offset < file_len {
+        let frame = cursor
+            .read_frame(file, offset, file_len, record_bytes_max)
+            .map_err(io)?;
+        let reason = match frame {
+            Err(error) => Some(error.reason().to_owned()),
+            Ok((header, _)) if header.position <= last_seen => Some(format!(
+                "frame position {} does not follow position {last_seen}",
+                header.position
+            )),
+            Ok((header, _)) if header.is_batch_first() == batch_start.is_some() => {
+                Some("frame batch flags do not match the batch structure".to_owned())
+            }
+            Ok((header, _)) => {
+                if header.is_batch_first() {
+                    batch_start = Some(offset);
+                    batch_records = 0;
+                }
+                if last_indexed.is_none_or(|last| offset - last >= index_interval_bytes) {
+                    scan.index.push(IndexEntry {
+                        position: header.position,
+                        offset,
+                    });
+                    last_indexed = Some(offset);
+                }
+                batch_records += 1;
+                last_seen = header.position;
+                offset += header.frame_len();
+                if header.is_batch_last() {
+                    batch_start = None;
+                    scan.valid_end = offset;
+                    scan.last_position = header.position;
+                    scan.records += batch_records;
+                }
+                None
+            }
+        };
+        if let Some(reason) = reason {
+            let (mark, later) = later_marks(
+                file,
+                &mut cursor,
+                offset,
+                file_len,
+                last_seen,
+                record_bytes_max,
+            )
+            .map_err(io)?;
+            scan.problem = Some(Problem {
+                cut_offset: batch_start.unwrap_or(offset),
+                bad_offset: offset,
+                reason,
+                provably_durable: mark.is_some_and(|mark| mark > last_seen),
+                later_valid_frames: later,
+            });
+            break;
+        }
+    }
+    if scan.problem.is_none() {
+        if let Some(batch_offset) = batch_start {
+            scan.problem = Some(Problem {
+                cut_offset: batch_offset,
+                bad_offset: file_len,
+                reason: "unfinished batch at the end of the segment".to_owned(),
+                provably_durable: false,
+                later_valid_frames: 0,
+            });
+        }
+    }
+    // Index entries past the cut would point into dropped bytes.
+    scan.index.retain(|entry| entry.offset < scan.valid_end);
+    Ok(scan)
+}
+
+/// After a bad frame at `bad_offset`, finds the valid frames that follow (walking from one to
+/// the next, or byte by byte after garbage) and returns the highest durable mark among them.
+fn later_marks(
+    file: &dyn StorageFile,
+    cursor: &mut Cursor,
+    bad_offset: u64,
+    file_len: u64,
+    last_seen: u64,
+    record_bytes_max: u32,
+) -> std::io::Result<(Option<u64>, u64)> {
+    let mut mark: Option<u64> = None;
+    let mut found = 0u64;
+    let mut offset = bad_offset + 1;
+    while offset + FRAME_HEADER_BYTES as u64 <= file_len {
+        match cursor.read_frame(file, offset, file_len, record_bytes_max)? {
+            Ok((header, _)) if header.position > last_seen => {
+                mark = Some(mark.map_or(header.durable_mark, |max| max.max(header.durable_mark)));
+                found += 1;
+                offset += header.frame_len();
+            }
+            Ok(_) | Err(FrameError::Truncated | FrameError::TooLarge) | Err(_) => offset += 1,
+        }
+    }
+    Ok((mark, found))
+}

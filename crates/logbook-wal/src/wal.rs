@@ -1,0 +1,861 @@
+//! The write-ahead log: appends, group commit, segment rolls, durable position, truncation.
+//!
+//! Owns: the writer state (the active segment, the in-memory buffer of frames not yet handed to
+//! the OS, the next position), the sync protocol and poisoning. Must never: hold the writer lock
+//! while it syncs the active segment (appends keep landing in a fresh buffer meanwhile),
+//! acknowledge an append before its policy is met, retry a failed write or sync, or modify a
+//! sealed segment.
+
+use crate::error::{Error, Result};
+use crate::frame::{self, FLAG_BATCH_FIRST, FLAG_BATCH_LAST, FRAME_HEADER_BYTES};
+use crate::open::{self, Opened};
+use crate::options::{SyncPolicy, WalOptions};
+use crate::reader::WalReader;
+use crate::recovery::{self, RecoveryReport, ScanStart};
+use crate::segment::{self, IndexEntry, SEGMENT_HEADER_BYTES, Segment};
+use crate::storage::{FileStorage, LockGuard, OpenMode, Storage};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The name of the directory, inside the log directory, that holds the segments.
+pub const WAL_DIR_NAME: &str = "wal";
+/// The name of the lock file in the log directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// Whether an append waits for durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// As the WAL's [`SyncPolicy`] says.
+    #[default]
+    Policy,
+    /// Acknowledged once buffered; made durable by the next sync (whoever triggers it). For
+    /// high-frequency records whose loss in a power cut is acceptable (progress ticks).
+    Relaxed,
+}
+
+/// The positions given to an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// The position of the first record.
+    pub first: u64,
+    /// The position of the last record.
+    pub last: u64,
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its global position.
+    pub position: u64,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// A description of one segment, for stats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// The first position it may hold.
+    pub base: u64,
+    /// The last position it holds (0 when empty).
+    pub last_position: u64,
+    /// Readable bytes, header included.
+    pub bytes: u64,
+    /// True for the segment appends go to.
+    pub active: bool,
+}
+
+struct WriterState {
+    active: Arc<Segment>,
+    /// Logical end of the active segment, buffered bytes included.
+    end_offset: u64,
+    /// Bytes of the active segment handed to the OS.
+    written_offset: u64,
+    buffer: Vec<u8>,
+    spare: Vec<u8>,
+    buffer_records: usize,
+    next_position: u64,
+    last_indexed_offset: Option<u64>,
+    sync_in_progress: bool,
+    poisoned: Option<String>,
+    closed: bool,
+}
+
+impl WriterState {
+    /// True when `batch_bytes` more would pass the segment limit of a non-empty segment (a batch
+    /// never spans segments, so a batch larger than the limit gets a segment of its own).
+    fn needs_roll(&self, batch_bytes: u64, segment_bytes_max: u64) -> bool {
+        self.end_offset > SEGMENT_HEADER_BYTES as u64
+            && self.end_offset + batch_bytes > segment_bytes_max
+    }
+}
+
+pub(crate) struct Inner {
+    storage: Arc<dyn Storage>,
+    wal_dir: PathBuf,
+    pub(crate) options: WalOptions,
+    read_only: bool,
+    state: Mutex<WriterState>,
+    changed: Condvar,
+    durable_position: AtomicU64,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    stop: AtomicBool,
+    _lock: Option<Box<dyn LockGuard>>,
+}
+
+/// A segmented write-ahead log. `Send + Sync`: share it in an `Arc` between appending threads.
+pub struct Wal {
+    inner: Arc<Inner>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Wal")
+            .field("dir", &self.inner.wal_dir)
+            .field("durable_position", &self.durable_position())
+            .field("read_only", &self.inner.read_only)
+            .finish()
+    }
+}
+
+fn lock_state(inner: &Inner) -> MutexGuard<'_, WriterState> {
+    inner
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir` on the real file system, for writing.
+    pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, RecoveryReport)> {
+        Self::open_with_storage(Arc::new(FileStorage::new()), dir.as_ref(), options)
+    }
+
+    /// Opens an existing log in `dir` read-only: takes no lock and never writes a byte. Works
+    /// beside a live writer; [`Wal::refresh`] picks up what it has written since.
+    pub fn open_read_only(
+        dir: impl AsRef<Path>,
+        options: WalOptions,
+    ) -> Result<(Wal, RecoveryReport)> {
+        Self::open_read_only_with_storage(Arc::new(FileStorage::new()), dir.as_ref(), options)
+    }
+
+    /// [`Wal::open`] on any storage.
+    pub fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: WalOptions,
+    ) -> Result<(Wal, RecoveryReport)> {
+        options.validate()?;
+        let started = Instant::now();
+        let _span = tracing::info_span!("wal_open", dir = %dir.display()).entered();
+        let wal_dir = dir.join(WAL_DIR_NAME);
+        storage
+            .create_dir_all(&wal_dir)
+            .map_err(|source| Error::io(&wal_dir, source))?;
+        let lock_path = dir.join(LOCK_FILE_NAME);
+        let guard = storage
+            .try_lock(&lock_path)
+            .map_err(|source| Error::io(&lock_path, source))?
+            .ok_or(Error::Locked { path: lock_path })?;
+        let Opened {
+            mut segments,
+            last_position,
+            mut report,
+        } = open::open_segments(storage.as_ref(), &wal_dir, &options, false)?;
+        let active = match segments.last() {
+            Some(last) => {
+                // Durability: a process crash leaves written-but-unsynced frames in the page
+                // cache, and recovery accepted them; sync them before any new frame's durable
+                // mark claims they are durable.
+                last.file
+                    .sync_data()
+                    .map_err(|source| Error::io(&last.path, source))?;
+                last.clone()
+            }
+            None => {
+                let segment = create_segment(storage.as_ref(), &wal_dir, last_position + 1)?;
+                segments.push(segment.clone());
+                segment
+            }
+        };
+        let end_offset = active.durable_len();
+        let next_position = last_position + 1;
+        let state = WriterState {
+            active,
+            end_offset,
+            written_offset: end_offset,
+            buffer: Vec::new(),
+            spare: Vec::new(),
+            buffer_records: 0,
+            next_position,
+            last_indexed_offset: None,
+            sync_in_progress: false,
+            poisoned: None,
+            closed: false,
+        };
+        let inner = Arc::new(Inner {
+            storage,
+            wal_dir,
+            options: options.clone(),
+            read_only: false,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            durable_position: AtomicU64::new(last_position),
+            segments: RwLock::new(segments),
+            stop: AtomicBool::new(false),
+            _lock: Some(guard),
+        });
+        let syncer = match options.sync_policy {
+            SyncPolicy::Interval(interval) => Some(spawn_syncer(inner.clone(), interval)?),
+            _ => None,
+        };
+        report.duration = started.elapsed();
+        tracing::info!(
+            last_position,
+            segments = report.segments,
+            tail_cut = report.tail_cut.is_some(),
+            "wal opened"
+        );
+        Ok((Wal { inner, syncer }, report))
+    }
+
+    /// [`Wal::open_read_only`] on any storage.
+    pub fn open_read_only_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: WalOptions,
+    ) -> Result<(Wal, RecoveryReport)> {
+        options.validate()?;
+        let started = Instant::now();
+        let wal_dir = dir.join(WAL_DIR_NAME);
+        if !storage.exists(&wal_dir) {
+            return Err(Error::io(
+                &wal_dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a logbook directory"),
+            ));
+        }
+        let Opened {
+            segments,
+            last_position,
+            mut report,
+        } = open::open_segments(storage.as_ref(), &wal_dir, &options, true)?;
+        let active = match segments.last() {
+            Some(last) => last.clone(),
+            None => {
+                return Err(Error::io(
+                    &wal_dir,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no segment files"),
+                ));
+            }
+        };
+        let end_offset = active.durable_len();
+        let state = WriterState {
+            active,
+            end_offset,
+            written_offset: end_offset,
+            buffer: Vec::new(),
+            spare: Vec::new(),
+            buffer_records: 0,
+            next_position: last_position + 1,
+            last_indexed_offset: None,
+            sync_in_progress: false,
+            poisoned: None,
+            closed: false,
+        };
+        let inner = Arc::new(Inner {
+            storage,
+            wal_dir,
+            options,
+            read_only: true,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            durable_position: AtomicU64::new(last_position),
+            segments: RwLock::new(segments),
+            stop: AtomicBool::new(false),
+            _lock: None,
+        });
+        report.duration = started.elapsed();
+        Ok((
+            Wal {
+                inner,
+                syncer: None,
+            },
+            report,
+        ))
+    }
+
+    /// Appends one record and waits as the sync policy says. Returns its position.
+    pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        Ok(self.append_batch(&[payload])?.last)
+    }
+
+    /// Appends records as one batch, atomic across crashes (after recovery all of them exist or
+    /// none does), and waits as the sync policy says.
+    pub fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<AppendReceipt> {
+        self.append_batch_with(payloads, Durability::Policy)
+    }
+
+    /// [`Wal::append_batch`] with a chosen durability.
+    pub fn append_batch_with<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        durability: Durability,
+    ) -> Result<AppendReceipt> {
+        let receipt = self.buffer_batch(payloads)?;
+        let wait = durability == Durability::Policy
+            && matches!(
+                self.inner.options.sync_policy,
+                SyncPolicy::Always | SyncPolicy::GroupCommit { .. }
+            );
+        if wait {
+            self.wait_durable(receipt.last)?;
+        }
+        Ok(receipt)
+    }
+
+    /// Checks limits, then encodes the batch into the buffer under the writer lock.
+    fn buffer_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<AppendReceipt> {
+        let options = &self.inner.options;
+        if payloads.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        if payloads.len() > options.batch_records_max {
+            return Err(Error::LimitExceeded {
+                what: "records in a batch",
+                limit: options.batch_records_max as u64,
+                actual: payloads.len() as u64,
+            });
+        }
+        let mut batch_bytes = 0u64;
+        for payload in payloads {
+            let len = payload.as_ref().len() as u64;
+            if len > u64::from(options.record_bytes_max) {
+                return Err(Error::LimitExceeded {
+                    what: "record bytes",
+                    limit: u64::from(options.record_bytes_max),
+                    actual: len,
+                });
+            }
+            batch_bytes += FRAME_HEADER_BYTES as u64 + len;
+        }
+        if batch_bytes > options.batch_bytes_max {
+            return Err(Error::LimitExceeded {
+                what: "batch bytes",
+                limit: options.batch_bytes_max,
+                actual: batch_bytes,
+            });
+        }
+        let inner = &*self.inner;
+        let mut state = lock_state(inner);
+        inner.check_writable(&state)?;
+        while state.needs_roll(batch_bytes, options.segment_bytes_max) {
+            state = inner.roll(state, batch_bytes)?;
+        }
+        let durable_mark = inner.durable_position.load(Ordering::Acquire);
+        let first = state.next_position;
+        let count = payloads.len();
+        let before = state.buffer.len();
+        for (index, payload) in payloads.iter().enumerate() {
+            let mut flags = 0;
+            if index == 0 {
+                flags |= FLAG_BATCH_FIRST;
+            }
+            if index + 1 == count {
+                flags |= FLAG_BATCH_LAST;
+            }
+            let position = first + index as u64;
+            let offset = state.end_offset + (state.buffer.len() - before) as u64;
+            if state
+                .last_indexed_offset
+                .is_none_or(|last| offset - last >= options.index_interval_bytes)
+            {
+                state.active.push_index(IndexEntry { position, offset });
+                state.last_indexed_offset = Some(offset);
+            }
+            frame::encode_frame(
+                &mut state.buffer,
+                position,
+                durable_mark,
+                flags,
+                payload.as_ref(),
+            );
+        }
+        assert_eq!(
+            (state.buffer.len() - before) as u64,
+            batch_bytes,
+            "frame sizes"
+        );
+        state.end_offset += batch_bytes;
+        state.next_position += count as u64;
+        state.buffer_records += count;
+        if state.buffer.len() >= options.buffer_bytes_max {
+            inner.write_out(&mut state)?;
+        }
+        drop(state);
+        inner.changed.notify_all();
+        Ok(AppendReceipt {
+            first,
+            last: first + count as u64 - 1,
+        })
+    }
+
+    /// Waits until `position` is durable, leading a sync if none is under way.
+    pub fn wait_durable(&self, position: u64) -> Result<()> {
+        self.inner.sync_to(position)
+    }
+
+    /// Makes every appended record durable; returns the durable position.
+    pub fn sync(&self) -> Result<u64> {
+        let head = self.last_position();
+        self.inner.sync_to(head)?;
+        Ok(self.durable_position())
+    }
+
+    /// The highest position known durable: readers see records up to here.
+    pub fn durable_position(&self) -> u64 {
+        self.inner.durable_position.load(Ordering::Acquire)
+    }
+
+    /// The last position appended (durable or not); 0 for an empty log.
+    pub fn last_position(&self) -> u64 {
+        lock_state(&self.inner).next_position - 1
+    }
+
+    /// True after a failed write or sync: appends fail until the WAL is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        lock_state(&self.inner).poisoned.is_some()
+    }
+
+    /// The options the WAL was opened with.
+    pub fn options(&self) -> &WalOptions {
+        &self.inner.options
+    }
+
+    /// The directory holding the segment files.
+    pub fn wal_dir(&self) -> &Path {
+        &self.inner.wal_dir
+    }
+
+    /// An iterator over durable records from `position` on (the first record at or after it;
+    /// gaps are skipped). It verifies every frame. When it returns `None` it has caught up; calling
+    /// `next` again later yields records that became durable since.
+    pub fn read_from(&self, position: u64) -> WalReader {
+        WalReader::new(self.inner.clone(), position)
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let state = lock_state(&self.inner);
+        let active_base = state.active.base;
+        drop(state);
+        self.inner
+            .segments()
+            .iter()
+            .map(|segment| SegmentInfo {
+                path: segment.path.clone(),
+                base: segment.base,
+                last_position: segment.last_position(),
+                bytes: segment.durable_len(),
+                active: segment.base == active_base,
+            })
+            .collect()
+    }
+
+    /// Removes whole sealed segments whose records all lie below `position`. Returns the
+    /// removed files. The active segment is never removed.
+    pub fn truncate_before(&self, position: u64) -> Result<Vec<PathBuf>> {
+        let inner = &*self.inner;
+        let state = lock_state(inner);
+        inner.check_writable(&state)?;
+        let active_base = state.active.base;
+        let mut segments = inner
+            .segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut removed = Vec::new();
+        while let Some(first) = segments.first() {
+            let next_base = segments.get(1).map(|next| next.base);
+            let below = next_base.is_some_and(|next| next <= position);
+            if first.base == active_base || !below {
+                break;
+            }
+            let path = first.path.clone();
+            inner
+                .storage
+                .remove_file(&path)
+                .map_err(|source| Error::io(&path, source))?;
+            segments.remove(0);
+            removed.push(path);
+        }
+        drop(segments);
+        drop(state);
+        if !removed.is_empty() {
+            // Durability: fsync the directory so the removals survive a crash.
+            inner
+                .storage
+                .sync_dir(&inner.wal_dir)
+                .map_err(|source| Error::io(&inner.wal_dir, source))?;
+        }
+        Ok(removed)
+    }
+
+    /// Read-only handles: picks up records and segments a live writer made since open.
+    /// Returns the new last position. A writer handle needs no refresh.
+    pub fn refresh(&self) -> Result<u64> {
+        let inner = &*self.inner;
+        if !inner.read_only {
+            return Ok(self.durable_position());
+        }
+        let _state = lock_state(inner);
+        let mut last_position = inner.durable_position.load(Ordering::Acquire);
+        let known: Vec<u64> = inner
+            .segments()
+            .iter()
+            .map(|segment| segment.base)
+            .collect();
+        for (base, path) in open::segment_paths(inner.storage.as_ref(), &inner.wal_dir)? {
+            if known.contains(&base) || base <= last_position {
+                continue;
+            }
+            let Ok(file) = inner.storage.open_file(&path, OpenMode::Read) else {
+                continue;
+            };
+            let len = file.len().map_err(|source| Error::io(&path, source))?;
+            let mut header = [0u8; SEGMENT_HEADER_BYTES];
+            if len < SEGMENT_HEADER_BYTES as u64 || file.read_exact_at(0, &mut header).is_err() {
+                continue;
+            }
+            if segment::decode_header(&header) != Ok(base) {
+                continue;
+            }
+            let segment = Arc::new(Segment::new(base, path, file));
+            inner
+                .segments
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(segment);
+        }
+        for segment in inner.segments().iter() {
+            if segment.last_position() != 0 && segment.last_position() < last_position {
+                continue;
+            }
+            let len = segment
+                .file
+                .len()
+                .map_err(|source| Error::io(&segment.path, source))?;
+            let start = ScanStart {
+                offset: segment.durable_len(),
+                after_position: last_position.max(segment.base - 1),
+                last_indexed_offset: None,
+            };
+            let scan = recovery::scan_segment(
+                segment.file.as_ref(),
+                len,
+                start,
+                inner.options.record_bytes_max,
+                inner.options.index_interval_bytes,
+            )?;
+            if let Some(problem) = &scan.problem {
+                if problem.provably_durable {
+                    return Err(Error::corrupted(
+                        &segment.path,
+                        problem.bad_offset,
+                        problem.reason.clone(),
+                    ));
+                }
+            }
+            for entry in &scan.index {
+                segment.push_index(*entry);
+            }
+            let last = if scan.records > 0 {
+                scan.last_position
+            } else {
+                0
+            };
+            segment.set_durable(scan.valid_end, last);
+            last_position = last_position.max(last);
+        }
+        inner
+            .durable_position
+            .store(last_position, Ordering::Release);
+        Ok(last_position)
+    }
+
+    /// Syncs everything and stops the WAL. Dropping without `close` also syncs, best effort.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let inner = &*self.inner;
+        let result = if inner.read_only || lock_state(inner).closed {
+            Ok(())
+        } else {
+            let head = lock_state(inner).next_position - 1;
+            inner.sync_to(head)
+        };
+        inner.stop.store(true, Ordering::Release);
+        lock_state(inner).closed = true;
+        inner.changed.notify_all();
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
+        }
+        result
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::warn!(%error, "WAL dropped without close and its final sync failed");
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable_position.load(Ordering::Acquire)
+    }
+
+    fn check_writable(&self, state: &WriterState) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if let Some(reason) = &state.poisoned {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn poison(&self, state: &mut WriterState, path: &Path, error: &std::io::Error) {
+        tracing::error!(path = %path.display(), %error, "WAL poisoned");
+        state.poisoned = Some(format!("{} on {}", error, path.display()));
+        self.changed.notify_all();
+    }
+
+    /// Hands the buffer to the OS without syncing (the buffer grew past its limit).
+    fn write_out(&self, state: &mut WriterState) -> Result<()> {
+        let bytes = std::mem::take(&mut state.buffer);
+        let segment = state.active.clone();
+        let result = segment.file.write_all_at(state.written_offset, &bytes);
+        state.written_offset += bytes.len() as u64;
+        state.buffer = bytes;
+        state.buffer.clear();
+        if let Err(source) = result {
+            self.poison(state, &segment.path, &source);
+            return Err(Error::io(&segment.path, source));
+        }
+        Ok(())
+    }
+
+    /// Returns once `target` is durable: leads a sync when none runs, else waits for it.
+    fn sync_to(&self, target: u64) -> Result<()> {
+        let mut state = lock_state(self);
+        loop {
+            if self.durable() >= target {
+                return Ok(());
+            }
+            if let Some(reason) = &state.poisoned {
+                return Err(Error::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            if self.read_only {
+                return Err(Error::ReadOnly);
+            }
+            if state.sync_in_progress {
+                state = self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            state.sync_in_progress = true;
+            if let SyncPolicy::GroupCommit { delay, records_max } = self.options.sync_policy {
+                state = self.gather(state, delay, records_max);
+            }
+            return self.lead_sync(state);
+        }
+    }
+
+    /// The group-commit wait: until `records_max` records are buffered or `delay` passed.
+    fn gather<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+        delay: Duration,
+        records_max: usize,
+    ) -> MutexGuard<'a, WriterState> {
+        let deadline = Instant::now() + delay;
+        while state.buffer_records < records_max && state.poisoned.is_none() && !state.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        state
+    }
+
+    /// Writes the buffer and syncs the active segment with the writer lock released.
+    fn lead_sync(&self, mut state: MutexGuard<'_, WriterState>) -> Result<()> {
+        let _span = tracing::debug_span!("wal_sync", records = state.buffer_records).entered();
+        let spare = std::mem::take(&mut state.spare);
+        let mut bytes = std::mem::replace(&mut state.buffer, spare);
+        let segment = state.active.clone();
+        let offset = state.written_offset;
+        let last = state.next_position - 1;
+        state.written_offset += bytes.len() as u64;
+        let end = state.written_offset;
+        state.buffer_records = 0;
+        drop(state);
+        let result = if bytes.is_empty() {
+            Ok(())
+        } else {
+            segment.file.write_all_at(offset, &bytes)
+        };
+        let result = result.and_then(|()| segment.file.sync_data());
+        let mut state = lock_state(self);
+        state.sync_in_progress = false;
+        bytes.clear();
+        if state.spare.capacity() < bytes.capacity() {
+            state.spare = bytes;
+        }
+        match result {
+            Ok(()) => {
+                segment.set_durable(end, last);
+                self.durable_position.fetch_max(last, Ordering::AcqRel);
+                drop(state);
+                self.changed.notify_all();
+                Ok(())
+            }
+            Err(source) => {
+                self.poison(&mut state, &segment.path, &source);
+                Err(Error::io(&segment.path, source))
+            }
+        }
+    }
+
+    /// Seals the active segment (write, sync) and starts a new one. Rare, so it runs under the
+    /// writer lock after any sync under way has finished.
+    fn roll<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+        batch_bytes: u64,
+    ) -> Result<MutexGuard<'a, WriterState>> {
+        while state.sync_in_progress {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        self.check_writable(&state)?;
+        // Another appender may have rolled while this one waited.
+        if !state.needs_roll(batch_bytes, self.options.segment_bytes_max) {
+            return Ok(state);
+        }
+        let _span = tracing::info_span!("wal_roll", next_position = state.next_position).entered();
+        self.write_out(&mut state)?;
+        let old = state.active.clone();
+        // Durability: the old segment is synced before the new one exists, so only the last
+        // segment can ever hold an unsynced tail.
+        if let Err(source) = old.file.sync_data() {
+            self.poison(&mut state, &old.path, &source);
+            return Err(Error::io(&old.path, source));
+        }
+        let last = state.next_position - 1;
+        old.set_durable(state.written_offset, last);
+        self.durable_position.fetch_max(last, Ordering::AcqRel);
+        let segment =
+            match create_segment(self.storage.as_ref(), &self.wal_dir, state.next_position) {
+                Ok(segment) => segment,
+                Err(error) => {
+                    let reason = error.to_string();
+                    tracing::error!(%reason, "WAL poisoned: could not create a segment");
+                    state.poisoned = Some(reason);
+                    return Err(error);
+                }
+            };
+        self.segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(segment.clone());
+        state.active = segment;
+        state.end_offset = SEGMENT_HEADER_BYTES as u64;
+        state.written_offset = SEGMENT_HEADER_BYTES as u64;
+        state.last_indexed_offset = None;
+        self.changed.notify_all();
+        Ok(state)
+    }
+}
+
+/// Creates a segment file with its header, durably (file and directory synced).
+fn create_segment(storage: &dyn Storage, wal_dir: &Path, base: u64) -> Result<Arc<Segment>> {
+    let path = wal_dir.join(segment::file_name(base));
+    let file = storage
+        .open_file(&path, OpenMode::CreateNew)
+        .map_err(|source| Error::io(&path, source))?;
+    file.write_all_at(0, &segment::encode_header(base))
+        .map_err(|source| Error::io(&path, source))?;
+    // Durability: the header is synced before any frame is written behind it.
+    file.sync_data()
+        .map_err(|source| Error::io(&path, source))?;
+    // Durability: fsync the directory so the new segment's name survives a crash.
+    storage
+        .sync_dir(wal_dir)
+        .map_err(|source| Error::io(wal_dir, source))?;
+    tracing::debug!(segment = %path.display(), "segment created");
+    Ok(Arc::new(Segment::new(base, path, file)))
+}
+
+fn spawn_syncer(inner: Arc<Inner>, interval: Duration) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("logbook-wal-sync".into())
+        .spawn(move || {
+            let mut state = lock_state(&inner);
+            let mut next_sync = Instant::now() + interval;
+            while !inner.stop.load(Ordering::Acquire) {
+                let now = Instant::now();
+                if now < next_sync {
+                    state = inner
+                        .changed
+                        .wait_timeout(state, next_sync - now)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0;
+                    continue;
+                }
+                next_sync = now + interval;
+                if state.poisoned.is_some() {
+                    continue;
+                }
+                let head = state.next_position - 1;
+                drop(state);
+                if let Err(error) = inner.sync_to(head) {
+                    tracing::error!(%error, "interval sync failed");
+                }
+                state = lock_state(&inner);
+            }
+        })
+        .map_err(|source| Error::io("<sync thread>", source))
+}
