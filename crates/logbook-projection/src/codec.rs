@@ -1,0 +1,179 @@
+//! The payload codec: bincode 2 through serde, `standard()` configuration.
+//!
+//! Owns: every use of bincode in the workspace. bincode is pinned (`=2.0.1`) and frozen upstream
+//! (RUSTSEC-2025-0141: unmaintained); its format will not move under us, and because each envelope
+//! records [`CODEC_BINCODE2`], changing codec later is a new codec id, not a rewrite of old logs.
+//! Never: decodes without a memory limit, accepts trailing bytes, or uses serde features that
+//! need a self-describing format (`deserialize_any`, `flatten`, `untagged`,
+//! `skip_serializing_if`): bincode writes every field, in order, with no names.
+//!
+//! Memory bound: bincode reserves a string's or a byte vector's length *before* reading it, so a
+//! garbage length prefix could ask for any amount. Every decode runs with a bincode limit of 16
+//! times the input length (at least 1 MiB): the limit counts the in-memory size of every decoded
+//! value, which for our types (strings, integers, options, sequences) is at most 8 times its
+//! encoded size, so valid inputs always pass and garbage fails before it can allocate more.
+
+use bincode::config::Configuration;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Codec id of bincode 2.0.1, `standard()` configuration (little endian, varint integers),
+/// through serde. Id 0 is never valid; ids 128 to 255 are left to applications.
+pub const CODEC_BINCODE2: u8 = 1;
+
+/// The longest input [`decode`] accepts, whatever limit the caller passes.
+pub const DECODE_INPUT_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// The ratio between the memory a decode may reserve and its input length.
+const MEMORY_PER_INPUT_BYTE: usize = 16;
+
+const MIB: usize = 1024 * 1024;
+
+fn config() -> Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes `value` with the codec [`CODEC_BINCODE2`].
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|error| Error::Encode {
+        what: "value",
+        reason: error.to_string(),
+    })
+}
+
+/// Decodes a `T` that must fill `bytes` exactly; `bytes_max` bounds the input length.
+///
+/// Never panics, refuses trailing bytes, and never reserves more than 16 times the input length
+/// (at least 1 MiB), whatever length prefixes the input claims.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T> {
+    let limit = bytes_max.min(DECODE_INPUT_BYTES_MAX);
+    if bytes.len() > limit {
+        return Err(Error::LimitExceeded {
+            what: "encoded value",
+            limit,
+            actual: bytes.len(),
+        });
+    }
+    // The bincode limit is a type parameter, so pick the smallest tier that keeps the ratio.
+    let claimed = bytes.len().saturating_mul(MEMORY_PER_INPUT_BYTE);
+    let (value, read) = if claimed <= MIB {
+        decode_limited::<T, MIB>(bytes)?
+    } else if claimed <= 16 * MIB {
+        decode_limited::<T, { 16 * MIB }>(bytes)?
+    } else if claimed <= 256 * MIB {
+        decode_limited::<T, { 256 * MIB }>(bytes)?
+    } else {
+        decode_limited::<T, { 4096 * MIB }>(bytes)?
+    };
+    if read != bytes.len() {
+        return Err(Error::Decode {
+            what: "value",
+            reason: format!("{} trailing bytes after {read}", bytes.len() - read),
+        });
+    }
+    Ok(value)
+}
+
+fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<(T, usize)> {
+    let config = config().with_limit::<LIMIT>();
+    bincode::serde::decode_from_slice(bytes, config).map_err(|error| Error::Decode {
+        what: "value",
+        reason: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sample {
+        name: String,
+        count: u64,
+        tags: Vec<String>,
+        maybe: Option<String>,
+        map: BTreeMap<String, u64>,
+    }
+
+    fn sample() -> Sample {
+        Sample {
+            name: "ada".into(),
+            count: 300,
+            tags: vec!["x".into(), String::new()],
+            maybe: Some("y".into()),
+            map: BTreeMap::from([("a".into(), 1), ("b".into(), u64::MAX)]),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample()).expect("encode");
+        assert_eq!(decode::<Sample>(&bytes, 1024).expect("decode"), sample());
+    }
+
+    #[test]
+    fn format_is_frozen() {
+        // bincode standard(): varint integers (one byte below 251, then a 251 marker and a u16),
+        // length-prefixed strings, 0/1 option tags.
+        let bytes = encode(&("ab", 250u64, 251u64, Some(1u8))).expect("encode");
+        assert_eq!(bytes, [2, b'a', b'b', 250, 251, 251, 0, 1, 1]);
+    }
+
+    #[test]
+    fn refuses_trailing_bytes() {
+        let mut bytes = encode(&sample()).expect("encode");
+        bytes.push(0);
+        let error = decode::<Sample>(&bytes, 1024).expect_err("trailing");
+        assert!(matches!(error, Error::Decode { .. }), "{error}");
+    }
+
+    #[test]
+    fn refuses_truncation_at_every_length() {
+        let bytes = encode(&sample()).expect("encode");
+        for length in 0..bytes.len() {
+            assert!(
+                decode::<Sample>(&bytes[..length], 1024).is_err(),
+                "length {length}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_input_over_the_limit() {
+        let bytes = encode(&sample()).expect("encode");
+        let error = decode::<Sample>(&bytes, 3).expect_err("limit");
+        assert!(
+            matches!(error, Error::LimitExceeded { limit: 3, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn huge_length_prefix_does_not_allocate() {
+        // A string claiming u64::MAX / 2 bytes: varint marker 253 then 8 bytes.
+        let mut bytes = vec![253];
+        bytes.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
+        let error = decode::<String>(&bytes, 1024).expect_err("limit");
+        assert!(matches!(error, Error::Decode { .. }), "{error}");
+        // And one that claims 900 KiB, above 16 times the 9-byte input but under 1 MiB tier.
+        let mut bytes = vec![253];
+        bytes.extend_from_slice(&(2u64 * 1024 * 1024).to_le_bytes());
+        assert!(decode::<Vec<u8>>(&bytes, 1024).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Sample>(&bytes, 1024);
+            let _ = decode::<Vec<String>>(&bytes, 1024);
+            let _ = decode::<BTreeMap<String, Vec<u8>>>(&bytes, 1024);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The envelope: the bytes of one WAL record.
+//!
+//! Owns: the envelope byte layout (see `FORMAT-ENVELOPE.md` beside `Cargo.toml`), its limits, and
+//! the checks that make an [`Envelope`] valid by construction.
+//! Never: decodes the payload (the header is readable without knowing the payload's Rust type),
+//! panics on any input, indexes or unwraps unchecked, or allocates more than the input length
+//! while decoding: every length is checked against the bytes actually present before any copy.
+#![deny(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::fmt;
+
+use crate::error::{Error, Result, escape_bytes_lossy, escape_lossy};
+use crate::event::EventData;
+use crate::stream::{self, STREAM_ID_BYTES_MAX, StreamId};
+
+/// The first byte of every envelope.
+pub const ENVELOPE_MAGIC: u8 = 0xEB;
+/// The envelope layout version this code writes and reads.
+pub const ENVELOPE_FORMAT_VERSION: u8 = 1;
+/// Bytes of the fixed little-endian prefix, before the variable fields.
+pub const ENVELOPE_HEADER_BYTES: usize = 32;
+/// The longest event type name, in bytes.
+pub const EVENT_TYPE_BYTES_MAX: usize = 128;
+/// The longest correlation id, and the longest causation id, in bytes.
+pub const CORRELATION_ID_BYTES_MAX: usize = 128;
+/// The largest payload: 16 MiB less 4 KiB, so that a whole envelope stays under 16 MiB.
+pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024 - 4 * 1024;
+/// The largest encoded envelope: the header, every variable field at its limit, the payload.
+pub const ENVELOPE_BYTES_MAX: usize = ENVELOPE_HEADER_BYTES
+    + STREAM_ID_BYTES_MAX
+    + EVENT_TYPE_BYTES_MAX
+    + 2 * CORRELATION_ID_BYTES_MAX
+    + PAYLOAD_BYTES_MAX;
+
+/// One event as stored in one WAL record: a header and payload bytes of any type.
+///
+/// Built valid from a [`StreamId`] and an [`EventData`], or decoded with [`Envelope::decode`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    stream: StreamId,
+    stream_version: u64,
+    timestamp_ms: u64,
+    data: EventData,
+}
+
+impl Envelope {
+    /// Places `data` at `stream_version` (0-based) of `stream`, recorded at `timestamp_ms`.
+    pub fn new(stream: StreamId, stream_version: u64, timestamp_ms: u64, data: EventData) -> Self {
+        Envelope {
+            stream,
+            stream_version,
+            timestamp_ms,
+            data,
+        }
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// The 0-based index of the event in its stream.
+    pub fn stream_version(&self) -> u64 {
+        self.stream_version
+    }
+
+    /// Milliseconds since the Unix epoch, from the engine's clock.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// The event type, e.g. `room.message_posted`.
+    pub fn event_type(&self) -> &str {
+        self.data.event_type()
+    }
+
+    /// The schema version the payload was written with.
+    pub fn schema_version(&self) -> u16 {
+        self.data.schema_version()
+    }
+
+    /// The id of the codec that wrote the payload.
+    pub fn codec(&self) -> u8 {
+        self.data.codec()
+    }
+
+    /// The correlation id, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.data.correlation_id()
+    }
+
+    /// The causation id, if any.
+    pub fn causation_id(&self) -> Option<&str> {
+        self.data.causation_id()
+    }
+
+    /// The payload bytes, undecoded.
+    pub fn payload(&self) -> &[u8] {
+        self.data.payload()
+    }
+
+    /// The event data (type, versions, ids, payload) without the stream placement.
+    pub fn data(&self) -> &EventData {
+        &self.data
+    }
+
+    /// Splits into stream, stream version, timestamp and event data.
+    pub fn into_parts(self) -> (StreamId, u64, u64, EventData) {
+        (
+            self.stream,
+            self.stream_version,
+            self.timestamp_ms,
+            self.data,
+        )
+    }
+
+    /// The exact length of [`Envelope::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        ENVELOPE_HEADER_BYTES + self.stream.as_str().len() + self.data.variable_len()
+    }
+
+    /// Encodes the envelope.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoded envelope to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let data = &self.data;
+        let stream = self.stream.as_str();
+        let correlation = data.correlation_id().unwrap_or_default();
+        let causation = data.causation_id().unwrap_or_default();
+        // Every length was checked against its limit when the parts were built; a failure here
+        // is a bug in this crate, not bad input.
+        let stream_len = u16::try_from(stream.len()).ok();
+        let event_type_len = u8::try_from(data.event_type().len()).ok();
+        let correlation_len = u8::try_from(correlation.len()).ok();
+        let causation_len = u8::try_from(causation.len()).ok();
+        let payload_len = u32::try_from(data.payload().len()).ok();
+        let (
+            Some(stream_len),
+            Some(event_type_len),
+            Some(correlation_len),
+            Some(causation_len),
+            Some(payload_len),
+        ) = (
+            stream_len,
+            event_type_len,
+            correlation_len,
+            causation_len,
+            payload_len,
+        )
+        else {
+            unreachable!("envelope parts are validated at construction");
+        };
+        let start = out.len();
+        out.reserve(self.encoded_len());
+        out.extend_from_slice(&[ENVELOPE_MAGIC, ENVELOPE_FORMAT_VERSION, data.codec(), 0]);
+        out.extend_from_slice(&self.stream_version.to_le_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_le_bytes());
+        out.extend_from_slice(&data.schema_version().to_le_bytes());
+        out.extend_from_slice(&stream_len.to_le_bytes());
+        out.extend_from_slice(&[event_type_len, correlation_len, causation_len, 0]);
+        out.extend_from_slice(&payload_len.to_le_bytes());
+        debug_assert_eq!(out.len() - start, ENVELOPE_HEADER_BYTES);
+        out.extend_from_slice(stream.as_bytes());
+        out.extend_from_slice(data.event_type().as_bytes());
+        out.extend_from_slice(correlation.as_bytes());
+        out.extend_from_slice(causation.as_bytes());
+        out.extend_from_slice(data.payload());
+        debug_assert_eq!(out.len() - start, self.encoded_len());
+    }
+
+    /// Decodes and validates an envelope that fills `bytes` exactly, copying it.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope> {
+        EnvelopeRef::decode(bytes).map(|view| view.to_envelope())
+    }
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("stream", &self.stream.as_str())
+            .field("stream_version", &self.stream_version)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+/// A validated envelope borrowed from the bytes it was decoded from: no copy at all.
+///
+/// Recovery and `logbook dump` read headers this way without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvelopeRef<'a> {
+    /// A valid stream id.
+    pub stream: &'a str,
+    /// The 0-based index of the event in its stream.
+    pub stream_version: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// A valid event type.
+    pub event_type: &'a str,
+    /// The payload's schema version.
+    pub schema_version: u16,
+    /// The payload's codec id (never 0).
+    pub codec: u8,
+    /// The correlation id, if any.
+    pub correlation_id: Option<&'a str>,
+    /// The causation id, if any.
+    pub causation_id: Option<&'a str>,
+    /// The payload bytes, undecoded.
+    pub payload: &'a [u8],
+}
+
+impl<'a> EnvelopeRef<'a> {
+    /// Decodes and validates an envelope that fills `bytes` exactly.
+    pub fn decode(bytes: &'a [u8]) -> Result<EnvelopeRef<'a>> {
+        let mut reader = Reader { rest: bytes };
+        let [magic, format_version, codec, flags] = reader.array::<4>()?;
+        if magic != ENVELOPE_MAGIC {
+            return Err(corrupt(format!(
+                "magic byte is {magic:#04x}, not {ENVELOPE_MAGIC:#04x}"
+            )));
+        }
+        if format_version != ENVELOPE_FORMAT_VERSION {
+            return Err(corrupt(format!("unknown format version {format_version}")));
+        }
+        if codec == 0 {
+            return Err(corrupt("codec id 0".to_owned()));
+        }
+        if flags != 0 {
+            return Err(corrupt(format!("reserved byte 3 is {flags}, not 0")));
+        }
+        let stream_version = u64::from_le_bytes(reader.array::<8>()?);
+        let timestamp_ms = u64::from_le_bytes(reader.array::<8>()?);
+        let schema_version = u16::from_le_bytes(reader.array::<2>()?);
+        let stream_len = usize::from(u16::from_le_bytes(reader.array::<2>()?));
+        let [event_type_len, correlation_len, causation_len, reserved] = reader.array::<4>()?;
+        if reserved != 0 {
+            return Err(corrupt(format!("reserved byte 27 is {reserved}, not 0")));
+        }
+        let payload_len = u32::from_le_bytes(reader.array::<4>()?);
+        let payload_len = usize::try_from(payload_len).unwrap_or(usize::MAX);
+        check_limit("stream id", stream_len, STREAM_ID_BYTES_MAX)?;
+        check_limit(
+            "event type",
+            usize::from(event_type_len),
+            EVENT_TYPE_BYTES_MAX,
+        )?;
+        check_limit(
+            "correlation id",
+            usize::from(correlation_len),
+            CORRELATION_ID_BYTES_MAX,
+        )?;
+        check_limit(
+            "causation id",
+            usize::from(causation_len),
+            CORRELATION_ID_BYTES_MAX,
+        )?;
+        check_limit("payload", payload_len, PAYLOAD_BYTES_MAX)?;
+        let variable_len = stream_len
+            + usize::from(event_type_len)
+            + usize::from(correlation_len)
+            + usize::from(causation_len)
+            + payload_len;
+        if reader.rest.len() != variable_len {
+            return Err(corrupt(format!(
+                "header announces {variable_len} bytes after it, {} are present",
+                reader.rest.len()
+            )));
+        }
+        let stream = reader.text("stream id", stream_len)?;
+        stream::validate(stream)?;
+        let event_type = reader.text("event type", usize::from(event_type_len))?;
+        validate_event_type(event_type)?;
+        let correlation_id = reader.optional_id("correlation id", correlation_len)?;
+        let causation_id = reader.optional_id("causation id", causation_len)?;
+        let payload = reader.take(payload_len)?;
+        Ok(EnvelopeRef {
+            stream,
+            stream_version,
+            timestamp_ms,
+            event_type,
+            schema_version,
+            codec,
+            correlation_id,
+            causation_id,
+            payload,
+        })
+    }
+
+    /// Copies into an owned [`Envelope`]; allocates exactly the variable fields' bytes.
+    pub fn to_envelope(&self) -> Envelope {
+        Envelope {
+            stream: StreamId::from_validated(self.stream.to_owned()),
+            stream_version: self.stream_version,
+            timestamp_ms: self.timestamp_ms,
+            data: EventData::from_validated(
+                self.event_type.to_owned(),
+                self.schema_version,
+                self.codec,
+                self.correlation_id.map(str::to_owned),
+                self.causation_id.map(str::to_owned),
+                self.payload.to_vec(),
+            ),
+        }
+    }
+}
+
+/// Checks an event type name: ASCII `[a-z0-9_.]`, 1 to [`EVENT_TYPE_BYTES_MAX`] bytes.
+pub fn validate_event_type(event_type: &str) -> Result<()> {
+    let refuse = |reason| {
+        Err(Error::InvalidEventType {
+            event_type: escape_lossy(event_type),
+            reason,
+        })
+    };
+    if event_type.is_empty() {
+        return refuse("empty");
+    }
+    if event_type.len() > EVENT_TYPE_BYTES_MAX {
+        return refuse("longer than 128 bytes");
+    }
+    let allowed =
+        |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"_.".contains(&byte);
+    if !event_type.bytes().all(allowed) {
+        return refuse("only a-z, 0-9, '_' and '.' are allowed");
+    }
+    Ok(())
+}
+
+/// Checks a correlation or causation id: 1 to [`CORRELATION_ID_BYTES_MAX`] bytes, no control
+/// characters. `what` names the field in the error.
+pub fn validate_correlation_id(what: &'static str, id: &str) -> Result<()> {
+    check_limit(what, id.len(), CORRELATION_ID_BYTES_MAX)?;
+    let refuse = |reason| {
+        Err(Error::InvalidId {
+            what,
+            id: escape_lossy(id),
+            reason,
+        })
+    };
+    if id.is_empty() {
+        return refuse("empty");
+    }
+    if id.chars().any(char::is_control) {
+        return refuse("contains a control character");
+    }
+    Ok(())
+}
+
+fn check_limit(what: &'static str, actual: usize, limit: usize) -> Result<()> {
+    if actual > limit {
+        return Err(Error::LimitExceeded {
+            what,
+            limit,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn corrupt(reason: String) -> Error {
+    Error::Decode {
+        what: "envelope",
+        reason,
+    }
+}
+
+/// A cursor over the input that only hands out bytes that are present.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8]> {
+        let Some((head, tail)) = self.rest.split_at_checked(len) else {
+            return Err(corrupt(format!(
+                "truncated: {len} bytes wanted, {} left",
+                self.rest.len()
+            )));
+        };
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let Some((head, tail)) = self.rest.split_first_chunk::<N>() else {
+            return Err(corrupt(format!(
+                "truncated header: {} bytes left",
+                self.rest.len()
+            )));
+        };
+        self.rest = tail;
+        Ok(*head)
+    }
+
+    fn text(&mut self, what: &'static str, len: usize) -> Result<&'a str> {
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes).map_err(|_| Error::Decode {
+            what,
+            reason: format!("not UTF-8: {:?}", escape_bytes_lossy(bytes)),
+        })
+    }
+
+    fn optional_id(&mut self, what: &'static str, len: u8) -> Result<Option<&'a str>> {
+        if len == 0 {
+            return Ok(None);
+        }
+        let id = self.text(what, usize::from(len))?;
+        validate_correlation_id(what, id)?;
+        Ok(Some(id))
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests;

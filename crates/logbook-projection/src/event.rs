@@ -1,0 +1,450 @@
+//! Typed events: the trait a service implements for its own event enum, and the shapes an event
+//! takes on its way into the log ([`NewEvent`], [`EventData`]) and out of it ([`RawEvent`],
+//! [`RecordedEvent`]).
+//!
+//! Owns: the contract between an event enum and the engine; the built-in model
+//! (`crate::model::BuiltinEvent`) is only one implementor.
+//! Never: assigns positions, stream versions or timestamps (the engine does), or does I/O.
+
+use std::fmt;
+
+use crate::codec::CODEC_BINCODE2;
+use crate::envelope::{
+    ENVELOPE_HEADER_BYTES, Envelope, PAYLOAD_BYTES_MAX, validate_correlation_id,
+    validate_event_type,
+};
+use crate::error::{Error, Result};
+use crate::stream::StreamId;
+
+/// A service's event type: usually an enum with one variant per event type name.
+///
+/// The engine stores `event_type()`, `schema_version()`, [`Event::CODEC`] and the bytes of
+/// `encode_payload()` in the envelope, and calls `decode_payload` with the first two and the
+/// bytes when it reads the event back, possibly years later: `decode_payload` must accept every
+/// schema version ever written, upgrading old ones (see [`crate::upcast`]).
+pub trait Event: Sized + Send + Sync + 'static {
+    /// The codec id recorded with every payload of this type. Keep the default
+    /// ([`CODEC_BINCODE2`]) when `encode_payload` uses [`crate::codec::encode`]; an
+    /// application's own encoding takes an id from 128 to 255.
+    const CODEC: u8 = CODEC_BINCODE2;
+
+    /// The event type name, e.g. `"room.message_posted"`: ASCII `[a-z0-9_.]`, 1 to 128 bytes.
+    fn event_type(&self) -> &'static str;
+
+    /// The current schema version of this event's type.
+    fn schema_version(&self) -> u16;
+
+    /// Encodes the payload at the current schema version.
+    fn encode_payload(&self) -> Result<Vec<u8>>;
+
+    /// Decodes a payload recorded with (event_type, schema_version); older versions go through
+    /// upcasters.
+    fn decode_payload(event_type: &str, schema_version: u16, payload: &[u8]) -> Result<Self>;
+}
+
+/// An event a caller asks the engine to append: the event and its optional trace ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent<E> {
+    /// The event.
+    pub event: E,
+    /// Ties together the events of one request or conversation (at most 128 bytes).
+    pub correlation_id: Option<String>,
+    /// The id of the event or command that caused this one (at most 128 bytes).
+    pub causation_id: Option<String>,
+}
+
+impl<E: Event> NewEvent<E> {
+    /// An event without trace ids.
+    pub fn new(event: E) -> Self {
+        NewEvent {
+            event,
+            correlation_id: None,
+            causation_id: None,
+        }
+    }
+
+    /// Sets the correlation id; it is validated by [`NewEvent::to_data`].
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id; it is validated by [`NewEvent::to_data`].
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// Encodes and validates: everything the envelope needs but the stream placement.
+    pub fn to_data(&self) -> Result<EventData> {
+        let payload = self.event.encode_payload()?;
+        let mut data = EventData::new(
+            self.event.event_type(),
+            self.event.schema_version(),
+            payload,
+        )?
+        .with_codec(E::CODEC)?;
+        if let Some(id) = &self.correlation_id {
+            data = data.with_correlation_id(id.clone())?;
+        }
+        if let Some(id) = &self.causation_id {
+            data = data.with_causation_id(id.clone())?;
+        }
+        Ok(data)
+    }
+}
+
+impl<E: Event> From<E> for NewEvent<E> {
+    fn from(event: E) -> Self {
+        NewEvent::new(event)
+    }
+}
+
+/// An encoded, validated event not yet placed in a stream: type, schema version, codec, trace
+/// ids and payload bytes. The engine turns it into an [`Envelope`] once it knows the stream
+/// version and the time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EventData {
+    event_type: String,
+    schema_version: u16,
+    codec: u8,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    payload: Vec<u8>,
+}
+
+impl EventData {
+    /// Validates the event type and the payload length; the codec is [`CODEC_BINCODE2`].
+    pub fn new(
+        event_type: impl Into<String>,
+        schema_version: u16,
+        payload: Vec<u8>,
+    ) -> Result<EventData> {
+        let event_type = event_type.into();
+        validate_event_type(&event_type)?;
+        if payload.len() > PAYLOAD_BYTES_MAX {
+            return Err(Error::LimitExceeded {
+                what: "payload",
+                limit: PAYLOAD_BYTES_MAX,
+                actual: payload.len(),
+            });
+        }
+        Ok(EventData {
+            event_type,
+            schema_version,
+            codec: CODEC_BINCODE2,
+            correlation_id: None,
+            causation_id: None,
+            payload,
+        })
+    }
+
+    /// Sets the codec id; 0 is refused.
+    pub fn with_codec(mut self, codec: u8) -> Result<EventData> {
+        if codec == 0 {
+            return Err(Error::UnsupportedCodec { codec });
+        }
+        self.codec = codec;
+        Ok(self)
+    }
+
+    /// Sets the correlation id (1 to 128 bytes, no control characters).
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Result<EventData> {
+        let id = id.into();
+        validate_correlation_id("correlation id", &id)?;
+        self.correlation_id = Some(id);
+        Ok(self)
+    }
+
+    /// Sets the causation id (1 to 128 bytes, no control characters).
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Result<EventData> {
+        let id = id.into();
+        validate_correlation_id("causation id", &id)?;
+        self.causation_id = Some(id);
+        Ok(self)
+    }
+
+    pub(crate) fn from_validated(
+        event_type: String,
+        schema_version: u16,
+        codec: u8,
+        correlation_id: Option<String>,
+        causation_id: Option<String>,
+        payload: Vec<u8>,
+    ) -> EventData {
+        EventData {
+            event_type,
+            schema_version,
+            codec,
+            correlation_id,
+            causation_id,
+            payload,
+        }
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The payload's schema version.
+    pub fn schema_version(&self) -> u16 {
+        self.schema_version
+    }
+
+    /// The payload's codec id.
+    pub fn codec(&self) -> u8 {
+        self.codec
+    }
+
+    /// The correlation id, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
+    /// The causation id, if any.
+    pub fn causation_id(&self) -> Option<&str> {
+        self.causation_id.as_deref()
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The encoded length of the envelope this data makes in `stream`: lets the engine check
+    /// a batch against the WAL's record limit before it takes a version.
+    pub fn envelope_len(&self, stream: &StreamId) -> usize {
+        ENVELOPE_HEADER_BYTES + stream.as_str().len() + self.variable_len()
+    }
+
+    /// Bytes after the header, except the stream id.
+    pub(crate) fn variable_len(&self) -> usize {
+        self.event_type.len()
+            + self.correlation_id.as_ref().map_or(0, String::len)
+            + self.causation_id.as_ref().map_or(0, String::len)
+            + self.payload.len()
+    }
+}
+
+impl fmt::Debug for EventData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventData")
+            .field("event_type", &self.event_type)
+            .field("schema_version", &self.schema_version)
+            .field("codec", &self.codec)
+            .field("correlation_id", &self.correlation_id)
+            .field("causation_id", &self.causation_id)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+/// An event read from the log with its payload decoded into `E`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent<E> {
+    /// The position in the whole log (the WAL's LSN of the record).
+    pub position: u64,
+    /// The stream.
+    pub stream: StreamId,
+    /// The 0-based index of the event in its stream.
+    pub version: u64,
+    /// The event type.
+    pub event_type: String,
+    /// The schema version as recorded; `event` itself is at the current version.
+    pub schema_version: u16,
+    /// Milliseconds since the Unix epoch, when the engine appended it.
+    pub timestamp_ms: u64,
+    /// The correlation id, if any.
+    pub correlation_id: Option<String>,
+    /// The causation id, if any.
+    pub causation_id: Option<String>,
+    /// The decoded event.
+    pub event: E,
+}
+
+/// An event read from the log, payload not decoded: what tools that do not know the event
+/// types (`logbook dump`) and the engine's own indexes work with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// The position in the whole log.
+    pub position: u64,
+    /// The decoded envelope.
+    pub envelope: Envelope,
+}
+
+impl RawEvent {
+    /// Pairs an envelope with its position.
+    pub fn new(position: u64, envelope: Envelope) -> RawEvent {
+        RawEvent { position, envelope }
+    }
+
+    /// Decodes the envelope bytes of the record at `position`.
+    pub fn decode_record(position: u64, bytes: &[u8]) -> Result<RawEvent> {
+        Ok(RawEvent {
+            position,
+            envelope: Envelope::decode(bytes)?,
+        })
+    }
+
+    /// Decodes the payload into `E`, upcasting older schema versions.
+    pub fn decode<E: Event>(&self) -> Result<RecordedEvent<E>> {
+        let envelope = &self.envelope;
+        if envelope.codec() != E::CODEC {
+            return Err(Error::UnsupportedCodec {
+                codec: envelope.codec(),
+            });
+        }
+        let event = E::decode_payload(
+            envelope.event_type(),
+            envelope.schema_version(),
+            envelope.payload(),
+        )?;
+        Ok(RecordedEvent {
+            position: self.position,
+            stream: envelope.stream().clone(),
+            version: envelope.stream_version(),
+            event_type: envelope.event_type().to_owned(),
+            schema_version: envelope.schema_version(),
+            timestamp_ms: envelope.timestamp_ms(),
+            correlation_id: envelope.correlation_id().map(str::to_owned),
+            causation_id: envelope.causation_id().map(str::to_owned),
+            event,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::codec;
+
+    /// A service's own event enum, outside the built-in model.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Shop {
+        Ordered { sku: String, quantity: u32 },
+        Shipped,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Ordered {
+        sku: String,
+        quantity: u32,
+    }
+
+    impl Event for Shop {
+        fn event_type(&self) -> &'static str {
+            match self {
+                Shop::Ordered { .. } => "shop.ordered",
+                Shop::Shipped => "shop.shipped",
+            }
+        }
+
+        fn schema_version(&self) -> u16 {
+            1
+        }
+
+        fn encode_payload(&self) -> Result<Vec<u8>> {
+            match self {
+                Shop::Ordered { sku, quantity } => codec::encode(&Ordered {
+                    sku: sku.clone(),
+                    quantity: *quantity,
+                }),
+                Shop::Shipped => Ok(Vec::new()),
+            }
+        }
+
+        fn decode_payload(event_type: &str, schema_version: u16, payload: &[u8]) -> Result<Self> {
+            match (event_type, schema_version) {
+                ("shop.ordered", 1) => {
+                    let Ordered { sku, quantity } = codec::decode(payload, PAYLOAD_BYTES_MAX)?;
+                    Ok(Shop::Ordered { sku, quantity })
+                }
+                ("shop.shipped", 1) if payload.is_empty() => Ok(Shop::Shipped),
+                _ => Err(Error::UnknownEventType {
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                }),
+            }
+        }
+    }
+
+    #[test]
+    fn a_service_event_goes_through_the_envelope() {
+        let new_event = NewEvent::new(Shop::Ordered {
+            sku: "tea".into(),
+            quantity: 2,
+        })
+        .with_correlation_id("req-1")
+        .with_causation_id("cmd-9");
+        let data = new_event.to_data().expect("data");
+        let stream = StreamId::new("orders/7").expect("stream");
+        assert_eq!(
+            data.envelope_len(&stream),
+            Envelope::new(stream.clone(), 3, 9, data.clone())
+                .encode()
+                .len()
+        );
+        let bytes = Envelope::new(stream.clone(), 3, 1_700_000_000_000, data).encode();
+        let raw = RawEvent::decode_record(42, &bytes).expect("envelope");
+        let recorded = raw.decode::<Shop>().expect("payload");
+        assert_eq!(recorded.position, 42);
+        assert_eq!(recorded.stream, stream);
+        assert_eq!(recorded.version, 3);
+        assert_eq!(recorded.event_type, "shop.ordered");
+        assert_eq!(recorded.schema_version, 1);
+        assert_eq!(recorded.timestamp_ms, 1_700_000_000_000);
+        assert_eq!(recorded.correlation_id.as_deref(), Some("req-1"));
+        assert_eq!(recorded.causation_id.as_deref(), Some("cmd-9"));
+        assert_eq!(recorded.event, new_event.event);
+    }
+
+    #[test]
+    fn bad_trace_ids_and_codecs_are_refused() {
+        let long = "x".repeat(129);
+        let error = NewEvent::new(Shop::Shipped)
+            .with_correlation_id(long)
+            .to_data();
+        assert!(
+            matches!(error, Err(Error::LimitExceeded { limit: 128, .. })),
+            "{error:?}"
+        );
+        let error = NewEvent::new(Shop::Shipped).with_causation_id("").to_data();
+        assert!(matches!(error, Err(Error::InvalidId { .. })), "{error:?}");
+        let error = NewEvent::new(Shop::Shipped)
+            .with_causation_id("a\tb")
+            .to_data();
+        assert!(matches!(error, Err(Error::InvalidId { .. })), "{error:?}");
+        let data = EventData::new("shop.shipped", 1, Vec::new()).expect("data");
+        assert!(matches!(
+            data.clone().with_codec(0),
+            Err(Error::UnsupportedCodec { codec: 0 })
+        ));
+        let foreign = data.with_codec(200).expect("codec");
+        let envelope = Envelope::new(StreamId::new("s").expect("stream"), 0, 0, foreign);
+        let error = RawEvent::new(0, envelope).decode::<Shop>();
+        assert!(
+            matches!(error, Err(Error::UnsupportedCodec { codec: 200 })),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn event_data_limits() {
+        assert!(matches!(
+            EventData::new("Bad", 1, Vec::new()),
+            Err(Error::InvalidEventType { .. })
+        ));
+        let error = EventData::new("a.b", 1, vec![0; PAYLOAD_BYTES_MAX + 1]);
+        assert!(matches!(
+            error,
+            Err(Error::LimitExceeded {
+                what: "payload",
+                ..
+            })
+        ));
+        assert!(EventData::new("a.b", 1, vec![0; PAYLOAD_BYTES_MAX]).is_ok());
+    }
+}

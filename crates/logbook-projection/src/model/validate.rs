@@ -1,0 +1,172 @@
+//! Field checks shared by the built-in payloads.
+//!
+//! Owns: the value rules (non-empty ids, length limits, list sizes) every built-in payload
+//! applies on construction from JSON, on encode and on decode.
+//! Never: allocates more than the error message it returns.
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result, escape_lossy};
+
+/// The longest id or name in a built-in payload (run id, member, worker, phase...), in bytes.
+pub const ID_BYTES_MAX: usize = 256;
+/// The longest free text in a built-in payload (message body, input, summary, error), in bytes.
+pub const TEXT_BYTES_MAX: usize = 1024 * 1024;
+/// The most items in a list or map of a built-in payload (phases, child runs, tool names).
+pub const LIST_ITEMS_MAX: usize = 1024;
+
+/// A non-empty id of at most [`ID_BYTES_MAX`] bytes without control characters.
+pub(crate) fn id(event_type: &'static str, field: &'static str, value: &str) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(Error::InvalidField {
+            event_type,
+            field,
+            reason,
+        })
+    };
+    if value.is_empty() {
+        return refuse("must not be empty".to_owned());
+    }
+    if value.len() > ID_BYTES_MAX {
+        return refuse(format!(
+            "is {} bytes, at most {ID_BYTES_MAX} allowed",
+            value.len()
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return refuse(format!(
+            "{:?} contains a control character",
+            escape_lossy(value)
+        ));
+    }
+    Ok(())
+}
+
+/// [`id`] when present.
+pub(crate) fn optional_id(
+    event_type: &'static str,
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<()> {
+    value.map_or(Ok(()), |value| id(event_type, field, value))
+}
+
+/// Free text of at most `limit` bytes; empty is allowed.
+pub(crate) fn text_up_to(
+    event_type: &'static str,
+    field: &'static str,
+    value: &str,
+    limit: usize,
+) -> Result<()> {
+    if value.len() > limit {
+        return Err(Error::InvalidField {
+            event_type,
+            field,
+            reason: format!("is {} bytes, at most {limit} allowed", value.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Free text of at most [`TEXT_BYTES_MAX`] bytes; empty is allowed.
+pub(crate) fn text(event_type: &'static str, field: &'static str, value: &str) -> Result<()> {
+    text_up_to(event_type, field, value, TEXT_BYTES_MAX)
+}
+
+/// Free text of at most [`TEXT_BYTES_MAX`] bytes that must not be empty (errors).
+pub(crate) fn required_text(
+    event_type: &'static str,
+    field: &'static str,
+    value: &str,
+) -> Result<()> {
+    if value.is_empty() {
+        let reason = "must not be empty".to_owned();
+        return Err(Error::InvalidField {
+            event_type,
+            field,
+            reason,
+        });
+    }
+    text(event_type, field, value)
+}
+
+/// [`text`] when present.
+pub(crate) fn optional_text(
+    event_type: &'static str,
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<()> {
+    value.map_or(Ok(()), |value| text(event_type, field, value))
+}
+
+/// At most [`LIST_ITEMS_MAX`] distinct ids.
+pub(crate) fn id_list(
+    event_type: &'static str,
+    field: &'static str,
+    values: &[String],
+) -> Result<()> {
+    item_count(event_type, field, values.len())?;
+    let mut seen = BTreeSet::new();
+    for value in values {
+        id(event_type, field, value)?;
+        if !seen.insert(value.as_str()) {
+            return Err(Error::InvalidField {
+                event_type,
+                field,
+                reason: format!("lists {:?} twice", escape_lossy(value)),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// At most [`LIST_ITEMS_MAX`] items.
+pub(crate) fn item_count(
+    event_type: &'static str,
+    field: &'static str,
+    count: usize,
+) -> Result<()> {
+    if count > LIST_ITEMS_MAX {
+        return Err(Error::InvalidField {
+            event_type,
+            field,
+            reason: format!("has {count} items, at most {LIST_ITEMS_MAX} allowed"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(id("a.b", "f", "x").is_ok());
+        assert!(id("a.b", "f", "").is_err());
+        assert!(id("a.b", "f", &"x".repeat(ID_BYTES_MAX)).is_ok());
+        assert!(id("a.b", "f", &"x".repeat(ID_BYTES_MAX + 1)).is_err());
+        assert!(id("a.b", "f", "a\u{7}").is_err());
+        assert!(optional_id("a.b", "f", None).is_ok());
+        assert!(optional_id("a.b", "f", Some("")).is_err());
+    }
+
+    #[test]
+    fn texts_and_lists() {
+        assert!(text("a.b", "f", "").is_ok());
+        assert!(required_text("a.b", "f", "").is_err());
+        assert!(text("a.b", "f", &"x".repeat(TEXT_BYTES_MAX + 1)).is_err());
+        assert!(optional_text("a.b", "f", Some("line\nbreaks are fine")).is_ok());
+        let twice = vec!["a".to_owned(), "a".to_owned()];
+        let error = id_list("a.b", "f", &twice).expect_err("duplicate");
+        assert_eq!(
+            error.to_string(),
+            "invalid a.b event: field f lists \"a\" twice"
+        );
+        let many: Vec<String> = (0..=LIST_ITEMS_MAX)
+            .map(|index| index.to_string())
+            .collect();
+        assert!(id_list("a.b", "f", &many).is_err());
+        assert!(id_list("a.b", "f", &many[1..]).is_ok());
+    }
+}

@@ -1,0 +1,300 @@
+//! Stream ids: the names of the event streams.
+//!
+//! Owns: [`StreamId`], a string that can only exist valid (UTF-8, 1 to [`STREAM_ID_BYTES_MAX`]
+//! bytes, no control characters, no empty entity id after a built-in prefix), and [`StreamKind`],
+//! the built-in entity family read from its prefix.
+//! Never: lets an invalid name reach the log; every constructor, `FromStr` and serde's
+//! `Deserialize` go through the same validation.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result, escape_lossy};
+
+/// The longest stream id, in bytes of UTF-8.
+pub const STREAM_ID_BYTES_MAX: usize = 256;
+
+/// The family of a stream, read from its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamKind {
+    /// `run/<id>`: one agent run.
+    Run,
+    /// `workflow/<id>`: one workflow run.
+    Workflow,
+    /// `room/<id>`: one collaboration room.
+    Room,
+    /// `job/<id>`: one background job.
+    Job,
+    /// Any other name: a service's own stream.
+    Custom,
+}
+
+impl StreamKind {
+    /// The prefix of the built-in kinds (`"run/"`), `None` for [`StreamKind::Custom`].
+    pub const fn prefix(self) -> Option<&'static str> {
+        match self {
+            StreamKind::Run => Some("run/"),
+            StreamKind::Workflow => Some("workflow/"),
+            StreamKind::Room => Some("room/"),
+            StreamKind::Job => Some("job/"),
+            StreamKind::Custom => None,
+        }
+    }
+
+    const BUILT_IN: [StreamKind; 4] = [
+        StreamKind::Run,
+        StreamKind::Workflow,
+        StreamKind::Room,
+        StreamKind::Job,
+    ];
+}
+
+/// A valid stream id.
+///
+/// ```
+/// use logbook_projection::{StreamId, StreamKind};
+///
+/// let stream: StreamId = "room/lobby".parse()?;
+/// assert_eq!(stream.kind(), StreamKind::Room);
+/// assert_eq!(stream.entity_id(), "lobby");
+/// assert!("room/".parse::<StreamId>().is_err());
+/// assert!("".parse::<StreamId>().is_err());
+/// # Ok::<(), logbook_projection::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// Validates `name` and wraps it.
+    pub fn new(name: impl Into<String>) -> Result<StreamId> {
+        let name = name.into();
+        validate(&name)?;
+        Ok(StreamId(name))
+    }
+
+    /// Wraps a name this crate already validated (decoded envelopes).
+    pub(crate) fn from_validated(name: String) -> StreamId {
+        debug_assert!(validate(&name).is_ok(), "{name:?}");
+        StreamId(name)
+    }
+
+    /// `run/<id>`.
+    pub fn run(id: &str) -> Result<StreamId> {
+        StreamId::new(format!("run/{id}"))
+    }
+
+    /// `workflow/<id>`.
+    pub fn workflow(id: &str) -> Result<StreamId> {
+        StreamId::new(format!("workflow/{id}"))
+    }
+
+    /// `room/<id>`.
+    pub fn room(id: &str) -> Result<StreamId> {
+        StreamId::new(format!("room/{id}"))
+    }
+
+    /// `job/<id>`.
+    pub fn job(id: &str) -> Result<StreamId> {
+        StreamId::new(format!("job/{id}"))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name, by value.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The family read from the prefix.
+    pub fn kind(&self) -> StreamKind {
+        kind_and_entity(&self.0).0
+    }
+
+    /// The part after a built-in prefix (`"r1"` for `run/r1`), the whole name for custom streams.
+    pub fn entity_id(&self) -> &str {
+        kind_and_entity(&self.0).1
+    }
+}
+
+/// Checks the rules of a stream id without allocating.
+pub fn validate(name: &str) -> Result<()> {
+    let refuse = |reason| {
+        Err(Error::InvalidStreamId {
+            stream: escape_lossy(name),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return refuse("empty");
+    }
+    if name.len() > STREAM_ID_BYTES_MAX {
+        return refuse("longer than 256 bytes");
+    }
+    if name.chars().any(char::is_control) {
+        return refuse("contains a control character");
+    }
+    let (kind, entity) = kind_and_entity(name);
+    if kind != StreamKind::Custom && entity.is_empty() {
+        return refuse("empty entity id after a built-in prefix");
+    }
+    Ok(())
+}
+
+fn kind_and_entity(name: &str) -> (StreamKind, &str) {
+    for kind in StreamKind::BUILT_IN {
+        if let Some(prefix) = kind.prefix()
+            && let Some(entity) = name.strip_prefix(prefix)
+        {
+            return (kind, entity);
+        }
+    }
+    (StreamKind::Custom, name)
+}
+
+impl FromStr for StreamId {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<StreamId> {
+        StreamId::new(name)
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = Error;
+
+    fn try_from(name: String) -> Result<StreamId> {
+        StreamId::new(name)
+    }
+}
+
+impl TryFrom<&str> for StreamId {
+    type Error = Error;
+
+    fn try_from(name: &str) -> Result<StreamId> {
+        StreamId::new(name)
+    }
+}
+
+impl AsRef<str> for StreamId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamId({:?})", self.0)
+    }
+}
+
+impl Serialize for StreamId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        StreamId::new(name).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(name: &str) -> &'static str {
+        match StreamId::new(name) {
+            Err(Error::InvalidStreamId { reason, .. }) => reason,
+            other => panic!("expected InvalidStreamId for {name:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_empty_long_and_control() {
+        assert_eq!(reason(""), "empty");
+        assert_eq!(reason(&"a".repeat(257)), "longer than 256 bytes");
+        assert_eq!(reason("run/a\nb"), "contains a control character");
+        assert_eq!(reason("a\u{0}"), "contains a control character");
+        assert_eq!(reason("a\u{7f}"), "contains a control character");
+        assert_eq!(reason("a\u{85}"), "contains a control character");
+        for prefix in ["run/", "workflow/", "room/", "job/"] {
+            assert_eq!(reason(prefix), "empty entity id after a built-in prefix");
+        }
+    }
+
+    #[test]
+    fn accepts_the_boundary_and_multibyte() {
+        assert!(StreamId::new("a".repeat(256)).is_ok());
+        // 'é' is two bytes: 128 of them are exactly 256 bytes, one more 'a' is 257.
+        let accents = "é".repeat(128);
+        assert_eq!(accents.len(), 256);
+        assert!(StreamId::new(accents.clone()).is_ok());
+        assert_eq!(reason(&format!("{accents}a")), "longer than 256 bytes");
+        // A 4-byte character crossing the boundary.
+        let crab = format!("{}🦀", "a".repeat(252));
+        assert_eq!(crab.len(), 256);
+        assert!(StreamId::new(crab).is_ok());
+        assert!(StreamId::new("run/ünïcödé 1").is_ok());
+    }
+
+    #[test]
+    fn kinds_and_entities() {
+        let cases = [
+            ("run/r1", StreamKind::Run, "r1"),
+            ("workflow/w/1", StreamKind::Workflow, "w/1"),
+            ("room/lobby", StreamKind::Room, "lobby"),
+            ("job/j", StreamKind::Job, "j"),
+            ("orders-42", StreamKind::Custom, "orders-42"),
+            ("run", StreamKind::Custom, "run"),
+            ("runs/x", StreamKind::Custom, "runs/x"),
+        ];
+        for (name, kind, entity) in cases {
+            let stream: StreamId = name.parse().expect(name);
+            assert_eq!(stream.kind(), kind, "{name}");
+            assert_eq!(stream.entity_id(), entity, "{name}");
+            assert_eq!(stream.to_string(), name);
+            assert_eq!(stream.as_str(), name);
+        }
+        assert_eq!(StreamId::run("x").expect("valid").as_str(), "run/x");
+        assert_eq!(
+            StreamId::workflow("x").expect("valid").kind(),
+            StreamKind::Workflow
+        );
+        assert_eq!(StreamId::room("x").expect("valid").kind(), StreamKind::Room);
+        assert_eq!(StreamId::job("x").expect("valid").kind(), StreamKind::Job);
+        assert!(StreamId::job("").is_err());
+    }
+
+    #[test]
+    fn error_escapes_the_input() {
+        let error = StreamId::new("bad\u{1b}[31m").expect_err("control");
+        let Error::InvalidStreamId { stream, .. } = error else {
+            panic!("wrong error")
+        };
+        assert_eq!(stream, "bad\\u{1b}[31m");
+    }
+
+    #[test]
+    fn serde_validates() {
+        let stream: StreamId = serde_json::from_str("\"room/a\"").expect("valid");
+        assert_eq!(
+            serde_json::to_string(&stream).expect("serialize"),
+            "\"room/a\""
+        );
+        assert!(serde_json::from_str::<StreamId>("\"room/\"").is_err());
+        assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
+    }
+}

@@ -1,0 +1,608 @@
+//! The engine: [`Logbook`], the one handle a service embeds.
+//!
+//! Owns: opening (WAL recovery, then replay of the log into the stream table), the request path
+//! to the writer, stream and log reads, subscriptions, stats and close. Must never: write to the
+//! WAL itself (only the writer thread does), or expose a record above the durable position.
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::options::{AppendDurability, LogbookOptions};
+use crate::streams::{Direction, ExpectedVersion, StreamTable};
+use crate::subscription::{SubscriberSlot, Subscription};
+use crate::syncer::{self, LiveRecord, SyncJob};
+use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
+use crate::writer::{self, AppendResult, Command};
+use logbook_projection::{EnvelopeRef, Event, NewEvent, RawEvent, RecordedEvent, StreamId};
+use logbook_wal::{FileStorage, RecoveryReport, Storage, Wal};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// What open found and did.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// The WAL's recovery report (tail cut, salvage, records scanned).
+    pub wal: RecoveryReport,
+    /// Events replayed into the stream table.
+    pub events_replayed: u64,
+    /// Streams known after replay.
+    pub streams: usize,
+    /// How long open took, recovery and replay included.
+    pub duration: Duration,
+}
+
+/// A live subscriber's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// The subscription's id.
+    pub id: u64,
+    /// The next position it will read.
+    pub next_position: u64,
+    /// Durable events it has not yet received.
+    pub lag: u64,
+}
+
+/// Health, typed: nobody should scrape logs for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// The last position appended (durable or not).
+    pub head_position: u64,
+    /// The last durable position.
+    pub durable_position: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes in segment files.
+    pub segment_bytes: u64,
+    /// Streams known.
+    pub streams: usize,
+    /// Live subscribers.
+    pub subscribers: Vec<SubscriberStats>,
+    /// True after a failed write or sync: appends fail until the log is reopened.
+    pub poisoned: bool,
+}
+
+/// State shared by the handle, the writer, the syncer and subscriptions.
+pub(crate) struct Shared {
+    pub(crate) wal: Arc<Wal>,
+    pub(crate) streams: RwLock<StreamTable>,
+    /// `None` once the syncer stopped: live subscribers then drain the log and end.
+    live: Mutex<Option<broadcast::Sender<Arc<Vec<LiveRecord>>>>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) options: LogbookOptions,
+    subscribers: Mutex<HashMap<u64, Arc<SubscriberSlot>>>,
+    next_subscriber: AtomicU64,
+    dir: PathBuf,
+}
+
+impl Shared {
+    pub(crate) fn publish(&self, batch: Vec<LiveRecord>) {
+        if let Some(live) = self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
+            // No receiver is fine: subscribers that join later read the log.
+            let _ = live.send(Arc::new(batch));
+        }
+    }
+
+    /// Joins the live broadcast; `None` once the log is closed.
+    pub(crate) fn subscribe_live(&self) -> Option<broadcast::Receiver<Arc<Vec<LiveRecord>>>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(broadcast::Sender::subscribe)
+    }
+
+    /// Ends the live broadcast (the syncer stopped): receivers see `Closed` after the last batch.
+    pub(crate) fn end_live(&self) {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+    }
+
+    pub(crate) fn register_subscriber(&self, from: u64) -> (u64, Arc<SubscriberSlot>) {
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(SubscriberSlot {
+            next_position: AtomicU64::new(from),
+        });
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(id, slot.clone());
+        (id, slot)
+    }
+
+    pub(crate) fn unregister_subscriber(&self, id: u64) {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&id);
+    }
+}
+
+struct Threads {
+    writer: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+/// The event log. Cheap to clone; all clones share one writer. Dropping the last clone stops
+/// the writer after it has made every written event durable.
+pub struct Logbook<E> {
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<Command>,
+    threads: Arc<Mutex<Threads>>,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for Logbook<E> {
+    fn clone(&self) -> Self {
+        Logbook {
+            shared: self.shared.clone(),
+            requests: self.requests.clone(),
+            threads: self.threads.clone(),
+            _event: PhantomData,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for Logbook<E> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Logbook")
+            .field("dir", &self.shared.dir)
+            .finish()
+    }
+}
+
+fn blocking_error(error: tokio::task::JoinError) -> Error {
+    Error::Task(error.to_string())
+}
+
+impl<E: Event> Logbook<E> {
+    /// Opens (or creates) the log in `dir`: WAL recovery, then replay into the stream table.
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        options: LogbookOptions,
+    ) -> Result<(Self, OpenReport)> {
+        Self::open_with_storage(Arc::new(FileStorage::new()), dir, options).await
+    }
+
+    /// [`Logbook::open`] on any storage (the in-memory one in tests).
+    pub async fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: LogbookOptions,
+    ) -> Result<(Self, OpenReport)> {
+        let dir = dir.as_ref().to_path_buf();
+        let span_dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let _span = tracing::info_span!("open", dir = %span_dir.display()).entered();
+            Self::open_blocking(storage, dir, options)
+        })
+        .await
+        .map_err(blocking_error)?
+    }
+
+    fn open_blocking(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        options: LogbookOptions,
+    ) -> Result<(Self, OpenReport)> {
+        let started = Instant::now();
+        let (wal, wal_report) = Wal::open_with_storage(storage, &dir, options.wal.clone())?;
+        let wal = Arc::new(wal);
+        let (streams, events_replayed) = replay(&wal)?;
+        let stream_count = streams.len();
+        let (live, _) = broadcast::channel(options.subscription_buffer.max(1));
+        let shared = Arc::new(Shared {
+            wal,
+            streams: RwLock::new(streams),
+            live: Mutex::new(Some(live)),
+            clock: options.clock.clone(),
+            options: options.clone(),
+            subscribers: Mutex::new(HashMap::new()),
+            next_subscriber: AtomicU64::new(1),
+            dir,
+        });
+        let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
+        let (jobs, job_receiver) =
+            std::sync::mpsc::sync_channel::<SyncJob>(options.queue_depth.max(1));
+        let syncer_shared = shared.clone();
+        let syncer = std::thread::Builder::new()
+            .name("logbook-syncer".into())
+            .spawn(move || syncer::run(syncer_shared, job_receiver))
+            .map_err(|error| Error::Task(error.to_string()))?;
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("logbook-writer".into())
+            .spawn(move || writer::run(writer_shared, receiver, jobs))
+            .map_err(|error| Error::Task(error.to_string()))?;
+        let report = OpenReport {
+            wal: wal_report,
+            events_replayed,
+            streams: stream_count,
+            duration: started.elapsed(),
+        };
+        tracing::info!(events_replayed, streams = stream_count, "log opened");
+        let threads = Threads {
+            writer: Some(writer),
+            syncer: Some(syncer),
+        };
+        let logbook = Logbook {
+            shared,
+            requests,
+            threads: Arc::new(Mutex::new(threads)),
+            _event: PhantomData,
+        };
+        Ok((logbook, report))
+    }
+
+    async fn request<T>(&self, command: Command, reply: oneshot::Receiver<Result<T>>) -> Result<T> {
+        self.requests
+            .send(command)
+            .await
+            .map_err(|_| Error::Closed)?;
+        reply.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Appends events to one stream as one atomic batch, if the stream is at `expected`.
+    /// Returns once the log's sync policy is met.
+    pub async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent<E>>,
+    ) -> Result<AppendResult> {
+        self.append_with(stream, expected, events, AppendDurability::Policy)
+            .await
+    }
+
+    /// [`Logbook::append`] with a chosen durability.
+    pub async fn append_with(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent<E>>,
+        durability: AppendDurability,
+    ) -> Result<AppendResult> {
+        if system::is_reserved(stream.as_str()) {
+            return Err(Error::ReservedStream {
+                stream: stream.to_string(),
+            });
+        }
+        let limit = self.shared.options.append_events_max;
+        if events.is_empty() || events.len() > limit {
+            return Err(Error::LimitExceeded {
+                what: "events in one append (1 to the limit)",
+                limit: limit as u64,
+                actual: events.len() as u64,
+            });
+        }
+        let record_max = self.shared.wal.options().record_bytes_max as usize;
+        let mut data = Vec::with_capacity(events.len());
+        for event in &events {
+            let encoded = event.to_data()?;
+            let size = encoded.envelope_len(stream);
+            if size > record_max {
+                return Err(Error::LimitExceeded {
+                    what: "encoded event bytes",
+                    limit: record_max as u64,
+                    actual: size as u64,
+                });
+            }
+            data.push(encoded);
+        }
+        let (reply, receiver) = oneshot::channel();
+        let command = Command::Append {
+            stream: stream.clone(),
+            expected,
+            events: data,
+            durability,
+            reply,
+        };
+        self.request(command, receiver).await
+    }
+
+    /// Deletes a stream: a tombstone; reads return [`Error::StreamDeleted`] and appends fail.
+    /// Compaction purges its events physically.
+    pub async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult> {
+        if system::is_reserved(stream.as_str()) {
+            return Err(Error::ReservedStream {
+                stream: stream.to_string(),
+            });
+        }
+        let (reply, receiver) = oneshot::channel();
+        self.request(
+            Command::Delete {
+                stream: stream.clone(),
+                expected,
+                reply,
+            },
+            receiver,
+        )
+        .await
+    }
+
+    /// Hides the stream's events below `before_version` (a session reset); the stream stays
+    /// usable. Compaction purges them physically.
+    pub async fn truncate_stream(
+        &self,
+        stream: &StreamId,
+        before_version: u64,
+    ) -> Result<AppendResult> {
+        if system::is_reserved(stream.as_str()) {
+            return Err(Error::ReservedStream {
+                stream: stream.to_string(),
+            });
+        }
+        let (reply, receiver) = oneshot::channel();
+        self.request(
+            Command::Truncate {
+                stream: stream.clone(),
+                before_version,
+                reply,
+            },
+            receiver,
+        )
+        .await
+    }
+
+    /// Makes every appended event durable; returns the durable position.
+    pub async fn sync(&self) -> Result<u64> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Command::Sync { reply }, receiver).await
+    }
+
+    /// Reads up to `max` durable events of a stream from `from_version`, forward or backward.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent<E>>> {
+        let selected = {
+            let streams = self
+                .shared
+                .streams
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            streams.select(stream, from_version, direction, max)?
+        };
+        let shared = self.shared.clone();
+        let raws = tokio::task::spawn_blocking(move || read_positions(&shared, &selected))
+            .await
+            .map_err(blocking_error)??;
+        raws.iter().map(|raw| Ok(raw.decode::<E>()?)).collect()
+    }
+
+    /// Reads up to `max` durable events of the whole log from `from_position` (the engine's
+    /// own `$logbook` events are skipped).
+    pub async fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<RecordedEvent<E>>> {
+        let raws = self.read_all_raw(from_position, max).await?;
+        Ok(raws
+            .into_iter()
+            .filter(|raw| raw.envelope.stream().as_str() != system::SYSTEM_STREAM)
+            .map(|raw| raw.decode::<E>())
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Reads up to `max` durable records of the whole log from `from_position`, payloads not
+    /// decoded, the engine's own events included: what tools use.
+    pub async fn read_all_raw(&self, from_position: u64, max: usize) -> Result<Vec<RawEvent>> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut raws = Vec::new();
+            for record in shared.wal.read_from(from_position).take(max) {
+                let record = record?;
+                let raw =
+                    RawEvent::decode_record(record.position, &record.payload).map_err(|error| {
+                        Error::Corrupted {
+                            position: record.position,
+                            reason: error.to_string(),
+                        }
+                    })?;
+                raws.push(raw);
+            }
+            Ok(raws)
+        })
+        .await
+        .map_err(blocking_error)?
+    }
+
+    /// Every durable event from `from_position` on, then live, in position order, without gap
+    /// or duplicate.
+    pub fn subscribe(&self, from_position: u64) -> Subscription<E> {
+        Subscription::new(self.shared.clone(), from_position)
+    }
+
+    /// The current version of a stream (`None` when it has no events).
+    pub fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>> {
+        let streams = self
+            .shared
+            .streams
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match streams.get(stream) {
+            Some(state) if state.deleted => Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            }),
+            Some(state) => Ok(state.last_version()),
+            None => Ok(None),
+        }
+    }
+
+    /// Health figures.
+    pub fn stats(&self) -> Stats {
+        let wal = &self.shared.wal;
+        let durable = wal.durable_position();
+        let segments = wal.segments();
+        let subscribers = self
+            .shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut subscribers: Vec<SubscriberStats> = subscribers
+            .iter()
+            .map(|(&id, slot)| {
+                let next_position = slot.next_position.load(Ordering::Relaxed);
+                SubscriberStats {
+                    id,
+                    next_position,
+                    lag: (durable + 1).saturating_sub(next_position),
+                }
+            })
+            .collect();
+        subscribers.sort_by_key(|subscriber| subscriber.id);
+        Stats {
+            head_position: wal.last_position(),
+            durable_position: durable,
+            segments: segments.len(),
+            segment_bytes: segments.iter().map(|segment| segment.bytes).sum(),
+            streams: self
+                .shared
+                .streams
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .len(),
+            subscribers,
+            poisoned: wal.is_poisoned(),
+        }
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Makes everything durable, stops the writer and syncer threads and waits for them.
+    /// Other clones of this handle fail with [`Error::Closed`] afterwards. Dropping every clone
+    /// without `close` also makes everything written durable, in the background.
+    pub async fn close(self) -> Result<()> {
+        let synced = self.sync().await;
+        let (reply, receiver) = oneshot::channel();
+        if self.requests.send(Command::Close { reply }).await.is_ok() {
+            let _ = receiver.await;
+        }
+        let handles = {
+            let mut threads = self
+                .threads
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (threads.writer.take(), threads.syncer.take())
+        };
+        tokio::task::spawn_blocking(move || {
+            let (writer, syncer) = handles;
+            for handle in [writer, syncer].into_iter().flatten() {
+                if handle.join().is_err() {
+                    tracing::error!("a background thread panicked");
+                }
+            }
+        })
+        .await
+        .map_err(blocking_error)?;
+        synced.map(|_| ())
+    }
+}
+
+/// Reads the records at `positions` (ascending or descending), each checked.
+fn read_positions(shared: &Shared, selected: &[(u64, u64)]) -> Result<Vec<RawEvent>> {
+    let mut raws = Vec::with_capacity(selected.len());
+    let mut reader: Option<logbook_wal::WalReader> = None;
+    for &(_, position) in selected {
+        // The next position continues the same reader; anything else seeks (a binary search
+        // and a sparse-index scan of at most one index interval).
+        let reuse = reader
+            .as_ref()
+            .is_some_and(|reader| reader.next_position() == position);
+        if !reuse {
+            reader = Some(shared.wal.read_from(position));
+        }
+        let Some(current) = reader.as_mut() else {
+            break;
+        };
+        match current.next() {
+            Some(Ok(record)) if record.position == position => {
+                let raw = RawEvent::decode_record(position, &record.payload).map_err(|error| {
+                    Error::Corrupted {
+                        position,
+                        reason: error.to_string(),
+                    }
+                })?;
+                raws.push(raw);
+            }
+            Some(Ok(_)) | None => break, // not durable yet
+            Some(Err(error)) => return Err(error.into()),
+        }
+    }
+    Ok(raws)
+}
+
+/// Rebuilds the stream table from the whole log.
+fn replay(wal: &Wal) -> Result<(StreamTable, u64)> {
+    let _span = tracing::info_span!("replay").entered();
+    let mut streams = StreamTable::default();
+    let mut count = 0u64;
+    for record in wal.read_from(1) {
+        let record = record?;
+        let position = record.position;
+        let envelope = EnvelopeRef::decode(&record.payload).map_err(|error| Error::Corrupted {
+            position,
+            reason: error.to_string(),
+        })?;
+        streams.replay(envelope.stream, envelope.stream_version, position)?;
+        if envelope.stream == system::SYSTEM_STREAM {
+            apply_system(
+                &mut streams,
+                position,
+                envelope.event_type,
+                envelope.payload,
+            )?;
+        }
+        count += 1;
+    }
+    Ok((streams, count))
+}
+
+fn apply_system(
+    streams: &mut StreamTable,
+    position: u64,
+    event_type: &str,
+    payload: &[u8],
+) -> Result<()> {
+    let corrupt = |reason: String| Error::Corrupted { position, reason };
+    let event = SystemEvent::decode(payload).map_err(|error| corrupt(error.to_string()))?;
+    match (event_type, event) {
+        (STREAM_DELETED, SystemEvent::StreamDeleted { stream }) => {
+            streams.delete(&StreamId::new(stream)?);
+        }
+        (
+            STREAM_TRUNCATED,
+            SystemEvent::StreamTruncated {
+                stream,
+                before_version,
+            },
+        ) => {
+            streams.truncate(&StreamId::new(stream)?, before_version);
+        }
+        (other, _) => {
+            return Err(corrupt(format!(
+                "system event type {other} does not match its payload"
+            )));
+        }
+    }
+    Ok(())
+}

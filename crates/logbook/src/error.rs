@@ -1,0 +1,67 @@
+//! The one error type of the engine.
+//!
+//! Owns: every way an engine call can fail, with the stream, position or file involved. Must
+//! never: turn a lower crate's error into a string; the WAL and event errors are kept whole.
+
+use crate::ExpectedVersion;
+
+/// A `Result` whose error is the engine's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The write-ahead log failed (I/O, corruption, lock, poison, limits).
+    #[error(transparent)]
+    Wal(#[from] logbook_wal::Error),
+    /// An event, stream id or envelope was invalid, or could not be encoded or decoded.
+    #[error(transparent)]
+    Event(#[from] logbook_projection::Error),
+    /// The stream was not at the version the append expected; nothing was written.
+    #[error("wrong expected version for stream {stream}: expected {expected}, actual {}", actual.map_or("no stream".to_owned(), |version| version.to_string()))]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The version of the stream's last event, `None` when it has none.
+        actual: Option<u64>,
+    },
+    /// The stream was deleted: reads and appends fail.
+    #[error("stream {stream} was deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
+    /// A request over one of the engine's limits; nothing was written.
+    #[error("limit exceeded: {what} is {actual}, limit is {limit}")]
+    LimitExceeded {
+        /// Which limit.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+        /// The offending value.
+        actual: u64,
+    },
+    /// A record of the log is not a valid event, or contradicts the events before it.
+    #[error("corrupt event at position {position}: {reason}")]
+    Corrupted {
+        /// The record's position.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A name reserved for the engine's own use.
+    #[error("stream {stream} is reserved for the engine")]
+    ReservedStream {
+        /// The stream.
+        stream: String,
+    },
+    /// The engine was closed, or its writer stopped.
+    #[error("the log is closed")]
+    Closed,
+    /// A background task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}

@@ -1,0 +1,59 @@
+//! # logbook
+//!
+//! An append-only, event-sourced log engine for services whose state must survive restarts.
+//! Every change is a typed event appended to a stream (`run/<id>`, `room/<id>`, `job/<id>`, or
+//! your own); the events live in a segmented, checksummed write-ahead log
+//! ([`logbook_wal`]); typed events and their envelope come from [`logbook_projection`].
+//!
+//! - [`Logbook::append`]: optimistic concurrency with [`ExpectedVersion`]; several events to one
+//!   stream are one atomic batch; concurrent callers share group commits.
+//! - [`Logbook::read_stream`], [`Logbook::read_all`]: durable events, forward or backward.
+//! - [`Logbook::subscribe`]: catch-up then live, no gap and no duplicate, durable events only.
+//! - [`Logbook::delete_stream`], [`Logbook::truncate_stream`]: tombstones and session resets.
+//! - [`Logbook::stats`]: typed health.
+//!
+//! ```
+//! use logbook::{BuiltinEvent, ExpectedVersion, Logbook, LogbookOptions, MemoryStorage, StreamId};
+//! use std::sync::Arc;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let storage = Arc::new(MemoryStorage::new());
+//! let (log, _report) =
+//!     Logbook::<BuiltinEvent>::open_with_storage(storage, "/log", LogbookOptions::default()).await?;
+//! let room = StreamId::room("lobby")?;
+//! let created = BuiltinEvent::from_json("room.created", serde_json::json!({"name": "Lobby"}))?;
+//! log.append(&room, ExpectedVersion::NoStream, vec![created.into()]).await?;
+//! let events = log.read_stream(&room, 0, logbook::Direction::Forward, 10).await?;
+//! assert_eq!(events[0].event_type, "room.created");
+//! log.close().await?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod clock;
+mod engine;
+mod error;
+mod options;
+mod streams;
+mod subscription;
+mod syncer;
+pub mod system;
+mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Logbook, OpenReport, Stats, SubscriberStats};
+pub use error::{Error, Result};
+pub use options::{AppendDurability, LogbookOptions};
+pub use streams::{Direction, ExpectedVersion};
+pub use subscription::Subscription;
+pub use writer::AppendResult;
+
+pub use logbook_projection::model::{self, BuiltinEvent};
+pub use logbook_projection::{
+    Envelope, Event, EventData, NewEvent, RawEvent, RecordedEvent, StreamId, StreamKind,
+};
+pub use logbook_wal::{
+    MemoryStorage, RecoveryMode, RecoveryReport, Storage, SyncPolicy, WalOptions,
+};

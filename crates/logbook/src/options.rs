@@ -1,0 +1,50 @@
+//! Options of the engine and of one append.
+//!
+//! Owns: the engine's limits and tunables with their defaults. Must never: hold state.
+
+use crate::clock::{Clock, SystemClock};
+use logbook_wal::WalOptions;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options of [`Logbook::open`](crate::Logbook::open).
+#[derive(Debug, Clone)]
+pub struct LogbookOptions {
+    /// The WAL's options; its `sync_policy` is the default durability of appends.
+    pub wal: WalOptions,
+    /// The most events in one append call. Default 10,000.
+    pub append_events_max: usize,
+    /// The most append requests queued for the writer; callers wait beyond. Default 1,024.
+    pub queue_depth: usize,
+    /// Batches of newly durable events kept for live subscribers; a subscriber further behind
+    /// falls back to reading the log (it is never dropped). Default 1,024.
+    pub subscription_buffer: usize,
+    /// Relaxed appends are made durable (and visible to subscribers) at the latest this long
+    /// after they were written, when no other append syncs them first. Default 10 ms.
+    pub relaxed_sync_delay: Duration,
+    /// Where timestamps come from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for LogbookOptions {
+    fn default() -> Self {
+        LogbookOptions {
+            wal: WalOptions::default(),
+            append_events_max: 10_000,
+            queue_depth: 1024,
+            subscription_buffer: 1024,
+            relaxed_sync_delay: Duration::from_millis(10),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// How durable an append must be before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendDurability {
+    /// As the log's sync policy says.
+    #[default]
+    Policy,
+    /// Acknowledged once written; made durable by the next sync (high-frequency progress).
+    Relaxed,
+}

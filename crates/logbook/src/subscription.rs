@@ -1,0 +1,183 @@
+//! Catch-up subscriptions: every durable event from a position on, then live, in order.
+//!
+//! Owns: switching between reading the log (catch-up, and whenever the live buffer overflowed)
+//! and the live broadcast of newly durable records, so a subscriber sees no gap and no duplicate
+//! however slow it is. Must never: deliver an event above the durable position, or drop a
+//! subscriber silently.
+//!
+//! Why it cannot miss an event: a subscription joins the live broadcast *before* each catch-up
+//! read. A record published before the join was durable before the read started, so the read
+//! returns it; a record published after the join arrives live. Records seen twice are skipped
+//! by position.
+
+use crate::engine::Shared;
+use crate::error::{Error, Result};
+use crate::syncer::LiveRecord;
+use crate::system::SYSTEM_STREAM;
+use futures_core::Stream;
+use logbook_projection::{Event, RawEvent, RecordedEvent};
+use logbook_wal::WalReader;
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// Records read from the log per catch-up step.
+pub(crate) const CATCH_UP_CHUNK: usize = 1024;
+
+/// A live registration, for [`Stats`](crate::Stats).
+#[derive(Debug)]
+pub(crate) struct SubscriberSlot {
+    pub(crate) next_position: AtomicU64,
+}
+
+/// A subscription to every durable event from a position on. Use [`Subscription::next`], or
+/// [`Subscription::into_stream`] for a `Stream`.
+pub struct Subscription<E> {
+    shared: Arc<Shared>,
+    slot: Arc<SubscriberSlot>,
+    id: u64,
+    next_position: u64,
+    live: Option<broadcast::Receiver<Arc<Vec<LiveRecord>>>>,
+    reader: Option<WalReader>,
+    pending: VecDeque<LiveRecord>,
+    catching_up: bool,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E: Event> Subscription<E> {
+    pub(crate) fn new(shared: Arc<Shared>, from_position: u64) -> Self {
+        let (id, slot) = shared.register_subscriber(from_position.max(1));
+        Subscription {
+            shared,
+            slot,
+            id,
+            next_position: from_position.max(1),
+            live: None,
+            reader: None,
+            pending: VecDeque::new(),
+            catching_up: true,
+            _event: PhantomData,
+        }
+    }
+
+    /// The position the next event will be at or after.
+    pub fn next_position(&self) -> u64 {
+        self.next_position
+    }
+
+    /// The next event; `None` once the log is closed and every durable event was delivered.
+    pub async fn next(&mut self) -> Option<Result<RecordedEvent<E>>> {
+        loop {
+            if let Some((position, bytes)) = self.pending.pop_front() {
+                if position < self.next_position {
+                    continue;
+                }
+                self.next_position = position + 1;
+                self.slot
+                    .next_position
+                    .store(self.next_position, Ordering::Relaxed);
+                match decode::<E>(position, &bytes) {
+                    Ok(Some(event)) => return Some(Ok(event)),
+                    Ok(None) => continue,
+                    Err(error) => return Some(Err(error)),
+                }
+            }
+            if self.catching_up {
+                if self.live.is_none() {
+                    self.live = self.shared.subscribe_live();
+                }
+                match self.read_log().await {
+                    // Caught up with a closed log: nothing more will ever come.
+                    Ok(0) if self.live.is_none() => return None,
+                    Ok(0) => self.catching_up = false,
+                    Ok(_) => {}
+                    Err(error) => return Some(Err(error)),
+                }
+                continue;
+            }
+            let live = self.live.as_mut()?;
+            match live.recv().await {
+                Ok(batch) => {
+                    let first = batch.first().map(|(position, _)| *position);
+                    if first.is_some_and(|first| first > self.next_position) {
+                        // Something between was published before this subscriber listened.
+                        self.catching_up = true;
+                        continue;
+                    }
+                    self.pending.extend(batch.iter().cloned());
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(
+                        subscriber = self.id,
+                        missed,
+                        "subscriber lagged; reading the log"
+                    );
+                    self.live = None;
+                    self.catching_up = true;
+                }
+                Err(RecvError::Closed) => {
+                    // The log closed: deliver what is durable and not yet seen, then end.
+                    self.live = None;
+                    match self.read_log().await {
+                        Ok(0) => return None,
+                        Ok(_) => {}
+                        Err(error) => return Some(Err(error)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads up to one chunk of durable records from the log into `pending`.
+    async fn read_log(&mut self) -> Result<usize> {
+        let mut reader = match self.reader.take() {
+            Some(reader) if reader.next_position() == self.next_position => reader,
+            _ => self.shared.wal.read_from(self.next_position),
+        };
+        let (reader, records) = tokio::task::spawn_blocking(move || {
+            let mut records = Vec::new();
+            for record in reader.by_ref().take(CATCH_UP_CHUNK) {
+                match record {
+                    Ok(record) => records.push((record.position, Arc::new(record.payload))),
+                    Err(error) => return (reader, Err(Error::from(error))),
+                }
+            }
+            (reader, Ok(records))
+        })
+        .await
+        .map_err(|error| Error::Task(error.to_string()))?;
+        let records = records?;
+        self.reader = Some(reader);
+        let count = records.len();
+        self.pending.extend(records);
+        Ok(count)
+    }
+
+    /// This subscription as a `Stream`.
+    pub fn into_stream(self) -> impl Stream<Item = Result<RecordedEvent<E>>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut subscription| async move {
+            let item = subscription.next().await?;
+            Some((item, subscription))
+        })
+    }
+}
+
+impl<E> Drop for Subscription<E> {
+    fn drop(&mut self) {
+        self.shared.unregister_subscriber(self.id);
+    }
+}
+
+/// Decodes a record into a typed event; `None` for the engine's own events.
+pub(crate) fn decode<E: Event>(position: u64, bytes: &[u8]) -> Result<Option<RecordedEvent<E>>> {
+    let raw = RawEvent::decode_record(position, bytes).map_err(|error| Error::Corrupted {
+        position,
+        reason: error.to_string(),
+    })?;
+    if raw.envelope.stream().as_str() == SYSTEM_STREAM {
+        return Ok(None);
+    }
+    Ok(Some(raw.decode::<E>()?))
+}

@@ -1,0 +1,150 @@
+//! The syncer: makes written events durable, acknowledges them, and publishes them.
+//!
+//! Owns: waiting for the WAL's durable position (leading its group commit) while the writer keeps
+//! appending, answering appends once durable, and handing newly durable records to live
+//! subscribers. Must never: acknowledge or publish a record above the durable position.
+
+use crate::engine::Shared;
+use crate::error::{Error, Result};
+use crate::writer::AppendResult;
+use logbook_wal::SyncPolicy;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use tokio::sync::oneshot;
+
+/// A durable record as live subscribers receive it: position and envelope bytes.
+pub(crate) type LiveRecord = (u64, Arc<Vec<u8>>);
+
+/// An append waiting for durability.
+pub(crate) struct Ack {
+    pub(crate) result: AppendResult,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult>>,
+}
+
+/// What the writer hands over after a batch of requests.
+#[derive(Default)]
+pub(crate) struct SyncJob {
+    pub(crate) acks: Vec<Ack>,
+    pub(crate) records: Vec<LiveRecord>,
+    pub(crate) sync_replies: Vec<oneshot::Sender<Result<u64>>>,
+}
+
+impl SyncJob {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.acks.is_empty() && self.records.is_empty() && self.sync_replies.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    acks: VecDeque<Ack>,
+    records: VecDeque<LiveRecord>,
+    sync_replies: Vec<oneshot::Sender<Result<u64>>>,
+}
+
+impl Pending {
+    fn take(&mut self, job: SyncJob) {
+        self.acks.extend(job.acks);
+        self.records.extend(job.records);
+        self.sync_replies.extend(job.sync_replies);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.acks.is_empty() && self.records.is_empty() && self.sync_replies.is_empty()
+    }
+}
+
+pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<SyncJob>) {
+    let mut pending = Pending::default();
+    let delay = shared.options.relaxed_sync_delay;
+    let mut open = true;
+    while open || !pending.is_empty() {
+        let job = if !open {
+            None
+        } else if pending.is_empty() {
+            match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            }
+        } else {
+            match jobs.recv_timeout(delay) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            }
+        };
+        let timed_out = job.is_none();
+        if let Some(job) = job {
+            pending.take(job);
+        }
+        while let Ok(job) = jobs.try_recv() {
+            pending.take(job);
+        }
+        let must_sync = !pending.acks.is_empty() || !pending.sync_replies.is_empty() || !open;
+        let relaxed_due = timed_out
+            && !pending.records.is_empty()
+            && shared.wal.options().sync_policy != SyncPolicy::Never;
+        let outcome = if must_sync || relaxed_due {
+            shared.wal.sync().map_err(Error::from)
+        } else {
+            Ok(shared.wal.durable_position())
+        };
+        settle(&shared, &mut pending, outcome);
+    }
+    shared.end_live();
+    tracing::debug!("syncer stopped");
+}
+
+/// Answers and publishes everything the outcome of a sync allows.
+fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
+    let durable = match outcome {
+        Ok(durable) => durable,
+        Err(error) => {
+            let reason = error.to_string();
+            tracing::error!(%reason, "sync failed; failing waiting appends");
+            let poisoned = || {
+                Error::Wal(logbook_wal::Error::Poisoned {
+                    reason: reason.clone(),
+                })
+            };
+            for ack in pending.acks.drain(..) {
+                let _ = ack.reply.send(Err(poisoned()));
+            }
+            for reply in pending.sync_replies.drain(..) {
+                let _ = reply.send(Err(poisoned()));
+            }
+            // Records that never became durable are never published.
+            pending.records.clear();
+            return;
+        }
+    };
+    while pending
+        .acks
+        .front()
+        .is_some_and(|ack| ack.result.last_position <= durable)
+    {
+        if let Some(ack) = pending.acks.pop_front() {
+            let _ = ack.reply.send(Ok(ack.result));
+        }
+    }
+    for reply in pending.sync_replies.drain(..) {
+        let _ = reply.send(Ok(durable));
+    }
+    let mut batch = Vec::new();
+    while pending
+        .records
+        .front()
+        .is_some_and(|(position, _)| *position <= durable)
+    {
+        if let Some(record) = pending.records.pop_front() {
+            batch.push(record);
+        }
+    }
+    if !batch.is_empty() {
+        shared.publish(batch);
+    }
+}
