@@ -53,6 +53,15 @@ pub enum Error {
         /// The schema version that cannot be read.
         schema_version: u16,
     },
+    /// A projection snapshot was written at a state version this code does not read; the
+    /// engine should drop it and replay the log instead.
+    #[error("projection {projection} cannot restore state version {state_version}")]
+    UnsupportedStateVersion {
+        /// The projection id.
+        projection: &'static str,
+        /// The state version of the snapshot.
+        state_version: u16,
+    },
     /// The payload was written with a codec this reader does not speak.
     #[error("unsupported codec id {codec}")]
     UnsupportedCodec {

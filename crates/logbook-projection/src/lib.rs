@@ -10,6 +10,8 @@
 //! - [`Envelope`]: stream, stream version, event type, schema version, timestamp, trace ids,
 //!   codec id and payload; its header decodes without knowing the payload's Rust type.
 //! - [`codec`]: the only place bincode is used; [`upcast`]: reading old schema versions.
+//! - [`Projection`]: state rebuilt from events; [`projections`] holds the built-in ones (run
+//!   ledger, rooms, jobs) with their queries, command validation and restart queries.
 //!
 //! ```
 //! use logbook_projection::model::RoomMessagePosted;
@@ -48,6 +50,8 @@ pub mod envelope;
 mod error;
 mod event;
 pub mod model;
+pub mod projection;
+pub mod projections;
 pub mod stream;
 pub mod upcast;
 
@@ -59,4 +63,6 @@ pub use envelope::{
 pub use error::{Error, RejectReason, Result};
 pub use event::{Event, EventData, NewEvent, RawEvent, RecordedEvent};
 pub use model::{BuiltinEvent, EventPayload};
+pub use projection::{Order, Page, PageRequest, Projection};
+pub use projections::{Jobs, Rooms, RunLedger, ValidateCommand};
 pub use stream::{STREAM_ID_BYTES_MAX, StreamId, StreamKind};

@@ -1,0 +1,465 @@
+//! Rooms: metadata, members, message count and last message of every `room/<id>` stream.
+//!
+//! Owns: the [`Rooms`] projection, room queries and room command validation.
+//! Never: holds messages. Memory per room is bounded whatever the number of messages (members
+//! are bounded by the number of joins, the last message by the text limit); history pages are
+//! read from the log by the engine, with edits and deletes applied there. So this projection
+//! cannot tell whether an edited or deleted message id exists: the engine checks that against
+//! the log when it matters.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ValidateCommand, rejected};
+use crate::error::{RejectReason, Result};
+use crate::event::RecordedEvent;
+use crate::model::BuiltinEvent;
+use crate::projection::{Page, PageRequest, Projection, paginate, restore_state, snapshot_state};
+use crate::stream::{StreamId, StreamKind};
+
+/// The snapshot key of [`Rooms`].
+pub const ROOMS_PROJECTION_ID: &str = "builtin.rooms";
+/// The state version of [`Rooms`] snapshots.
+pub const ROOMS_STATE_VERSION: u16 = 1;
+
+/// The latest message posted to a room, while it is not deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastMessage {
+    /// The message id.
+    pub message_id: String,
+    /// Who wrote it.
+    pub author: String,
+    /// Its text, as last edited.
+    pub body: String,
+    /// When it was posted.
+    pub posted_at_ms: u64,
+    /// The room stream's version of `room.message_posted`.
+    pub stream_version: u64,
+    /// Whether it was edited.
+    pub edited: bool,
+}
+
+/// One room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    /// The room id (the entity id of its `room/<id>` stream).
+    pub room_id: String,
+    /// The display name.
+    pub name: String,
+    /// The topic.
+    pub topic: Option<String>,
+    /// Who created it.
+    pub created_by: Option<String>,
+    /// The current members.
+    pub members: BTreeSet<String>,
+    /// Messages posted.
+    pub messages_posted: u64,
+    /// Messages deleted.
+    pub messages_deleted: u64,
+    /// The latest message, `None` if there is none or it was deleted.
+    pub last_message: Option<LastMessage>,
+    /// Whether the room is archived (read-only).
+    pub archived: bool,
+    /// When it was created.
+    pub created_at_ms: u64,
+    /// When the latest event was recorded.
+    pub updated_at_ms: u64,
+    /// The log position of `room.created`: the listing order.
+    pub created_position: u64,
+    /// The stream version of the latest event applied.
+    pub stream_version: u64,
+}
+
+impl Room {
+    /// Messages posted and not deleted.
+    pub fn message_count(&self) -> u64 {
+        self.messages_posted.saturating_sub(self.messages_deleted)
+    }
+}
+
+/// The rooms projection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rooms {
+    rooms: BTreeMap<String, Room>,
+    order: BTreeMap<u64, String>,
+    ignored_events: u64,
+}
+
+impl Rooms {
+    /// No rooms.
+    pub fn new() -> Self {
+        Rooms::default()
+    }
+
+    /// Refuses to create a room whose id is taken.
+    pub fn can_create_room(&self, room_id: &str) -> Result<()> {
+        if self.rooms.contains_key(room_id) {
+            return Err(rejected("room", room_id, RejectReason::AlreadyExists));
+        }
+        Ok(())
+    }
+
+    /// Refuses to post to (or edit, delete in, archive) a room that is unknown or archived.
+    pub fn can_post(&self, room_id: &str) -> Result<()> {
+        self.open_room(room_id).map(drop)
+    }
+
+    /// Refuses a join of a member already in the room, or a leave of one who is not.
+    pub fn can_change_membership(&self, room_id: &str, member: &str, join: bool) -> Result<()> {
+        let room = self.open_room(room_id)?;
+        match (join, room.members.contains(member)) {
+            (true, true) => Err(rejected("room member", member, RejectReason::AlreadyExists)),
+            (false, false) => Err(rejected("room member", member, RejectReason::NotFound)),
+            _ => Ok(()),
+        }
+    }
+
+    fn open_room(&self, room_id: &str) -> Result<&Room> {
+        let Some(room) = self.rooms.get(room_id) else {
+            return Err(rejected("room", room_id, RejectReason::NotFound));
+        };
+        if room.archived {
+            return Err(rejected("room", room_id, RejectReason::Archived));
+        }
+        Ok(room)
+    }
+
+    /// The one rule set, shared by `validate` and `apply`.
+    fn check(&self, room_id: &str, event: &BuiltinEvent) -> Result<()> {
+        match event {
+            BuiltinEvent::RoomCreated(_) => self.can_create_room(room_id),
+            BuiltinEvent::RoomMemberJoined(e) => {
+                self.can_change_membership(room_id, &e.member, true)
+            }
+            BuiltinEvent::RoomMemberLeft(e) => {
+                self.can_change_membership(room_id, &e.member, false)
+            }
+            _ => self.can_post(room_id),
+        }
+    }
+
+    fn apply_room_event(&mut self, room_id: &str, event: &RecordedEvent<BuiltinEvent>) -> bool {
+        if self.check(room_id, &event.event).is_err() {
+            return false;
+        }
+        let at_ms = event.timestamp_ms;
+        if let BuiltinEvent::RoomCreated(created) = &event.event {
+            let room = Room {
+                room_id: room_id.to_owned(),
+                name: created.name.clone(),
+                topic: created.topic.clone(),
+                created_by: created.created_by.clone(),
+                members: BTreeSet::new(),
+                messages_posted: 0,
+                messages_deleted: 0,
+                last_message: None,
+                archived: false,
+                created_at_ms: at_ms,
+                updated_at_ms: at_ms,
+                created_position: event.position,
+                stream_version: event.version,
+            };
+            self.order.insert(event.position, room_id.to_owned());
+            self.rooms.insert(room_id.to_owned(), room);
+            return true;
+        }
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return false;
+        };
+        match &event.event {
+            BuiltinEvent::RoomMemberJoined(e) => {
+                room.members.insert(e.member.clone());
+            }
+            BuiltinEvent::RoomMemberLeft(e) => {
+                room.members.remove(&e.member);
+            }
+            BuiltinEvent::RoomMessagePosted(e) => {
+                room.messages_posted = room.messages_posted.saturating_add(1);
+                room.last_message = Some(LastMessage {
+                    message_id: e.message_id.clone(),
+                    author: e.author.clone(),
+                    body: e.body.clone(),
+                    posted_at_ms: at_ms,
+                    stream_version: event.version,
+                    edited: false,
+                });
+            }
+            BuiltinEvent::RoomMessageEdited(e) => {
+                if let Some(last) = &mut room.last_message
+                    && last.message_id == e.message_id
+                {
+                    last.body.clone_from(&e.body);
+                    last.edited = true;
+                }
+            }
+            BuiltinEvent::RoomMessageDeleted(e) => {
+                room.messages_deleted = room.messages_deleted.saturating_add(1);
+                if room
+                    .last_message
+                    .as_ref()
+                    .is_some_and(|last| last.message_id == e.message_id)
+                {
+                    room.last_message = None;
+                }
+            }
+            BuiltinEvent::RoomArchived(_) => room.archived = true,
+            _ => return false,
+        }
+        room.updated_at_ms = at_ms;
+        room.stream_version = event.version;
+        true
+    }
+
+    /// A room.
+    pub fn room(&self, room_id: &str) -> Option<&Room> {
+        self.rooms.get(room_id)
+    }
+
+    /// Rooms in creation order, archived ones only if asked, one page at a time.
+    pub fn list_rooms(&self, include_archived: bool, page: &PageRequest) -> Page<&Room> {
+        let entries = self
+            .order
+            .iter()
+            .filter_map(|(position, id)| self.rooms.get(id).map(|room| (*position, room)));
+        paginate(entries, page, |room| include_archived || !room.archived)
+    }
+
+    /// Events that broke a rule and were ignored by `apply`.
+    pub fn ignored_events(&self) -> u64 {
+        self.ignored_events
+    }
+}
+
+impl ValidateCommand for Rooms {
+    fn validate(&self, stream: &StreamId, event: &BuiltinEvent, _now_ms: u64) -> Result<()> {
+        if event.stream_kind() != StreamKind::Room {
+            return Ok(());
+        }
+        event.check_stream(stream)?;
+        self.check(stream.entity_id(), event)
+    }
+}
+
+impl Projection for Rooms {
+    type Event = BuiltinEvent;
+
+    fn id(&self) -> &'static str {
+        ROOMS_PROJECTION_ID
+    }
+
+    fn state_version(&self) -> u16 {
+        ROOMS_STATE_VERSION
+    }
+
+    fn apply(&mut self, event: &RecordedEvent<BuiltinEvent>) {
+        if event.stream.kind() != StreamKind::Room {
+            return;
+        }
+        let applied = event.event.stream_kind() == StreamKind::Room
+            && self.apply_room_event(event.stream.entity_id(), event);
+        if !applied {
+            self.ignored_events = self.ignored_events.saturating_add(1);
+        }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        snapshot_state(self)
+    }
+
+    fn restore(&mut self, state_version: u16, bytes: &[u8]) -> Result<()> {
+        *self = restore_state(
+            ROOMS_PROJECTION_ID,
+            ROOMS_STATE_VERSION,
+            state_version,
+            bytes,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        RoomArchived, RoomCreated, RoomMemberJoined, RoomMemberLeft, RoomMessageDeleted,
+        RoomMessageEdited, RoomMessagePosted,
+    };
+    use crate::projections::test_support::Log;
+
+    fn created(name: &str) -> BuiltinEvent {
+        RoomCreated {
+            name: name.into(),
+            topic: None,
+            created_by: None,
+        }
+        .into()
+    }
+
+    fn posted(id: &str, body: &str) -> BuiltinEvent {
+        RoomMessagePosted {
+            message_id: id.into(),
+            author: "ada".into(),
+            body: body.into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_room_lives_and_archives() {
+        let mut log = Log::default();
+        let mut rooms = Rooms::new();
+        log.append(&mut rooms, "room/a", created("A")).unwrap();
+        log.append(
+            &mut rooms,
+            "room/a",
+            RoomMemberJoined {
+                member: "ada".into(),
+            }
+            .into(),
+        )
+        .unwrap();
+        log.append(
+            &mut rooms,
+            "room/a",
+            RoomMemberJoined {
+                member: "bob".into(),
+            }
+            .into(),
+        )
+        .unwrap();
+        log.append(
+            &mut rooms,
+            "room/a",
+            RoomMemberLeft {
+                member: "bob".into(),
+            }
+            .into(),
+        )
+        .unwrap();
+        log.append(&mut rooms, "room/a", posted("m1", "one"))
+            .unwrap();
+        log.append(&mut rooms, "room/a", posted("m2", "two"))
+            .unwrap();
+        let edit = RoomMessageEdited {
+            message_id: "m2".into(),
+            body: "TWO".into(),
+        };
+        log.append(&mut rooms, "room/a", edit.into()).unwrap();
+        let room = rooms.room("a").unwrap();
+        assert_eq!(room.members, BTreeSet::from(["ada".to_owned()]));
+        assert_eq!(room.message_count(), 2);
+        let last = room.last_message.as_ref().unwrap();
+        assert_eq!(
+            (last.message_id.as_str(), last.body.as_str(), last.edited),
+            ("m2", "TWO", true)
+        );
+        // Editing an older message leaves the last one alone.
+        let edit = RoomMessageEdited {
+            message_id: "m1".into(),
+            body: "ONE".into(),
+        };
+        log.append(&mut rooms, "room/a", edit.into()).unwrap();
+        assert_eq!(
+            rooms.room("a").unwrap().last_message.as_ref().unwrap().body,
+            "TWO"
+        );
+        log.append(
+            &mut rooms,
+            "room/a",
+            RoomMessageDeleted {
+                message_id: "m2".into(),
+            }
+            .into(),
+        )
+        .unwrap();
+        let room = rooms.room("a").unwrap();
+        assert_eq!(room.message_count(), 1);
+        assert_eq!(room.last_message, None);
+
+        log.append(&mut rooms, "room/a", RoomArchived::default().into())
+            .unwrap();
+        let error = log
+            .append(&mut rooms, "room/a", posted("m3", "late"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                crate::Error::Rejected {
+                    reason: RejectReason::Archived,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(rooms.can_post("a").is_err());
+        assert!(rooms.can_post("nope").is_err());
+        assert_eq!(
+            rooms.list_rooms(false, &PageRequest::default()).items.len(),
+            0
+        );
+        assert_eq!(
+            rooms.list_rooms(true, &PageRequest::default()).items.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn commands_are_checked() {
+        let mut log = Log::default();
+        let mut rooms = Rooms::new();
+        assert!(log.append(&mut rooms, "room/a", posted("m1", "x")).is_err());
+        log.append(&mut rooms, "room/a", created("A")).unwrap();
+        assert!(log.append(&mut rooms, "room/a", created("A")).is_err());
+        let leave = BuiltinEvent::from(RoomMemberLeft {
+            member: "zed".into(),
+        });
+        assert!(log.append(&mut rooms, "room/a", leave).is_err());
+        let join = BuiltinEvent::from(RoomMemberJoined {
+            member: "zed".into(),
+        });
+        log.append(&mut rooms, "room/a", join.clone()).unwrap();
+        assert!(log.append(&mut rooms, "room/a", join).is_err());
+        assert!(log.append(&mut rooms, "job/a", created("A")).is_err());
+    }
+
+    #[test]
+    fn memory_does_not_grow_with_messages() {
+        let mut log = Log::default();
+        let mut rooms = Rooms::new();
+        log.append(&mut rooms, "room/a", created("A")).unwrap();
+        log.append(&mut rooms, "room/a", posted("m0000", "body"))
+            .unwrap();
+        let size_after_one = rooms.snapshot().unwrap().len();
+        for index in 1..2000 {
+            log.append(
+                &mut rooms,
+                "room/a",
+                posted(&format!("m{index:04}"), "body"),
+            )
+            .unwrap();
+        }
+        assert_eq!(rooms.room("a").unwrap().message_count(), 2000);
+        // Only counters and version numbers grew (a few varint bytes), not a message list.
+        assert!(rooms.snapshot().unwrap().len() <= size_after_one + 16);
+    }
+
+    #[test]
+    fn unvalidated_events_are_ignored_and_replay_matches() {
+        let mut log = Log::default();
+        let mut rooms = Rooms::new();
+        log.force(&mut rooms, "room/a", posted("m1", "x"));
+        log.append(&mut rooms, "room/a", created("A")).unwrap();
+        log.force(&mut rooms, "room/a", created("B"));
+        log.force(&mut rooms, "room/a", RoomArchived::default().into());
+        log.force(&mut rooms, "room/a", posted("m1", "x"));
+        assert_eq!(rooms.ignored_events(), 3);
+        assert_eq!(rooms.room("a").unwrap().name, "A");
+        assert_eq!(log.replay::<Rooms>(), rooms);
+        let mut restored = Rooms::new();
+        restored
+            .restore(ROOMS_STATE_VERSION, &rooms.snapshot().unwrap())
+            .unwrap();
+        assert_eq!(restored, rooms);
+    }
+}
