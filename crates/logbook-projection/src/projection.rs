@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::{Event, RecordedEvent};
+use crate::stream::StreamId;
 
 /// The largest snapshot [`restore_state`] reads, in bytes.
 pub const SNAPSHOT_BYTES_MAX: usize = codec::DECODE_INPUT_BYTES_MAX;
@@ -41,6 +42,13 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Replaces the state with a snapshot taken at `state_version`.
     fn restore(&mut self, state_version: u16, bytes: &[u8]) -> Result<()>;
+
+    /// The stream was deleted (a tombstone): drop what the state keeps for it. Returns true
+    /// when something was dropped. Deterministic, like `apply`. The default keeps everything.
+    fn stream_deleted(&mut self, stream: &StreamId) -> bool {
+        let _ = stream;
+        false
+    }
 }
 
 /// Encodes a projection state for [`Projection::snapshot`].

@@ -7,6 +7,7 @@
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::options::{AppendDurability, LogbookOptions};
+use crate::projections::{Applier, Projections, TypedApplier};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
 use crate::subscription::{SubscriberSlot, Subscription};
 use crate::syncer::{self, LiveRecord, SyncJob};
@@ -77,6 +78,9 @@ pub(crate) struct Shared {
     subscribers: Mutex<HashMap<u64, Arc<SubscriberSlot>>>,
     next_subscriber: AtomicU64,
     dir: PathBuf,
+    pub(crate) applier: Box<dyn Applier>,
+    /// The last position applied to the projections (and published to subscribers).
+    pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -89,6 +93,19 @@ impl Shared {
         {
             // No receiver is fine: subscribers that join later read the log.
             let _ = live.send(Arc::new(batch));
+        }
+    }
+
+    /// Applies newly durable records to the projections, in position order, before their
+    /// appends are acknowledged (so a caller reads its own writes).
+    pub(crate) fn apply(&self, batch: &[LiveRecord]) {
+        for (position, bytes) in batch {
+            if let Err(error) = self.applier.apply_record(*position, bytes) {
+                tracing::error!(position, %error, "record could not be applied to the projections");
+            }
+        }
+        if let Some((last, _)) = batch.last() {
+            self.applied.send_replace(*last);
         }
     }
 
@@ -182,11 +199,22 @@ impl<E: Event> Logbook<E> {
         dir: impl AsRef<Path>,
         options: LogbookOptions,
     ) -> Result<(Self, OpenReport)> {
+        Self::open_with_projections(storage, dir, options, Projections::new()).await
+    }
+
+    /// Opens the log and rebuilds `projections` by replaying it; from then on each durable
+    /// event is applied to them before its append is acknowledged.
+    pub async fn open_with_projections(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: LogbookOptions,
+        projections: Projections<E>,
+    ) -> Result<(Self, OpenReport)> {
         let dir = dir.as_ref().to_path_buf();
         let span_dir = dir.clone();
         tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("open", dir = %span_dir.display()).entered();
-            Self::open_blocking(storage, dir, options)
+            Self::open_blocking(storage, dir, options, projections)
         })
         .await
         .map_err(blocking_error)?
@@ -196,11 +224,15 @@ impl<E: Event> Logbook<E> {
         storage: Arc<dyn Storage>,
         dir: PathBuf,
         options: LogbookOptions,
+        projections: Projections<E>,
     ) -> Result<(Self, OpenReport)> {
         let started = Instant::now();
         let (wal, wal_report) = Wal::open_with_storage(storage, &dir, options.wal.clone())?;
         let wal = Arc::new(wal);
-        let (streams, events_replayed) = replay(&wal)?;
+        let applier = TypedApplier::new(projections);
+        let (streams, events_replayed) = replay(&wal, &applier)?;
+        applier.restored();
+        let (applied, _) = tokio::sync::watch::channel(wal.durable_position());
         let stream_count = streams.len();
         let (live, _) = broadcast::channel(options.subscription_buffer.max(1));
         let shared = Arc::new(Shared {
@@ -212,6 +244,8 @@ impl<E: Event> Logbook<E> {
             subscribers: Mutex::new(HashMap::new()),
             next_subscriber: AtomicU64::new(1),
             dir,
+            applier: Box::new(applier),
+            applied,
         });
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (jobs, job_receiver) =
@@ -445,6 +479,38 @@ impl<E: Event> Logbook<E> {
         }
     }
 
+    /// Waits until the projections have applied every event up to `position`.
+    pub async fn wait_applied(&self, position: u64) -> Result<()> {
+        let mut applied = self.shared.applied.subscribe();
+        applied
+            .wait_for(|applied| *applied >= position)
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(())
+    }
+
+    /// The position of a stream's last event (`None` when it has none).
+    pub fn stream_head(&self, stream: &StreamId) -> Option<(u64, u64)> {
+        let streams = self
+            .shared
+            .streams
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        streams
+            .get(stream)
+            .and_then(|state| Some((state.last_version()?, state.last_position()?)))
+    }
+
+    /// Now, by the log's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// Events the projections could not decode (skipped on every replay alike).
+    pub fn undecodable_events(&self) -> u64 {
+        self.shared.applier.undecodable()
+    }
+
     /// Health figures.
     pub fn stats(&self) -> Stats {
         let wal = &self.shared.wal;
@@ -551,8 +617,8 @@ fn read_positions(shared: &Shared, selected: &[(u64, u64)]) -> Result<Vec<RawEve
     Ok(raws)
 }
 
-/// Rebuilds the stream table from the whole log.
-fn replay(wal: &Wal) -> Result<(StreamTable, u64)> {
+/// Rebuilds the stream table and the projections from the whole log.
+fn replay(wal: &Wal, applier: &dyn Applier) -> Result<(StreamTable, u64)> {
     let _span = tracing::info_span!("replay").entered();
     let mut streams = StreamTable::default();
     let mut count = 0u64;
@@ -572,6 +638,7 @@ fn replay(wal: &Wal) -> Result<(StreamTable, u64)> {
                 envelope.payload,
             )?;
         }
+        applier.apply_record(position, &record.payload)?;
         count += 1;
     }
     Ok((streams, count))

@@ -32,28 +32,37 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod builtin;
 mod clock;
 mod engine;
 mod error;
 mod options;
+mod projections;
 mod streams;
 mod subscription;
 mod syncer;
 pub mod system;
 mod writer;
 
+pub use builtin::{
+    BuiltinLog, BuiltinOpenReport, EditState, HISTORY_LIMIT_MAX, HistoryPage, HistoryRequest,
+    Message, RoomEdits,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Logbook, OpenReport, Stats, SubscriberStats};
 pub use error::{Error, Result};
 pub use options::{AppendDurability, LogbookOptions};
+pub use projections::{Observer, ProjectionHandle, Projections};
 pub use streams::{Direction, ExpectedVersion};
 pub use subscription::Subscription;
 pub use writer::AppendResult;
 
 pub use logbook_projection::model::{self, BuiltinEvent};
+pub use logbook_projection::projections::{self as builtin_projections, Interrupted, ResumePlan};
 pub use logbook_projection::{
-    Envelope, Event, EventData, NewEvent, RawEvent, RecordedEvent, StreamId, StreamKind,
+    Envelope, Event, EventData, NewEvent, Projection, RawEvent, RecordedEvent, StreamId, StreamKind,
 };
+pub use logbook_projection::{Jobs, Order, PageRequest, Rooms, RunLedger};
 pub use logbook_wal::{
     MemoryStorage, RecoveryMode, RecoveryReport, Storage, SyncPolicy, WalOptions,
 };

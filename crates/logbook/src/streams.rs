@@ -58,6 +58,10 @@ impl StreamState {
     pub(crate) fn last_version(&self) -> Option<u64> {
         self.next_version().checked_sub(1)
     }
+
+    pub(crate) fn last_position(&self) -> Option<u64> {
+        self.positions.last().copied()
+    }
 }
 
 /// Every stream's state.

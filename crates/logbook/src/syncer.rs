@@ -122,6 +122,18 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
             return;
         }
     };
+    // Projections first: an acknowledged append is visible in them.
+    let mut batch = Vec::new();
+    while pending
+        .records
+        .front()
+        .is_some_and(|(position, _)| *position <= durable)
+    {
+        if let Some(record) = pending.records.pop_front() {
+            batch.push(record);
+        }
+    }
+    shared.apply(&batch);
     while pending
         .acks
         .front()
@@ -133,16 +145,6 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
     }
     for reply in pending.sync_replies.drain(..) {
         let _ = reply.send(Ok(durable));
-    }
-    let mut batch = Vec::new();
-    while pending
-        .records
-        .front()
-        .is_some_and(|(position, _)| *position <= durable)
-    {
-        if let Some(record) = pending.records.pop_front() {
-            batch.push(record);
-        }
     }
     if !batch.is_empty() {
         shared.publish(batch);

@@ -474,6 +474,18 @@ impl Projection for Jobs {
         *self = restore_state(JOBS_PROJECTION_ID, JOBS_STATE_VERSION, state_version, bytes)?;
         Ok(())
     }
+
+    fn stream_deleted(&mut self, stream: &StreamId) -> bool {
+        if stream.kind() != StreamKind::Job {
+            return false;
+        }
+        let id = stream.entity_id();
+        let removed = self.jobs.remove(id).is_some();
+        if removed {
+            self.order.retain(|_, entity| entity != id);
+        }
+        removed
+    }
 }
 
 #[cfg(test)]

@@ -276,6 +276,18 @@ impl Projection for Rooms {
         )?;
         Ok(())
     }
+
+    fn stream_deleted(&mut self, stream: &StreamId) -> bool {
+        if stream.kind() != StreamKind::Room {
+            return false;
+        }
+        let id = stream.entity_id();
+        let removed = self.rooms.remove(id).is_some();
+        if removed {
+            self.order.retain(|_, entity| entity != id);
+        }
+        removed
+    }
 }
 
 #[cfg(test)]

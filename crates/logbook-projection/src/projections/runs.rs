@@ -498,6 +498,21 @@ impl Projection for RunLedger {
         *self = restore_state(RUNS_PROJECTION_ID, RUNS_STATE_VERSION, state_version, bytes)?;
         Ok(())
     }
+
+    fn stream_deleted(&mut self, stream: &StreamId) -> bool {
+        let id = stream.entity_id();
+        match stream.kind() {
+            StreamKind::Run if self.runs.remove(id).is_some() => {
+                self.run_order.retain(|_, run| run != id);
+                true
+            }
+            StreamKind::Workflow if self.workflows.remove(id).is_some() => {
+                self.workflow_order.retain(|_, workflow| workflow != id);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,314 @@
+//! Projections in the engine: registration, replay, applying durable events, and hooks.
+//!
+//! Owns: the registry of projections a log was opened with, the handles services query them
+//! through, and the observers (`restored`, `upserted`, `deleted`). Must never: apply an event
+//! that is not durable, apply one twice, or clone state for observers: hooks get a reference to
+//! the state and the event, and nothing is built at all when no observer is registered.
+
+use crate::error::Result;
+use logbook_projection::{Event, Projection, RecordedEvent, StreamId};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+/// Callbacks on a projection's durable state. They run on the engine's syncer thread, in
+/// position order, while the state is read-locked: keep them short (hand work to a channel).
+pub trait Observer<P: Projection>: Send + Sync + 'static {
+    /// Once after open (also when nothing was restored), or at registration when the log is
+    /// already open: initialization is done.
+    fn restored(&self, state: &P) {
+        let _ = state;
+    }
+
+    /// An event changed the entity of `event.stream` (look it up in `state`; nothing is
+    /// cloned for you).
+    fn upserted(&self, state: &P, event: &RecordedEvent<P::Event>) {
+        let _ = (state, event);
+    }
+
+    /// The entity of `stream` was deleted with its stream.
+    fn deleted(&self, state: &P, stream: &StreamId) {
+        let _ = (state, stream);
+    }
+}
+
+struct Cell<P: Projection> {
+    state: RwLock<P>,
+    observers: RwLock<Vec<Arc<dyn Observer<P>>>>,
+    has_observers: AtomicBool,
+    restored: AtomicBool,
+    /// The last position applied (0 before any).
+    applied_position: AtomicU64,
+}
+
+/// A registered projection: query it with [`ProjectionHandle::read`].
+pub struct ProjectionHandle<P: Projection> {
+    cell: Arc<Cell<P>>,
+}
+
+impl<P: Projection> Clone for ProjectionHandle<P> {
+    fn clone(&self) -> Self {
+        ProjectionHandle {
+            cell: self.cell.clone(),
+        }
+    }
+}
+
+impl<P: Projection> std::fmt::Debug for ProjectionHandle<P> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ProjectionHandle")
+            .field("id", &self.read().id())
+            .finish()
+    }
+}
+
+impl<P: Projection> ProjectionHandle<P> {
+    /// The durable state, read-locked. Hold the guard briefly: the engine waits for it to
+    /// apply new events.
+    pub fn read(&self) -> RwLockReadGuard<'_, P> {
+        self.cell
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The last position applied to this projection.
+    pub fn applied_position(&self) -> u64 {
+        self.cell.applied_position.load(Ordering::Acquire)
+    }
+
+    /// Registers an observer. When the log is already open its `restored` runs now.
+    pub fn observe(&self, observer: impl Observer<P>) {
+        let observer: Arc<dyn Observer<P>> = Arc::new(observer);
+        let state = self.read();
+        self.cell
+            .observers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(observer.clone());
+        self.cell.has_observers.store(true, Ordering::Release);
+        if self.cell.restored.load(Ordering::Acquire) {
+            observer.restored(&state);
+        }
+    }
+}
+
+/// A projection with its type erased to the event type: what the engine drives.
+pub(crate) trait Runner<E>: Send + Sync {
+    fn id(&self) -> &'static str;
+    fn apply(&self, event: &RecordedEvent<E>);
+    fn stream_deleted(&self, stream: &StreamId, position: u64);
+    fn restored(&self);
+    /// (state version, bytes) for snapshots.
+    #[allow(dead_code)]
+    fn snapshot(&self) -> Result<(u16, Vec<u8>)>;
+}
+
+impl<P: Projection> Runner<P::Event> for Cell<P> {
+    fn id(&self) -> &'static str {
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .id()
+    }
+
+    fn apply(&self, event: &RecordedEvent<P::Event>) {
+        let previous = self.applied_position.load(Ordering::Acquire);
+        assert!(
+            event.position > previous,
+            "events are applied once, in position order"
+        );
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .apply(event);
+        self.applied_position
+            .store(event.position, Ordering::Release);
+        if self.has_observers.load(Ordering::Acquire) {
+            let state = self
+                .state
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for observer in self
+                .observers
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+            {
+                observer.upserted(&state, event);
+            }
+        }
+    }
+
+    fn stream_deleted(&self, stream: &StreamId, position: u64) {
+        let removed = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .stream_deleted(stream);
+        self.applied_position.fetch_max(position, Ordering::AcqRel);
+        if removed && self.has_observers.load(Ordering::Acquire) {
+            let state = self
+                .state
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for observer in self
+                .observers
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+            {
+                observer.deleted(&state, stream);
+            }
+        }
+    }
+
+    fn restored(&self) {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.restored.store(true, Ordering::Release);
+        for observer in self
+            .observers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            observer.restored(&state);
+        }
+    }
+
+    fn snapshot(&self) -> Result<(u16, Vec<u8>)> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok((state.state_version(), state.snapshot()?))
+    }
+}
+
+/// The projections a log is opened with. Register each before open; keep the handles.
+pub struct Projections<E> {
+    pub(crate) runners: Vec<Arc<dyn Runner<E>>>,
+}
+
+impl<E> Default for Projections<E> {
+    fn default() -> Self {
+        Projections {
+            runners: Vec::new(),
+        }
+    }
+}
+
+impl<E: Event> Projections<E> {
+    /// No projections.
+    pub fn new() -> Self {
+        Projections::default()
+    }
+
+    /// Registers a projection; its id must be unique.
+    pub fn register<P: Projection<Event = E>>(&mut self, projection: P) -> ProjectionHandle<P> {
+        let id = projection.id();
+        assert!(
+            self.runners.iter().all(|runner| runner.id() != id),
+            "projection id {id} registered twice"
+        );
+        let cell = Arc::new(Cell {
+            state: RwLock::new(projection),
+            observers: RwLock::new(Vec::new()),
+            has_observers: AtomicBool::new(false),
+            restored: AtomicBool::new(false),
+            applied_position: AtomicU64::new(0),
+        });
+        self.runners.push(cell.clone());
+        ProjectionHandle { cell }
+    }
+
+    pub(crate) fn apply(&self, event: &RecordedEvent<E>) {
+        for runner in &self.runners {
+            runner.apply(event);
+        }
+    }
+
+    pub(crate) fn stream_deleted(&self, stream: &StreamId, position: u64) {
+        for runner in &self.runners {
+            runner.stream_deleted(stream, position);
+        }
+    }
+
+    pub(crate) fn restored(&self) {
+        for runner in &self.runners {
+            runner.restored();
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runners.is_empty()
+    }
+}
+
+/// Decodes durable records once and applies them to every projection; type-erased so the
+/// engine's shared state does not depend on the event type.
+pub(crate) trait Applier: Send + Sync {
+    /// Applies the record at `position` (envelope bytes). Engine events are applied as
+    /// stream deletions; an event the projections' type cannot decode is skipped, counted and
+    /// logged, the same way on every replay.
+    fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()>;
+    fn restored(&self);
+    fn undecodable(&self) -> u64;
+}
+
+pub(crate) struct TypedApplier<E> {
+    pub(crate) projections: Projections<E>,
+    undecodable: AtomicU64,
+}
+
+impl<E: Event> TypedApplier<E> {
+    pub(crate) fn new(projections: Projections<E>) -> Self {
+        TypedApplier {
+            projections,
+            undecodable: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<E: Event> Applier for TypedApplier<E> {
+    fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()> {
+        if self.projections.is_empty() {
+            return Ok(());
+        }
+        let raw =
+            logbook_projection::RawEvent::decode_record(position, bytes).map_err(|error| {
+                crate::Error::Corrupted {
+                    position,
+                    reason: error.to_string(),
+                }
+            })?;
+        if raw.envelope.stream().as_str() == crate::system::SYSTEM_STREAM {
+            if let crate::system::SystemEvent::StreamDeleted { stream } =
+                crate::system::SystemEvent::decode(raw.envelope.payload())?
+            {
+                self.projections
+                    .stream_deleted(&StreamId::new(stream)?, position);
+            }
+            return Ok(());
+        }
+        match raw.decode::<E>() {
+            Ok(event) => self.projections.apply(&event),
+            Err(error) => {
+                self.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(position, %error, "event not decodable by the projections; skipped");
+            }
+        }
+        Ok(())
+    }
+
+    fn restored(&self) {
+        self.projections.restored();
+    }
+
+    fn undecodable(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
+    }
+}
