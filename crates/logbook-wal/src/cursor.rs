@@ -10,15 +10,30 @@ use crate::frame::{self, FRAME_HEADER_BYTES, FrameError, FrameHeader};
 use crate::storage::StorageFile;
 use std::io;
 
-/// Bytes read ahead at a time.
-pub(crate) const READ_AHEAD_BYTES: usize = 256 << 10;
+/// The most bytes read ahead at a time (sequential scans grow to this).
+pub(crate) const READ_AHEAD_BYTES_MAX: usize = 256 << 10;
+/// The first read after a seek: one sparse-index interval (4 KiB by default) plus a frame or
+/// two, so a point read costs a few KiB, not a full read-ahead.
+pub(crate) const READ_AHEAD_BYTES_MIN: usize = 8 << 10;
 
-/// A read-ahead buffer over one file.
-#[derive(Debug, Default)]
+/// A read-ahead buffer over one file. The read-ahead doubles while reads stay sequential and
+/// drops back to the minimum after a seek.
+#[derive(Debug)]
 pub(crate) struct Cursor {
     buffer: Vec<u8>,
     /// File offset of `buffer[0]`.
     start: u64,
+    read_ahead: usize,
+}
+
+impl Default for Cursor {
+    fn default() -> Self {
+        Cursor {
+            buffer: Vec::new(),
+            start: 0,
+            read_ahead: READ_AHEAD_BYTES_MIN,
+        }
+    }
 }
 
 impl Cursor {
@@ -30,6 +45,7 @@ impl Cursor {
     pub(crate) fn reset(&mut self) {
         self.buffer.clear();
         self.start = 0;
+        self.read_ahead = READ_AHEAD_BYTES_MIN;
     }
 
     /// The bytes `[offset, offset + len)`, which the caller guarantees lie below `limit`.
@@ -44,7 +60,14 @@ impl Cursor {
         debug_assert!(end <= limit);
         let buffered_end = self.start + self.buffer.len() as u64;
         if offset < self.start || end > buffered_end {
-            let want = (limit - offset).min(len.max(READ_AHEAD_BYTES) as u64) as usize;
+            let sequential =
+                !self.buffer.is_empty() && offset >= self.start && offset <= buffered_end;
+            self.read_ahead = if sequential {
+                (self.read_ahead * 2).min(READ_AHEAD_BYTES_MAX)
+            } else {
+                READ_AHEAD_BYTES_MIN
+            };
+            let want = (limit - offset).min(len.max(self.read_ahead) as u64) as usize;
             self.buffer.resize(want, 0);
             self.start = offset;
             let mut filled = 0;

@@ -8,7 +8,7 @@
 //! offset size field
 //!      0    4 payload_len   u32 LE, bytes of payload after the 28-byte header
 //!      4    4 crc32         u32 LE, CRC-32 (crc32fast) of bytes 8 .. 28 + payload_len
-//!      8    8 position      u64 LE, the record's global position (>= 1)
+//!      8    8 position      u64 LE, the record's global position (>= 1, < u64::MAX)
 //!     16    8 durable_mark  u64 LE, the durable position when the frame was written (< position)
 //!     24    1 flags         bit 0 BATCH_FIRST, bit 1 BATCH_LAST, other bits zero
 //!     25    3 reserved      zero
@@ -66,7 +66,7 @@ pub enum FrameError {
     TooLarge,
     /// Unknown flag bits or non-zero reserved bytes.
     BadHeader,
-    /// Position zero, or a durable mark not below the position.
+    /// Position zero or `u64::MAX`, or a durable mark not below the position.
     BadPosition,
     /// The checksum does not match.
     Checksum,
@@ -113,6 +113,7 @@ pub fn encode_frame(
     payload: &[u8],
 ) {
     assert!(position >= 1, "positions start at 1");
+    assert!(position < u64::MAX, "positions end below u64::MAX");
     assert!(
         durable_mark < position,
         "durable mark {durable_mark} >= position {position}"
@@ -151,7 +152,10 @@ pub fn decode_header(bytes: &[u8], payload_bytes_max: u32) -> Result<FrameHeader
     if header.flags & !FLAGS_KNOWN != 0 || reserved != [0, 0, 0] {
         return Err(FrameError::BadHeader);
     }
-    if header.position == 0 || header.durable_mark >= header.position {
+    // No writer gives out position u64::MAX (it would leave no next position, and open computes
+    // `last position + 1`): a frame claiming it is damaged. Found by fuzzing (segment_recovery).
+    if header.position == 0 || header.position == u64::MAX || header.durable_mark >= header.position
+    {
         return Err(FrameError::BadPosition);
     }
     if header.payload_len > payload_bytes_max {

@@ -104,7 +104,8 @@ pub(crate) struct Inner {
     durable_position: AtomicU64,
     segments: RwLock<Vec<Arc<Segment>>>,
     stop: AtomicBool,
-    _lock: Option<Box<dyn LockGuard>>,
+    /// The directory lock, released at close: readers share `Inner` and may outlive the WAL.
+    lock: Mutex<Option<Box<dyn LockGuard>>>,
 }
 
 /// A segmented write-ahead log. `Send + Sync`: share it in an `Arc` between appending threads.
@@ -210,7 +211,7 @@ impl Wal {
             durable_position: AtomicU64::new(last_position),
             segments: RwLock::new(segments),
             stop: AtomicBool::new(false),
-            _lock: Some(guard),
+            lock: Mutex::new(Some(guard)),
         });
         let syncer = match options.sync_policy {
             SyncPolicy::Interval(interval) => Some(spawn_syncer(inner.clone(), interval)?),
@@ -279,7 +280,7 @@ impl Wal {
             durable_position: AtomicU64::new(last_position),
             segments: RwLock::new(segments),
             stop: AtomicBool::new(false),
-            _lock: None,
+            lock: Mutex::new(None),
         });
         report.duration = started.elapsed();
         Ok((
@@ -355,6 +356,19 @@ impl Wal {
         let inner = &*self.inner;
         let mut state = lock_state(inner);
         inner.check_writable(&state)?;
+        // Positions end at u64::MAX - 1 (frames refuse u64::MAX). A log recovered near the top
+        // of the position space refuses the batch instead of overflowing `next_position`. Found
+        // by fuzzing (segment_recovery).
+        let positions_left = u64::MAX - state.next_position;
+        if payloads.len() as u64 > positions_left {
+            return Err(Error::LimitExceeded {
+                what: "log positions",
+                limit: u64::MAX - 1,
+                actual: state
+                    .next_position
+                    .saturating_add(payloads.len() as u64 - 1),
+            });
+        }
         while state.needs_roll(batch_bytes, options.segment_bytes_max) {
             state = inner.roll(state, batch_bytes)?;
         }
@@ -607,6 +621,15 @@ impl Wal {
         if let Some(syncer) = self.syncer.take() {
             let _ = syncer.join();
         }
+        // Readers hold `Inner` and may outlive this handle; a closed WAL writes nothing more,
+        // so it must not keep the next writer out for as long as a reader lives.
+        drop(
+            inner
+                .lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
         result
     }
 }
@@ -720,6 +743,17 @@ impl Inner {
 
     /// Writes the buffer and syncs the active segment with the writer lock released.
     fn lead_sync(&self, mut state: MutexGuard<'_, WriterState>) -> Result<()> {
+        // A write that failed while a group-commit leader gathered (lock released) lost bytes
+        // of records up to the head: a sync now would succeed and call them durable.
+        if let Some(reason) = &state.poisoned {
+            let error = Error::Poisoned {
+                reason: reason.clone(),
+            };
+            state.sync_in_progress = false;
+            drop(state);
+            self.changed.notify_all();
+            return Err(error);
+        }
         let _span = tracing::debug_span!("wal_sync", records = state.buffer_records).entered();
         let spare = std::mem::take(&mut state.spare);
         let mut bytes = std::mem::replace(&mut state.buffer, spare);

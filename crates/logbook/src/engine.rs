@@ -6,6 +6,7 @@
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::index::{IndexReport, StreamIndex};
 use crate::options::{AppendDurability, LogbookOptions};
 use crate::projections::{Applier, Projections, TypedApplier};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
@@ -29,6 +30,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub struct OpenReport {
     /// The WAL's recovery report (tail cut, salvage, records scanned).
     pub wal: RecoveryReport,
+    /// The stream index: where it was complete, and whether it had to be rebuilt.
+    pub index: IndexReport,
     /// Events replayed into the stream table.
     pub events_replayed: u64,
     /// Streams known after replay.
@@ -79,6 +82,7 @@ pub(crate) struct Shared {
     next_subscriber: AtomicU64,
     dir: PathBuf,
     pub(crate) applier: Box<dyn Applier>,
+    pub(crate) index: StreamIndex,
     /// The last position applied to the projections (and published to subscribers).
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
@@ -99,6 +103,13 @@ impl Shared {
     /// Applies newly durable records to the projections, in position order, before their
     /// appends are acknowledged (so a caller reads its own writes).
     pub(crate) fn apply(&self, batch: &[LiveRecord]) {
+        let records: Vec<(u64, &[u8])> = batch
+            .iter()
+            .map(|(position, bytes)| (*position, bytes.as_slice()))
+            .collect();
+        if let Err(error) = index_records(&self.index, &records) {
+            tracing::error!(%error, "stream index update failed; it is rebuilt at the next open");
+        }
         for (position, bytes) in batch {
             if let Err(error) = self.applier.apply_record(*position, bytes) {
                 tracing::error!(position, %error, "record could not be applied to the projections");
@@ -227,10 +238,17 @@ impl<E: Event> Logbook<E> {
         projections: Projections<E>,
     ) -> Result<(Self, OpenReport)> {
         let started = Instant::now();
+        let storage_is_files = storage.is_file_system();
         let (wal, wal_report) = Wal::open_with_storage(storage, &dir, options.wal.clone())?;
         let wal = Arc::new(wal);
         let applier = TypedApplier::new(projections);
-        let (streams, events_replayed) = replay(&wal, &applier)?;
+        let (index, index_report) = if storage_is_files {
+            StreamIndex::open(&dir)?
+        } else {
+            StreamIndex::temporary()?
+        };
+        let (streams, events_replayed) =
+            replay(&wal, &applier, &index, index_report.complete_position)?;
         applier.restored();
         let (applied, _) = tokio::sync::watch::channel(wal.durable_position());
         let stream_count = streams.len();
@@ -245,6 +263,7 @@ impl<E: Event> Logbook<E> {
             next_subscriber: AtomicU64::new(1),
             dir,
             applier: Box::new(applier),
+            index,
             applied,
         });
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
@@ -261,6 +280,7 @@ impl<E: Event> Logbook<E> {
             .spawn(move || writer::run(writer_shared, receiver, jobs))
             .map_err(|error| Error::Task(error.to_string()))?;
         let report = OpenReport {
+            index: index_report,
             wal: wal_report,
             events_replayed,
             streams: stream_count,
@@ -408,18 +428,28 @@ impl<E: Event> Logbook<E> {
         direction: Direction,
         max: usize,
     ) -> Result<Vec<RecordedEvent<E>>> {
-        let selected = {
+        let visible_from = {
             let streams = self
                 .shared
                 .streams
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            streams.select(stream, from_version, direction, max)?
+            streams.visible_from(stream)?
+        };
+        let Some(visible_from) = visible_from else {
+            return Ok(Vec::new());
         };
         let shared = self.shared.clone();
-        let raws = tokio::task::spawn_blocking(move || read_positions(&shared, &selected))
-            .await
-            .map_err(blocking_error)??;
+        let stream = stream.to_string();
+        let raws = tokio::task::spawn_blocking(move || {
+            let selected =
+                shared
+                    .index
+                    .range(&stream, from_version, visible_from, direction, max)?;
+            read_positions(&shared, &selected)
+        })
+        .await
+        .map_err(blocking_error)??;
         raws.iter().map(|raw| Ok(raw.decode::<E>()?)).collect()
     }
 
@@ -617,11 +647,21 @@ fn read_positions(shared: &Shared, selected: &[(u64, u64)]) -> Result<Vec<RawEve
     Ok(raws)
 }
 
-/// Rebuilds the stream table and the projections from the whole log.
-fn replay(wal: &Wal, applier: &dyn Applier) -> Result<(StreamTable, u64)> {
+/// Records indexed per sled batch during replay.
+const INDEX_BATCH_RECORDS: usize = 4096;
+
+/// Rebuilds the stream table and the projections from the whole log, and brings the stream
+/// index up to date from where it was complete.
+fn replay(
+    wal: &Wal,
+    applier: &dyn Applier,
+    index: &StreamIndex,
+    index_complete: u64,
+) -> Result<(StreamTable, u64)> {
     let _span = tracing::info_span!("replay").entered();
     let mut streams = StreamTable::default();
     let mut count = 0u64;
+    let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
     for record in wal.read_from(1) {
         let record = record?;
         let position = record.position;
@@ -639,9 +679,58 @@ fn replay(wal: &Wal, applier: &dyn Applier) -> Result<(StreamTable, u64)> {
             )?;
         }
         applier.apply_record(position, &record.payload)?;
+        if position > index_complete {
+            pending.push((position, record.payload));
+            if pending.len() >= INDEX_BATCH_RECORDS {
+                let records: Vec<(u64, &[u8])> = pending
+                    .iter()
+                    .map(|(position, bytes)| (*position, bytes.as_slice()))
+                    .collect();
+                index_records(index, &records)?;
+                pending.clear();
+            }
+        }
         count += 1;
     }
+    let records: Vec<(u64, &[u8])> = pending
+        .iter()
+        .map(|(position, bytes)| (*position, bytes.as_slice()))
+        .collect();
+    index_records(index, &records)?;
     Ok((streams, count))
+}
+
+/// Adds durable records to the stream index; tombstones and truncations remove entries.
+fn index_records(index: &StreamIndex, records: &[(u64, &[u8])]) -> Result<()> {
+    let mut entries = Vec::with_capacity(records.len());
+    let mut complete = None;
+    for &(position, bytes) in records {
+        let envelope = EnvelopeRef::decode(bytes).map_err(|error| Error::Corrupted {
+            position,
+            reason: error.to_string(),
+        })?;
+        entries.push((
+            envelope.stream.to_owned(),
+            envelope.stream_version,
+            position,
+        ));
+        complete = Some(position);
+        if envelope.stream == system::SYSTEM_STREAM {
+            index.insert(&entries, position)?;
+            entries.clear();
+            match SystemEvent::decode(envelope.payload)? {
+                SystemEvent::StreamDeleted { stream } => index.remove(&stream, u64::MAX)?,
+                SystemEvent::StreamTruncated {
+                    stream,
+                    before_version,
+                } => index.remove(&stream, before_version)?,
+            };
+        }
+    }
+    if let Some(complete) = complete {
+        index.insert(&entries, complete)?;
+    }
+    Ok(())
 }
 
 fn apply_system(

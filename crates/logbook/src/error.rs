@@ -58,6 +58,23 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
+    /// The stream index (derived data, rebuilt from the WAL when it fails at open).
+    #[error("stream index at {path}: {reason}")]
+    Index {
+        /// The index directory.
+        path: std::path::PathBuf,
+        /// What sled reported.
+        reason: String,
+    },
+    /// An I/O error outside the WAL (index or snapshot directory).
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The engine was closed, or its writer stopped.
     #[error("the log is closed")]
     Closed,

@@ -36,6 +36,7 @@ mod builtin;
 mod clock;
 mod engine;
 mod error;
+mod index;
 mod options;
 mod projections;
 mod streams;
@@ -51,6 +52,7 @@ pub use builtin::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Logbook, OpenReport, Stats, SubscriberStats};
 pub use error::{Error, Result};
+pub use index::IndexReport;
 pub use options::{AppendDurability, LogbookOptions};
 pub use projections::{Observer, ProjectionHandle, Projections};
 pub use streams::{Direction, ExpectedVersion};

@@ -41,31 +41,31 @@ pub enum Direction {
     Backward,
 }
 
-#[derive(Debug, Default, Clone)]
+/// What the engine keeps in memory per stream: a few numbers, never per-event data (the
+/// version -> position map lives in the persistent stream index).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StreamState {
-    /// Positions of versions `0..positions.len()`.
-    positions: Vec<u64>,
+    /// The version the next event gets.
+    next_version: u64,
+    /// The position of the last event (0 when none).
+    last_position: u64,
     pub(crate) deleted: bool,
     /// Versions below this are hidden (and purged by compaction).
     pub(crate) truncated_before: u64,
 }
 
 impl StreamState {
-    pub(crate) fn next_version(&self) -> u64 {
-        self.positions.len() as u64
-    }
-
     pub(crate) fn last_version(&self) -> Option<u64> {
-        self.next_version().checked_sub(1)
+        self.next_version.checked_sub(1)
     }
 
     pub(crate) fn last_position(&self) -> Option<u64> {
-        self.positions.last().copied()
+        (self.last_position > 0).then_some(self.last_position)
     }
 }
 
 /// Every stream's state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StreamTable {
     streams: HashMap<StreamId, StreamState>,
 }
@@ -113,16 +113,13 @@ impl StreamTable {
     ) {
         let state = self.streams.entry(stream.clone()).or_default();
         assert_eq!(
-            state.next_version(),
-            first_version,
-            "stream versions are gapless"
+            state.next_version, first_version,
+            "stream versions are gapless at append"
         );
         for position in positions {
-            assert!(
-                state.positions.last().is_none_or(|&last| last < position),
-                "positions ascend"
-            );
-            state.positions.push(position);
+            assert!(state.last_position < position, "positions ascend");
+            state.last_position = position;
+            state.next_version += 1;
         }
     }
 
@@ -130,16 +127,18 @@ impl StreamTable {
     pub(crate) fn replay(&mut self, stream: &str, version: u64, position: u64) -> Result<()> {
         let key = StreamId::new(stream)?;
         let state = self.streams.entry(key).or_default();
-        if version != state.next_version() {
+        // Compaction may have dropped versions (gaps are fine); going backwards is not.
+        if version < state.next_version || position <= state.last_position {
             return Err(Error::Corrupted {
                 position,
                 reason: format!(
-                    "stream {stream} has version {version} where {} was expected",
-                    state.next_version()
+                    "stream {stream} has version {version} where {} or above was expected",
+                    state.next_version
                 ),
             });
         }
-        state.positions.push(position);
+        state.next_version = version + 1;
+        state.last_position = position;
         Ok(())
     }
 
@@ -152,37 +151,15 @@ impl StreamTable {
         state.truncated_before = state.truncated_before.max(before_version);
     }
 
-    /// The (version, position) pairs of a read, visible versions only.
-    pub(crate) fn select(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        direction: Direction,
-        max: usize,
-    ) -> Result<Vec<(u64, u64)>> {
-        let Some(state) = self.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        if state.deleted {
-            return Err(Error::StreamDeleted {
+    /// Where a read of `stream` may start: the first visible version. `None` when the stream
+    /// has no events.
+    pub(crate) fn visible_from(&self, stream: &StreamId) -> Result<Option<u64>> {
+        match self.streams.get(stream) {
+            Some(state) if state.deleted => Err(Error::StreamDeleted {
                 stream: stream.to_string(),
-            });
+            }),
+            Some(state) => Ok(Some(state.truncated_before)),
+            None => Ok(None),
         }
-        let visible = state.truncated_before..state.next_version();
-        let pair = |version: u64| (version, state.positions[version as usize]);
-        let selected = match direction {
-            Direction::Forward => {
-                let start = from_version.max(visible.start);
-                (start..visible.end).take(max).map(pair).collect()
-            }
-            Direction::Backward => {
-                if visible.is_empty() || from_version < visible.start {
-                    return Ok(Vec::new());
-                }
-                let end = from_version.min(visible.end - 1);
-                (visible.start..=end).rev().take(max).map(pair).collect()
-            }
-        };
-        Ok(selected)
     }
 }

@@ -96,6 +96,9 @@ pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<SyncJob>) {
         settle(&shared, &mut pending, outcome);
     }
     shared.end_live();
+    if let Err(error) = shared.index.flush() {
+        tracing::warn!(%error, "stream index flush at close failed; it catches up at the next open");
+    }
     tracing::debug!("syncer stopped");
 }
 

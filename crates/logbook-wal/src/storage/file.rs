@@ -58,6 +58,10 @@ struct FileLock(#[allow(dead_code)] File);
 impl LockGuard for FileLock {}
 
 impl Storage for FileStorage {
+    fn is_file_system(&self) -> bool {
+        true
+    }
+
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)

@@ -80,4 +80,10 @@ pub trait Storage: Send + Sync + Debug {
     /// Takes an exclusive lock on `path` (created if missing). `Ok(None)` when another holder
     /// has it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
+
+    /// True when paths name real files, so other components (the engine's sled index) may
+    /// keep files of their own beside the log. False for in-memory storage.
+    fn is_file_system(&self) -> bool {
+        false
+    }
 }
