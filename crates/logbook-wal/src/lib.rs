@@ -45,6 +45,7 @@ mod options;
 mod reader;
 mod recovery;
 pub mod segment;
+pub mod sidecar;
 pub mod storage;
 mod wal;
 

@@ -7,7 +7,8 @@
 use crate::error::{Error, Result};
 use crate::options::{RecoveryMode, WalOptions};
 use crate::recovery::{self, RecoveryReport, Salvage, Scan, ScanStart, TailCut};
-use crate::segment::{self, SEGMENT_HEADER_BYTES, Segment};
+use crate::segment::{self, LazyIndex, SEGMENT_HEADER_BYTES, Segment};
+use crate::sidecar::{self, Sidecar};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,12 +47,16 @@ fn read_header(
 
 /// Opens and recovers the segments of `wal_dir`.
 pub(crate) fn open_segments(
-    storage: &dyn Storage,
+    storage_arc: &Arc<dyn Storage>,
     wal_dir: &Path,
     options: &WalOptions,
     read_only: bool,
 ) -> Result<Opened> {
+    let storage = storage_arc.as_ref();
     let mut report = RecoveryReport::default();
+    if !read_only {
+        remove_leftovers(storage, wal_dir)?;
+    }
     let mut paths = segment_paths(storage, wal_dir)?;
     let mode = if read_only {
         OpenMode::Read
@@ -109,6 +114,27 @@ pub(crate) fn open_segments(
                 ),
             ));
         }
+        if !is_last && !options.verify_sealed_segments_on_open {
+            if let Some(sidecar) = load_sidecar(storage, wal_dir, base, len) {
+                // A sealed segment with a matching sidecar is not scanned: open costs the same
+                // however long the history. Its frames are still checked whenever read.
+                let lazy = LazyIndex {
+                    storage: storage_arc.clone(),
+                    sidecar: wal_dir.join(sidecar::file_name(base)),
+                    record_bytes_max: options.record_bytes_max,
+                    index_interval_bytes: options.index_interval_bytes,
+                };
+                let segment = Segment::new(base, path.clone(), file.clone()).with_lazy_index(lazy);
+                segment.set_durable(len, sidecar.last_position);
+                segment.add_records(sidecar.records);
+                report.segments += 1;
+                report.records += sidecar.records;
+                last_position = last_position.max(sidecar.last_position);
+                segments.push(Arc::new(segment));
+                index += 1;
+                continue;
+            }
+        }
         let scan = recovery::scan_segment(
             file.as_ref(),
             len,
@@ -159,6 +185,9 @@ pub(crate) fn open_segments(
             }
         }
         install_scan(&segment, &scan);
+        if !is_last && !read_only {
+            write_sidecar(storage, wal_dir, &segment);
+        }
         report.records += scan.records;
         last_position = last_position.max(scan.last_position);
         segments.push(segment);
@@ -174,6 +203,7 @@ pub(crate) fn open_segments(
 
 pub(crate) fn install_scan(segment: &Segment, scan: &Scan) {
     segment.replace_index(scan.index.clone());
+    segment.add_records(scan.records);
     segment.set_durable(
         scan.valid_end,
         if scan.records > 0 {
@@ -219,4 +249,67 @@ fn remove_later(
             .map_err(|source| Error::io(wal_dir, source))?;
     }
     Ok(removed)
+}
+
+/// The sidecar of a sealed segment, when it exists and matches the segment file.
+fn load_sidecar(storage: &dyn Storage, wal_dir: &Path, base: u64, len: u64) -> Option<Sidecar> {
+    let bytes = segment::read_all(storage, &wal_dir.join(sidecar::file_name(base))).ok()?;
+    let sidecar = sidecar::decode(&bytes).ok()?;
+    (sidecar.base == base && sidecar.segment_len == len && sidecar.last_position < u64::MAX)
+        .then_some(sidecar)
+}
+
+/// Writes the sidecar of a sealed segment (temp file, sync, rename). Derived data: a failure is
+/// logged, never fatal (the next open scans the segment instead).
+pub(crate) fn write_sidecar(storage: &dyn Storage, wal_dir: &Path, segment: &Segment) {
+    let sidecar = Sidecar {
+        base: segment.base,
+        segment_len: segment.durable_len(),
+        last_position: segment.last_position(),
+        records: segment.records(),
+        entries: segment.index_entries(),
+    };
+    let bytes = sidecar::encode(&sidecar);
+    let path = wal_dir.join(sidecar::file_name(segment.base));
+    let temp = wal_dir.join(format!("{}.tmp", sidecar::file_name(segment.base)));
+    let result = (|| {
+        if storage.exists(&temp) {
+            storage.remove_file(&temp)?;
+        }
+        let file = storage.open_file(&temp, OpenMode::CreateNew)?;
+        file.write_all_at(0, &bytes)?;
+        file.sync_data()?;
+        storage.rename(&temp, &path)
+    })();
+    match result {
+        Ok(()) => segment.set_has_sidecar(),
+        Err(error) => {
+            tracing::warn!(sidecar = %path.display(), %error, "could not write a segment sidecar");
+        }
+    }
+}
+
+/// Removes temp files and sidecars whose segment is gone (left by a crash mid-write or
+/// mid-truncation).
+fn remove_leftovers(storage: &dyn Storage, wal_dir: &Path) -> Result<()> {
+    let names = storage
+        .list_dir(wal_dir)
+        .map_err(|source| Error::io(wal_dir, source))?;
+    let segments: Vec<u64> = names
+        .iter()
+        .filter_map(|name| segment::parse_file_name(name))
+        .collect();
+    for name in &names {
+        let orphan_sidecar = name
+            .strip_suffix(".idx")
+            .and_then(|digits| segment::parse_file_name(&format!("{digits}.seg")))
+            .is_some_and(|base| !segments.contains(&base));
+        if name.ends_with(".tmp") || orphan_sidecar {
+            let path = wal_dir.join(name);
+            storage
+                .remove_file(&path)
+                .map_err(|source| Error::io(&path, source))?;
+        }
+    }
+    Ok(())
 }

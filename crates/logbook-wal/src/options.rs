@@ -64,6 +64,11 @@ pub struct WalOptions {
     pub index_interval_bytes: u64,
     /// What to do about corruption at open.
     pub recovery_mode: RecoveryMode,
+    /// Scan every frame of every sealed segment at open (true, the default), or trust a sealed
+    /// segment's sidecar when it matches the file (false): open then costs the same however
+    /// long the history, and a damaged sealed frame is reported when it is read (readers check
+    /// every frame) or by `logbook verify`, not at open. The last segment is always scanned.
+    pub verify_sealed_segments_on_open: bool,
 }
 
 impl Default for WalOptions {
@@ -80,6 +85,7 @@ impl Default for WalOptions {
             buffer_bytes_max: 1 << 20,
             index_interval_bytes: 4096,
             recovery_mode: RecoveryMode::Strict,
+            verify_sealed_segments_on_open: true,
         }
     }
 }

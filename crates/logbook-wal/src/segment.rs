@@ -6,10 +6,10 @@
 //! (that is `wal.rs`) or decide what a bad frame means (that is `recovery.rs`).
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use crate::storage::StorageFile;
+use crate::storage::{Storage, StorageFile};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Bytes of a segment header.
 pub const SEGMENT_HEADER_BYTES: usize = 32;
@@ -115,6 +115,22 @@ pub(crate) struct Segment {
     durable_len: AtomicU64,
     /// The last position stored in the readable part (0 when there is none).
     last_position: AtomicU64,
+    /// Records in the readable part.
+    records: AtomicU64,
+    /// True once a sidecar matching this (sealed) segment is on disk.
+    has_sidecar: std::sync::atomic::AtomicBool,
+    /// Where the sparse index comes from when it is not loaded yet (sealed segments opened
+    /// from a sidecar: loaded at the first seek).
+    lazy: Mutex<Option<LazyIndex>>,
+}
+
+/// How to load a sealed segment's sparse index on first use.
+#[derive(Debug)]
+pub(crate) struct LazyIndex {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) sidecar: PathBuf,
+    pub(crate) record_bytes_max: u32,
+    pub(crate) index_interval_bytes: u64,
 }
 
 impl Segment {
@@ -126,7 +142,79 @@ impl Segment {
             index: RwLock::new(Vec::new()),
             durable_len: AtomicU64::new(SEGMENT_HEADER_BYTES as u64),
             last_position: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            has_sidecar: std::sync::atomic::AtomicBool::new(false),
+            lazy: Mutex::new(None),
         }
+    }
+
+    /// A sealed segment whose sparse index is loaded at the first seek.
+    pub(crate) fn with_lazy_index(self, lazy: LazyIndex) -> Self {
+        *self
+            .lazy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(lazy);
+        self.set_has_sidecar();
+        self
+    }
+
+    pub(crate) fn has_sidecar(&self) -> bool {
+        self.has_sidecar.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_has_sidecar(&self) {
+        self.has_sidecar.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn records(&self) -> u64 {
+        self.records.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn add_records(&self, count: u64) {
+        self.records.fetch_add(count, Ordering::AcqRel);
+    }
+
+    /// The sparse index entries (loading them if needed).
+    pub(crate) fn index_entries(&self) -> Vec<IndexEntry> {
+        self.ensure_index();
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Loads the sparse index of a lazily opened segment: from its sidecar when that matches,
+    /// else by scanning the segment.
+    fn ensure_index(&self) {
+        let mut lazy = self
+            .lazy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(source) = lazy.take() else { return };
+        let len = self.durable_len();
+        let from_sidecar = read_all(source.storage.as_ref(), &source.sidecar)
+            .ok()
+            .and_then(|bytes| crate::sidecar::decode(&bytes).ok())
+            .filter(|sidecar| sidecar.base == self.base && sidecar.segment_len == len);
+        let entries = match from_sidecar {
+            Some(sidecar) => sidecar.entries,
+            None => {
+                tracing::debug!(segment = %self.path.display(), "sidecar unusable; scanning");
+                let start = crate::recovery::ScanStart::fresh(self.base);
+                match crate::recovery::scan_segment(
+                    self.file.as_ref(),
+                    len,
+                    start,
+                    source.record_bytes_max,
+                    source.index_interval_bytes,
+                ) {
+                    Ok(scan) => scan.index,
+                    // Without an index a reader scans from the segment's start: slower, correct.
+                    Err(_) => Vec::new(),
+                }
+            }
+        };
+        self.replace_index(entries);
     }
 
     pub(crate) fn durable_len(&self) -> u64 {
@@ -166,6 +254,7 @@ impl Segment {
 
     /// The offset to start scanning from for `position`: the last indexed frame at or before it.
     pub(crate) fn seek_offset(&self, position: u64) -> u64 {
+        self.ensure_index();
         let index = self
             .index
             .read()
@@ -176,6 +265,21 @@ impl Segment {
             None => SEGMENT_HEADER_BYTES as u64,
         }
     }
+}
+
+/// Reads a whole (small) file.
+pub(crate) fn read_all(storage: &dyn Storage, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    /// A sidecar of a 64 MiB segment indexed every 4 KiB is 256 KiB; refuse absurd sizes.
+    const SMALL_FILE_BYTES_MAX: u64 = 64 << 20;
+    let file = storage.open_file(path, crate::storage::OpenMode::Read)?;
+    let len = file.len()?;
+    if len > SMALL_FILE_BYTES_MAX {
+        return Err(std::io::Error::other("file too large for a sidecar"));
+    }
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(0, &mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

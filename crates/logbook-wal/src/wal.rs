@@ -169,7 +169,7 @@ impl Wal {
             mut segments,
             last_position,
             mut report,
-        } = open::open_segments(storage.as_ref(), &wal_dir, &options, false)?;
+        } = open::open_segments(&storage, &wal_dir, &options, false)?;
         let active = match segments.last() {
             Some(last) => {
                 // Durability: a process crash leaves written-but-unsynced frames in the page
@@ -246,7 +246,7 @@ impl Wal {
             segments,
             last_position,
             mut report,
-        } = open::open_segments(storage.as_ref(), &wal_dir, &options, true)?;
+        } = open::open_segments(&storage, &wal_dir, &options, true)?;
         let active = match segments.last() {
             Some(last) => last.clone(),
             None => {
@@ -409,6 +409,7 @@ impl Wal {
         state.end_offset += batch_bytes;
         state.next_position += count as u64;
         state.buffer_records += count;
+        state.active.add_records(count as u64);
         if state.buffer.len() >= options.buffer_bytes_max {
             inner.write_out(&mut state)?;
         }
@@ -505,6 +506,14 @@ impl Wal {
                 .storage
                 .remove_file(&path)
                 .map_err(|source| Error::io(&path, source))?;
+            // The sidecar goes after its segment (an orphan sidecar is removed at open).
+            let sidecar = inner.wal_dir.join(crate::sidecar::file_name(first.base));
+            if inner.storage.exists(&sidecar) {
+                inner
+                    .storage
+                    .remove_file(&sidecar)
+                    .map_err(|source| Error::io(&sidecar, source))?;
+            }
             segments.remove(0);
             removed.push(path);
         }
@@ -615,6 +624,19 @@ impl Wal {
             let head = lock_state(inner).next_position - 1;
             inner.sync_to(head)
         };
+        if result.is_ok() && !inner.read_only {
+            // Sidecars of the segments sealed since open spare the next open their scan.
+            let active_base = lock_state(inner).active.base;
+            for segment in inner
+                .segments()
+                .iter()
+                .filter(|segment| segment.base != active_base)
+            {
+                if !segment.has_sidecar() {
+                    open::write_sidecar(inner.storage.as_ref(), &inner.wal_dir, segment);
+                }
+            }
+        }
         inner.stop.store(true, Ordering::Release);
         lock_state(inner).closed = true;
         inner.changed.notify_all();

@@ -15,8 +15,8 @@ use crate::writer::AppendResult;
 use logbook_projection::model::{JobLeaseExpired, RoomMessageEdited, RoomMessagePosted};
 use logbook_projection::projections::{Interrupted, ResumePlan, interrupted};
 use logbook_projection::{
-    BuiltinEvent, Jobs, Order, Projection, RecordedEvent, Rooms, RunLedger, StreamId, StreamKind,
-    ValidateCommand, projection,
+    BuiltinEvent, Jobs, Order, Projection, RecordedEvent, RejectReason, Rooms, RunLedger, StreamId,
+    StreamKind, ValidateCommand, projection,
 };
 use logbook_wal::{FileStorage, Storage};
 use serde::{Deserialize, Serialize};
@@ -260,12 +260,38 @@ impl BuiltinLog {
         self.runs.read().validate(stream, &event, now_ms)?;
         self.rooms.read().validate(stream, &event, now_ms)?;
         self.jobs.read().validate(stream, &event, now_ms)?;
+        self.check_message_not_deleted(stream, &event)?;
         let expected = head.map_or(ExpectedVersion::NoStream, |(version, _)| {
             ExpectedVersion::Exact(version)
         });
         self.log
             .append_with(stream, expected, vec![event.into()], durability)
             .await
+    }
+
+    /// Refuses to edit or delete a room message that was deleted. `Rooms` keeps no per-message
+    /// state, so without this a second `room.message_deleted` of one message (a retried request)
+    /// was written and counted twice, and `Room::message_count` drifted below the truth.
+    /// `RoomEdits` already knows the deleted messages. (Found by tests/projection_commands.rs.)
+    fn check_message_not_deleted(&self, stream: &StreamId, event: &BuiltinEvent) -> Result<()> {
+        let message_id = match event {
+            BuiltinEvent::RoomMessageEdited(edited) => &edited.message_id,
+            BuiltinEvent::RoomMessageDeleted(deleted) => &deleted.message_id,
+            _ => return Ok(()),
+        };
+        let deleted = self
+            .edits
+            .read()
+            .get(stream.entity_id(), message_id)
+            .is_some_and(|edit| edit.deleted);
+        if deleted {
+            return Err(Error::Event(logbook_projection::Error::Rejected {
+                entity: "room message",
+                id: message_id.clone(),
+                reason: RejectReason::NotFound,
+            }));
+        }
+        Ok(())
     }
 
     /// Writes `job.lease_expired` for every claim whose lease ended before `now_ms`, so another
@@ -402,10 +428,7 @@ impl BuiltinLog {
             for event in events {
                 from = match direction {
                     Direction::Forward => event.version + 1,
-                    Direction::Backward => match event.version.checked_sub(1) {
-                        Some(previous) => previous,
-                        None => u64::MAX,
-                    },
+                    Direction::Backward => event.version.checked_sub(1).unwrap_or(u64::MAX),
                 };
                 let last_version = event.version;
                 if keep(&event) {

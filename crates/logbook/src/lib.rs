@@ -37,6 +37,7 @@ mod clock;
 mod engine;
 mod error;
 mod index;
+pub mod inspect;
 mod options;
 mod projections;
 mod streams;

@@ -29,7 +29,12 @@ pub struct LogbookOptions {
 impl Default for LogbookOptions {
     fn default() -> Self {
         LogbookOptions {
-            wal: WalOptions::default(),
+            // Open cost independent of history: sealed segments are trusted through their
+            // sidecars; frames are still checked whenever read, and by `logbook verify`.
+            wal: WalOptions {
+                verify_sealed_segments_on_open: false,
+                ..WalOptions::default()
+            },
             append_events_max: 10_000,
             queue_depth: 1024,
             subscription_buffer: 1024,

@@ -124,7 +124,11 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
             .apply(event);
         self.applied_position
             .store(event.position, Ordering::Release);
-        if self.has_observers.load(Ordering::Acquire) {
+        // Hooks fire for live events only: the replay at open is summed up by the one
+        // `restored` that follows it, so an observer registered before open sees what one
+        // registered after open sees (`restored`, then each new event), not one `upserted` per
+        // replayed event. (Found by tests/projection_hooks.rs.)
+        if self.has_observers.load(Ordering::Acquire) && self.restored.load(Ordering::Acquire) {
             let state = self
                 .state
                 .read()
@@ -147,7 +151,11 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .stream_deleted(stream);
         self.applied_position.fetch_max(position, Ordering::AcqRel);
-        if removed && self.has_observers.load(Ordering::Acquire) {
+        // Live deletions only, like `upserted` (see `apply`).
+        if removed
+            && self.has_observers.load(Ordering::Acquire)
+            && self.restored.load(Ordering::Acquire)
+        {
             let state = self
                 .state
                 .read()

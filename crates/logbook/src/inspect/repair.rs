@@ -1,0 +1,363 @@
+//! `repair`: the explicit salvage of a damaged log, reporting exactly what it drops.
+//!
+//! Owns: opening the WAL with [`RecoveryMode::Salvage`] through a storage wrapper that reads
+//! every byte a cut or a removal is about to drop and lists the frames in it, so the report is
+//! what the WAL itself did, not a guess. A dry run uses the same wrapper with every write kept
+//! in memory: the same code decides, nothing changes on disk. Segment sidecars are hidden from
+//! the open so every segment is scanned (a sidecar would spare a sealed segment the scan that
+//! finds its corruption); an applied repair rewrites them. Must never: write in a dry run, or
+//! run beside a live writer (an applied repair takes the directory lock like any writer).
+
+use super::check_log_dir;
+use super::scan::{FrameSummary, FrameWalker, Walk, read_all, summary};
+use crate::error::Result;
+use logbook_wal::segment::{self, SEGMENT_HEADER_BYTES};
+use logbook_wal::storage::{LockGuard, OpenMode, StorageFile};
+use logbook_wal::{
+    FileStorage, RecoveryMode, RecoveryReport, Storage, SyncPolicy, Wal, WalOptions,
+};
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Whether [`repair`] changes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairMode {
+    /// Report what would be dropped; change nothing.
+    DryRun,
+    /// Cut and remove, as reported.
+    Apply,
+}
+
+/// A valid frame that the repair drops (it lies after the cut, or in a removed segment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedFrame {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Its byte offset in the file.
+    pub offset: u64,
+    /// The frame.
+    pub frame: FrameSummary,
+}
+
+/// What a repair did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// The mode it ran in.
+    pub mode: RepairMode,
+    /// The WAL's recovery report: tail cut, salvage, removed unfinished segment.
+    pub recovery: RecoveryReport,
+    /// Every valid frame dropped, in file and offset order.
+    pub dropped_frames: Vec<DroppedFrame>,
+}
+
+impl RepairReport {
+    /// True when the repair drops bytes or files.
+    pub fn drops_anything(&self) -> bool {
+        let recovery = &self.recovery;
+        recovery.tail_cut.is_some()
+            || recovery.salvage.is_some()
+            || recovery.removed_unfinished_segment.is_some()
+            || !self.dropped_frames.is_empty()
+    }
+}
+
+/// Salvages the log in `dir` on the real file system.
+pub fn repair(dir: impl AsRef<Path>, mode: RepairMode) -> Result<RepairReport> {
+    repair_with_storage(Arc::new(FileStorage::new()), dir.as_ref(), mode)
+}
+
+/// [`repair`] on any storage.
+pub fn repair_with_storage(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    mode: RepairMode,
+) -> Result<RepairReport> {
+    check_log_dir(storage.as_ref(), dir)?;
+    let recording = Arc::new(RepairStorage {
+        real: storage,
+        apply: mode == RepairMode::Apply,
+        created: Mutex::new(HashMap::new()),
+        dropped: Arc::new(Mutex::new(Vec::new())),
+    });
+    let options = WalOptions {
+        sync_policy: SyncPolicy::Always,
+        recovery_mode: RecoveryMode::Salvage,
+        ..WalOptions::default()
+    };
+    let (wal, recovery) = Wal::open_with_storage(recording.clone(), dir, options)?;
+    wal.close()?;
+    let mut dropped_frames = lock(&recording.dropped).clone();
+    dropped_frames.sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
+    Ok(RepairReport {
+        mode,
+        recovery,
+        dropped_frames,
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn is_sidecar(path: &Path) -> bool {
+    path.extension().is_some_and(|extension| extension == "idx")
+}
+
+fn is_segment(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .and_then(segment::parse_file_name)
+        .is_some()
+}
+
+/// Lists the valid frames in `bytes`, which start at `offset` of `file`.
+fn record_frames(
+    dropped: &Mutex<Vec<DroppedFrame>>,
+    file: &Path,
+    bytes: &[u8],
+    offset: u64,
+    start: u64,
+) {
+    let mut dropped = lock(dropped);
+    for step in FrameWalker::new(bytes, start, 0) {
+        if let Walk::Frame {
+            offset: at,
+            header,
+            payload,
+        } = step
+        {
+            dropped.push(DroppedFrame {
+                file: file.to_path_buf(),
+                offset: offset + at,
+                frame: summary(&header, payload),
+            });
+        }
+    }
+}
+
+/// The storage a repair opens the WAL through (see the module documentation).
+#[derive(Debug)]
+struct RepairStorage {
+    real: Arc<dyn Storage>,
+    apply: bool,
+    /// Files a dry run created, in memory.
+    created: Mutex<HashMap<PathBuf, Arc<MemoryFile>>>,
+    dropped: Arc<Mutex<Vec<DroppedFrame>>>,
+}
+
+#[derive(Debug)]
+struct NoLock;
+
+impl LockGuard for NoLock {}
+
+impl Storage for RepairStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        match self.apply {
+            true => self.real.create_dir_all(dir),
+            false => Ok(()),
+        }
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.real.list_dir(dir)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        lock(&self.created).contains_key(path) || self.real.exists(path)
+    }
+
+    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        if let Some(file) = lock(&self.created).get(path) {
+            return Ok(file.clone());
+        }
+        if is_sidecar(path) && mode == OpenMode::Read {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "sidecars are ignored by repair",
+            ));
+        }
+        if !self.apply {
+            if mode == OpenMode::CreateNew {
+                let file = Arc::new(MemoryFile::default());
+                lock(&self.created).insert(path.to_path_buf(), file.clone());
+                return Ok(file);
+            }
+            let real = self.real.open_file(path, OpenMode::Read)?;
+            return Ok(Arc::new(RecordingFile::new(
+                real,
+                path,
+                false,
+                &self.dropped,
+            )));
+        }
+        let real = self.real.open_file(path, mode)?;
+        Ok(Arc::new(RecordingFile::new(
+            real,
+            path,
+            true,
+            &self.dropped,
+        )))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if is_segment(path) {
+            let file = self.real.open_file(path, OpenMode::Read)?;
+            let bytes = read_all(file.as_ref(), path).map_err(io::Error::other)?;
+            let start = SEGMENT_HEADER_BYTES as u64;
+            record_frames(&self.dropped, path, &bytes, 0, start);
+        }
+        match self.apply {
+            true => self.real.remove_file(path),
+            false => Ok(()),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if self.apply {
+            return self.real.rename(from, to);
+        }
+        let mut created = lock(&self.created);
+        if let Some(file) = created.remove(from) {
+            created.insert(to.to_path_buf(), file);
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        match self.apply {
+            true => self.real.sync_dir(dir),
+            false => Ok(()),
+        }
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        match self.apply {
+            true => self.real.try_lock(path),
+            false => Ok(Some(Box::new(NoLock))),
+        }
+    }
+}
+
+/// A segment file that lists the frames a cut drops before it cuts (or, in a dry run, only
+/// pretends to cut).
+#[derive(Debug)]
+struct RecordingFile {
+    real: Arc<dyn StorageFile>,
+    path: PathBuf,
+    apply: bool,
+    /// A dry run's length after a cut.
+    cut_len: Mutex<Option<u64>>,
+    dropped: Arc<Mutex<Vec<DroppedFrame>>>,
+}
+
+impl RecordingFile {
+    fn new(
+        real: Arc<dyn StorageFile>,
+        path: &Path,
+        apply: bool,
+        dropped: &Arc<Mutex<Vec<DroppedFrame>>>,
+    ) -> Self {
+        RecordingFile {
+            real,
+            path: path.to_path_buf(),
+            apply,
+            cut_len: Mutex::new(None),
+            dropped: dropped.clone(),
+        }
+    }
+}
+
+impl StorageFile for RecordingFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let len = self.len()?;
+        let available = len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        match buf.get_mut(..available) {
+            Some(window) if available > 0 => self.real.read_at(offset, window),
+            _ => Ok(0),
+        }
+    }
+
+    fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        match self.apply {
+            true => self.real.write_all_at(offset, buf),
+            false => Err(io::Error::other("a dry run writes nothing")),
+        }
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        match *lock(&self.cut_len) {
+            Some(len) => Ok(len),
+            None => self.real.len(),
+        }
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let current = self.len()?;
+        if len < current {
+            let mut bytes = vec![0u8; (current - len) as usize];
+            self.real.read_exact_at(len, &mut bytes)?;
+            record_frames(&self.dropped, &self.path, &bytes, len, 0);
+        }
+        if self.apply {
+            return self.real.set_len(len);
+        }
+        *lock(&self.cut_len) = Some(len.min(current));
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        match self.apply {
+            true => self.real.sync_data(),
+            false => Ok(()),
+        }
+    }
+}
+
+/// A file a dry run created.
+#[derive(Debug, Default)]
+struct MemoryFile {
+    bytes: Mutex<Vec<u8>>,
+}
+
+impl StorageFile for MemoryFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let bytes = lock(&self.bytes);
+        let start = (offset as usize).min(bytes.len());
+        let available = bytes.get(start..).unwrap_or(&[]);
+        let count = available.len().min(buf.len());
+        if let (Some(to), Some(from)) = (buf.get_mut(..count), available.get(..count)) {
+            to.copy_from_slice(from);
+        }
+        Ok(count)
+    }
+
+    fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut bytes = lock(&self.bytes);
+        let start = offset as usize;
+        let end = start + buf.len();
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        if let Some(slot) = bytes.get_mut(start..end) {
+            slot.copy_from_slice(buf);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.bytes).len() as u64)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        lock(&self.bytes).resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! The built-in projections rebuilt read-only, and room history read from the log.
+//!
+//! Owns: [`BuiltinState`], the run ledger, rooms, jobs and room edits replayed through the
+//! engine's own applier (the same decoding, tombstones and skipping of undecodable events as a
+//! writer's open), and [`Inspector::room_history`]. Must never: hold more than one page of
+//! message bodies.
+
+use super::{EventFilter, Inspector, Progress};
+use crate::builtin::{HISTORY_LIMIT_MAX, HistoryPage, Message, RoomEdits};
+use crate::error::{Error, Result};
+use crate::projections::{Applier, Projections, TypedApplier};
+use crate::system::{self, SystemEvent};
+use logbook_projection::model::RoomMessagePosted;
+use logbook_projection::projections::{Interrupted, interrupted};
+use logbook_projection::{BuiltinEvent, Jobs, Rooms, RunLedger, StreamId};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// The built-in projections as of the last durable position.
+#[derive(Debug, Clone)]
+pub struct BuiltinState {
+    /// Runs and workflows.
+    pub runs: RunLedger,
+    /// Rooms.
+    pub rooms: Rooms,
+    /// Jobs.
+    pub jobs: Jobs,
+    /// Edited and deleted room messages.
+    pub edits: RoomEdits,
+    /// The last position replayed.
+    pub position: u64,
+    /// Events replayed (engine events included).
+    pub events: u64,
+    /// Events the built-in model could not decode (skipped, as a writer's open skips them).
+    pub undecodable: u64,
+}
+
+impl BuiltinState {
+    /// Everything running or claimed without a terminal event.
+    pub fn interrupted(&self) -> Interrupted {
+        interrupted(&self.runs, &self.jobs)
+    }
+}
+
+impl Inspector {
+    /// Rebuilds the built-in projections by replaying the whole log.
+    pub fn replay_builtin(&self, progress: &dyn Progress) -> Result<BuiltinState> {
+        let mut projections = Projections::<BuiltinEvent>::new();
+        // The order a `BuiltinLog` registers them in.
+        let runs = projections.register(RunLedger::new());
+        let rooms = projections.register(Rooms::new());
+        let jobs = projections.register(Jobs::new());
+        let edits = projections.register(RoomEdits::default());
+        let applier = TypedApplier::new(projections);
+        let last = self.last_position();
+        progress.start("replay", last);
+        let mut events = 0u64;
+        let mut position = 0u64;
+        for record in self.wal.read_from(1) {
+            let record = record?;
+            if record.position > last {
+                break;
+            }
+            applier.apply_record(record.position, &record.payload)?;
+            progress.advance(record.position - position);
+            position = record.position;
+            events += 1;
+        }
+        progress.finish();
+        let runs = runs.read().clone();
+        let rooms = rooms.read().clone();
+        let jobs = jobs.read().clone();
+        let edits = edits.read().clone();
+        Ok(BuiltinState {
+            runs,
+            rooms,
+            jobs,
+            edits,
+            position,
+            events,
+            undecodable: applier.undecodable(),
+        })
+    }
+
+    /// A page of a room's messages, newest first, with versions below `before` (all when
+    /// `None`), edits and deletions applied; `next` is the `before` of the following page.
+    /// Reads the whole log once; keeps one page of messages.
+    pub fn room_history(
+        &self,
+        room_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        let stream = StreamId::room(room_id)?;
+        let limit = limit.clamp(1, HISTORY_LIMIT_MAX);
+        let before = before.unwrap_or(u64::MAX);
+        let mut page = RoomScan::default();
+        for raw in self.events(&EventFilter::default()) {
+            let raw = raw?;
+            let envelope = raw.envelope.stream().as_str();
+            if envelope == system::SYSTEM_STREAM {
+                page.system(&stream, SystemEvent::decode(raw.envelope.payload())?);
+                continue;
+            }
+            if envelope != stream.as_str() {
+                continue;
+            }
+            let Ok(event) = raw.decode::<BuiltinEvent>() else {
+                continue; // Skipped, as the projections skip it.
+            };
+            page.event(event, before, limit);
+        }
+        page.finish(&stream, limit)
+    }
+}
+
+/// The state of one room scan.
+#[derive(Debug, Default)]
+struct RoomScan {
+    deleted: bool,
+    truncated_before: u64,
+    /// The newest posts seen, at most one page plus one (to know whether more exist).
+    posts: VecDeque<Message>,
+    /// Per message id in `posts`, the latest edit: (version, body).
+    edits: HashMap<String, (u64, String)>,
+    /// Message ids in `posts` that were deleted.
+    deletions: HashSet<String>,
+}
+
+impl RoomScan {
+    fn system(&mut self, stream: &StreamId, event: SystemEvent) {
+        match event {
+            SystemEvent::StreamDeleted { stream: deleted } if deleted == stream.as_str() => {
+                self.deleted = true;
+            }
+            SystemEvent::StreamTruncated {
+                stream: truncated,
+                before_version,
+            } if truncated == stream.as_str() => {
+                self.truncated_before = self.truncated_before.max(before_version);
+            }
+            _ => {}
+        }
+    }
+
+    fn event(
+        &mut self,
+        event: logbook_projection::RecordedEvent<BuiltinEvent>,
+        before: u64,
+        limit: usize,
+    ) {
+        match event.event {
+            BuiltinEvent::RoomMessagePosted(RoomMessagePosted {
+                message_id,
+                author,
+                body,
+            }) if event.version < before => {
+                self.posts.push_back(Message {
+                    version: event.version,
+                    position: event.position,
+                    timestamp_ms: event.timestamp_ms,
+                    message_id,
+                    author,
+                    body,
+                    edited: false,
+                    deleted: false,
+                });
+                if self.posts.len() > limit + 1
+                    && let Some(evicted) = self.posts.pop_front()
+                {
+                    self.edits.remove(&evicted.message_id);
+                    self.deletions.remove(&evicted.message_id);
+                }
+            }
+            BuiltinEvent::RoomMessageEdited(edit) if self.in_page(&edit.message_id) => {
+                self.edits
+                    .insert(edit.message_id, (event.version, edit.body));
+            }
+            BuiltinEvent::RoomMessageDeleted(deleted) if self.in_page(&deleted.message_id) => {
+                self.deletions.insert(deleted.message_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn in_page(&self, message_id: &str) -> bool {
+        self.posts
+            .iter()
+            .any(|message| message.message_id == message_id)
+    }
+
+    fn finish(mut self, stream: &StreamId, limit: usize) -> Result<HistoryPage> {
+        if self.deleted {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            });
+        }
+        let visible = self.truncated_before;
+        self.posts.retain(|message| message.version >= visible);
+        let more = self.posts.len() > limit;
+        if more {
+            self.posts.pop_front();
+        }
+        let mut messages: Vec<Message> = self.posts.into_iter().rev().collect();
+        for message in &mut messages {
+            if self.deletions.contains(&message.message_id) {
+                message.deleted = true;
+                message.body.clear();
+            }
+            if let Some((version, body)) = self.edits.get(&message.message_id) {
+                message.edited = true;
+                if !message.deleted && *version >= visible {
+                    message.body.clone_from(body);
+                }
+            }
+        }
+        let next = if more {
+            messages.last().map(|message| message.version)
+        } else {
+            None
+        };
+        Ok(HistoryPage { messages, next })
+    }
+}

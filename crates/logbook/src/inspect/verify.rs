@@ -1,0 +1,450 @@
+//! `verify`: every segment header, frame checksum, batch, event envelope and stream version,
+//! checked without opening the log, each problem with its file and byte offset.
+//!
+//! Owns: the checks and the verdict: corruption (the log will not open, or open would drop
+//! durable events), or only a torn tail (what a crash or a live writer leaves; the next open
+//! cuts it). Must never: stop at the first problem when a later frame can still be read, or
+//! write anything.
+//!
+//! The checks run one pass per segment file; each is a function below. Snapshot checksums and
+//! stream-index consistency join this list with compaction (which adds those files).
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use super::Progress;
+use super::scan::{self, FrameWalker, SegmentFile, Walk};
+use crate::error::Result;
+use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
+use logbook_projection::EnvelopeRef;
+use logbook_wal::segment::{self, SEGMENT_HEADER_BYTES};
+use logbook_wal::sidecar::{self, SIDECAR_EXTENSION};
+use logbook_wal::{FileStorage, Storage};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The most findings listed per segment file; more are counted, not listed.
+pub const FINDINGS_PER_SEGMENT_MAX: usize = 100;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Information (a file that is not a segment).
+    Note,
+    /// An incomplete tail of the last segment: what a crash or a live writer leaves. The next
+    /// open cuts it; nothing durable is lost.
+    Tail,
+    /// Corruption: open refuses the log, or would drop events that were durable.
+    Corruption,
+}
+
+impl Severity {
+    /// A short name: `note`, `tail`, `corrupt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Note => "note",
+            Severity::Tail => "tail",
+            Severity::Corruption => "corrupt",
+        }
+    }
+}
+
+/// One problem, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// How serious.
+    pub severity: Severity,
+    /// The file.
+    pub file: PathBuf,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What [`verify`] checked and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segment files checked.
+    pub segments: usize,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Valid frames.
+    pub frames: u64,
+    /// Frames holding a valid event envelope.
+    pub events: u64,
+    /// The checks that ran, in order.
+    pub checks: Vec<&'static str>,
+    /// Every problem, in file and offset order.
+    pub findings: Vec<Finding>,
+    /// Findings not listed (over [`FINDINGS_PER_SEGMENT_MAX`] in one file).
+    pub findings_not_listed: u64,
+}
+
+impl VerifyReport {
+    /// True when nothing is corrupt (notes and a torn tail are fine).
+    pub fn is_clean(&self) -> bool {
+        self.findings_not_listed == 0
+            && self
+                .findings
+                .iter()
+                .all(|finding| finding.severity < Severity::Corruption)
+    }
+}
+
+/// The checks, in the order they run.
+const CHECKS: &[&str] = &[
+    "segment file names and headers",
+    "segment base positions",
+    "frame checksums, positions and batches",
+    "event envelopes",
+    "stream versions and engine events",
+    "segment sidecars",
+];
+
+/// Verifies the log in `dir` on the real file system.
+pub fn verify(dir: impl AsRef<Path>, progress: &dyn Progress) -> Result<VerifyReport> {
+    verify_with_storage(Arc::new(FileStorage::new()), dir.as_ref(), progress)
+}
+
+/// [`verify`] on any storage.
+pub fn verify_with_storage(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let (segments, others) = scan::segment_files(storage.as_ref(), dir)?;
+    let mut report = VerifyReport {
+        checks: CHECKS.to_vec(),
+        ..VerifyReport::default()
+    };
+    let sidecars = sort_other_files(&segments, others, &mut report);
+    let mut total = 0u64;
+    for segment in &segments {
+        let file = storage.open_file(&segment.path, logbook_wal::OpenMode::Read);
+        let len = file.and_then(|file| file.len());
+        total += len.map_err(|source| scan::io_error(&segment.path, source))?;
+    }
+    progress.start("verify", total);
+    let mut streams = Streams::default();
+    let mut last_position = 0u64;
+    for (index, segment) in segments.iter().enumerate() {
+        let is_last = index + 1 == segments.len();
+        let bytes = scan::read_file(storage.as_ref(), &segment.path)?;
+        let mut check = SegmentCheck {
+            segment,
+            is_last,
+            findings: Vec::new(),
+        };
+        let frames = check.run(&bytes, last_position, &mut streams, &mut report);
+        if let Some((_, last, _)) = frames.last() {
+            last_position = *last;
+        }
+        if let Some(sidecar) = sidecars.get(&segment.base) {
+            let sidecar_bytes = scan::read_file(storage.as_ref(), sidecar)?;
+            let sealed = (!is_last).then_some(bytes.len() as u64);
+            check_sidecar(
+                sidecar,
+                &sidecar_bytes,
+                segment.base,
+                sealed,
+                &frames,
+                &mut report,
+            );
+        }
+        let listed = check.findings.len().min(FINDINGS_PER_SEGMENT_MAX);
+        report.findings_not_listed += (check.findings.len() - listed) as u64;
+        report
+            .findings
+            .extend(check.findings.into_iter().take(listed));
+        report.segments += 1;
+        report.bytes += bytes.len() as u64;
+        progress.advance(bytes.len() as u64);
+    }
+    progress.finish();
+    Ok(report)
+}
+
+/// Sorts the files of `wal/` that are not segments: sidecars of existing segments are returned
+/// by base position; the rest become notes.
+fn sort_other_files(
+    segments: &[SegmentFile],
+    others: Vec<PathBuf>,
+    report: &mut VerifyReport,
+) -> HashMap<u64, PathBuf> {
+    let mut sidecars = HashMap::new();
+    for path in others {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
+        let sidecar_base = name
+            .strip_suffix(&format!(".{SIDECAR_EXTENSION}"))
+            .and_then(|digits| segment::parse_file_name(&format!("{digits}.seg")));
+        let reason = match sidecar_base {
+            Some(base) if segments.iter().any(|segment| segment.base == base) => {
+                sidecars.insert(base, path);
+                continue;
+            }
+            Some(_) => "sidecar of a segment that is gone; the next writer open removes it",
+            None if name.ends_with(".tmp") => {
+                "temporary file left by a crash; the next writer open removes it"
+            }
+            None => "not a segment file: ignored by the log",
+        };
+        report.findings.push(Finding {
+            severity: Severity::Note,
+            file: path,
+            offset: 0,
+            reason: reason.to_owned(),
+        });
+    }
+    sidecars
+}
+
+/// Checks a segment's sidecar (its sparse index and summary, derived data). `sealed_len` is the
+/// segment's length when it is sealed; open trusts a sidecar only then, and only when it
+/// matches that length.
+fn check_sidecar(
+    path: &Path,
+    bytes: &[u8],
+    base: u64,
+    sealed_len: Option<u64>,
+    frames: &[(u64, u64, u64)],
+    report: &mut VerifyReport,
+) {
+    const REBUILD: &str = "derived data: remove it and the next writer open rebuilds it";
+    let mut find = |severity: Severity, offset: u64, reason: String| {
+        report.findings.push(Finding {
+            severity,
+            file: path.to_path_buf(),
+            offset,
+            reason,
+        });
+    };
+    let sidecar = match sidecar::decode(bytes) {
+        Ok(sidecar) => sidecar,
+        Err(reason) => return find(Severity::Corruption, 0, format!("{reason} ({REBUILD})")),
+    };
+    if sealed_len != Some(sidecar.segment_len) {
+        let reason = "stale sidecar (its segment's length differs): ignored and rebuilt by the \
+                      next writer open";
+        return find(Severity::Note, 24, reason.to_owned());
+    }
+    if sidecar.base != base {
+        let reason = format!("sidecar base position {} is not {base}", sidecar.base);
+        return find(Severity::Note, 16, format!("{reason}: ignored by open"));
+    }
+    let last = frames.last().map_or(0, |(_, position, _)| *position);
+    if sidecar.last_position != last {
+        let reason = format!(
+            "sidecar says the last position is {}, the segment ends at {last} ({REBUILD})",
+            sidecar.last_position
+        );
+        find(Severity::Corruption, 32, reason);
+    }
+    if sidecar.records != frames.len() as u64 {
+        let reason = format!(
+            "sidecar counts {} records, the segment holds {} ({REBUILD})",
+            sidecar.records,
+            frames.len()
+        );
+        find(Severity::Corruption, 40, reason);
+    }
+    for (index, entry) in sidecar.entries.iter().enumerate() {
+        let at = frames.binary_search_by_key(&entry.offset, |(offset, _, _)| *offset);
+        let matches = at
+            .ok()
+            .and_then(|at| frames.get(at))
+            .is_some_and(|(_, position, _)| *position == entry.position);
+        if !matches {
+            let reason = format!(
+                "sidecar index entry {index} (position {} at offset {}) is not a frame of the \
+                 segment ({REBUILD})",
+                entry.position, entry.offset
+            );
+            find(Severity::Corruption, 56 + 16 * index as u64, reason);
+            return;
+        }
+    }
+}
+
+/// Per stream, the next version expected.
+#[derive(Debug, Default)]
+struct Streams {
+    next_version: HashMap<String, u64>,
+}
+
+struct SegmentCheck<'a> {
+    segment: &'a SegmentFile,
+    is_last: bool,
+    findings: Vec<Finding>,
+}
+
+impl SegmentCheck<'_> {
+    fn find(&mut self, severity: Severity, offset: u64, reason: impl Into<String>) {
+        self.findings.push(Finding {
+            severity,
+            file: self.segment.path.clone(),
+            offset,
+            reason: reason.into(),
+        });
+    }
+
+    /// Checks one segment; returns its valid frames: (offset, position, durable mark).
+    fn run(
+        &mut self,
+        bytes: &[u8],
+        last_position: u64,
+        streams: &mut Streams,
+        report: &mut VerifyReport,
+    ) -> Vec<(u64, u64, u64)> {
+        let mut frames: Vec<(u64, u64, u64)> = Vec::new();
+        if !self.header(bytes, last_position) {
+            return frames;
+        }
+        let start = SEGMENT_HEADER_BYTES as u64;
+        let after = last_position.max(self.segment.base - 1);
+        let mut bad: Vec<(u64, String, u64, bool)> = Vec::new();
+        for step in FrameWalker::new(bytes, start, after) {
+            match step {
+                Walk::Frame {
+                    offset,
+                    header,
+                    payload,
+                } => {
+                    report.frames += 1;
+                    frames.push((offset, header.position, header.durable_mark));
+                    if self.event(offset, header.position, payload, streams) {
+                        report.events += 1;
+                    }
+                }
+                Walk::Bad {
+                    offset,
+                    reason,
+                    after_position,
+                    at_end,
+                } => bad.push((offset, reason, after_position, at_end)),
+            }
+        }
+        self.classify(bad, &frames);
+        frames
+    }
+
+    /// Checks the header and the base position; false when the frames cannot be trusted to
+    /// belong to this file.
+    fn header(&mut self, bytes: &[u8], last_position: u64) -> bool {
+        let base = self.segment.base;
+        if bytes.len() <= SEGMENT_HEADER_BYTES && self.is_last {
+            if segment::decode_header(bytes).is_err() {
+                self.find(
+                    Severity::Tail,
+                    0,
+                    "segment header incomplete: its creation was interrupted; the next open \
+                     removes the file",
+                );
+                return false;
+            }
+            return true;
+        }
+        match segment::decode_header(bytes) {
+            Ok(header_base) if header_base == base => {}
+            Ok(header_base) => self.find(
+                Severity::Corruption,
+                16,
+                format!("header base position {header_base} does not match the file name"),
+            ),
+            Err(reason) => self.find(Severity::Corruption, 0, reason),
+        }
+        if base <= last_position {
+            self.find(
+                Severity::Corruption,
+                16,
+                format!(
+                    "segment base position {base} is not above the previous segment's last \
+                     position {last_position}"
+                ),
+            );
+        }
+        true
+    }
+
+    /// Classifies bad frames: a later valid frame whose durable mark covers the position before
+    /// a bad frame proves the bad frame was durable (corruption); in a sealed segment any bad
+    /// frame is corruption; otherwise it is a torn tail, unless valid frames follow it.
+    fn classify(&mut self, bad: Vec<(u64, String, u64, bool)>, frames: &[(u64, u64, u64)]) {
+        for (offset, reason, after_position, at_end) in bad {
+            let later = frames.iter().filter(|(at, _, _)| *at > offset);
+            let proven = later.clone().any(|(_, _, mark)| *mark > after_position);
+            let later_frames = later.count();
+            let (severity, why) = if !self.is_last {
+                (Severity::Corruption, " (in a sealed segment)".to_owned())
+            } else if proven {
+                (
+                    Severity::Corruption,
+                    " (a later frame proves it was durable)".to_owned(),
+                )
+            } else if !at_end {
+                let why = format!(
+                    " (not provably durable, but {later_frames} valid frames follow it; the \
+                     next open would cut the log here)"
+                );
+                (Severity::Corruption, why)
+            } else {
+                (
+                    Severity::Tail,
+                    " (incomplete tail: a crash or a live writer; the next open cuts it)"
+                        .to_owned(),
+                )
+            };
+            self.find(severity, offset, format!("{reason}{why}"));
+        }
+    }
+
+    /// Checks the envelope of a valid frame and its stream version; true when it is an event.
+    fn event(&mut self, offset: u64, position: u64, payload: &[u8], streams: &mut Streams) -> bool {
+        let envelope = match EnvelopeRef::decode(payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                let reason = format!("record at position {position} is not an event: {error}");
+                self.find(Severity::Corruption, offset, reason);
+                return false;
+            }
+        };
+        let expected = streams
+            .next_version
+            .entry(envelope.stream.to_owned())
+            .or_insert(0);
+        if envelope.stream_version != *expected {
+            let reason = format!(
+                "position {position}: stream {} has version {} where {} was expected",
+                envelope.stream, envelope.stream_version, expected
+            );
+            self.find(Severity::Corruption, offset, reason);
+        }
+        *expected = envelope.stream_version + 1;
+        if envelope.stream == system::SYSTEM_STREAM {
+            self.system_event(offset, position, &envelope);
+        }
+        true
+    }
+
+    fn system_event(&mut self, offset: u64, position: u64, envelope: &EnvelopeRef<'_>) {
+        let matches = match SystemEvent::decode(envelope.payload) {
+            Ok(SystemEvent::StreamDeleted { .. }) => envelope.event_type == STREAM_DELETED,
+            Ok(SystemEvent::StreamTruncated { .. }) => envelope.event_type == STREAM_TRUNCATED,
+            Err(error) => {
+                let reason =
+                    format!("engine event at position {position} does not decode: {error}");
+                self.find(Severity::Corruption, offset, reason);
+                return;
+            }
+        };
+        if !matches {
+            let reason = format!(
+                "engine event type {} at position {position} does not match its payload",
+                envelope.event_type
+            );
+            self.find(Severity::Corruption, offset, reason);
+        }
+    }
+}
