@@ -9,11 +9,13 @@ use crate::error::{Error, Result};
 use crate::index::{IndexReport, StreamIndex};
 use crate::options::{AppendDurability, LogbookOptions};
 use crate::projections::{Applier, Projections, TypedApplier};
+use crate::snapshots::{self as snapshotting, SnapshotReply, Snapshotter};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
 use crate::subscription::{SubscriberSlot, Subscription};
 use crate::syncer::{self, LiveRecord, SyncJob};
 use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
 use crate::writer::{self, AppendResult, Command};
+use logbook_compaction::{SnapshotInfo, SnapshotStore};
 use logbook_projection::{EnvelopeRef, Event, NewEvent, RawEvent, RecordedEvent, StreamId};
 use logbook_wal::{FileStorage, RecoveryReport, Storage, Wal};
 use std::collections::HashMap;
@@ -32,12 +34,23 @@ pub struct OpenReport {
     pub wal: RecoveryReport,
     /// The stream index: where it was complete, and whether it had to be rebuilt.
     pub index: IndexReport,
+    /// The snapshot open started from, and the ones it rejected.
+    pub snapshot: SnapshotReport,
     /// Events replayed into the stream table.
     pub events_replayed: u64,
     /// Streams known after replay.
     pub streams: usize,
     /// How long open took, recovery and replay included.
     pub duration: Duration,
+}
+
+/// Which snapshot open used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// The snapshot restored (replay started after its position); `None`: full replay.
+    pub used: Option<logbook_compaction::SnapshotInfo>,
+    /// Snapshot files rejected (corrupt, truncated, unknown version, ahead of the log), and why.
+    pub rejected: Vec<(PathBuf, String)>,
 }
 
 /// A live subscriber's progress.
@@ -83,6 +96,9 @@ pub(crate) struct Shared {
     dir: PathBuf,
     pub(crate) applier: Box<dyn Applier>,
     pub(crate) index: StreamIndex,
+    /// The stream catalog as of the last applied event: what snapshots store.
+    pub(crate) catalog: Mutex<StreamTable>,
+    pub(crate) snapshots: Snapshotter,
     /// The last position applied to the projections (and published to subscribers).
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
@@ -103,6 +119,7 @@ impl Shared {
     /// Applies newly durable records to the projections, in position order, before their
     /// appends are acknowledged (so a caller reads its own writes).
     pub(crate) fn apply(&self, batch: &[LiveRecord]) {
+        self.apply_catalog(batch);
         let records: Vec<(u64, &[u8])> = batch
             .iter()
             .map(|(position, bytes)| (*position, bytes.as_slice()))
@@ -117,7 +134,35 @@ impl Shared {
         }
         if let Some((last, _)) = batch.last() {
             self.applied.send_replace(*last);
+            let bytes = batch.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+            if self.snapshots.count(batch.len() as u64, bytes) {
+                self.take_snapshot(None);
+            }
         }
+    }
+
+    /// Keeps the durable stream catalog in step with the applied events.
+    fn apply_catalog(&self, batch: &[LiveRecord]) {
+        let mut catalog = self
+            .catalog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (position, bytes) in batch {
+            if let Err(error) = replay_record(&mut catalog, *position, bytes) {
+                tracing::error!(position, %error, "record could not be applied to the catalog");
+            }
+        }
+    }
+
+    /// Snapshots the catalog and projections as of the last applied event (syncer thread).
+    pub(crate) fn take_snapshot(&self, reply: Option<SnapshotReply>) {
+        let position = *self.applied.borrow();
+        let catalog = self
+            .catalog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.snapshots
+            .take(position, &catalog, self.applier.as_ref(), reply);
     }
 
     /// Joins the live broadcast; `None` once the log is closed.
@@ -239,7 +284,7 @@ impl<E: Event> Logbook<E> {
     ) -> Result<(Self, OpenReport)> {
         let started = Instant::now();
         let storage_is_files = storage.is_file_system();
-        let (wal, wal_report) = Wal::open_with_storage(storage, &dir, options.wal.clone())?;
+        let (wal, wal_report) = Wal::open_with_storage(storage.clone(), &dir, options.wal.clone())?;
         let wal = Arc::new(wal);
         let applier = TypedApplier::new(projections);
         let (index, index_report) = if storage_is_files {
@@ -247,11 +292,20 @@ impl<E: Event> Logbook<E> {
         } else {
             StreamIndex::temporary()?
         };
-        let (streams, events_replayed) =
-            replay(&wal, &applier, &index, index_report.complete_position)?;
+        let store = Arc::new(SnapshotStore::new(storage, &dir));
+        let (start, snapshot_report) = start_from_snapshot(&store, &wal, &applier);
+        let (streams, events_replayed) = replay(
+            &wal,
+            &applier,
+            &index,
+            index_report.complete_position,
+            start,
+        )?;
         applier.restored();
+        let snapshots = Snapshotter::start(store, options.snapshots.clone())?;
         let (applied, _) = tokio::sync::watch::channel(wal.durable_position());
         let stream_count = streams.len();
+        let streams_catalog = streams.clone();
         let (live, _) = broadcast::channel(options.subscription_buffer.max(1));
         let shared = Arc::new(Shared {
             wal,
@@ -265,6 +319,8 @@ impl<E: Event> Logbook<E> {
             applier: Box::new(applier),
             index,
             applied,
+            catalog: Mutex::new(streams_catalog),
+            snapshots,
         });
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (jobs, job_receiver) =
@@ -280,6 +336,7 @@ impl<E: Event> Logbook<E> {
             .spawn(move || writer::run(writer_shared, receiver, jobs))
             .map_err(|error| Error::Task(error.to_string()))?;
         let report = OpenReport {
+            snapshot: snapshot_report,
             index: index_report,
             wal: wal_report,
             events_replayed,
@@ -412,6 +469,13 @@ impl<E: Event> Logbook<E> {
             receiver,
         )
         .await
+    }
+
+    /// Writes a snapshot of the stream catalog and every projection now (after every event
+    /// written so far is durable and applied). Appends carry on meanwhile.
+    pub async fn snapshot(&self) -> Result<SnapshotInfo> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Command::Snapshot { reply }, receiver).await
     }
 
     /// Makes every appended event durable; returns the durable position.
@@ -647,9 +711,6 @@ fn read_positions(shared: &Shared, selected: &[(u64, u64)]) -> Result<Vec<RawEve
     Ok(raws)
 }
 
-/// Records indexed per sled batch during replay.
-const INDEX_BATCH_RECORDS: usize = 4096;
-
 /// Rebuilds the stream table and the projections from the whole log, and brings the stream
 /// index up to date from where it was complete.
 fn replay(
@@ -657,28 +718,20 @@ fn replay(
     applier: &dyn Applier,
     index: &StreamIndex,
     index_complete: u64,
+    start: (StreamTable, u64),
 ) -> Result<(StreamTable, u64)> {
     let _span = tracing::info_span!("replay").entered();
-    let mut streams = StreamTable::default();
+    let (mut streams, snapshot_position) = start;
     let mut count = 0u64;
     let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
-    for record in wal.read_from(1) {
+    for record in wal.read_from(index_complete.min(snapshot_position) + 1) {
         let record = record?;
         let position = record.position;
-        let envelope = EnvelopeRef::decode(&record.payload).map_err(|error| Error::Corrupted {
-            position,
-            reason: error.to_string(),
-        })?;
-        streams.replay(envelope.stream, envelope.stream_version, position)?;
-        if envelope.stream == system::SYSTEM_STREAM {
-            apply_system(
-                &mut streams,
-                position,
-                envelope.event_type,
-                envelope.payload,
-            )?;
+        if position > snapshot_position {
+            replay_record(&mut streams, position, &record.payload)?;
+            applier.apply_record(position, &record.payload)?;
+            count += 1;
         }
-        applier.apply_record(position, &record.payload)?;
         if position > index_complete {
             pending.push((position, record.payload));
             if pending.len() >= INDEX_BATCH_RECORDS {
@@ -690,7 +743,6 @@ fn replay(
                 pending.clear();
             }
         }
-        count += 1;
     }
     let records: Vec<(u64, &[u8])> = pending
         .iter()
@@ -699,6 +751,67 @@ fn replay(
     index_records(index, &records)?;
     Ok((streams, count))
 }
+
+/// Applies one record to a stream table (versions, tombstones, truncations).
+fn replay_record(streams: &mut StreamTable, position: u64, bytes: &[u8]) -> Result<()> {
+    let envelope = EnvelopeRef::decode(bytes).map_err(|error| Error::Corrupted {
+        position,
+        reason: error.to_string(),
+    })?;
+    streams.replay(envelope.stream, envelope.stream_version, position)?;
+    if envelope.stream == system::SYSTEM_STREAM {
+        apply_system(streams, position, envelope.event_type, envelope.payload)?;
+    }
+    Ok(())
+}
+
+/// Restores the newest usable snapshot; `(empty table, 0)` means a full replay. Never fails:
+/// a snapshot problem is reported and open replays more instead.
+fn start_from_snapshot(
+    store: &SnapshotStore,
+    wal: &Wal,
+    applier: &dyn Applier,
+) -> ((StreamTable, u64), SnapshotReport) {
+    let mut report = SnapshotReport::default();
+    let outcome = match store.load_newest() {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            report
+                .rejected
+                .push((store.dir().to_path_buf(), error.to_string()));
+            return ((StreamTable::default(), 0), report);
+        }
+    };
+    report.rejected = outcome.rejected;
+    let Some((info, snapshot)) = outcome.snapshot else {
+        return ((StreamTable::default(), 0), report);
+    };
+    if snapshot.position > wal.durable_position() {
+        let reason = format!(
+            "snapshot position {} is ahead of the log's last position {}",
+            snapshot.position,
+            wal.durable_position()
+        );
+        report.rejected.push((info.path, reason));
+        return ((StreamTable::default(), 0), report);
+    }
+    match snapshotting::restore(&snapshot, applier) {
+        Ok(catalog) => {
+            tracing::info!(position = snapshot.position, "restored snapshot");
+            let position = snapshot.position;
+            report.used = Some(info);
+            ((catalog, position), report)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "snapshot unusable; replaying the whole log");
+            report.rejected.push((info.path, error.to_string()));
+            ((StreamTable::default(), 0), report)
+        }
+    }
+}
+
+/// Records indexed per sled batch during replay.
+const INDEX_BATCH_RECORDS: usize = 4096;
 
 /// Adds durable records to the stream index; tombstones and truncations remove entries.
 fn index_records(index: &StreamIndex, records: &[(u64, &[u8])]) -> Result<()> {

@@ -75,6 +75,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A snapshot could not be taken or used.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// The snapshot store failed.
+    #[error(transparent)]
+    SnapshotStore(#[from] logbook_compaction::Error),
     /// The engine was closed, or its writer stopped.
     #[error("the log is closed")]
     Closed,

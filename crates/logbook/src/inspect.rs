@@ -43,6 +43,9 @@ pub use state::BuiltinState;
 pub use stats::{LogStats, SegmentStats, StreamStats};
 pub use verify::{Finding, Severity, VerifyReport, verify, verify_with_storage};
 
+/// The directory, inside a log directory, that holds the segment files.
+pub use logbook_wal::WAL_DIR_NAME;
+
 use crate::error::{Error, Result};
 use crate::system::{self, SystemEvent};
 use logbook_projection::{BuiltinEvent, EnvelopeRef, RawEvent};

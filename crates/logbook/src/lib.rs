@@ -40,6 +40,7 @@ mod index;
 pub mod inspect;
 mod options;
 mod projections;
+mod snapshots;
 mod streams;
 mod subscription;
 mod syncer;
@@ -51,9 +52,10 @@ pub use builtin::{
     Message, RoomEdits,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Logbook, OpenReport, Stats, SubscriberStats};
+pub use engine::{Logbook, OpenReport, SnapshotReport, Stats, SubscriberStats};
 pub use error::{Error, Result};
 pub use index::IndexReport;
+pub use logbook_compaction::{SnapshotInfo, SnapshotPolicy};
 pub use options::{AppendDurability, LogbookOptions};
 pub use projections::{Observer, ProjectionHandle, Projections};
 pub use streams::{Direction, ExpectedVersion};

@@ -3,6 +3,7 @@
 //! Owns: the engine's limits and tunables with their defaults. Must never: hold state.
 
 use crate::clock::{Clock, SystemClock};
+use logbook_compaction::SnapshotPolicy;
 use logbook_wal::WalOptions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct LogbookOptions {
     pub relaxed_sync_delay: Duration,
     /// Where timestamps come from.
     pub clock: Arc<dyn Clock>,
+    /// When snapshots are taken (every N events, M bytes or T seconds) and how many are kept.
+    pub snapshots: SnapshotPolicy,
 }
 
 impl Default for LogbookOptions {
@@ -40,6 +43,7 @@ impl Default for LogbookOptions {
             subscription_buffer: 1024,
             relaxed_sync_delay: Duration::from_millis(10),
             clock: Arc::new(SystemClock),
+            snapshots: SnapshotPolicy::default(),
         }
     }
 }

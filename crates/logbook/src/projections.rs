@@ -100,8 +100,9 @@ pub(crate) trait Runner<E>: Send + Sync {
     fn stream_deleted(&self, stream: &StreamId, position: u64);
     fn restored(&self);
     /// (state version, bytes) for snapshots.
-    #[allow(dead_code)]
     fn snapshot(&self) -> Result<(u16, Vec<u8>)>;
+    /// Replaces the state with a snapshot's, as of `position`.
+    fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()>;
 }
 
 impl<P: Projection> Runner<P::Event> for Cell<P> {
@@ -194,6 +195,16 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok((state.state_version(), state.snapshot()?))
     }
+
+    fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()> {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.restore(state_version, bytes)?;
+        self.applied_position.store(position, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// The projections a log is opened with. Register each before open; keep the handles.
@@ -265,6 +276,11 @@ pub(crate) trait Applier: Send + Sync {
     fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()>;
     fn restored(&self);
     fn undecodable(&self) -> u64;
+    /// Every projection's state, keyed by projection id.
+    fn snapshot_sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>>;
+    /// Restores every projection from a snapshot; all or nothing (on failure each projection
+    /// is put back to the state it had before).
+    fn restore_sections(&self, snapshot: &logbook_compaction::Snapshot) -> Result<()>;
 }
 
 pub(crate) struct TypedApplier<E> {
@@ -318,5 +334,44 @@ impl<E: Event> Applier for TypedApplier<E> {
 
     fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
+    }
+
+    fn snapshot_sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>> {
+        self.projections
+            .runners
+            .iter()
+            .map(|runner| {
+                let (version, bytes) = runner.snapshot()?;
+                Ok(logbook_compaction::SnapshotSection {
+                    id: runner.id().to_owned(),
+                    version,
+                    bytes,
+                })
+            })
+            .collect()
+    }
+
+    fn restore_sections(&self, snapshot: &logbook_compaction::Snapshot) -> Result<()> {
+        let before = self.snapshot_sections()?;
+        let mut outcome = Ok(());
+        for runner in &self.projections.runners {
+            let Some(section) = snapshot.section(runner.id()) else {
+                outcome = Err(crate::Error::Snapshot(format!(
+                    "no section for projection {}",
+                    runner.id()
+                )));
+                break;
+            };
+            if let Err(error) = runner.restore(section.version, &section.bytes, snapshot.position) {
+                outcome = Err(error);
+                break;
+            }
+        }
+        if outcome.is_err() {
+            for (runner, section) in self.projections.runners.iter().zip(&before) {
+                runner.restore(section.version, &section.bytes, 0)?;
+            }
+        }
+        outcome
     }
 }

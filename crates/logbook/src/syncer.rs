@@ -28,11 +28,15 @@ pub(crate) struct SyncJob {
     pub(crate) acks: Vec<Ack>,
     pub(crate) records: Vec<LiveRecord>,
     pub(crate) sync_replies: Vec<oneshot::Sender<Result<u64>>>,
+    pub(crate) snapshot_replies: Vec<crate::snapshots::SnapshotReply>,
 }
 
 impl SyncJob {
     pub(crate) fn is_empty(&self) -> bool {
-        self.acks.is_empty() && self.records.is_empty() && self.sync_replies.is_empty()
+        self.acks.is_empty()
+            && self.records.is_empty()
+            && self.sync_replies.is_empty()
+            && self.snapshot_replies.is_empty()
     }
 }
 
@@ -41,6 +45,7 @@ struct Pending {
     acks: VecDeque<Ack>,
     records: VecDeque<LiveRecord>,
     sync_replies: Vec<oneshot::Sender<Result<u64>>>,
+    snapshot_replies: Vec<crate::snapshots::SnapshotReply>,
 }
 
 impl Pending {
@@ -48,10 +53,14 @@ impl Pending {
         self.acks.extend(job.acks);
         self.records.extend(job.records);
         self.sync_replies.extend(job.sync_replies);
+        self.snapshot_replies.extend(job.snapshot_replies);
     }
 
     fn is_empty(&self) -> bool {
-        self.acks.is_empty() && self.records.is_empty() && self.sync_replies.is_empty()
+        self.acks.is_empty()
+            && self.records.is_empty()
+            && self.sync_replies.is_empty()
+            && self.snapshot_replies.is_empty()
     }
 }
 
@@ -84,7 +93,10 @@ pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<SyncJob>) {
         while let Ok(job) = jobs.try_recv() {
             pending.take(job);
         }
-        let must_sync = !pending.acks.is_empty() || !pending.sync_replies.is_empty() || !open;
+        let must_sync = !pending.acks.is_empty()
+            || !pending.sync_replies.is_empty()
+            || !pending.snapshot_replies.is_empty()
+            || !open;
         let relaxed_due = timed_out
             && !pending.records.is_empty()
             && shared.wal.options().sync_policy != SyncPolicy::Never;
@@ -95,6 +107,7 @@ pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<SyncJob>) {
         };
         settle(&shared, &mut pending, outcome);
     }
+    shared.snapshots.stop();
     shared.end_live();
     if let Err(error) = shared.index.flush() {
         tracing::warn!(%error, "stream index flush at close failed; it catches up at the next open");
@@ -118,6 +131,9 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
                 let _ = ack.reply.send(Err(poisoned()));
             }
             for reply in pending.sync_replies.drain(..) {
+                let _ = reply.send(Err(poisoned()));
+            }
+            for reply in pending.snapshot_replies.drain(..) {
                 let _ = reply.send(Err(poisoned()));
             }
             // Records that never became durable are never published.
@@ -151,5 +167,9 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
     }
     if !batch.is_empty() {
         shared.publish(batch);
+    }
+    // On-demand snapshots: everything before them is durable and applied now.
+    for reply in pending.snapshot_replies.drain(..) {
+        shared.take_snapshot(Some(reply));
     }
 }

@@ -54,6 +54,10 @@ pub(crate) enum Command {
     Sync {
         reply: oneshot::Sender<Result<u64>>,
     },
+    /// Snapshot once everything written before is durable and applied.
+    Snapshot {
+        reply: crate::snapshots::SnapshotReply,
+    },
     /// Stop after the requests before this one; the syncer then finishes and stops too.
     Close {
         reply: oneshot::Sender<()>,
@@ -149,6 +153,7 @@ fn handle(shared: &Shared, command: Command, job: &mut SyncJob) {
             );
         }
         Command::Sync { reply } => job.sync_replies.push(reply),
+        Command::Snapshot { reply } => job.snapshot_replies.push(reply),
         Command::Close { reply } => {
             let _ = reply.send(());
         }
@@ -163,6 +168,9 @@ fn refuse(command: Command) {
             let _ = reply.send(Err(Error::Closed));
         }
         Command::Sync { reply } => {
+            let _ = reply.send(Err(Error::Closed));
+        }
+        Command::Snapshot { reply } => {
             let _ = reply.send(Err(Error::Closed));
         }
         Command::Close { reply } => {
