@@ -44,6 +44,7 @@ mod open;
 mod options;
 mod reader;
 mod recovery;
+mod rewrite;
 pub mod segment;
 pub mod sidecar;
 pub mod storage;
@@ -53,6 +54,7 @@ pub use error::{Error, Result};
 pub use options::{RECORD_BYTES_LIMIT, RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::WalReader;
 pub use recovery::{RecoveryReport, Salvage, TailCut};
+pub use rewrite::RewriteReport;
 pub use storage::{
     CrashMode, FaultKind, FaultOp, FileStorage, MemoryStorage, OpenMode, Storage, StorageFile,
 };

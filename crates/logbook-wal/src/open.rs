@@ -114,26 +114,27 @@ pub(crate) fn open_segments(
                 ),
             ));
         }
-        if !is_last && !options.verify_sealed_segments_on_open {
-            if let Some(sidecar) = load_sidecar(storage, wal_dir, base, len) {
-                // A sealed segment with a matching sidecar is not scanned: open costs the same
-                // however long the history. Its frames are still checked whenever read.
-                let lazy = LazyIndex {
-                    storage: storage_arc.clone(),
-                    sidecar: wal_dir.join(sidecar::file_name(base)),
-                    record_bytes_max: options.record_bytes_max,
-                    index_interval_bytes: options.index_interval_bytes,
-                };
-                let segment = Segment::new(base, path.clone(), file.clone()).with_lazy_index(lazy);
-                segment.set_durable(len, sidecar.last_position);
-                segment.add_records(sidecar.records);
-                report.segments += 1;
-                report.records += sidecar.records;
-                last_position = last_position.max(sidecar.last_position);
-                segments.push(Arc::new(segment));
-                index += 1;
-                continue;
-            }
+        if !is_last
+            && !options.verify_sealed_segments_on_open
+            && let Some(sidecar) = load_sidecar(storage, wal_dir, base, len)
+        {
+            // A sealed segment with a matching sidecar is not scanned: open costs the same
+            // however long the history. Its frames are still checked whenever read.
+            let lazy = LazyIndex {
+                storage: storage_arc.clone(),
+                sidecar: wal_dir.join(sidecar::file_name(base)),
+                record_bytes_max: options.record_bytes_max,
+                index_interval_bytes: options.index_interval_bytes,
+            };
+            let segment = Segment::new(base, path.clone(), file.clone()).with_lazy_index(lazy);
+            segment.set_durable(len, sidecar.last_position);
+            segment.add_records(sidecar.records);
+            report.segments += 1;
+            report.records += sidecar.records;
+            last_position = last_position.max(sidecar.last_position);
+            segments.push(Arc::new(segment));
+            index += 1;
+            continue;
         }
         let scan = recovery::scan_segment(
             file.as_ref(),

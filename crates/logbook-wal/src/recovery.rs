@@ -200,16 +200,16 @@ pub(crate) fn scan_segment(
             break;
         }
     }
-    if scan.problem.is_none() {
-        if let Some(batch_offset) = batch_start {
-            scan.problem = Some(Problem {
-                cut_offset: batch_offset,
-                bad_offset: file_len,
-                reason: "unfinished batch at the end of the segment".to_owned(),
-                provably_durable: false,
-                later_valid_frames: 0,
-            });
-        }
+    if scan.problem.is_none()
+        && let Some(batch_offset) = batch_start
+    {
+        scan.problem = Some(Problem {
+            cut_offset: batch_offset,
+            bad_offset: file_len,
+            reason: "unfinished batch at the end of the segment".to_owned(),
+            provably_durable: false,
+            later_valid_frames: 0,
+        });
     }
     // Index entries past the cut would point into dropped bytes.
     scan.index.retain(|entry| entry.offset < scan.valid_end);

@@ -90,7 +90,7 @@ impl WriterState {
     /// never spans segments, so a batch larger than the limit gets a segment of its own).
     fn needs_roll(&self, batch_bytes: u64, segment_bytes_max: u64) -> bool {
         self.end_offset > SEGMENT_HEADER_BYTES as u64
-            && self.end_offset + batch_bytes > segment_bytes_max
+            && self.end_offset.saturating_add(batch_bytes) > segment_bytes_max
     }
 }
 
@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     durable_position: AtomicU64,
     segments: RwLock<Vec<Arc<Segment>>>,
     stop: AtomicBool,
+    /// Serializes compaction with itself and with `truncate_before`.
+    compaction: Mutex<()>,
     /// The directory lock, released at close: readers share `Inner` and may outlive the WAL.
     lock: Mutex<Option<Box<dyn LockGuard>>>,
 }
@@ -211,6 +213,7 @@ impl Wal {
             durable_position: AtomicU64::new(last_position),
             segments: RwLock::new(segments),
             stop: AtomicBool::new(false),
+            compaction: Mutex::new(()),
             lock: Mutex::new(Some(guard)),
         });
         let syncer = match options.sync_policy {
@@ -280,6 +283,7 @@ impl Wal {
             durable_position: AtomicU64::new(last_position),
             segments: RwLock::new(segments),
             stop: AtomicBool::new(false),
+            compaction: Mutex::new(()),
             lock: Mutex::new(None),
         });
         report.duration = started.elapsed();
@@ -487,6 +491,7 @@ impl Wal {
     /// removed files. The active segment is never removed.
     pub fn truncate_before(&self, position: u64) -> Result<Vec<PathBuf>> {
         let inner = &*self.inner;
+        let _compaction = inner.compaction_lock();
         let state = lock_state(inner);
         inner.check_writable(&state)?;
         let active_base = state.active.base;
@@ -585,14 +590,14 @@ impl Wal {
                 inner.options.record_bytes_max,
                 inner.options.index_interval_bytes,
             )?;
-            if let Some(problem) = &scan.problem {
-                if problem.provably_durable {
-                    return Err(Error::corrupted(
-                        &segment.path,
-                        problem.bad_offset,
-                        problem.reason.clone(),
-                    ));
-                }
+            if let Some(problem) = &scan.problem
+                && problem.provably_durable
+            {
+                return Err(Error::corrupted(
+                    &segment.path,
+                    problem.bad_offset,
+                    problem.reason.clone(),
+                ));
             }
             for entry in &scan.index {
                 segment.push_index(*entry);
@@ -664,7 +669,97 @@ impl Drop for Wal {
     }
 }
 
+impl Wal {
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
 impl Inner {
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    pub(crate) fn wal_dir(&self) -> &Path {
+        &self.wal_dir
+    }
+
+    pub(crate) fn compaction_lock(&self) -> MutexGuard<'_, ()> {
+        self.compaction
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The sealed (not active) segment starting at `base`.
+    pub(crate) fn sealed_segment(&self, base: u64) -> Result<Arc<Segment>> {
+        let state = lock_state(self);
+        self.check_writable(&state)?;
+        if state.active.base == base {
+            return Err(Error::InvalidArgument(format!(
+                "segment {base} is the active segment"
+            )));
+        }
+        drop(state);
+        self.segments()
+            .iter()
+            .find(|segment| segment.base == base)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no segment starts at position {base}")))
+    }
+
+    /// Removes a sealed segment (and its sidecar) whose records were all dropped.
+    pub(crate) fn remove_sealed(&self, segment: &Arc<Segment>) -> Result<()> {
+        let sidecar = self.wal_dir.join(crate::sidecar::file_name(segment.base));
+        self.storage
+            .remove_file(&segment.path)
+            .map_err(|source| Error::io(&segment.path, source))?;
+        if self.storage.exists(&sidecar) {
+            self.storage
+                .remove_file(&sidecar)
+                .map_err(|source| Error::io(&sidecar, source))?;
+        }
+        // Durability: fsync the directory so the removal survives a crash.
+        self.storage
+            .sync_dir(&self.wal_dir)
+            .map_err(|source| Error::io(&self.wal_dir, source))?;
+        self.segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|existing| !Arc::ptr_eq(existing, segment));
+        Ok(())
+    }
+
+    /// Puts a rewritten segment in place of the old one and writes its sidecar.
+    pub(crate) fn install_replacement(&self, old: &Arc<Segment>, new: Arc<Segment>) {
+        open::write_sidecar(self.storage.as_ref(), &self.wal_dir, &new);
+        let mut segments = self
+            .segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(slot) = segments
+            .iter_mut()
+            .find(|existing| Arc::ptr_eq(existing, old))
+        {
+            *slot = new;
+        }
+    }
+
+    /// Seals the active segment when it holds records: the same path as a roll.
+    pub(crate) fn seal_active(&self) -> Result<Option<u64>> {
+        let state = lock_state(self);
+        self.check_writable(&state)?;
+        if state.end_offset <= SEGMENT_HEADER_BYTES as u64 {
+            return Ok(None);
+        }
+        let base = state.active.base;
+        let state = self.roll(state, u64::MAX)?;
+        drop(state);
+        if let Some(sealed) = self.segments().iter().find(|segment| segment.base == base) {
+            open::write_sidecar(self.storage.as_ref(), &self.wal_dir, sealed);
+        }
+        Ok(Some(base))
+    }
+
     pub(crate) fn segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
         self.segments
             .read()

@@ -99,6 +99,7 @@ pub(crate) struct Shared {
     /// The stream catalog as of the last applied event: what snapshots store.
     pub(crate) catalog: Mutex<StreamTable>,
     pub(crate) snapshots: Snapshotter,
+    pub(crate) snapshot_store: Arc<SnapshotStore>,
     /// The last position applied to the projections (and published to subscribers).
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
@@ -302,7 +303,7 @@ impl<E: Event> Logbook<E> {
             start,
         )?;
         applier.restored();
-        let snapshots = Snapshotter::start(store, options.snapshots.clone())?;
+        let snapshots = Snapshotter::start(store.clone(), options.snapshots.clone())?;
         let (applied, _) = tokio::sync::watch::channel(wal.durable_position());
         let stream_count = streams.len();
         let streams_catalog = streams.clone();
@@ -321,6 +322,7 @@ impl<E: Event> Logbook<E> {
             applied,
             catalog: Mutex::new(streams_catalog),
             snapshots,
+            snapshot_store: store,
         });
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (jobs, job_receiver) =
@@ -476,6 +478,24 @@ impl<E: Event> Logbook<E> {
     pub async fn snapshot(&self) -> Result<SnapshotInfo> {
         let (reply, receiver) = oneshot::channel();
         self.request(Command::Snapshot { reply }, receiver).await
+    }
+
+    /// Compacts the log: seals the active segment, writes a snapshot, then rewrites every
+    /// sealed segment below it without the records of deleted streams, the versions hidden by
+    /// truncation, and superseded records of latest-only types; then removes older snapshots.
+    /// Afterwards the bytes of purged events exist in no file of the log. Appends, reads and
+    /// subscriptions carry on meanwhile.
+    pub async fn compact(&self) -> Result<crate::compaction::CompactionReport> {
+        self.sync().await?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.wal.seal_active())
+            .await
+            .map_err(blocking_error)??;
+        let snapshot = self.snapshot().await?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || crate::compaction::compact(&shared, &snapshot))
+            .await
+            .map_err(blocking_error)?
     }
 
     /// Makes every appended event durable; returns the durable position.
@@ -704,6 +724,8 @@ fn read_positions(shared: &Shared, selected: &[(u64, u64)]) -> Result<Vec<RawEve
                 })?;
                 raws.push(raw);
             }
+            // Compaction dropped it (a superseded record): skip it, seek afresh for the next.
+            Some(Ok(record)) if record.position > position => reader = None,
             Some(Ok(_)) | None => break, // not durable yet
             Some(Err(error)) => return Err(error.into()),
         }

@@ -226,6 +226,14 @@ impl StreamIndex {
         Ok(removed)
     }
 
+    /// Removes one entry (a record compaction dropped).
+    pub(crate) fn remove_entry(&self, stream: &str, version: u64) -> Result<()> {
+        self.db
+            .remove(key(stream, version))
+            .map(|_| ())
+            .map_err(|error| sled_error(&self.path, error))
+    }
+
     /// Flushes sled's buffers to disk (best effort durability of derived data).
     pub(crate) fn flush(&self) -> Result<()> {
         self.db

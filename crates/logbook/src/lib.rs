@@ -34,6 +34,7 @@
 
 mod builtin;
 mod clock;
+mod compaction;
 mod engine;
 mod error;
 mod index;
@@ -52,9 +53,11 @@ pub use builtin::{
     Message, RoomEdits,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compaction::CompactionReport;
 pub use engine::{Logbook, OpenReport, SnapshotReport, Stats, SubscriberStats};
 pub use error::{Error, Result};
 pub use index::IndexReport;
+pub use logbook_compaction::CompactionPolicy;
 pub use logbook_compaction::{SnapshotInfo, SnapshotPolicy};
 pub use options::{AppendDurability, LogbookOptions};
 pub use projections::{Observer, ProjectionHandle, Projections};

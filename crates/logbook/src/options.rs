@@ -3,7 +3,7 @@
 //! Owns: the engine's limits and tunables with their defaults. Must never: hold state.
 
 use crate::clock::{Clock, SystemClock};
-use logbook_compaction::SnapshotPolicy;
+use logbook_compaction::{CompactionPolicy, SnapshotPolicy};
 use logbook_wal::WalOptions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,9 @@ pub struct LogbookOptions {
     pub clock: Arc<dyn Clock>,
     /// When snapshots are taken (every N events, M bytes or T seconds) and how many are kept.
     pub snapshots: SnapshotPolicy,
+    /// Event types whose older records compaction drops once a newer one of the same stream
+    /// exists (default: `job.progress`, `job.heartbeat`).
+    pub compaction: CompactionPolicy,
 }
 
 impl Default for LogbookOptions {
@@ -44,6 +47,7 @@ impl Default for LogbookOptions {
             relaxed_sync_delay: Duration::from_millis(10),
             clock: Arc::new(SystemClock),
             snapshots: SnapshotPolicy::default(),
+            compaction: CompactionPolicy::default(),
         }
     }
 }

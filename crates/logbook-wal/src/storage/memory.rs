@@ -289,9 +289,9 @@ fn crash_contents(current: &[u8], durable: &[u8], mode: CrashMode, random: &mut 
                 }
                 // Garbage only where the sector held unsynced bytes: a disk writes sectors
                 // atomically, so synced bytes sharing the sector stay as they were.
-                for at in start..end {
+                for (at, byte) in after.iter_mut().enumerate().take(end).skip(start) {
                     if durable.get(at) != current.get(at) {
-                        after[at] = random.next() as u8;
+                        *byte = random.next() as u8;
                     }
                 }
             }

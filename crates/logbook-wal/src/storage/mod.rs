@@ -32,6 +32,8 @@ pub enum OpenMode {
 
 /// A handle on one open file. All access is positional, so one handle serves a writer and
 /// any number of readers at once.
+// `len` is a fallible query of a file, not the size of a collection: no `is_empty` wanted.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync + Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;

@@ -1,0 +1,147 @@
+//! Compaction in the engine: which records to drop, and the purge of every copy.
+//!
+//! Owns: choosing, for the sealed segments that lie wholly below the newest snapshot, the
+//! records to drop (deleted streams, versions hidden by `truncate_stream`, superseded records
+//! of latest-only event types), driving the WAL's segment rewrite, and removing the snapshots
+//! and index entries that could still hold purged data. Must never: drop a record the current
+//! state still needs (everything dropped is either invisible to reads or superseded), touch the
+//! active segment, or block appends.
+
+use crate::engine::Shared;
+use crate::error::{Error, Result};
+use crate::system::SYSTEM_STREAM;
+use logbook_compaction::SnapshotInfo;
+use logbook_projection::EnvelopeRef;
+use logbook_wal::RewriteReport;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// The snapshot taken first; everything below it was considered.
+    pub snapshot_position: u64,
+    /// Segments rewritten with fewer records.
+    pub segments_rewritten: usize,
+    /// Segments removed because nothing in them was kept.
+    pub segments_removed: usize,
+    /// Records dropped.
+    pub records_dropped: u64,
+    /// Bytes of segment files reclaimed.
+    pub bytes_reclaimed: u64,
+    /// Older snapshots removed (they could hold purged data).
+    pub snapshots_removed: Vec<PathBuf>,
+    /// One entry per segment that changed.
+    pub segments: Vec<RewriteReport>,
+}
+
+/// Runs on a blocking thread after the active segment was sealed and a snapshot written.
+pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<CompactionReport> {
+    let _span = tracing::info_span!("compaction", snapshot = snapshot.position).entered();
+    let catalog = shared
+        .catalog
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let latest_only = &shared.options.compaction;
+    let segments: Vec<_> = shared
+        .wal
+        .segments()
+        .into_iter()
+        .filter(|segment| !segment.active && segment.last_position > 0)
+        .filter(|segment| segment.last_position <= snapshot.position)
+        .collect();
+    let mut report = CompactionReport {
+        snapshot_position: snapshot.position,
+        ..Default::default()
+    };
+    let Some(first) = segments.first() else {
+        report.snapshots_removed = shared.snapshot_store.remove_below(snapshot.position)?;
+        return Ok(report);
+    };
+    let last = segments
+        .iter()
+        .map(|segment| segment.last_position)
+        .max()
+        .unwrap_or(0);
+    // Pass 1: the newest version of each latest-only event type per stream in the range.
+    let mut newest: HashMap<(String, String), u64> = HashMap::new();
+    for record in shared.wal.read_from(first.base) {
+        let record = record?;
+        if record.position > last {
+            break;
+        }
+        let envelope = decode(record.position, &record.payload)?;
+        if latest_only.is_latest_only(envelope.event_type) {
+            let key = (envelope.stream.to_owned(), envelope.event_type.to_owned());
+            let entry = newest.entry(key).or_insert(envelope.stream_version);
+            *entry = (*entry).max(envelope.stream_version);
+        }
+    }
+    // Pass 2: rewrite each segment without what is dead.
+    for segment in &segments {
+        let mut superseded = Vec::new();
+        let mut failure = None;
+        let mut keep = |position: u64, payload: &[u8]| -> bool {
+            let envelope = match decode(position, payload) {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    failure.get_or_insert(error);
+                    return true;
+                }
+            };
+            if envelope.stream == SYSTEM_STREAM {
+                return true;
+            }
+            let state = logbook_projection::StreamId::new(envelope.stream)
+                .ok()
+                .and_then(|stream| catalog.get(&stream).cloned());
+            if let Some(state) = state {
+                if state.deleted || envelope.stream_version < state.truncated_before {
+                    return false;
+                }
+            }
+            let key = (envelope.stream.to_owned(), envelope.event_type.to_owned());
+            if newest
+                .get(&key)
+                .is_some_and(|&newest| envelope.stream_version < newest)
+            {
+                superseded.push((envelope.stream.to_owned(), envelope.stream_version));
+                return false;
+            }
+            true
+        };
+        let rewrite = shared.wal.rewrite_segment(segment.base, &mut keep)?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        for (stream, version) in superseded {
+            shared.index.remove_entry(&stream, version)?;
+        }
+        if rewrite.records_dropped > 0 {
+            report.records_dropped += rewrite.records_dropped;
+            report.bytes_reclaimed += rewrite.bytes_before - rewrite.bytes_after;
+            if rewrite.removed {
+                report.segments_removed += 1;
+            } else {
+                report.segments_rewritten += 1;
+            }
+            report.segments.push(rewrite);
+        }
+    }
+    // Purge: a snapshot older than the one just written may still hold deleted data.
+    report.snapshots_removed = shared.snapshot_store.remove_below(snapshot.position)?;
+    tracing::info!(
+        records_dropped = report.records_dropped,
+        bytes_reclaimed = report.bytes_reclaimed,
+        "compaction done"
+    );
+    Ok(report)
+}
+
+fn decode(position: u64, payload: &[u8]) -> Result<EnvelopeRef<'_>> {
+    EnvelopeRef::decode(payload).map_err(|error| Error::Corrupted {
+        position,
+        reason: error.to_string(),
+    })
+}
