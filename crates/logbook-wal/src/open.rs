@@ -5,7 +5,7 @@
 //! open, or continue past corruption in strict mode.
 
 use crate::error::{Error, Result};
-use crate::options::{RecoveryMode, WalOptions};
+use crate::options::{RECORD_BYTES_LIMIT, RecoveryMode, WalOptions};
 use crate::recovery::{self, RecoveryReport, Salvage, Scan, ScanStart, TailCut};
 use crate::segment::{self, LazyIndex, SEGMENT_HEADER_BYTES, Segment};
 use crate::sidecar::{self, Sidecar};
@@ -123,7 +123,7 @@ pub(crate) fn open_segments(
             let lazy = LazyIndex {
                 storage: storage_arc.clone(),
                 sidecar: wal_dir.join(sidecar::file_name(base)),
-                record_bytes_max: options.record_bytes_max,
+                record_bytes_max: RECORD_BYTES_LIMIT,
                 index_interval_bytes: options.index_interval_bytes,
             };
             let segment = Segment::new(base, path.clone(), file.clone()).with_lazy_index(lazy);
@@ -140,7 +140,7 @@ pub(crate) fn open_segments(
             file.as_ref(),
             len,
             ScanStart::fresh(base),
-            options.record_bytes_max,
+            RECORD_BYTES_LIMIT,
             options.index_interval_bytes,
         )
         .map_err(|error| with_path(error, &path))?;

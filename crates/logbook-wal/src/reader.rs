@@ -95,7 +95,9 @@ impl WalReader {
                 self.cursor.reset();
                 continue;
             }
-            let max = self.inner.options.record_bytes_max;
+            // The format's limit, not the configured one: lowering `record_bytes_max` must never
+            // make a durable record unreadable.
+            let max = crate::options::RECORD_BYTES_LIMIT;
             let frame = match self
                 .cursor
                 .read_frame(segment.file.as_ref(), self.offset, limit, max)

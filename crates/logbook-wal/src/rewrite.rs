@@ -69,7 +69,7 @@ impl Wal {
         let mut last_kept = 0;
         let mut cursor = Cursor::new();
         let mut offset = SEGMENT_HEADER_BYTES as u64;
-        let record_max = inner.options.record_bytes_max;
+        let record_max = crate::options::RECORD_BYTES_LIMIT;
         while offset < bytes_before {
             let frame = cursor
                 .read_frame(segment.file.as_ref(), offset, bytes_before, record_max)

@@ -587,7 +587,7 @@ impl Wal {
                 segment.file.as_ref(),
                 len,
                 start,
-                inner.options.record_bytes_max,
+                crate::options::RECORD_BYTES_LIMIT,
                 inner.options.index_interval_bytes,
             )?;
             if let Some(problem) = &scan.problem
