@@ -96,10 +96,11 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
             let state = logbook_projection::StreamId::new(envelope.stream)
                 .ok()
                 .and_then(|stream| catalog.get(&stream).cloned());
-            if let Some(state) = state {
-                if state.deleted || envelope.stream_version < state.truncated_before {
-                    return false;
-                }
+            let hidden = state.is_some_and(|state| {
+                state.deleted || envelope.stream_version < state.truncated_before
+            });
+            if hidden {
+                return false;
             }
             let key = (envelope.stream.to_owned(), envelope.event_type.to_owned());
             if newest
