@@ -427,13 +427,13 @@ impl Wal {
 
     /// Waits until `position` is durable, leading a sync if none is under way.
     pub fn wait_durable(&self, position: u64) -> Result<()> {
-        self.inner.sync_to(position)
+        self.inner.sync_to(position, true)
     }
 
     /// Makes every appended record durable; returns the durable position.
     pub fn sync(&self) -> Result<u64> {
         let head = self.last_position();
-        self.inner.sync_to(head)?;
+        self.inner.sync_to(head, false)?;
         Ok(self.durable_position())
     }
 
@@ -627,7 +627,7 @@ impl Wal {
             Ok(())
         } else {
             let head = lock_state(inner).next_position - 1;
-            inner.sync_to(head)
+            inner.sync_to(head, false)
         };
         if result.is_ok() && !inner.read_only {
             // Sidecars of the segments sealed since open spare the next open their scan.
@@ -807,7 +807,10 @@ impl Inner {
     }
 
     /// Returns once `target` is durable: leads a sync when none runs, else waits for it.
-    fn sync_to(&self, target: u64) -> Result<()> {
+    /// With `gather`, a group-commit leader first waits for companions (appenders waiting for
+    /// their own records); an explicit `sync` (the engine's syncer, close, the interval thread)
+    /// syncs at once: it already batches whatever was written meanwhile.
+    fn sync_to(&self, target: u64, gather: bool) -> Result<()> {
         let mut state = lock_state(self);
         loop {
             if self.durable() >= target {
@@ -829,7 +832,9 @@ impl Inner {
                 continue;
             }
             state.sync_in_progress = true;
-            if let SyncPolicy::GroupCommit { delay, records_max } = self.options.sync_policy {
+            if let (true, SyncPolicy::GroupCommit { delay, records_max }) =
+                (gather, self.options.sync_policy)
+            {
                 state = self.gather(state, delay, records_max);
             }
             return self.lead_sync(state);
@@ -1002,7 +1007,7 @@ fn spawn_syncer(inner: Arc<Inner>, interval: Duration) -> Result<JoinHandle<()>>
                 }
                 let head = state.next_position - 1;
                 drop(state);
-                if let Err(error) = inner.sync_to(head) {
+                if let Err(error) = inner.sync_to(head, false) {
                     tracing::error!(%error, "interval sync failed");
                 }
                 state = lock_state(&inner);
