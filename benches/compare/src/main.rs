@@ -1,0 +1,141 @@
+//! logbook against the peers a user would pick instead: SQLite, sled and a raw framed file.
+//!
+//! ```text
+//! cargo run --release -p logbook-bench-compare -- [--quick] [append] [read] [tail]
+//! ```
+//!
+//! A binary, not criterion, so it can interleave the peers round after round (A B C D, B C D A,
+//! ...) and report medians and ratios; see `docs/benchmarks.md` for the figures and the method.
+//! Options: `--rounds N`, `--seconds S` (per append run), `--writers 1,16,256`,
+//! `--peers logbook,logbook-tuned,sqlite,sled,raw`, `--tuned always|group:<delay_us>:<records>`,
+//! `--tail-events N`, `--tail-other-events N`, `--dir PATH` (where temporary directories go; default the system's).
+#![forbid(unsafe_code)]
+
+mod event;
+mod measure;
+mod peer_logbook;
+mod peer_raw;
+mod peer_sled;
+mod peer_sqlite;
+mod report;
+mod workload;
+
+use logbook::SyncPolicy;
+use std::time::{Duration, Instant};
+use workload::{Peer, Plan};
+
+/// Any error, with its message: this is a benchmark binary, errors end the run.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+/// A result with [`BenchError`].
+pub type BenchResult<T> = Result<T, BenchError>;
+
+const WORKLOADS: [&str; 3] = ["append", "read", "tail"];
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> BenchResult<()> {
+    let (plan, workloads) = parse(std::env::args().skip(1).collect())?;
+    measure::install_sync_counter()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    eprintln!("{plan:?}\nworkloads: {workloads:?}");
+    let started = Instant::now();
+    let mut table = report::Table::default();
+    for workload in &workloads {
+        match workload.as_str() {
+            "append" => workload::append(&runtime, &plan, &mut table)?,
+            "read" => workload::read(&runtime, &plan, &mut table)?,
+            "tail" => workload::tail(&runtime, &plan, &mut table)?,
+            other => return Err(format!("unknown workload {other}").into()),
+        }
+    }
+    println!("{}", table.render());
+    println!(
+        "{} rounds, medians; spread is half the min-max range; total {:.0} s",
+        plan.rounds,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn parse_policy(text: &str) -> BenchResult<SyncPolicy> {
+    if text == "always" {
+        return Ok(SyncPolicy::Always);
+    }
+    let parts: Vec<&str> = text.split(':').collect();
+    match parts.as_slice() {
+        ["group", delay_us, records] => Ok(SyncPolicy::GroupCommit {
+            delay: Duration::from_micros(delay_us.parse()?),
+            records_max: records.parse()?,
+        }),
+        _ => Err(format!("--tuned {text}: expected always or group:<delay_us>:<records>").into()),
+    }
+}
+
+fn parse_peer(name: &str) -> BenchResult<Peer> {
+    Peer::ALL
+        .into_iter()
+        .find(|peer| peer.name() == name)
+        .ok_or_else(|| format!("unknown peer {name}").into())
+}
+
+fn parse(args: Vec<String>) -> BenchResult<(Plan, Vec<String>)> {
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let mut plan = Plan {
+        rounds: if quick { 3 } else { 5 },
+        append_duration: Duration::from_millis(if quick { 500 } else { 2000 }),
+        writer_counts: vec![1, 16, 256],
+        read_events: 100_000,
+        tail_events: if quick { 100_000 } else { 1_000_000 },
+        tail_other_events: 0,
+        tail_budget: Duration::from_millis(if quick { 200 } else { 500 }),
+        peers: Peer::ALL.to_vec(),
+        tuned_policy: SyncPolicy::Always,
+        base_dir: std::env::temp_dir(),
+    };
+    let mut workloads = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--quick" => {}
+            "--rounds" => plan.rounds = value()?.parse()?,
+            "--seconds" => plan.append_duration = Duration::from_secs_f64(value()?.parse()?),
+            "--tail-events" => plan.tail_events = value()?.parse()?,
+            "--tail-other-events" => plan.tail_other_events = value()?.parse()?,
+            "--dir" => plan.base_dir = value()?.into(),
+            "--tuned" => plan.tuned_policy = parse_policy(&value()?)?,
+            "--writers" => {
+                plan.writer_counts = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
+            "--peers" => {
+                plan.peers = value()?
+                    .split(',')
+                    .map(parse_peer)
+                    .collect::<BenchResult<_>>()?;
+            }
+            "--help" | "-h" => {
+                println!("{}", include_str!("usage.txt"));
+                std::process::exit(0);
+            }
+            name if WORKLOADS.contains(&name) => workloads.push(arg),
+            other => return Err(format!("unknown argument {other} (try --help)").into()),
+        }
+    }
+    if workloads.is_empty() {
+        workloads = WORKLOADS.iter().map(|name| name.to_string()).collect();
+    }
+    if plan.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    Ok((plan, workloads))
+}

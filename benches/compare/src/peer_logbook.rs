@@ -1,0 +1,179 @@
+//! The logbook peer: the engine as a tokio service embeds it.
+
+use crate::BenchResult;
+use crate::event::{BenchEvent, EventPool, READ_STREAM, STREAMS, check, stream_name, streams_of};
+use crate::measure::{self, disk_bytes};
+use crate::workload::{AppendOutcome, Plan, ReadOutcome};
+use logbook::{
+    Direction, ExpectedVersion, Logbook, LogbookOptions, NewEvent, RecordedEvent, StreamId,
+    SyncPolicy,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+/// Events per append call while filling the read and tail logs.
+const LOAD_BATCH: usize = 1000;
+/// Events per `read_stream` page.
+pub const READ_PAGE: usize = 500;
+/// Events of the tail query.
+pub const TAIL: usize = 50;
+
+type Log = Logbook<BenchEvent>;
+
+fn check_recorded(event: &RecordedEvent<BenchEvent>, version: u64) -> BenchResult<()> {
+    let BenchEvent::Posted { body } = &event.event;
+    check(
+        event.stream.as_str(),
+        event.version,
+        event.timestamp_ms,
+        body,
+        version,
+    )
+}
+
+fn options(policy: SyncPolicy) -> LogbookOptions {
+    let mut options = LogbookOptions::default();
+    options.wal.sync_policy = policy;
+    options
+}
+
+/// `writers` tasks append one event per call to their own streams until the deadline.
+pub fn append(
+    runtime: &Runtime,
+    dir: &Path,
+    policy: SyncPolicy,
+    writers: usize,
+    duration: Duration,
+) -> BenchResult<AppendOutcome> {
+    runtime.block_on(async {
+        let (log, _) = Log::open(dir, options(policy)).await?;
+        let streams = (0..STREAMS)
+            .map(|index| StreamId::new(stream_name(index)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let streams = Arc::new(streams);
+        let pool = Arc::new(EventPool::new()?);
+        let syncs_before = measure::wal_syncs();
+        let started = Instant::now();
+        let deadline = started + duration;
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..writers {
+            let (log, streams, pool) = (log.clone(), streams.clone(), pool.clone());
+            tasks.spawn(async move {
+                let mine = streams_of(writer, writers);
+                let mut count = 0u64;
+                while Instant::now() < deadline {
+                    let stream = &streams[mine[count as usize % mine.len()]];
+                    let event = NewEvent::new(pool.event(count));
+                    log.append(stream, ExpectedVersion::Any, vec![event])
+                        .await?;
+                    count += 1;
+                }
+                Ok::<u64, logbook::Error>(count)
+            });
+        }
+        let mut appends = 0;
+        while let Some(joined) = tasks.join_next().await {
+            appends += joined??;
+        }
+        let elapsed = started.elapsed();
+        let syncs = measure::wal_syncs() - syncs_before;
+        log.close().await?;
+        Ok(AppendOutcome {
+            appends,
+            elapsed,
+            syncs: Some(syncs),
+            disk: disk_bytes(dir)?,
+        })
+    })
+}
+
+/// Fills a log with `(stream, events)` one after the other, in atomic batches of
+/// [`LOAD_BATCH`].
+pub fn load(runtime: &Runtime, dir: &Path, streams: &[(&str, u64)]) -> BenchResult<()> {
+    runtime.block_on(async {
+        let (log, _) = Log::open(dir, options(SyncPolicy::Never)).await?;
+        let pool = EventPool::new()?;
+        for &(name, events) in streams {
+            let stream = StreamId::new(name)?;
+            let mut written = 0u64;
+            while written < events {
+                let count = (events - written).min(LOAD_BATCH as u64);
+                let batch = (written..written + count)
+                    .map(|index| NewEvent::new(pool.event(index)))
+                    .collect();
+                log.append(&stream, ExpectedVersion::Any, batch).await?;
+                written += count;
+            }
+        }
+        log.close().await?;
+        Ok(())
+    })
+}
+
+/// Reads the whole stream forward in pages of [`READ_PAGE`], then catches up a subscription
+/// from position 1 over the whole log.
+pub fn read(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<[ReadOutcome; 2]> {
+    runtime.block_on(async {
+        let (log, _) = Log::open(dir, LogbookOptions::default()).await?;
+        let stream = StreamId::new(READ_STREAM)?;
+        let started = Instant::now();
+        let mut from = 0u64;
+        loop {
+            let page = log
+                .read_stream(&stream, from, Direction::Forward, READ_PAGE)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for event in &page {
+                check_recorded(event, from)?;
+                from += 1;
+            }
+        }
+        let read_stream = ReadOutcome::new(from, started.elapsed(), events)?;
+        let started = Instant::now();
+        let mut subscription = log.subscribe(1);
+        let mut delivered = 0u64;
+        while delivered < events {
+            let Some(event) = subscription.next().await else {
+                break;
+            };
+            check_recorded(&event?, delivered)?;
+            delivered += 1;
+        }
+        let catch_up = ReadOutcome::new(delivered, started.elapsed(), events)?;
+        drop(subscription);
+        log.close().await?;
+        Ok([read_stream, catch_up])
+    })
+}
+
+/// The newest [`TAIL`] events, repeated for about `plan.tail_budget`: (open + first query,
+/// warm query) durations.
+pub fn tail(runtime: &Runtime, dir: &Path, plan: &Plan) -> BenchResult<(Duration, Duration)> {
+    runtime.block_on(async {
+        let stream = StreamId::new(READ_STREAM)?;
+        let started = Instant::now();
+        let (log, _) = Log::open(dir, LogbookOptions::default()).await?;
+        let first = log
+            .read_stream(&stream, u64::MAX, Direction::Backward, TAIL)
+            .await?;
+        let cold = started.elapsed();
+        assert_eq!(first.len(), TAIL, "tail length");
+        check_recorded(&first[0], plan.tail_events - 1)?;
+        let started = Instant::now();
+        let mut queries = 0u32;
+        while started.elapsed() < plan.tail_budget || queries < 3 {
+            let events = log
+                .read_stream(&stream, u64::MAX, Direction::Backward, TAIL)
+                .await?;
+            std::hint::black_box(events);
+            queries += 1;
+        }
+        let warm = started.elapsed() / queries;
+        log.close().await?;
+        Ok((cold, warm))
+    })
+}
