@@ -5,12 +5,12 @@
 //! from crc32fast, position, a zero durable mark and flags, then the payload) to a plain `File`
 //! through a default `BufWriter`, with the same fsync cadence as the policy it stands beside:
 //!
-//! | group                | logbook                                         | raw baseline            |
-//! | -------------------- | ----------------------------------------------- | ----------------------- |
-//! | `wal_unsynced`       | `SyncPolicy::Never`                             | no fsync                |
-//! | `wal_sync_always`    | `SyncPolicy::Always`, one appender              | fdatasync every record  |
-//! | `wal_group_commit`   | `GroupCommit { 2 ms, 64 }`, 1, 8, 64 appenders  | fdatasync every 64      |
-//! | `wal_sync_interval`  | `SyncPolicy::Interval(10 ms)`                   | fdatasync every 10 ms   |
+//! | group               | logbook                                     | raw baseline           |
+//! | ------------------- | ------------------------------------------- | ---------------------- |
+//! | `wal_unsynced`      | `SyncPolicy::Never`                         | no fsync               |
+//! | `wal_sync_always`   | `SyncPolicy::Always`, one appender          | fdatasync every record |
+//! | `wal_group_commit`  | `GroupCommit { 2 ms, 64 }`, 1/8/64 threads  | fdatasync every 64     |
+//! | `wal_sync_interval` | `SyncPolicy::Interval(10 ms)`               | fdatasync every 10 ms  |
 //!
 //! Every timed run starts from a fresh directory (`tempfile`, so the real file system under the
 //! system's temporary directory); opening the log, closing it (its final sync) and removing the
@@ -117,7 +117,7 @@ fn raw_run(iters: u64, sync: RawSync) -> Duration {
         match sync {
             RawSync::Never => {}
             RawSync::EveryRecords(records) => {
-                if appended % records == 0 {
+                if appended.is_multiple_of(records) {
                     log.sync();
                 }
             }
@@ -132,7 +132,7 @@ fn raw_run(iters: u64, sync: RawSync) -> Duration {
     match sync {
         RawSync::Never | RawSync::EveryInterval(_) => log.file.flush().expect("raw flush"),
         // The WAL acknowledges every record durable, so the baseline's last records must be too.
-        RawSync::EveryRecords(records) if iters % records != 0 => log.sync(),
+        RawSync::EveryRecords(records) if !iters.is_multiple_of(records) => log.sync(),
         RawSync::EveryRecords(_) => {}
     }
     start.elapsed()

@@ -81,6 +81,8 @@ struct WriterState {
     next_position: u64,
     last_indexed_offset: Option<u64>,
     sync_in_progress: bool,
+    /// True while a group-commit leader waits for companions (appends then wake it).
+    gathering: bool,
     poisoned: Option<String>,
     closed: bool,
 }
@@ -101,6 +103,8 @@ pub(crate) struct Inner {
     read_only: bool,
     state: Mutex<WriterState>,
     changed: Condvar,
+    /// Wakes a gathering group-commit leader; appends notify it only while one gathers.
+    gathered: Condvar,
     durable_position: AtomicU64,
     segments: RwLock<Vec<Arc<Segment>>>,
     stop: AtomicBool,
@@ -200,6 +204,7 @@ impl Wal {
             next_position,
             last_indexed_offset: None,
             sync_in_progress: false,
+            gathering: false,
             poisoned: None,
             closed: false,
         };
@@ -210,6 +215,7 @@ impl Wal {
             read_only: false,
             state: Mutex::new(state),
             changed: Condvar::new(),
+            gathered: Condvar::new(),
             durable_position: AtomicU64::new(last_position),
             segments: RwLock::new(segments),
             stop: AtomicBool::new(false),
@@ -270,6 +276,7 @@ impl Wal {
             next_position: last_position + 1,
             last_indexed_offset: None,
             sync_in_progress: false,
+            gathering: false,
             poisoned: None,
             closed: false,
         };
@@ -280,6 +287,7 @@ impl Wal {
             read_only: true,
             state: Mutex::new(state),
             changed: Condvar::new(),
+            gathered: Condvar::new(),
             durable_position: AtomicU64::new(last_position),
             segments: RwLock::new(segments),
             stop: AtomicBool::new(false),
@@ -417,8 +425,13 @@ impl Wal {
         if state.buffer.len() >= options.buffer_bytes_max {
             inner.write_out(&mut state)?;
         }
+        // Only a gathering group-commit leader waits for appends: waking anyone else per append
+        // costs a futex call each (measured: ~18% of unsynced append time).
+        let wake = state.gathering;
         drop(state);
-        inner.changed.notify_all();
+        if wake {
+            inner.gathered.notify_one();
+        }
         Ok(AppendReceipt {
             first,
             last: first + count as u64 - 1,
@@ -645,6 +658,7 @@ impl Wal {
         inner.stop.store(true, Ordering::Release);
         lock_state(inner).closed = true;
         inner.changed.notify_all();
+        inner.gathered.notify_all();
         if let Some(syncer) = self.syncer.take() {
             let _ = syncer.join();
         }
@@ -789,6 +803,7 @@ impl Inner {
         tracing::error!(path = %path.display(), %error, "WAL poisoned");
         state.poisoned = Some(format!("{} on {}", error, path.display()));
         self.changed.notify_all();
+        self.gathered.notify_all();
     }
 
     /// Hands the buffer to the OS without syncing (the buffer grew past its limit).
@@ -849,17 +864,19 @@ impl Inner {
         records_max: usize,
     ) -> MutexGuard<'a, WriterState> {
         let deadline = Instant::now() + delay;
+        state.gathering = true;
         while state.buffer_records < records_max && state.poisoned.is_none() && !state.closed {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
             state = self
-                .changed
+                .gathered
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
         }
+        state.gathering = false;
         state
     }
 
