@@ -64,8 +64,10 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
         .map(|segment| segment.last_position)
         .max()
         .unwrap_or(0);
-    // Pass 1: the newest version of each latest-only event type per stream in the range.
+    // Pass 1: the newest version of each latest-only event type per stream in the range, and
+    // of each stream's newest finishing record (only what precedes one may be dropped).
     let mut newest: HashMap<(String, String), u64> = HashMap::new();
+    let mut finished: HashMap<String, u64> = HashMap::new();
     for record in shared.wal.read_from(first.base) {
         let record = record?;
         if record.position > last {
@@ -75,6 +77,12 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
         if latest_only.is_latest_only(envelope.event_type) {
             let key = (envelope.stream.to_owned(), envelope.event_type.to_owned());
             let entry = newest.entry(key).or_insert(envelope.stream_version);
+            *entry = (*entry).max(envelope.stream_version);
+        }
+        if latest_only.is_finished(envelope.event_type) {
+            let entry = finished
+                .entry(envelope.stream.to_owned())
+                .or_insert(envelope.stream_version);
             *entry = (*entry).max(envelope.stream_version);
         }
     }
@@ -103,9 +111,15 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
                 return false;
             }
             let key = (envelope.stream.to_owned(), envelope.event_type.to_owned());
-            if newest
-                .get(&key)
-                .is_some_and(|&newest| envelope.stream_version < newest)
+            // A superseded latest-only record goes only once its entity finished after it: a
+            // heartbeat of a live claim still counts (the lease is the maximum of them).
+            let finished_after = finished
+                .get(envelope.stream)
+                .is_some_and(|&finished| envelope.stream_version < finished);
+            if finished_after
+                && newest
+                    .get(&key)
+                    .is_some_and(|&newest| envelope.stream_version < newest)
             {
                 superseded.push((envelope.stream.to_owned(), envelope.stream_version));
                 return false;

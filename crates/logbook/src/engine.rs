@@ -789,7 +789,7 @@ fn replay_record(streams: &mut StreamTable, position: u64, bytes: &[u8]) -> Resu
 
 /// Restores the newest usable snapshot; `(empty table, 0)` means a full replay. Never fails:
 /// a snapshot problem is reported and open replays more instead.
-fn start_from_snapshot(
+pub(crate) fn start_from_snapshot(
     store: &SnapshotStore,
     wal: &Wal,
     applier: &dyn Applier,
@@ -887,7 +887,7 @@ fn apply_system(
                 before_version,
             },
         ) => {
-            streams.truncate(&StreamId::new(stream)?, before_version);
+            streams.truncate(&StreamId::new(stream)?, before_version, position);
         }
         (other, _) => {
             return Err(corrupt(format!(

@@ -40,8 +40,10 @@ mod verify;
 pub use repair::{DroppedFrame, RepairMode, RepairReport, repair, repair_with_storage};
 pub use scan::{FrameEntry, FrameSummary, frames, frames_with_storage};
 pub use state::BuiltinState;
-pub use stats::{LogStats, SegmentStats, StreamStats};
-pub use verify::{Finding, Severity, VerifyReport, verify, verify_with_storage};
+pub use stats::{LARGEST_STREAMS_LISTED, LogStats, SegmentStats, StreamStats, kind_name};
+pub use verify::{
+    FINDINGS_PER_SEGMENT_MAX, Finding, Severity, VerifyReport, verify, verify_with_storage,
+};
 
 /// The directory, inside a log directory, that holds the segment files.
 pub use logbook_wal::WAL_DIR_NAME;
@@ -216,21 +218,29 @@ impl Inspector {
         }
     }
 
-    /// The last `count` events of the log, oldest first.
+    /// The last `count` events of the log, oldest first. Positions may have gaps (compaction
+    /// purges records), so the window read widens until it holds `count` events.
     pub fn last_events(&self, count: usize) -> Result<Vec<RawEvent>> {
         if count == 0 {
             return Ok(Vec::new());
         }
         let last = self.last_position();
-        let from = last.saturating_sub(count as u64 - 1).max(1);
-        let filter = EventFilter {
-            from: Some(from),
-            ..EventFilter::default()
-        };
-        let mut events: Vec<RawEvent> = self.events(&filter).collect::<Result<_>>()?;
-        let excess = events.len().saturating_sub(count);
-        events.drain(..excess);
-        Ok(events)
+        let mut window = count as u64;
+        loop {
+            let from = last.saturating_sub(window - 1).max(1);
+            let filter = EventFilter {
+                from: Some(from),
+                to: Some(last),
+                ..EventFilter::default()
+            };
+            let mut events: Vec<RawEvent> = self.events(&filter).collect::<Result<_>>()?;
+            if events.len() >= count || from == 1 {
+                let excess = events.len().saturating_sub(count);
+                events.drain(..excess);
+                return Ok(events);
+            }
+            window = window.saturating_mul(2);
+        }
     }
 }
 

@@ -333,6 +333,6 @@ fn truncate(
         .streams
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .truncate(stream, before_version);
+        .truncate(stream, before_version, result.first_position);
     Ok(result)
 }

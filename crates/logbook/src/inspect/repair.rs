@@ -5,12 +5,15 @@
 //! what the WAL itself did, not a guess. A dry run uses the same wrapper with every write kept
 //! in memory: the same code decides, nothing changes on disk. Segment sidecars are hidden from
 //! the open so every segment is scanned (a sidecar would spare a sealed segment the scan that
-//! finds its corruption); an applied repair rewrites them. Must never: write in a dry run, or
-//! run beside a live writer (an applied repair takes the directory lock like any writer).
+//! finds its corruption); an applied repair rewrites them. A salvage that drops durable events
+//! also removes the derived data that describes them: snapshots above the new end, and the
+//! stream index (rebuilt at the next open). Must never: write in a dry run, or run beside a
+//! live writer (an applied repair takes the directory lock like any writer).
 
 use super::check_log_dir;
-use super::scan::{FrameSummary, FrameWalker, Walk, read_all, summary};
+use super::scan::{FrameSummary, FrameWalker, Walk, io_error, read_all, summary};
 use crate::error::Result;
+use logbook_compaction::SnapshotStore;
 use logbook_wal::segment::{self, SEGMENT_HEADER_BYTES};
 use logbook_wal::storage::{LockGuard, OpenMode, StorageFile};
 use logbook_wal::{
@@ -50,6 +53,12 @@ pub struct RepairReport {
     pub recovery: RecoveryReport,
     /// Every valid frame dropped, in file and offset order.
     pub dropped_frames: Vec<DroppedFrame>,
+    /// Snapshots of a state beyond the new end of the log, removed: once new events reuse
+    /// the dropped positions, such a snapshot would describe events that are gone.
+    pub snapshots_removed: Vec<PathBuf>,
+    /// The stream index directory, removed after a salvage dropped durable events it indexed
+    /// (derived data: the next open rebuilds it).
+    pub index_removed: Option<PathBuf>,
 }
 
 impl RepairReport {
@@ -60,6 +69,8 @@ impl RepairReport {
             || recovery.salvage.is_some()
             || recovery.removed_unfinished_segment.is_some()
             || !self.dropped_frames.is_empty()
+            || !self.snapshots_removed.is_empty()
+            || self.index_removed.is_some()
     }
 }
 
@@ -76,7 +87,7 @@ pub fn repair_with_storage(
 ) -> Result<RepairReport> {
     check_log_dir(storage.as_ref(), dir)?;
     let recording = Arc::new(RepairStorage {
-        real: storage,
+        real: storage.clone(),
         apply: mode == RepairMode::Apply,
         created: Mutex::new(HashMap::new()),
         dropped: Arc::new(Mutex::new(Vec::new())),
@@ -87,15 +98,63 @@ pub fn repair_with_storage(
         ..WalOptions::default()
     };
     let (wal, recovery) = Wal::open_with_storage(recording.clone(), dir, options)?;
+    // Still holding the directory lock: no writer can open the log before the derived data
+    // that describes dropped events is gone.
+    let derived = remove_derived(&storage, dir, &recovery, mode == RepairMode::Apply);
     wal.close()?;
+    let (snapshots_removed, index_removed) = derived?;
     let mut dropped_frames = lock(&recording.dropped).clone();
     dropped_frames.sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
     Ok(RepairReport {
         mode,
         recovery,
         dropped_frames,
+        snapshots_removed,
+        index_removed,
     })
 }
+
+/// The derived data a salvage makes wrong: snapshots above the new end, and the stream index
+/// when durable events it indexed were dropped. Removes them when `apply`.
+fn remove_derived(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    recovery: &RecoveryReport,
+    apply: bool,
+) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    let store = SnapshotStore::new(storage.clone(), dir);
+    let stale: Vec<PathBuf> = store
+        .list()?
+        .into_iter()
+        .filter(|snapshot| snapshot.position > recovery.last_position)
+        .map(|snapshot| snapshot.path)
+        .collect();
+    let index_dir = dir.join(INDEX_DIR_NAME);
+    let index = (recovery.salvage.is_some() && storage.exists(&index_dir)).then_some(index_dir);
+    if !apply {
+        return Ok((stale, index));
+    }
+    for path in &stale {
+        storage
+            .remove_file(path)
+            .map_err(|source| io_error(path, source))?;
+    }
+    if !stale.is_empty() {
+        // Durability: fsync the directory so the removals survive a crash.
+        storage
+            .sync_dir(store.dir())
+            .map_err(|source| io_error(store.dir(), source))?;
+    }
+    if let Some(index) = &index
+        && storage.is_file_system()
+    {
+        std::fs::remove_dir_all(index).map_err(|source| io_error(index, source))?;
+    }
+    Ok((stale, index))
+}
+
+/// The directory of the engine's stream index (sled), inside the log directory.
+const INDEX_DIR_NAME: &str = "index";
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -155,6 +214,10 @@ struct NoLock;
 impl LockGuard for NoLock {}
 
 impl Storage for RepairStorage {
+    fn is_file_system(&self) -> bool {
+        self.real.is_file_system()
+    }
+
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         match self.apply {
             true => self.real.create_dir_all(dir),

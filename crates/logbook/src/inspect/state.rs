@@ -7,9 +7,11 @@
 
 use super::{EventFilter, Inspector, Progress};
 use crate::builtin::{HISTORY_LIMIT_MAX, HistoryPage, Message, RoomEdits};
+use crate::engine::{SnapshotReport, start_from_snapshot};
 use crate::error::{Error, Result};
 use crate::projections::{Applier, Projections, TypedApplier};
 use crate::system::{self, SystemEvent};
+use logbook_compaction::SnapshotStore;
 use logbook_projection::model::RoomMessagePosted;
 use logbook_projection::projections::{Interrupted, interrupted};
 use logbook_projection::{BuiltinEvent, Jobs, Rooms, RunLedger, StreamId};
@@ -28,7 +30,10 @@ pub struct BuiltinState {
     pub edits: RoomEdits,
     /// The last position replayed.
     pub position: u64,
-    /// Events replayed (engine events included).
+    /// The snapshot the projections were restored from, and the ones rejected (as a writer's
+    /// open would); `used: None` means a replay of the whole log.
+    pub snapshot: SnapshotReport,
+    /// Events replayed after the snapshot (engine events included).
     pub events: u64,
     /// Events the built-in model could not decode (skipped, as a writer's open skips them).
     pub undecodable: u64,
@@ -42,7 +47,8 @@ impl BuiltinState {
 }
 
 impl Inspector {
-    /// Rebuilds the built-in projections by replaying the whole log.
+    /// Rebuilds the built-in projections as a writer's open would: the newest usable snapshot,
+    /// then the log after it (the whole log when there is none). Reads only.
     pub fn replay_builtin(&self, progress: &dyn Progress) -> Result<BuiltinState> {
         let mut projections = Projections::<BuiltinEvent>::new();
         // The order a `BuiltinLog` registers them in.
@@ -51,11 +57,13 @@ impl Inspector {
         let jobs = projections.register(Jobs::new());
         let edits = projections.register(RoomEdits::default());
         let applier = TypedApplier::new(projections);
+        let store = SnapshotStore::new(self.storage.clone(), &self.dir);
+        let ((_, start), snapshot) = start_from_snapshot(&store, &self.wal, &applier);
         let last = self.last_position();
-        progress.start("replay", last);
+        progress.start("replay", last.saturating_sub(start));
         let mut events = 0u64;
-        let mut position = 0u64;
-        for record in self.wal.read_from(1) {
+        let mut position = start;
+        for record in self.wal.read_from(start + 1) {
             let record = record?;
             if record.position > last {
                 break;
@@ -76,6 +84,7 @@ impl Inspector {
             jobs,
             edits,
             position,
+            snapshot,
             events,
             undecodable: applier.undecodable(),
         })

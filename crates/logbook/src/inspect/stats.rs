@@ -1,12 +1,13 @@
 //! Statistics of a log, from one read-only pass over it.
 //!
 //! Owns: [`LogStats`]: segments, events by type and by stream kind, streams and the largest of
-//! them, and the garbage a compaction would reclaim (events of deleted streams and truncated
-//! versions). Must never: keep more than a counter per stream and per event type.
+//! them, the garbage a compaction would reclaim (events of deleted streams and truncated
+//! versions; superseded latest-only events are not counted), and the snapshot files. Must never: keep more than a counter per stream and per event type.
 
 use super::{Inspector, Progress};
 use crate::error::{Error, Result};
 use crate::system::{self, SystemEvent};
+use logbook_compaction::{SnapshotInfo, SnapshotStore};
 use logbook_projection::{EnvelopeRef, StreamId, StreamKind};
 use logbook_wal::frame::FRAME_HEADER_BYTES;
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +69,8 @@ pub struct LogStats {
     pub reclaimable_events: u64,
     /// Their bytes, frames included.
     pub reclaimable_bytes: u64,
+    /// The snapshot files, newest first (listed, not checked: `verify` checks them).
+    pub snapshots: Vec<SnapshotInfo>,
 }
 
 /// The name of a stream's kind in [`LogStats::events_by_kind`].
@@ -152,6 +155,7 @@ impl Inspector {
                 Some(range.map_or((first, last), |(start, _)| (start, last)))
             });
         self.finish_streams(&mut stats, streams)?;
+        stats.snapshots = SnapshotStore::new(self.storage.clone(), &self.dir).list()?;
         Ok(stats)
     }
 
@@ -162,7 +166,7 @@ impl Inspector {
         stats: &mut LogStats,
         streams: HashMap<String, StreamTally>,
     ) -> Result<()> {
-        stats.streams = streams.len() as u64;
+        stats.streams = streams.values().filter(|tally| tally.events > 0).count() as u64;
         let mut truncated: HashMap<String, u64> = HashMap::new();
         for (name, tally) in &streams {
             if tally.deleted {
@@ -191,6 +195,7 @@ impl Inspector {
         }
         let mut ranked: Vec<StreamStats> = streams
             .into_iter()
+            .filter(|(_, tally)| tally.events > 0)
             .map(|(stream, tally)| StreamStats {
                 stream,
                 events: tally.events,

@@ -6,17 +6,20 @@
 //! cuts it). Must never: stop at the first problem when a later frame can still be read, or
 //! write anything.
 //!
-//! The checks run one pass per segment file; each is a function below. Snapshot checksums and
-//! stream-index consistency join this list with compaction (which adds those files).
+//! The checks run one pass per segment file, then one per snapshot file; each is a function
+//! below. The stream index (sled, `index/`) is not checked: it is derived data the engine
+//! rebuilds on any error, and sled cannot open it without writing; the report says so.
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use super::Progress;
 use super::scan::{self, FrameWalker, SegmentFile, Walk};
 use crate::error::Result;
 use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
+use logbook_compaction::{Error as CompactionError, SnapshotStore, decode_snapshot};
 use logbook_projection::EnvelopeRef;
 use logbook_wal::segment::{self, SEGMENT_HEADER_BYTES};
 use logbook_wal::sidecar::{self, SIDECAR_EXTENSION};
+use logbook_wal::storage::{LockGuard, OpenMode, StorageFile};
 use logbook_wal::{FileStorage, Storage};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,10 @@ pub struct VerifyReport {
     pub findings: Vec<Finding>,
     /// Findings not listed (over [`FINDINGS_PER_SEGMENT_MAX`] in one file).
     pub findings_not_listed: u64,
+    /// Snapshot files checked.
+    pub snapshots: usize,
+    /// What exists but was not checked, and why.
+    pub unchecked: Vec<&'static str>,
 }
 
 impl VerifyReport {
@@ -99,7 +106,11 @@ const CHECKS: &[&str] = &[
     "event envelopes",
     "stream versions and engine events",
     "segment sidecars",
+    "snapshot checksums and positions",
 ];
+
+/// The directory of the engine's stream index.
+const INDEX_DIR_NAME: &str = "index";
 
 /// Verifies the log in `dir` on the real file system.
 pub fn verify(dir: impl AsRef<Path>, progress: &dyn Progress) -> Result<VerifyReport> {
@@ -160,8 +171,91 @@ pub fn verify_with_storage(
         report.bytes += bytes.len() as u64;
         progress.advance(bytes.len() as u64);
     }
+    check_snapshots(&storage, dir, last_position, &mut report)?;
+    if storage.exists(&dir.join(INDEX_DIR_NAME)) {
+        report.unchecked.push(
+            "the stream index (index/): derived data the engine rebuilds on any error; it \
+             cannot be opened without writing",
+        );
+    }
     progress.finish();
     Ok(report)
+}
+
+/// Checks every snapshot file: its checksums (header, each section, trailer), that its header
+/// position matches its name, and that the log reaches its position. Snapshots are derived
+/// data (the engine skips a bad one), but a damaged file means the disk changed bytes.
+fn check_snapshots(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    last_position: u64,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let store = SnapshotStore::new(Arc::new(ReadOnly(storage.clone())), dir);
+    let snapshots_dir = store.dir().to_path_buf();
+    if !storage.exists(&snapshots_dir) {
+        return Ok(());
+    }
+    let names = storage
+        .list_dir(&snapshots_dir)
+        .map_err(|source| scan::io_error(&snapshots_dir, source))?;
+    let mut temps: Vec<&String> = names.iter().filter(|name| name.ends_with(".tmp")).collect();
+    temps.sort();
+    for name in temps {
+        report.findings.push(Finding {
+            severity: Severity::Note,
+            file: snapshots_dir.join(name),
+            offset: 0,
+            reason: "snapshot temporary file left by a crash; the next snapshot removes it"
+                .to_owned(),
+        });
+    }
+    let mut infos = store.list()?;
+    infos.reverse();
+    for info in infos {
+        let bytes = scan::read_file(storage.as_ref(), &info.path)?;
+        report.snapshots += 1;
+        report.bytes += bytes.len() as u64;
+        let mut find = |offset: u64, reason: String| {
+            report.findings.push(Finding {
+                severity: Severity::Corruption,
+                file: info.path.clone(),
+                offset,
+                reason,
+            });
+        };
+        let snapshot = match decode_snapshot(&bytes) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                let offset = match &error {
+                    CompactionError::Corrupted { offset, .. }
+                    | CompactionError::Unsupported { offset, .. }
+                    | CompactionError::LimitExceeded { offset, .. } => *offset,
+                    _ => 0,
+                };
+                find(
+                    offset,
+                    format!("{error} (derived data: the engine skips this snapshot)"),
+                );
+                continue;
+            }
+        };
+        if snapshot.position != info.position {
+            let reason = format!(
+                "snapshot header position {} does not match its file name",
+                snapshot.position
+            );
+            find(16, reason);
+        } else if snapshot.position > last_position {
+            let reason = format!(
+                "snapshot position {} is beyond the log's last position {last_position}: the \
+                 engine ignores it",
+                snapshot.position
+            );
+            find(16, reason);
+        }
+    }
+    Ok(())
 }
 
 /// Sorts the files of `wal/` that are not segments: sidecars of existing segments are returned
@@ -268,7 +362,7 @@ fn check_sidecar(
     }
 }
 
-/// Per stream, the next version expected.
+/// Per stream, the lowest version the next event may have.
 #[derive(Debug, Default)]
 struct Streams {
     next_version: HashMap<String, u64>,
@@ -327,6 +421,7 @@ impl SegmentCheck<'_> {
             }
         }
         self.classify(bad, &frames);
+        self.findings.sort_by_key(|finding| finding.offset);
         frames
     }
 
@@ -414,10 +509,14 @@ impl SegmentCheck<'_> {
             .next_version
             .entry(envelope.stream.to_owned())
             .or_insert(0);
-        if envelope.stream_version != *expected {
+        // Versions ascend in each stream. Gaps are allowed: compaction purges truncated and
+        // superseded versions, and a bad frame reported above loses some.
+        if envelope.stream_version < *expected {
             let reason = format!(
-                "position {position}: stream {} has version {} where {} was expected",
-                envelope.stream, envelope.stream_version, expected
+                "position {position}: stream {} has version {} after version {}",
+                envelope.stream,
+                envelope.stream_version,
+                *expected - 1
             );
             self.find(Severity::Corruption, offset, reason);
         }
@@ -446,5 +545,55 @@ impl SegmentCheck<'_> {
             );
             self.find(Severity::Corruption, offset, reason);
         }
+    }
+}
+
+/// The storage the snapshot store lists through here: reads pass, anything else is refused,
+/// so a check can never write.
+#[derive(Debug)]
+struct ReadOnly(Arc<dyn Storage>);
+
+fn refused() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, "verify never writes")
+}
+
+impl Storage for ReadOnly {
+    fn is_file_system(&self) -> bool {
+        self.0.is_file_system()
+    }
+
+    fn create_dir_all(&self, _: &Path) -> std::io::Result<()> {
+        Err(refused())
+    }
+
+    fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.0.list_dir(dir)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.0.exists(path)
+    }
+
+    fn open_file(&self, path: &Path, mode: OpenMode) -> std::io::Result<Arc<dyn StorageFile>> {
+        match mode {
+            OpenMode::Read => self.0.open_file(path, mode),
+            _ => Err(refused()),
+        }
+    }
+
+    fn remove_file(&self, _: &Path) -> std::io::Result<()> {
+        Err(refused())
+    }
+
+    fn rename(&self, _: &Path, _: &Path) -> std::io::Result<()> {
+        Err(refused())
+    }
+
+    fn sync_dir(&self, _: &Path) -> std::io::Result<()> {
+        Err(refused())
+    }
+
+    fn try_lock(&self, _: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
+        Err(refused())
     }
 }

@@ -1,0 +1,193 @@
+//! `dump` (events or raw frames) and `tail` (the last events, then follow).
+
+use crate::output::{self, Out};
+use anyhow::Result;
+use clap::Args;
+use logbook::inspect::{self, EventFilter, FrameEntry};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How often `tail -f` looks for new durable events.
+const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The log directory.
+    dir: PathBuf,
+    /// The first position (inclusive).
+    #[arg(long)]
+    from: Option<u64>,
+    /// The last position (inclusive).
+    #[arg(long)]
+    to: Option<u64>,
+    /// Only this stream (e.g. room/lobby).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Only this event type (e.g. room.message_posted).
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// At most this many events (or frames).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Raw frame headers and byte offsets instead of events (debugging the format).
+    #[arg(long)]
+    frames: bool,
+}
+
+impl DumpArgs {
+    fn filter(&self) -> EventFilter {
+        EventFilter {
+            from: self.from,
+            to: self.to,
+            stream: self.stream.clone(),
+            event_type: self.event_type.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+pub fn dump(args: DumpArgs) -> Result<ExitCode> {
+    if args.frames {
+        return dump_frames(&args);
+    }
+    let inspector = super::inspector(&args.dir)?;
+    let mut out = Out::new();
+    for raw in inspector.events(&args.filter()) {
+        let raw = raw?;
+        if args.json {
+            out.json(&output::event_json(&raw))?;
+        } else {
+            out.line(output::event_line(&raw))?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn frame_selected(filter: &EventFilter, entry: &FrameEntry) -> bool {
+    let Ok(frame) = &entry.frame else {
+        return true; // Bad spots are always shown.
+    };
+    let event = frame.event.as_ref();
+    filter.from.is_none_or(|from| frame.position >= from)
+        && filter.to.is_none_or(|to| frame.position <= to)
+        && filter
+            .stream
+            .as_ref()
+            .is_none_or(|stream| event.is_some_and(|(name, _, _)| name == stream))
+        && filter
+            .event_type
+            .as_ref()
+            .is_none_or(|wanted| event.is_some_and(|(_, _, event_type)| event_type == wanted))
+}
+
+fn dump_frames(args: &DumpArgs) -> Result<ExitCode> {
+    super::require_log(&args.dir)?;
+    let filter = args.filter();
+    let entries = inspect::frames(&args.dir)?;
+    let mut out = Out::new();
+    let selected = entries
+        .iter()
+        .filter(|entry| frame_selected(&filter, entry))
+        .take(args.limit.unwrap_or(usize::MAX));
+    for entry in selected {
+        let file = entry.segment.file_name().map_or_else(
+            || entry.segment.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        match (&entry.frame, args.json) {
+            (Ok(frame), true) => out.json(&json!({
+                "segment": file,
+                "offset": entry.offset,
+                "payload_len": frame.payload_len,
+                "crc": frame.crc,
+                "position": frame.position,
+                "durable_mark": frame.durable_mark,
+                "flags": frame.flags,
+                "stream": frame.event.as_ref().map(|(stream, _, _)| stream),
+                "version": frame.event.as_ref().map(|(_, version, _)| version),
+                "type": frame.event.as_ref().map(|(_, _, event_type)| event_type),
+            }))?,
+            (Err(reason), true) => out.json(&json!({
+                "segment": file,
+                "offset": entry.offset,
+                "error": reason,
+            }))?,
+            (Ok(frame), false) => {
+                let batch = match (frame.flags & 1 != 0, frame.flags & 2 != 0) {
+                    (true, true) => "single",
+                    (true, false) => "first",
+                    (false, true) => "last",
+                    (false, false) => "middle",
+                };
+                let event = frame.event.as_ref().map_or_else(
+                    || "<not an event envelope>".to_owned(),
+                    |(stream, version, event_type)| format!("{stream}@{version} {event_type}"),
+                );
+                out.line(format!(
+                    "{file} @{:>10}  position {:>8}  len {:>7}  crc {:08x}  mark {:>8}  {batch:<6}  {event}",
+                    entry.offset, frame.position, frame.payload_len, frame.crc, frame.durable_mark
+                ))?;
+            }
+            (Err(reason), false) => {
+                out.line(format!("{file} @{:>10}  BAD: {reason}", entry.offset))?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The log directory.
+    dir: PathBuf,
+    /// How many of the last events to print.
+    #[arg(short = 'n', long = "lines", default_value_t = 10)]
+    count: usize,
+    /// Keep following: print new events as they become durable (read-only, no lock).
+    #[arg(short, long)]
+    follow: bool,
+    /// One JSON object per line (as `dump --json`).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn tail(args: TailArgs) -> Result<ExitCode> {
+    let inspector = super::inspector(&args.dir)?;
+    let mut out = Out::new();
+    let print = |out: &mut Out, raw: &logbook::RawEvent| -> Result<()> {
+        match args.json {
+            true => out.json(&output::event_json(raw))?,
+            false => out.line(output::event_line(raw))?,
+        }
+        out.flush()
+    };
+    let mut next = 1;
+    for raw in inspector.last_events(args.count)? {
+        print(&mut out, &raw)?;
+        next = raw.position + 1;
+    }
+    out.flush()?;
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    next = next.max(inspector.last_position() + 1);
+    let filter = EventFilter {
+        from: Some(next),
+        ..EventFilter::default()
+    };
+    let mut events = inspector.events(&filter);
+    loop {
+        for raw in events.by_ref() {
+            print(&mut out, &raw?)?;
+        }
+        std::thread::sleep(FOLLOW_POLL_INTERVAL);
+        inspector.refresh()?;
+    }
+}

@@ -1,0 +1,244 @@
+//! Output: stdout that stops quietly on a closed pipe, error lines and exit codes, and the
+//! formats events are printed in (one line for people, one JSON object for scripts).
+
+use anyhow::Result;
+use logbook::RawEvent;
+use logbook::inspect::{DecodedPayload, decode_payload};
+use logbook::system::SystemEvent;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::{self, BufWriter, StdoutLock, Write};
+
+/// Stdout was closed (`logbook dump | head`): stop quietly with exit 0.
+#[derive(Debug)]
+pub struct BrokenPipe;
+
+impl std::fmt::Display for BrokenPipe {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("broken pipe")
+    }
+}
+
+impl std::error::Error for BrokenPipe {}
+
+/// A usage error (exit code 2).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The error as one line: the chain of causes joined by `: `.
+pub fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}").replace('\n', " ")
+}
+
+/// 2 for usage and I/O errors, 1 for everything else.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let usage_or_io = error
+        .chain()
+        .any(|cause| cause.is::<Usage>() || cause.is::<io::Error>());
+    if usage_or_io { 2 } else { 1 }
+}
+
+/// Buffered stdout. Call [`Out::flush`] where a line must be seen at once.
+pub struct Out {
+    writer: BufWriter<StdoutLock<'static>>,
+}
+
+fn pipe(error: io::Error) -> anyhow::Error {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(BrokenPipe)
+    } else {
+        anyhow::Error::new(error).context("cannot write to stdout")
+    }
+}
+
+impl Out {
+    pub fn new() -> Out {
+        Out {
+            writer: BufWriter::new(io::stdout().lock()),
+        }
+    }
+
+    pub fn line(&mut self, text: impl std::fmt::Display) -> Result<()> {
+        writeln!(self.writer, "{text}").map_err(pipe)
+    }
+
+    pub fn json(&mut self, value: &impl Serialize) -> Result<()> {
+        serde_json::to_writer(&mut self.writer, value)?;
+        writeln!(self.writer).map_err(pipe)
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.writer.flush().map_err(pipe)
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        let _ = self.writer.flush();
+    }
+}
+
+/// `2026-01-31T12:34:56.789Z` (UTC) from milliseconds since the Unix epoch.
+pub fn format_time(timestamp_ms: u64) -> String {
+    let seconds = timestamp_ms / 1000;
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let in_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60,
+        timestamp_ms % 1000
+    )
+}
+
+/// `12:34:56.789` (UTC).
+pub fn format_clock(timestamp_ms: u64) -> String {
+    let full = format_time(timestamp_ms);
+    full.get(11..23).unwrap_or(&full).to_owned()
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// At most `max` characters, with `…` when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
+/// The JSON form of an engine event's data.
+fn system_json(event: &SystemEvent) -> serde_json::Value {
+    match event {
+        SystemEvent::StreamDeleted { stream } => serde_json::json!({ "stream": stream }),
+        SystemEvent::StreamTruncated {
+            stream,
+            before_version,
+        } => serde_json::json!({ "stream": stream, "before_version": before_version }),
+    }
+}
+
+/// An event as `dump --json` prints it: exactly these keys, `raw` only when `data` is null.
+#[derive(Debug, Serialize)]
+pub struct EventJson<'a> {
+    pub position: u64,
+    pub stream: &'a str,
+    pub version: u64,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    pub schema_version: u16,
+    pub timestamp_ms: u64,
+    pub data: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+/// The data of an event as JSON; `None` when it cannot be decoded.
+pub fn event_data(raw: &RawEvent) -> Option<serde_json::Value> {
+    match decode_payload(raw) {
+        DecodedPayload::Builtin(event) => Some(event.to_json()),
+        DecodedPayload::System(event) => Some(system_json(&event)),
+        _ => None,
+    }
+}
+
+pub fn event_json(raw: &RawEvent) -> EventJson<'_> {
+    let envelope = &raw.envelope;
+    let data = event_data(raw);
+    EventJson {
+        position: raw.position,
+        stream: envelope.stream().as_str(),
+        version: envelope.stream_version(),
+        event_type: envelope.event_type(),
+        schema_version: envelope.schema_version(),
+        timestamp_ms: envelope.timestamp_ms(),
+        raw: data.is_none().then(|| hex(envelope.payload())),
+        data: data.unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// Payload characters shown on a human line.
+const SHORT_PAYLOAD_CHARS: usize = 100;
+
+/// One line for people: position, time, stream@version, type, short payload.
+pub fn event_line(raw: &RawEvent) -> String {
+    let envelope = &raw.envelope;
+    let payload = match event_data(raw) {
+        Some(data) => shorten(&data.to_string(), SHORT_PAYLOAD_CHARS),
+        None => {
+            let bytes = envelope.payload();
+            let shown = bytes.get(..24).unwrap_or(bytes);
+            let more = if shown.len() < bytes.len() { "…" } else { "" };
+            format!(
+                "<not decodable, {} bytes: {}{more}>",
+                bytes.len(),
+                hex(shown)
+            )
+        }
+    };
+    format!(
+        "{:>8}  {}  {}@{}  {}  {}",
+        raw.position,
+        format_time(envelope.timestamp_ms()),
+        envelope.stream(),
+        envelope.stream_version(),
+        envelope.event_type(),
+        payload
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(format_time(1_767_225_599_999), "2025-12-31T23:59:59.999Z");
+        assert_eq!(format_clock(1_767_225_599_999), "23:59:59.999");
+    }
+
+    #[test]
+    fn shortening() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcdef", 4), "abc…");
+    }
+}
