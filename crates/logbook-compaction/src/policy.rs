@@ -50,19 +50,30 @@ impl SnapshotPolicy {
 /// Which records compaction may thin out beyond those of deleted and truncated streams.
 ///
 /// `latest_only_types` lists event types whose older records are superseded by the newest of
-/// the same type in the same stream (progress reports, heartbeats). This crate only carries the
-/// declared list: the engine decides what to drop (for example only for jobs that have
-/// finished), and nothing else is ever dropped because of it.
+/// the same type in the same stream (progress reports, heartbeats), once the entity has
+/// finished: a record of one of `finished_types` follows them in their stream. This crate only
+/// carries the declared lists: the engine decides what to drop, and nothing else is ever
+/// dropped because of them.
+///
+/// Why "finished": a heartbeat is not latest-wins while its claim lives (the lease is the
+/// maximum of the heartbeats), so dropping an older one with a later lease changed the lease a
+/// full replay rebuilds. A finishing record ends the claim, so what came before it no longer
+/// counts. (Found by tests/snapshot_replay_property.rs.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionPolicy {
     /// Event types declared "latest only" (default `job.progress` and `job.heartbeat`).
     pub latest_only_types: Vec<String>,
+    /// Event types that finish an entity (default `job.succeeded`, `job.failed` and
+    /// `job.cancelled`): latest-only records before one of them may be dropped.
+    pub finished_types: Vec<String>,
 }
 
 impl Default for CompactionPolicy {
     fn default() -> Self {
+        let names = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
         CompactionPolicy {
-            latest_only_types: vec!["job.progress".to_owned(), "job.heartbeat".to_owned()],
+            latest_only_types: names(&["job.progress", "job.heartbeat"]),
+            finished_types: names(&["job.succeeded", "job.failed", "job.cancelled"]),
         }
     }
 }
@@ -71,6 +82,13 @@ impl CompactionPolicy {
     /// True when `event_type` is declared "latest only".
     pub fn is_latest_only(&self, event_type: &str) -> bool {
         self.latest_only_types
+            .iter()
+            .any(|declared| declared == event_type)
+    }
+
+    /// True when `event_type` finishes an entity.
+    pub fn is_finished(&self, event_type: &str) -> bool {
+        self.finished_types
             .iter()
             .any(|declared| declared == event_type)
     }
@@ -93,6 +111,8 @@ mod tests {
             ["job.progress", "job.heartbeat"]
         );
         assert!(compaction.is_latest_only("job.heartbeat"));
+        assert!(compaction.is_finished("job.cancelled"));
+        assert!(!compaction.is_finished("job.lease_expired"));
         assert!(!compaction.is_latest_only("room.message_posted"));
     }
 

@@ -502,8 +502,27 @@ impl Projection for RunLedger {
     fn stream_deleted(&mut self, stream: &StreamId) -> bool {
         let id = stream.entity_id();
         match stream.kind() {
-            StreamKind::Run if self.runs.remove(id).is_some() => {
+            StreamKind::Run => {
+                let Some(run) = self.runs.remove(id) else {
+                    return false;
+                };
                 self.run_order.retain(|_, run| run != id);
+                // Forget the run in its parent's and its workflow's lists too: once compaction
+                // purged its `run.started`, a replay never lists it there, and the state must
+                // be the same either way. (Found by tests/snapshot_replay_property.rs.)
+                let lists = [
+                    (&mut self.children_by_parent, run.parent_run_id),
+                    (&mut self.runs_by_workflow, run.workflow_id),
+                ];
+                for (lists, key) in lists {
+                    let Some(key) = key else { continue };
+                    if let Some(list) = lists.get_mut(&key) {
+                        list.retain(|listed| listed != id);
+                        if list.is_empty() {
+                            lists.remove(&key);
+                        }
+                    }
+                }
                 true
             }
             StreamKind::Workflow if self.workflows.remove(id).is_some() => {
