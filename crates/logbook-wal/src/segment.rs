@@ -1,7 +1,7 @@
 //! Segment files: their names, their header, and the in-memory handle readers share.
 //!
 //! Owns: the 32-byte segment header (see `docs/format.md`), the file-name scheme
-//! (`<first position, 20 digits>.seg`), and [`Segment`], the shared handle with a sparse
+//! (`<first position, 20 digits>.seg`), and `Segment`, the shared handle with a sparse
 //! position index and the durable length readers may read up to. Must never: write frames
 //! (that is `wal.rs`) or decide what a bad frame means (that is `recovery.rs`).
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
