@@ -1,14 +1,15 @@
 //! logbook against the peers a user would pick instead: SQLite, sled and a raw framed file.
 //!
 //! ```text
-//! cargo run --release -p logbook-bench-compare -- [--quick] [append] [read] [tail]
+//! cargo run --release -p logbook-bench-compare -- [--quick] [append] [read] [tail] [replay]
 //! ```
 //!
 //! A binary, not criterion, so it can interleave the peers round after round (A B C D, B C D A,
 //! ...) and report medians and ratios; see `docs/benchmarks.md` for the figures and the method.
 //! Options: `--rounds N`, `--seconds S` (per append run), `--writers 1,16,256`,
 //! `--peers logbook,logbook-tuned,sqlite,sled,raw`, `--tuned always|group:<delay_us>:<records>`,
-//! `--tail-events N`, `--tail-other-events N`, `--dir PATH` (where temporary directories go; default the system's).
+//! `--tail-events N`, `--tail-other-events N`, `--replay-events N`, `--dir PATH` (where temporary
+//! directories go; default the system's).
 #![forbid(unsafe_code)]
 
 mod event;
@@ -17,6 +18,7 @@ mod peer_logbook;
 mod peer_raw;
 mod peer_sled;
 mod peer_sqlite;
+mod replay;
 mod report;
 mod workload;
 
@@ -29,7 +31,7 @@ pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 /// A result with [`BenchError`].
 pub type BenchResult<T> = Result<T, BenchError>;
 
-const WORKLOADS: [&str; 3] = ["append", "read", "tail"];
+const WORKLOADS: [&str; 4] = ["append", "read", "tail", "replay"];
 
 fn main() {
     if let Err(error) = run() {
@@ -52,6 +54,7 @@ fn run() -> BenchResult<()> {
             "append" => workload::append(&runtime, &plan, &mut table)?,
             "read" => workload::read(&runtime, &plan, &mut table)?,
             "tail" => workload::tail(&runtime, &plan, &mut table)?,
+            "replay" => workload::replay(&runtime, &plan, &mut table)?,
             other => return Err(format!("unknown workload {other}").into()),
         }
     }
@@ -94,6 +97,7 @@ fn parse(args: Vec<String>) -> BenchResult<(Plan, Vec<String>)> {
         read_events: 100_000,
         tail_events: if quick { 100_000 } else { 1_000_000 },
         tail_other_events: 0,
+        replay_events: if quick { 100_000 } else { 1_000_000 },
         tail_budget: Duration::from_millis(if quick { 200 } else { 500 }),
         peers: Peer::ALL.to_vec(),
         tuned_policy: SyncPolicy::Always,
@@ -109,6 +113,7 @@ fn parse(args: Vec<String>) -> BenchResult<(Plan, Vec<String>)> {
             "--seconds" => plan.append_duration = Duration::from_secs_f64(value()?.parse()?),
             "--tail-events" => plan.tail_events = value()?.parse()?,
             "--tail-other-events" => plan.tail_other_events = value()?.parse()?,
+            "--replay-events" => plan.replay_events = value()?.parse()?,
             "--dir" => plan.base_dir = value()?.into(),
             "--tuned" => plan.tuned_policy = parse_policy(&value()?)?,
             "--writers" => {

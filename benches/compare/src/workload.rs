@@ -5,7 +5,7 @@
 use crate::event::{OTHER_STREAM, READ_STREAM, STREAMS};
 use crate::measure::{DiskBytes, device_counters, disk_bytes};
 use crate::report::Table;
-use crate::{BenchResult, peer_logbook, peer_raw, peer_sled, peer_sqlite};
+use crate::{BenchResult, peer_logbook, peer_raw, peer_sled, peer_sqlite, replay};
 use logbook::SyncPolicy;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +64,8 @@ pub struct Plan {
     pub tail_events: u64,
     /// Events of another stream appended after the tail stream (0: the stream ends the log).
     pub tail_other_events: u64,
+    /// Events of the replay workload's log.
+    pub replay_events: u64,
     /// How long warm tail queries repeat per run.
     pub tail_budget: Duration,
     /// The peers to run.
@@ -300,6 +302,43 @@ pub fn tail(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<()
             table.figure(&cold_workload, *peer, "ms", false, millis);
         }
         eprintln!("tail: round {}/{} done", round + 1, plan.rounds);
+    }
+    Ok(())
+}
+
+/// Replay of a log of built-in events into the built-in projections (`BuiltinLog::open`, no
+/// snapshot, stream index kept) against a raw checksummed scan of the same segment files. Only
+/// the `logbook` and `raw` peers take part.
+pub fn replay(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<()> {
+    let events = plan.replay_events;
+    let peers: Vec<Peer> = [Peer::Logbook, Peer::Raw]
+        .into_iter()
+        .filter(|peer| plan.peers.contains(peer))
+        .collect();
+    let dir = TempDir::new_in(&plan.base_dir)?;
+    let started = std::time::Instant::now();
+    replay::build(runtime, dir.path(), events)?;
+    let wal = disk_bytes(&dir.path().join("wal"))?;
+    let all = disk_bytes(dir.path())?;
+    eprintln!(
+        "built a log of {events} built-in events in {:.1} s: {:.0} B/event in wal/, {:.0} in all",
+        started.elapsed().as_secs_f64(),
+        wal.apparent as f64 / events as f64,
+        all.apparent as f64 / events as f64
+    );
+    let workload = format!("replay of {events} built-in events (no snapshot) vs raw scan");
+    for round in 0..plan.rounds {
+        for peer in rotated(&peers, round) {
+            let elapsed = match peer {
+                Peer::Raw => replay::scan(dir.path(), events)?,
+                _ => replay::open(runtime, dir.path(), events)?,
+            };
+            let seconds = elapsed.as_secs_f64();
+            eprintln!("replay: {} {:.1} ms", peer.name(), seconds * 1e3);
+            table.figure(&workload, peer, "events/s", true, events as f64 / seconds);
+            table.detail(&workload, peer, "ms", seconds * 1e3);
+        }
+        eprintln!("replay: round {}/{} done", round + 1, plan.rounds);
     }
     Ok(())
 }
