@@ -122,7 +122,7 @@ pub async fn write(dir: &Path, messages: u64, mut options: LogbookOptions) -> Be
 }
 
 /// `build-session <dir> <from> <to> <batch> <segment_bytes_max>`: appends messages `from..to`
-/// to the log in `dir` and closes it (a child process of [`write`]).
+/// to the log in `dir` and closes it (a child process of [`write()`]).
 pub fn session(args: &[String]) -> BenchResult<()> {
     let [dir, from, to, batch, segment_bytes_max] = args else {
         return Err("build-session <dir> <from> <to> <batch> <segment_bytes_max>".into());
