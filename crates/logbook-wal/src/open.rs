@@ -136,18 +136,49 @@ pub(crate) fn open_segments(
             index += 1;
             continue;
         }
-        let scan = recovery::scan_segment(
+        // The active segment's checkpoint (a sidecar written at a clean close): its prefix was
+        // synced then, so only what follows is scanned.
+        let checkpoint = if is_last && !options.verify_sealed_segments_on_open {
+            load_checkpoint(storage, wal_dir, base, len)
+        } else {
+            None
+        };
+        if is_last && !read_only {
+            // Appends will change this segment: no sidecar of it may outlive this open, or a
+            // later open could trust a prefix that a cut and new appends have rewritten.
+            remove_active_sidecar(storage, wal_dir, base)?;
+        }
+        let start = match &checkpoint {
+            Some(checkpoint) => ScanStart {
+                offset: checkpoint.segment_len,
+                after_position: if checkpoint.records == 0 {
+                    base - 1
+                } else {
+                    checkpoint.last_position
+                },
+                last_indexed_offset: checkpoint.entries.last().map(|entry| entry.offset),
+            },
+            None => ScanStart::fresh(base),
+        };
+        let mut scan = recovery::scan_segment(
             file.as_ref(),
             len,
-            ScanStart::fresh(base),
+            start,
             RECORD_BYTES_LIMIT,
             options.index_interval_bytes,
         )
         .map_err(|error| with_path(error, &path))?;
         report.segments += 1;
-        report.bytes_scanned += len;
+        if let Some(checkpoint) = checkpoint {
+            report.bytes_scanned += len - checkpoint.segment_len;
+            let mut index = checkpoint.entries;
+            index.append(&mut scan.index);
+            scan.index = index;
+            scan.records += checkpoint.records;
+        } else {
+            report.bytes_scanned += len;
+        }
         let segment = Arc::new(Segment::new(base, path.clone(), file.clone()));
-        let mut scan = scan;
         if let Some(problem) = scan.problem.take() {
             let corrupt = problem.provably_durable || !is_last;
             if read_only {
@@ -252,15 +283,60 @@ fn remove_later(
     Ok(removed)
 }
 
-/// The sidecar of a sealed segment, when it exists and matches the segment file.
+/// The summary of a sealed segment's sidecar, when it exists and matches the segment file.
+/// Reads only the sidecar's header (its entries are loaded at the first seek).
 fn load_sidecar(storage: &dyn Storage, wal_dir: &Path, base: u64, len: u64) -> Option<Sidecar> {
-    let bytes = segment::read_all(storage, &wal_dir.join(sidecar::file_name(base))).ok()?;
-    let sidecar = sidecar::decode(&bytes).ok()?;
-    (sidecar.base == base && sidecar.segment_len == len && sidecar.last_position < u64::MAX)
-        .then_some(sidecar)
+    let file = storage
+        .open_file(&wal_dir.join(sidecar::file_name(base)), OpenMode::Read)
+        .ok()?;
+    let mut header = [0u8; sidecar::SIDECAR_HEADER_BYTES];
+    file.read_exact_at(0, &mut header).ok()?;
+    let (summary, entries) = sidecar::decode_header(&header).ok()?;
+    let expected_len = entries
+        .checked_mul(16)?
+        .checked_add(sidecar::SIDECAR_HEADER_BYTES as u64 + 4)?;
+    (summary.base == base
+        && summary.segment_len == len
+        && summary.last_position < u64::MAX
+        && file.len().ok()? == expected_len)
+        .then_some(summary)
 }
 
-/// Writes the sidecar of a sealed segment (temp file, sync, rename). Derived data: a failure is
+/// The active segment's checkpoint: a whole, checked sidecar describing a prefix of the file.
+fn load_checkpoint(storage: &dyn Storage, wal_dir: &Path, base: u64, len: u64) -> Option<Sidecar> {
+    let path = wal_dir.join(sidecar::file_name(base));
+    if !storage.exists(&path) {
+        return None;
+    }
+    let bytes = segment::read_all(storage, &path).ok()?;
+    let checkpoint = sidecar::decode(&bytes).ok()?;
+    (checkpoint.base == base
+        && checkpoint.segment_len >= SEGMENT_HEADER_BYTES as u64
+        && checkpoint.segment_len <= len
+        && checkpoint.last_position < u64::MAX
+        && checkpoint
+            .entries
+            .last()
+            .is_none_or(|entry| entry.offset < checkpoint.segment_len))
+        .then_some(checkpoint)
+}
+
+/// Removes the sidecar of the segment about to receive appends, durably (directory fsync).
+fn remove_active_sidecar(storage: &dyn Storage, wal_dir: &Path, base: u64) -> Result<()> {
+    let path = wal_dir.join(sidecar::file_name(base));
+    if !storage.exists(&path) {
+        return Ok(());
+    }
+    storage
+        .remove_file(&path)
+        .map_err(|source| Error::io(&path, source))?;
+    // Durability: the removal must be on disk before the segment changes.
+    storage
+        .sync_dir(wal_dir)
+        .map_err(|source| Error::io(wal_dir, source))
+}
+
+/// Writes the sidecar of a segment (temp file, sync, rename): sealed, or the active one at close. Derived data: a failure is
 /// logged, never fatal (the next open scans the segment instead).
 pub(crate) fn write_sidecar(storage: &dyn Storage, wal_dir: &Path, segment: &Segment) {
     let sidecar = Sidecar {

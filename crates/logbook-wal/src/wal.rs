@@ -643,14 +643,11 @@ impl Wal {
             inner.sync_to(head, false)
         };
         if result.is_ok() && !inner.read_only {
-            // Sidecars of the segments sealed since open spare the next open their scan.
+            // Sidecars of the segments sealed since open spare the next open their scan; the
+            // active segment's (a checkpoint of its synced prefix) spares it the rescan.
             let active_base = lock_state(inner).active.base;
-            for segment in inner
-                .segments()
-                .iter()
-                .filter(|segment| segment.base != active_base)
-            {
-                if !segment.has_sidecar() {
+            for segment in inner.segments().iter() {
+                if segment.base == active_base || !segment.has_sidecar() {
                     open::write_sidecar(inner.storage.as_ref(), &inner.wal_dir, segment);
                 }
             }

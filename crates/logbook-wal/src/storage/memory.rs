@@ -210,14 +210,22 @@ impl MemoryStorage {
             .map(|node| lock(node).current.clone())
     }
 
-    /// Replaces the contents of a file (current and durable): a test's way to corrupt a disk.
+    /// Replaces the contents of a file (current and durable), creating it (durably) when it
+    /// does not exist: a test's way to corrupt a disk or put back an old file.
     pub fn set_file_contents(&self, path: &Path, bytes: Vec<u8>) {
-        let namespace = lock(&self.shared.namespace);
+        let mut namespace = lock(&self.shared.namespace);
         if let Some(node) = namespace.entries.get(path) {
             let mut node = lock(node);
             node.current = bytes.clone();
             node.durable = bytes;
+            return;
         }
+        let node = Arc::new(Mutex::new(Node {
+            current: bytes.clone(),
+            durable: bytes,
+        }));
+        namespace.entries.insert(path.to_path_buf(), node.clone());
+        namespace.durable_entries.insert(path.to_path_buf(), node);
     }
 
     /// Every file path currently present.
