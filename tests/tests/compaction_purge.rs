@@ -198,3 +198,123 @@ async fn purged_bytes_are_gone_and_retained_records_are_identical() {
     );
     log.close().await.unwrap();
 }
+
+async fn fill(log: &BuiltinLog, rooms: &[&StreamId], messages: usize, marker: &str) {
+    for room in rooms {
+        log.execute(
+            room,
+            event("room.created", json!({"name": room.to_string()})),
+        )
+        .await
+        .unwrap();
+    }
+    for index in 0..messages {
+        for room in rooms {
+            post(
+                log,
+                room,
+                &format!("m{index}"),
+                &format!("{marker} {index}"),
+            )
+            .await;
+        }
+    }
+}
+
+/// Incremental compaction: once everything dead is gone, compacting again reads no segment,
+/// rewrites none and does not seal the active segment; a new delete makes it work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_with_nothing_new_reads_and_writes_no_segment() {
+    let storage = logbook_wal::MemoryStorage::new();
+    let mut options = test_options();
+    options.wal.sync_policy = logbook_wal::SyncPolicy::Never;
+    let (log, _) = BuiltinLog::open_with(
+        Arc::new(storage.clone()),
+        Path::new("/log"),
+        options,
+        Projections::new(),
+    )
+    .await
+    .unwrap();
+    let (gone, stays) = (
+        StreamId::room("gone").unwrap(),
+        StreamId::room("stays").unwrap(),
+    );
+    fill(&log, &[&gone, &stays], 400, "padding padding padding").await;
+    log.log()
+        .delete_stream(&gone, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    let first = log.log().compact().await.unwrap();
+    assert!(first.records_dropped >= 401, "{first:?}");
+    let segments = log.log().stats().segments;
+    let read_before = storage.read_bytes();
+    let second = log.log().compact().await.unwrap();
+    assert_eq!(second.records_dropped, 0);
+    assert!(second.segments.is_empty(), "{second:?}");
+    assert_eq!(
+        log.log().stats().segments,
+        segments,
+        "nothing died since the last seal: the active segment stays"
+    );
+    let read = storage.read_bytes() - read_before;
+    assert!(
+        read < 64 * 1024,
+        "the second compaction read {read} bytes: it re-read sealed segments"
+    );
+    // A new delete: the next compaction works again, on what the delete made dead.
+    let more = StreamId::room("more").unwrap();
+    fill(&log, &[&more], 50, "more padding").await;
+    log.log()
+        .delete_stream(&more, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    let third = log.log().compact().await.unwrap();
+    assert_eq!(third.records_dropped, 51, "{third:?}");
+    let page = log
+        .room_history("stays", HistoryRequest::newest(500))
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 400);
+    log.close().await.unwrap();
+}
+
+/// Compaction runs in the background on its own (`CompactionPolicy::every`): a deleted room's
+/// bytes disappear from every file without a `compact()` call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_compaction_purges_without_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = test_options();
+    options.compaction.every = std::time::Duration::from_millis(100);
+    let storage = Arc::new(logbook_wal::FileStorage::new());
+    let (log, _) = BuiltinLog::open_with(storage, dir.path(), options, Projections::new())
+        .await
+        .unwrap();
+    let marker = "BACKGROUND-MARKER-a41c77";
+    let secret = StreamId::room("secret").unwrap();
+    let keep = StreamId::room("keep").unwrap();
+    fill(&log, &[&secret], 30, marker).await;
+    fill(&log, &[&keep], 30, "kept").await;
+    log.log()
+        .delete_stream(&secret, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let holding = files_containing(dir.path(), marker.as_bytes());
+        if holding.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background compaction did not purge the deleted room: {holding:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let page = log
+        .room_history("keep", HistoryRequest::newest(50))
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 30);
+    log.close().await.unwrap();
+}

@@ -471,3 +471,42 @@ async fn concurrent_conflicting_commands_one_wins() {
     eprintln!("how the losers of 120 races lost: {losses:?}");
     log.close().await.unwrap();
 }
+
+/// `execute` validates against state that includes the stream's last event; under
+/// `SyncPolicy::Never` nothing synced that event, so the second command waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_work_under_sync_policy_never() {
+    let mut options = logbook_tests::test_options();
+    options.wal.sync_policy = logbook_wal::SyncPolicy::Never;
+    let (log, _) = BuiltinLog::open_with(
+        Arc::new(MemoryStorage::new()),
+        std::path::Path::new("/log"),
+        options,
+        logbook::Projections::new(),
+    )
+    .await
+    .unwrap();
+    let room = StreamId::room("quiet").unwrap();
+    let created =
+        BuiltinEvent::from_json("room.created", serde_json::json!({"name": "q"})).unwrap();
+    log.execute(&room, created).await.unwrap();
+    for index in 0..20 {
+        let data =
+            serde_json::json!({"message_id": format!("m{index}"), "author": "a", "body": "b"});
+        let posted = BuiltinEvent::from_json("room.message_posted", data).unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            log.execute(&room, posted),
+        )
+        .await
+        .expect("execute under Never does not wait forever")
+        .unwrap();
+    }
+    // Projections apply durable events: under `Never` the last one waits for a sync.
+    log.log().sync().await.unwrap();
+    assert_eq!(
+        log.rooms().read().room("quiet").unwrap().message_count(),
+        20
+    );
+    log.close().await.unwrap();
+}

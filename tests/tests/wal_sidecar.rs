@@ -198,9 +198,12 @@ fn open_scans_only_past_the_checkpoint_and_still_cuts_a_torn_tail() {
             buffer_bytes_max: 1,
             ..options()
         };
-        let (wal, _) =
-            Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), options.clone())
-                .unwrap();
+        let (wal, _) = Wal::open_with_storage(
+            Arc::new(storage.clone()),
+            Path::new("/log"),
+            options.clone(),
+        )
+        .unwrap();
         for position in 1..=100u64 {
             wal.append(&payload(position)).unwrap();
         }
@@ -211,9 +214,12 @@ fn open_scans_only_past_the_checkpoint_and_still_cuts_a_torn_tail() {
             .file_contents(&files_with(&storage, "seg").pop().unwrap())
             .unwrap()
             .len() as u64;
-        let (wal, _) =
-            Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), options.clone())
-                .unwrap();
+        let (wal, _) = Wal::open_with_storage(
+            Arc::new(storage.clone()),
+            Path::new("/log"),
+            options.clone(),
+        )
+        .unwrap();
         for position in 101..=150u64 {
             wal.append(&payload(position)).unwrap();
         }
@@ -226,9 +232,12 @@ fn open_scans_only_past_the_checkpoint_and_still_cuts_a_torn_tail() {
         // The checkpoint of the synced prefix comes back (as if its removal had not happened:
         // the prefix it describes is unchanged, so it is still true).
         storage.set_file_contents(&checkpoint, saved.clone());
-        let (wal, report) =
-            Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), options.clone())
-                .unwrap();
+        let (wal, report) = Wal::open_with_storage(
+            Arc::new(storage.clone()),
+            Path::new("/log"),
+            options.clone(),
+        )
+        .unwrap();
         let segment_len = files_with(&storage, "seg")
             .iter()
             .map(|path| storage.file_contents(path).unwrap().len() as u64)

@@ -66,6 +66,9 @@ pub struct CompactionPolicy {
     /// Event types that finish an entity (default `job.succeeded`, `job.failed` and
     /// `job.cancelled`): latest-only records before one of them may be dropped.
     pub finished_types: Vec<String>,
+    /// How often the engine compacts in the background (default 10 minutes; zero: only on
+    /// demand). A compaction with nothing new to drop reads and writes nothing.
+    pub every: Duration,
 }
 
 impl Default for CompactionPolicy {
@@ -74,6 +77,7 @@ impl Default for CompactionPolicy {
         CompactionPolicy {
             latest_only_types: names(&["job.progress", "job.heartbeat"]),
             finished_types: names(&["job.succeeded", "job.failed", "job.cancelled"]),
+            every: Duration::from_secs(10 * 60),
         }
     }
 }

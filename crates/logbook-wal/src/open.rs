@@ -318,7 +318,7 @@ fn load_checkpoint(storage: &dyn Storage, wal_dir: &Path, base: u64, len: u64) -
             .entries
             .last()
             .is_none_or(|entry| entry.offset < checkpoint.segment_len))
-        .then_some(checkpoint)
+    .then_some(checkpoint)
 }
 
 /// Removes the sidecar of the segment about to receive appends, durably (directory fsync).

@@ -18,6 +18,9 @@ use crate::wal::{Inner, Wal};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Bytes of a rewritten segment written between two syncs of its temp file (1 MiB).
+pub const REWRITE_SYNC_BYTES: usize = 1 << 20;
+
 /// What rewriting one segment did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteReport {
@@ -135,11 +138,19 @@ impl Inner {
         let file = storage
             .open_file(&temp, OpenMode::CreateNew)
             .map_err(|source| Error::io(&temp, source))?;
-        file.write_all_at(0, bytes)
-            .map_err(|source| Error::io(&temp, source))?;
-        // Durability: the new contents are on disk before the name points at them.
-        file.sync_data()
-            .map_err(|source| Error::io(&temp, source))?;
+        // Written and synced a slice at a time: the appenders' fsyncs share the disk (and, on
+        // ext4, the journal commit) with this file, so its dirty bytes must never pile up into
+        // one long flush that every append would wait behind.
+        let mut offset = 0usize;
+        for slice in bytes.chunks(REWRITE_SYNC_BYTES) {
+            file.write_all_at(offset as u64, slice)
+                .map_err(|source| Error::io(&temp, source))?;
+            // Durability: the new contents are on disk before the name points at them.
+            file.sync_data()
+                .map_err(|source| Error::io(&temp, source))?;
+            offset += slice.len();
+        }
+        debug_assert_eq!(offset, bytes.len());
         // The old sidecar describes the old file; drop it first (a stale one would be ignored
         // anyway, since its length no longer matches).
         let sidecar = self.wal_dir().join(crate::sidecar::file_name(segment.base));

@@ -95,7 +95,12 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 pub fn decode_header(bytes: &[u8]) -> Result<(Sidecar, u64), &'static str> {
     let header = bytes.get(..HEADER_BYTES).ok_or("sidecar truncated")?;
     let (summed, rest) = header.split_at(HEADER_CRC_AT);
-    let crc = u32::from_le_bytes(rest.get(..4).ok_or("sidecar truncated")?.try_into().map_err(|_| "sidecar truncated")?);
+    let crc = u32::from_le_bytes(
+        rest.get(..4)
+            .ok_or("sidecar truncated")?
+            .try_into()
+            .map_err(|_| "sidecar truncated")?,
+    );
     if crc32fast::hash(summed) != crc {
         return Err("sidecar header checksum mismatch");
     }
@@ -180,7 +185,10 @@ mod tests {
             entries: Vec::new(),
             ..sidecar
         };
-        assert_eq!(decode_header(&bytes[..SIDECAR_HEADER_BYTES]), Ok((summary, 2)));
+        assert_eq!(
+            decode_header(&bytes[..SIDECAR_HEADER_BYTES]),
+            Ok((summary, 2))
+        );
         for bit in 0..HEADER_BYTES * 8 {
             let mut bad = bytes.clone();
             bad[bit / 8] ^= 1 << (bit % 8);

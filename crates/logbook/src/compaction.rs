@@ -6,6 +6,10 @@
 //! and index entries that could still hold purged data. Must never: drop a record the current
 //! state still needs (everything dropped is either invisible to reads or superseded), touch the
 //! active segment, or block appends.
+//!
+//! Incremental: a segment compacted when the dead generation (bumped by every delete,
+//! truncation and finishing event) was G holds nothing more to drop until the generation moves,
+//! so it is not read again; a compaction with nothing new reads and writes no segment.
 
 use crate::engine::Shared;
 use crate::error::{Error, Result};
@@ -35,9 +39,26 @@ pub struct CompactionReport {
     pub segments: Vec<RewriteReport>,
 }
 
+/// What earlier compactions covered (in memory: after a restart everything is revisited once).
+#[derive(Debug, Default)]
+pub(crate) struct CompactionState {
+    /// The dead generation when the active segment was last sealed by a compaction.
+    pub(crate) sealed_generation: u64,
+    /// Per sealed segment base: the dead generation its last compaction saw.
+    compacted: HashMap<u64, u64>,
+}
+
 /// Runs on a blocking thread after the active segment was sealed and a snapshot written.
 pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<CompactionReport> {
     let _span = tracing::info_span!("compaction", snapshot = snapshot.position).entered();
+    let mut state = shared
+        .compaction_state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Read before the catalog: the catalog then knows at least what this generation counts.
+    let generation = shared
+        .dead_generation
+        .load(std::sync::atomic::Ordering::Acquire);
     let catalog = shared
         .catalog
         .lock()
@@ -55,39 +76,53 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
         snapshot_position: snapshot.position,
         ..Default::default()
     };
-    let Some(first) = segments.first() else {
+    let live: std::collections::HashSet<u64> =
+        segments.iter().map(|segment| segment.base).collect();
+    state.compacted.retain(|base, _| live.contains(base));
+    let pending: std::collections::HashSet<u64> = segments
+        .iter()
+        .filter(|segment| state.compacted.get(&segment.base) != Some(&generation))
+        .map(|segment| segment.base)
+        .collect();
+    if pending.is_empty() {
         report.snapshots_removed = shared.snapshot_store.remove_below(snapshot.position)?;
         return Ok(report);
-    };
-    let last = segments
-        .iter()
-        .map(|segment| segment.last_position)
-        .max()
-        .unwrap_or(0);
-    // Pass 1: the newest version of each latest-only event type per stream in the range, and
-    // of each stream's newest finishing record (only what precedes one may be dropped).
+    }
+    // Pass 1: the newest version of each latest-only event type per stream, and each stream's
+    // newest finishing record (only what precedes one may be dropped), over the segments to
+    // rewrite. Segments already compacted at this generation are not read: what they hold
+    // can only be lower bounds here, and lower bounds drop less, never more (a finishing
+    // event bumps the generation, so every segment is revisited with it in view).
     let mut newest: HashMap<(String, String), u64> = HashMap::new();
     let mut finished: HashMap<String, u64> = HashMap::new();
-    for record in shared.wal.read_from(first.base) {
-        let record = record?;
-        if record.position > last {
-            break;
-        }
-        let envelope = decode(record.position, &record.payload)?;
-        if latest_only.is_latest_only(envelope.event_type) {
-            let key = (envelope.stream.to_owned(), envelope.event_type.to_owned());
-            let entry = newest.entry(key).or_insert(envelope.stream_version);
-            *entry = (*entry).max(envelope.stream_version);
-        }
-        if latest_only.is_finished(envelope.event_type) {
-            let entry = finished
-                .entry(envelope.stream.to_owned())
-                .or_insert(envelope.stream_version);
-            *entry = (*entry).max(envelope.stream_version);
+    for segment in segments
+        .iter()
+        .filter(|segment| pending.contains(&segment.base))
+    {
+        for record in shared.wal.read_from(segment.base) {
+            let record = record?;
+            if record.position > segment.last_position {
+                break;
+            }
+            let envelope = decode(record.position, &record.payload)?;
+            if latest_only.is_latest_only(envelope.event_type) {
+                let key = (envelope.stream.to_owned(), envelope.event_type.to_owned());
+                let entry = newest.entry(key).or_insert(envelope.stream_version);
+                *entry = (*entry).max(envelope.stream_version);
+            }
+            if latest_only.is_finished(envelope.event_type) {
+                let entry = finished
+                    .entry(envelope.stream.to_owned())
+                    .or_insert(envelope.stream_version);
+                *entry = (*entry).max(envelope.stream_version);
+            }
         }
     }
-    // Pass 2: rewrite each segment without what is dead.
-    for segment in &segments {
+    // Pass 2: rewrite each segment not compacted at this generation without what is dead.
+    for segment in segments
+        .iter()
+        .filter(|segment| pending.contains(&segment.base))
+    {
         let mut superseded = Vec::new();
         let mut failure = None;
         let mut keep = |position: u64, payload: &[u8]| -> bool {
@@ -132,6 +167,9 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
         }
         for (stream, version) in superseded {
             shared.index.remove_entry(&stream, version)?;
+        }
+        if !rewrite.removed {
+            state.compacted.insert(segment.base, generation);
         }
         if rewrite.records_dropped > 0 {
             report.records_dropped += rewrite.records_dropped;
