@@ -143,11 +143,6 @@ pub(crate) fn open_segments(
         } else {
             None
         };
-        if is_last && !read_only {
-            // Appends will change this segment: no sidecar of it may outlive this open, or a
-            // later open could trust a prefix that a cut and new appends have rewritten.
-            remove_active_sidecar(storage, wal_dir, base)?;
-        }
         let start = match &checkpoint {
             Some(checkpoint) => ScanStart {
                 offset: checkpoint.segment_len,
@@ -194,6 +189,9 @@ pub(crate) fn open_segments(
                 };
                 return Err(Error::corrupted(&path, problem.bad_offset, reason));
             } else {
+                // A cut segment is (or, after salvage, becomes) the last one: its sidecar
+                // describes bytes that are about to change.
+                remove_active_sidecar(storage, wal_dir, base)?;
                 cut(file.as_ref(), &path, problem.cut_offset, len)?;
                 if corrupt {
                     let removed = remove_later(storage, wal_dir, &paths[index + 1..])?;
@@ -215,6 +213,12 @@ pub(crate) fn open_segments(
                     });
                 }
             }
+        }
+        if is_last && !read_only {
+            // Appends (and any cut above) change this segment: no sidecar of it may outlive
+            // this open, or a later open could trust a prefix that was rewritten since. Done
+            // only once the open cannot fail: a failed open changes nothing.
+            remove_active_sidecar(storage, wal_dir, base)?;
         }
         install_scan(&segment, &scan);
         if !is_last && !read_only {

@@ -152,12 +152,15 @@ pub fn verify_with_storage(
         }
         if let Some(sidecar) = sidecars.get(&segment.base) {
             let sidecar_bytes = scan::read_file(storage.as_ref(), sidecar)?;
-            let sealed = (!is_last).then_some(bytes.len() as u64);
             check_sidecar(
                 sidecar,
                 &sidecar_bytes,
-                segment.base,
-                sealed,
+                (
+                    segment.base,
+                    bytes.len() as u64,
+                    is_last,
+                    check.findings.is_empty(),
+                ),
                 &frames,
                 &mut report,
             );
@@ -295,17 +298,19 @@ fn sort_other_files(
     sidecars
 }
 
-/// Checks a segment's sidecar (its sparse index and summary, derived data). `sealed_len` is the
-/// segment's length when it is sealed; open trusts a sidecar only then, and only when it
-/// matches that length.
+/// Checks a segment's sidecar (its sparse index and summary, derived data). `segment` is the
+/// segment's base, length and whether it is the last one. Open trusts the sidecar of a sealed
+/// segment only when it matches the segment's length, and the last segment's (a checkpoint of
+/// a prefix written at a clean close) only when it describes at most the file's length. The
+/// last flag says whether the segment itself checked clean.
 fn check_sidecar(
     path: &Path,
     bytes: &[u8],
-    base: u64,
-    sealed_len: Option<u64>,
+    segment: (u64, u64, bool, bool),
     frames: &[(u64, u64, u64)],
     report: &mut VerifyReport,
 ) {
+    let (base, segment_len, is_last, segment_clean) = segment;
     const REBUILD: &str = "derived data: remove it and the next writer open rebuilds it";
     let mut find = |severity: Severity, offset: u64, reason: String| {
         report.findings.push(Finding {
@@ -319,7 +324,12 @@ fn check_sidecar(
         Ok(sidecar) => sidecar,
         Err(reason) => return find(Severity::Corruption, 0, format!("{reason} ({REBUILD})")),
     };
-    if sealed_len != Some(sidecar.segment_len) {
+    let described = if is_last {
+        sidecar.segment_len <= segment_len
+    } else {
+        sidecar.segment_len == segment_len
+    };
+    if !described {
         let reason = "stale sidecar (its segment's length differs): ignored and rebuilt by the \
                       next writer open";
         return find(Severity::Note, 24, reason.to_owned());
@@ -328,6 +338,18 @@ fn check_sidecar(
         let reason = format!("sidecar base position {} is not {base}", sidecar.base);
         return find(Severity::Note, 16, format!("{reason}: ignored by open"));
     }
+    if !segment_clean {
+        // The segment's own findings say what is wrong; comparing the sidecar with a damaged
+        // segment would only repeat them.
+        return;
+    }
+    // The frames the sidecar describes (all of a sealed segment's; a checkpoint's prefix).
+    let frames: Vec<(u64, u64, u64)> = frames
+        .iter()
+        .copied()
+        .take_while(|(offset, _, _)| *offset < sidecar.segment_len)
+        .collect();
+    let frames = frames.as_slice();
     let last = frames.last().map_or(0, |(_, position, _)| *position);
     if sidecar.last_position != last {
         let reason = format!(
@@ -356,7 +378,11 @@ fn check_sidecar(
                  segment ({REBUILD})",
                 entry.position, entry.offset
             );
-            find(Severity::Corruption, 56 + 16 * index as u64, reason);
+            find(
+                Severity::Corruption,
+                sidecar::SIDECAR_HEADER_BYTES as u64 + 16 * index as u64,
+                reason,
+            );
             return;
         }
     }
