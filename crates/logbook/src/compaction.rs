@@ -23,7 +23,9 @@ use std::path::PathBuf;
 /// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactionReport {
-    /// The snapshot taken first; everything below it was considered.
+    /// The snapshot taken first; everything below it was considered. 0 when there was nothing
+    /// to do (nothing died and no segment was sealed since the last compaction): then no
+    /// snapshot was taken and no segment read.
     pub snapshot_position: u64,
     /// Segments rewritten with fewer records.
     pub segments_rewritten: usize,
@@ -46,6 +48,23 @@ pub(crate) struct CompactionState {
     pub(crate) sealed_generation: u64,
     /// Per sealed segment base: the dead generation its last compaction saw.
     compacted: HashMap<u64, u64>,
+}
+
+/// True when some sealed segment was not compacted at the current dead generation.
+pub(crate) fn has_work(shared: &Shared) -> bool {
+    let state = shared
+        .compaction_state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let generation = shared
+        .dead_generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    shared
+        .wal
+        .segments()
+        .iter()
+        .filter(|segment| !segment.active && segment.last_position > 0)
+        .any(|segment| state.compacted.get(&segment.base) != Some(&generation))
 }
 
 /// Runs on a blocking thread after the active segment was sealed and a snapshot written.

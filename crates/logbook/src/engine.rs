@@ -566,6 +566,11 @@ impl<E: Event> Logbook<E> {
         })
         .await
         .map_err(blocking_error)??;
+        if !crate::compaction::has_work(&self.shared) {
+            // Nothing died and nothing was sealed since the last compaction: no snapshot, no
+            // segment read, no file written.
+            return Ok(crate::compaction::CompactionReport::default());
+        }
         let snapshot = self.snapshot().await?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || crate::compaction::compact(&shared, &snapshot))

@@ -11,6 +11,7 @@ use crate::projections::Applier;
 use crate::streams::StreamTable;
 use logbook_compaction::{Snapshot, SnapshotInfo, SnapshotPolicy, SnapshotSection, SnapshotStore};
 use logbook_projection::codec;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -42,6 +43,8 @@ pub(crate) struct Snapshotter {
     counters: Mutex<Counters>,
     jobs: Mutex<Option<SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Snapshots queued or being written.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Snapshotter {
@@ -49,9 +52,11 @@ impl Snapshotter {
         // One snapshot waits while one is written; a periodic one beyond that is skipped.
         let (jobs, receiver) = std::sync::mpsc::sync_channel::<Job>(1);
         let keep = policy.keep;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let writing = in_flight.clone();
         let thread = std::thread::Builder::new()
             .name("logbook-snapshots".into())
-            .spawn(move || write_loop(&store, keep, receiver))
+            .spawn(move || write_loop(&store, keep, receiver, &writing))
             .map_err(|error| Error::Task(error.to_string()))?;
         Ok(Snapshotter {
             policy,
@@ -62,6 +67,7 @@ impl Snapshotter {
             }),
             jobs: Mutex::new(Some(jobs)),
             thread: Mutex::new(Some(thread)),
+            in_flight,
         })
     }
 
@@ -86,6 +92,13 @@ impl Snapshotter {
         reply: Option<SnapshotReply>,
     ) {
         let _span = tracing::info_span!("snapshot", position).entered();
+        if reply.is_none() && self.in_flight.load(Ordering::Acquire) > 0 {
+            // A snapshot is still being written: this periodic one waits for the next applied
+            // batch (the counters are kept, so it is not skipped, only deferred), and nothing
+            // is serialised meanwhile.
+            tracing::debug!("a snapshot is still being written; the periodic one is deferred");
+            return;
+        }
         let built = build(position, catalog, applier);
         *self
             .counters
@@ -117,9 +130,15 @@ impl Snapshotter {
         };
         let on_demand = reply.is_some();
         let job = Job { snapshot, reply };
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         if on_demand {
-            let _ = jobs.send(job);
-        } else if let Err(TrySendError::Full(_)) = jobs.try_send(job) {
+            if jobs.send(job).is_err() {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        } else if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            jobs.try_send(job)
+        {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             tracing::debug!("a snapshot is still being written; this periodic one is skipped");
         }
     }
@@ -151,7 +170,7 @@ fn build(position: u64, catalog: &StreamTable, applier: &dyn Applier) -> Result<
     Ok(Snapshot { position, sections })
 }
 
-fn write_loop(store: &SnapshotStore, keep: usize, jobs: Receiver<Job>) {
+fn write_loop(store: &SnapshotStore, keep: usize, jobs: Receiver<Job>, in_flight: &AtomicUsize) {
     while let Ok(job) = jobs.recv() {
         let result = store.write(&job.snapshot).map_err(Error::from);
         match &result {
@@ -167,6 +186,7 @@ fn write_loop(store: &SnapshotStore, keep: usize, jobs: Receiver<Job>) {
             }
             Err(error) => tracing::error!(%error, "snapshot could not be written"),
         }
+        in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some(reply) = job.reply {
             let _ = reply.send(result);
         }
