@@ -1,7 +1,9 @@
 //! Append latency with `SyncPolicy::Always` from one task: idle rounds and rounds during which
-//! `compact()` runs in a loop, alternated in the same run. Before each compacting round (not
+//! compaction runs without pause, alternated in the same run. Before each compacting round (not
 //! timed) one room of 1/10th of the log is deleted, so the first compaction of the round has
-//! records to drop in every segment; the later ones of the round find nothing new.
+//! records to drop in every segment; before each later one, room 0 is truncated a further
+//! 1/200th of its history, so every compaction has records to drop and segments to rewrite (a
+//! compaction with nothing new does nothing, and a loop of those would measure nothing).
 
 use crate::BenchResult;
 use crate::build::{self, ROOMS, room};
@@ -89,7 +91,7 @@ impl Report {
             compactions.segments_rewritten
         );
         println!(
-            "  segments: {} before the rounds, {} after (each compaction seals the active one); \
+            "  segments: {} before the rounds, {} after (a compaction seals the active one when something died); \
              delete_stream of a room of {} events took {:?} ms (untimed, between rounds)",
             self.segments_before,
             self.segments_after,
@@ -138,6 +140,8 @@ pub async fn measure(
         segments_after: 0,
     };
     let mut next_room = 1;
+    let truncated = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let step = (messages / ROOMS / 200).max(1);
     for round in 0..rounds {
         let busy = round % 2 == 1;
         if busy && deletes && next_room < ROOMS {
@@ -151,8 +155,8 @@ pub async fn measure(
         }
         let stop = Arc::new(AtomicBool::new(false));
         let compactor = busy.then(|| {
-            let (log, stop) = (log.clone(), stop.clone());
-            tokio::spawn(async move { compact_loop(&log, &stop).await })
+            let (log, stop, truncated) = (log.clone(), stop.clone(), truncated.clone());
+            tokio::spawn(async move { compact_loop(&log, &stop, &truncated, step).await })
         });
         let samples = append_many(&log, &appender, appends, round).await?;
         stop.store(true, Ordering::Release);
@@ -201,12 +205,19 @@ async fn append_many(
     Ok(samples)
 }
 
-/// Compacts, and again, until stopped (at least once).
-async fn compact_loop(log: &BuiltinLog, stop: &AtomicBool) -> BenchResult<Compactions> {
+/// Compacts, truncates room 0 a `step` further, and again, until stopped (at least once).
+async fn compact_loop(
+    log: &BuiltinLog,
+    stop: &AtomicBool,
+    truncated: &std::sync::atomic::AtomicU64,
+    step: u64,
+) -> BenchResult<Compactions> {
     let started = Instant::now();
     let mut done = Compactions::default();
     loop {
         let report = log.log().compact().await?;
+        let before = truncated.fetch_add(step, Ordering::AcqRel) + step;
+        log.log().truncate_stream(&room(0), before).await?;
         done.runs += 1;
         done.runs_dropping += u64::from(report.records_dropped > 0);
         done.records_dropped += report.records_dropped;

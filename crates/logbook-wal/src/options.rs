@@ -67,8 +67,13 @@ pub struct WalOptions {
     /// Scan every frame of every sealed segment at open (true, the default), or trust a sealed
     /// segment's sidecar when it matches the file (false): open then costs the same however
     /// long the history, and a damaged sealed frame is reported when it is read (readers check
-    /// every frame) or by `logbook verify`, not at open. The last segment is always scanned.
+    /// every frame) or by `logbook verify`, not at open. With false, the last segment's
+    /// checkpoint (written at a clean close) is trusted too: only what follows it is scanned.
     pub verify_sealed_segments_on_open: bool,
+    /// The pace of segment rewrites (compaction), in bytes per second; 0: as fast as the disk
+    /// goes. Default 64 MiB/s: a rewrite then never holds the disk long enough for appenders'
+    /// fsyncs to queue behind it.
+    pub rewrite_bytes_per_second: u64,
 }
 
 impl Default for WalOptions {
@@ -86,6 +91,7 @@ impl Default for WalOptions {
             index_interval_bytes: 4096,
             recovery_mode: RecoveryMode::Strict,
             verify_sealed_segments_on_open: true,
+            rewrite_bytes_per_second: 64 << 20,
         }
     }
 }

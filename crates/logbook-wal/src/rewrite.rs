@@ -18,8 +18,8 @@ use crate::wal::{Inner, Wal};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Bytes of a rewritten segment written between two syncs of its temp file (1 MiB).
-pub const REWRITE_SYNC_BYTES: usize = 1 << 20;
+/// Bytes of a rewritten segment written between two syncs of its temp file (256 KiB).
+pub const REWRITE_SYNC_BYTES: usize = 256 << 10;
 
 /// What rewriting one segment did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +141,9 @@ impl Inner {
         // Written and synced a slice at a time: the appenders' fsyncs share the disk (and, on
         // ext4, the journal commit) with this file, so its dirty bytes must never pile up into
         // one long flush that every append would wait behind.
+        // Paced at `rewrite_bytes_per_second`: the gaps leave the disk to the appenders.
+        let pace = self.options.rewrite_bytes_per_second;
+        let started = std::time::Instant::now();
         let mut offset = 0usize;
         for slice in bytes.chunks(REWRITE_SYNC_BYTES) {
             file.write_all_at(offset as u64, slice)
@@ -149,6 +152,12 @@ impl Inner {
             file.sync_data()
                 .map_err(|source| Error::io(&temp, source))?;
             offset += slice.len();
+            if pace > 0 {
+                let due = std::time::Duration::from_secs_f64(offset as f64 / pace as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
         }
         debug_assert_eq!(offset, bytes.len());
         // The old sidecar describes the old file; drop it first (a stale one would be ignored
