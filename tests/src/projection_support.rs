@@ -53,6 +53,10 @@ impl Projection for RoomEditsMirror {
     fn stream_deleted(&mut self, stream: &StreamId) -> bool {
         self.0.stream_deleted(stream)
     }
+
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64) -> bool {
+        self.0.stream_truncated(stream, before_version)
+    }
 }
 
 /// A built-in log with the handle of its edits mirror.

@@ -318,3 +318,50 @@ async fn background_compaction_purges_without_a_call() {
     assert_eq!(page.messages.len(), 30);
     log.close().await.unwrap();
 }
+
+/// A session reset that hides a room's latest message: the projections forget its body (it
+/// was copied into `Room::last_message`), so after compaction no file holds it, snapshots
+/// included; the room itself stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_room_keeps_no_copy_of_its_hidden_last_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let marker = "LAST-MESSAGE-MARKER-93be01";
+    let session = StreamId::room("session").unwrap();
+    log.execute(&session, event("room.created", json!({"name": "session"})))
+        .await
+        .unwrap();
+    for index in 0..5 {
+        post(
+            &log,
+            &session,
+            &format!("m{index}"),
+            &format!("{marker} {index}"),
+        )
+        .await;
+    }
+    let head = log.log().stream_head(&session).unwrap().0;
+    log.log().truncate_stream(&session, head + 1).await.unwrap();
+    let room = log.rooms().read().room("session").unwrap().clone();
+    assert_eq!(
+        room.last_message, None,
+        "the hidden latest message is forgotten"
+    );
+    log.log().snapshot().await.unwrap();
+    log.log().compact().await.unwrap();
+    assert_eq!(
+        files_containing(dir.path(), marker.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    post(&log, &session, "fresh", "a new conversation").await;
+    let page = log
+        .room_history("session", HistoryRequest::newest(10))
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    log.close().await.unwrap();
+    let log = open(dir.path()).await;
+    let room = log.rooms().read().room("session").unwrap().clone();
+    assert_eq!(room.last_message.unwrap().message_id, "fresh");
+    log.close().await.unwrap();
+}

@@ -49,6 +49,16 @@ pub trait Projection: Send + Sync + 'static {
         let _ = stream;
         false
     }
+
+    /// The stream's events below `before_version` were hidden (`truncate_stream`, a session
+    /// reset) and compaction will purge them: drop whatever the state copied out of them
+    /// (message bodies, ids), so no snapshot keeps purged bytes. Counters and identity may
+    /// stay. Returns true when something was dropped. Deterministic, like `apply`. The default
+    /// keeps everything.
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64) -> bool {
+        let _ = (stream, before_version);
+        false
+    }
 }
 
 /// Encodes a projection state for [`Projection::snapshot`].

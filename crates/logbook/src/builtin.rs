@@ -158,6 +158,25 @@ impl Projection for RoomEdits {
     fn stream_deleted(&mut self, stream: &StreamId) -> bool {
         stream.kind() == StreamKind::Room && self.rooms.remove(stream.entity_id()).is_some()
     }
+
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64) -> bool {
+        if stream.kind() != StreamKind::Room {
+            return false;
+        }
+        let Some(messages) = self.rooms.get_mut(stream.entity_id()) else {
+            return false;
+        };
+        // Message ids taken from hidden edits go with them. A deletion keeps its entry (it
+        // records no version, and a visible deletion must keep hiding its message).
+        let before = messages.len();
+        messages.retain(|_, edit| {
+            edit.deleted
+                || edit
+                    .last_edit_version
+                    .is_some_and(|version| version >= before_version)
+        });
+        messages.len() != before
+    }
 }
 
 /// The built-in model over one log.

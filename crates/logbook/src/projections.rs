@@ -98,6 +98,7 @@ pub(crate) trait Runner<E>: Send + Sync {
     fn id(&self) -> &'static str;
     fn apply(&self, event: &RecordedEvent<E>);
     fn stream_deleted(&self, stream: &StreamId, position: u64);
+    fn stream_truncated(&self, stream: &StreamId, before_version: u64, position: u64);
     fn restored(&self);
     /// (state version, bytes) for snapshots.
     fn snapshot(&self) -> Result<(u16, Vec<u8>)>;
@@ -170,6 +171,14 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
                 observer.deleted(&state, stream);
             }
         }
+    }
+
+    fn stream_truncated(&self, stream: &StreamId, before_version: u64, position: u64) {
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .stream_truncated(stream, before_version);
+        self.applied_position.fetch_max(position, Ordering::AcqRel);
     }
 
     fn restored(&self) {
@@ -256,6 +265,12 @@ impl<E: Event> Projections<E> {
         }
     }
 
+    pub(crate) fn stream_truncated(&self, stream: &StreamId, before_version: u64, position: u64) {
+        for runner in &self.runners {
+            runner.stream_truncated(stream, before_version, position);
+        }
+    }
+
     pub(crate) fn restored(&self) {
         for runner in &self.runners {
             runner.restored();
@@ -271,7 +286,7 @@ impl<E: Event> Projections<E> {
 /// engine's shared state does not depend on the event type.
 pub(crate) trait Applier: Send + Sync {
     /// Applies the record at `position` (envelope bytes). Engine events are applied as
-    /// stream deletions; an event the projections' type cannot decode is skipped, counted and
+    /// stream deletions and truncations; an event the projections' type cannot decode is skipped, counted and
     /// logged, the same way on every replay.
     fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()>;
     fn restored(&self);
@@ -310,11 +325,21 @@ impl<E: Event> Applier for TypedApplier<E> {
                 }
             })?;
         if raw.envelope.stream().as_str() == crate::system::SYSTEM_STREAM {
-            if let crate::system::SystemEvent::StreamDeleted { stream } =
-                crate::system::SystemEvent::decode(raw.envelope.payload())?
-            {
-                self.projections
-                    .stream_deleted(&StreamId::new(stream)?, position);
+            match crate::system::SystemEvent::decode(raw.envelope.payload())? {
+                crate::system::SystemEvent::StreamDeleted { stream } => {
+                    self.projections
+                        .stream_deleted(&StreamId::new(stream)?, position);
+                }
+                crate::system::SystemEvent::StreamTruncated {
+                    stream,
+                    before_version,
+                } => {
+                    self.projections.stream_truncated(
+                        &StreamId::new(stream)?,
+                        before_version,
+                        position,
+                    );
+                }
             }
             return Ok(());
         }

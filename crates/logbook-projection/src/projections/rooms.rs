@@ -288,6 +288,25 @@ impl Projection for Rooms {
         }
         removed
     }
+
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64) -> bool {
+        if stream.kind() != StreamKind::Room {
+            return false;
+        }
+        // The latest message's body and id came from a now hidden event: forget them (the
+        // purge guarantee covers snapshots). The counters are lifetime counts and stay.
+        let Some(room) = self.rooms.get_mut(stream.entity_id()) else {
+            return false;
+        };
+        let hidden = room
+            .last_message
+            .as_ref()
+            .is_some_and(|last| last.stream_version < before_version);
+        if hidden {
+            room.last_message = None;
+        }
+        hidden
+    }
 }
 
 #[cfg(test)]
