@@ -6,8 +6,8 @@
 //! be rebuilt from the WAL (sled is beta upstream; the WAL is the only source of truth), or
 //! store event payloads (purged bytes must not linger here).
 //!
-//! Layout: one sled entry per stream chunk of [`chunk::CHUNK_VERSIONS`] versions (see
-//! `chunk.rs`). The completeness marker lives under a key starting with 0xFF, a byte no UTF-8
+//! Layout: one sled entry per stream chunk of [`chunk::CHUNK_VERSIONS`] versions, delta-encoded
+//! (see `chunk.rs`). The completeness marker lives under a key starting with 0xFF, a byte no UTF-8
 //! string starts with, and is written in the same atomic batch as the chunks it covers.
 //!
 //! Writes: durable records are first added to an in-memory tail (`Tail`); every
@@ -32,8 +32,8 @@ use std::sync::{Mutex, RwLock};
 pub const INDEX_DIR_NAME: &str = "index";
 const COMPLETE_KEY: &[u8] = b"\xFFcomplete";
 const FORMAT_KEY: &[u8] = b"\xFFformat";
-/// Format 2: chunked values. (Format 1, one key per version, is rebuilt when found.)
-const FORMAT: u64 = 2;
+/// Format 3: chunked, delta-encoded values. (Formats 1 and 2 are rebuilt when found.)
+const FORMAT: u64 = 3;
 /// Entries kept in memory before they are written to sled: bounds both the memory of the
 /// tail (~16 bytes per entry plus one string per stream) and the catch-up scan after a crash.
 pub const TAIL_ENTRIES_MAX: usize = 16_384;
