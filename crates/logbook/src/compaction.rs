@@ -50,8 +50,8 @@ pub(crate) struct CompactionState {
     compacted: HashMap<u64, u64>,
 }
 
-/// True when some sealed segment was not compacted at the current dead generation.
-pub(crate) fn has_work(shared: &Shared) -> bool {
+/// The compaction state (locked) and the current dead generation, read after the lock.
+fn state_and_generation(shared: &Shared) -> (std::sync::MutexGuard<'_, CompactionState>, u64) {
     let state = shared
         .compaction_state
         .lock()
@@ -59,6 +59,12 @@ pub(crate) fn has_work(shared: &Shared) -> bool {
     let generation = shared
         .dead_generation
         .load(std::sync::atomic::Ordering::Acquire);
+    (state, generation)
+}
+
+/// True when some sealed segment was not compacted at the current dead generation.
+pub(crate) fn has_work(shared: &Shared) -> bool {
+    let (state, generation) = state_and_generation(shared);
     shared
         .wal
         .segments()
@@ -70,14 +76,9 @@ pub(crate) fn has_work(shared: &Shared) -> bool {
 /// Runs on a blocking thread after the active segment was sealed and a snapshot written.
 pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<CompactionReport> {
     let _span = tracing::info_span!("compaction", snapshot = snapshot.position).entered();
-    let mut state = shared
-        .compaction_state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    // Read before the catalog: the catalog then knows at least what this generation counts.
-    let generation = shared
-        .dead_generation
-        .load(std::sync::atomic::Ordering::Acquire);
+    // The generation is read before the catalog: the catalog then knows at least what this
+    // generation counts.
+    let (mut state, generation) = state_and_generation(shared);
     let catalog = shared
         .catalog
         .lock()
