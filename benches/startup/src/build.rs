@@ -72,7 +72,7 @@ pub async fn ensure(dir: &Path, messages: u64, rebuild: bool) -> BenchResult<Bui
 /// Messages appended per process while building. With index format 1 (one sled key per
 /// event) sled kept about 3-4 KB of memory per entry inserted, so a 10M build in one process
 /// needed more than 40 GB, and each session ran in a child process (`build-session`) that
-/// exits when done. Format 3 (delta-encoded chunks of 128 versions, written from an in-memory tail) needs
+/// exits when done. Format 4 (delta-encoded chunks of 1,024 versions, written from an in-memory tail) needs
 /// none of that (a 10M build took 17 s, RSS flat), but the sessions stay: each one ends with a
 /// clean close and the next begins with a reopen, as a long-lived service's log would.
 const SESSION_MESSAGES: u64 = 500_000;

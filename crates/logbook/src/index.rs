@@ -32,8 +32,8 @@ use std::sync::{Mutex, RwLock};
 pub const INDEX_DIR_NAME: &str = "index";
 const COMPLETE_KEY: &[u8] = b"\xFFcomplete";
 const FORMAT_KEY: &[u8] = b"\xFFformat";
-/// Format 3: chunked, delta-encoded values. (Formats 1 and 2 are rebuilt when found.)
-const FORMAT: u64 = 3;
+/// Format 4: chunks of 1,024 versions, delta-encoded. (Formats 1 to 3 are rebuilt when found.)
+const FORMAT: u64 = 4;
 /// Entries kept in memory before they are written to sled: bounds both the memory of the
 /// tail (~16 bytes per entry plus one string per stream) and the catch-up scan after a crash.
 pub const TAIL_ENTRIES_MAX: usize = 16_384;
@@ -478,13 +478,13 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0..4usize, 1..300u64).prop_map(|(stream, count)| Op::Append { stream, count }),
-            1 => (0..4usize, 0..900u64).prop_map(|(stream, before)| Op::Truncate { stream, before }),
+            6 => (0..4usize, 1..1200u64).prop_map(|(stream, count)| Op::Append { stream, count }),
+            1 => (0..4usize, 0..6000u64).prop_map(|(stream, before)| Op::Truncate { stream, before }),
             1 => (0..4usize).prop_map(|stream| Op::Delete { stream }),
-            2 => (0..4usize, 0..900u64)
+            2 => (0..4usize, 0..6000u64)
                 .prop_map(|(stream, version)| Op::DropEntry { stream, version }),
             1 => Just(Op::Flush),
-            4 => (0..4usize, 0..1000u64, any::<bool>(), 1..400usize)
+            4 => (0..4usize, 0..7000u64, any::<bool>(), 1..3000usize)
                 .prop_map(|(stream, from, backward, max)| Op::Read { stream, from, backward, max }),
         ]
     }
@@ -494,12 +494,55 @@ mod tests {
         "s".repeat(stream + 1)
     }
 
+    /// Reads across chunk boundaries, with part of the stream in sled and part in the tail.
+    #[test]
+    fn ranges_cross_chunk_boundaries() {
+        let (index, _) = StreamIndex::temporary().unwrap();
+        let chunk = chunk::CHUNK_VERSIONS;
+        let versions = 3 * chunk + 7;
+        let entries: Vec<(String, u64, u64)> = (0..versions)
+            .map(|version| ("room/a".to_owned(), version, 10 + 2 * version))
+            .collect();
+        let (flushed, tail) = entries.split_at((2 * chunk + 3) as usize);
+        index.insert(flushed, 10 + 2 * (2 * chunk + 2)).unwrap();
+        index.flush().unwrap();
+        index.insert(tail, 10 + 2 * (versions - 1)).unwrap();
+        index.remove_entry("room/a", chunk).unwrap();
+        index.remove("room/a", 5).unwrap();
+        let all: Vec<(u64, u64)> = (5..versions)
+            .filter(|&version| version != chunk)
+            .map(|version| (version, 10 + 2 * version))
+            .collect();
+        let forward = index
+            .range(
+                "room/a",
+                chunk - 2,
+                5,
+                Direction::Forward,
+                2 * chunk as usize,
+            )
+            .unwrap();
+        let start = all.iter().position(|entry| entry.0 == chunk - 2).unwrap();
+        assert_eq!(forward, all[start..start + 2 * chunk as usize].to_vec());
+        let backward = index
+            .range("room/a", u64::MAX, 5, Direction::Backward, usize::MAX)
+            .unwrap();
+        assert_eq!(backward, all.iter().rev().copied().collect::<Vec<_>>());
+        // A stream whose id is a prefix of another's shares no chunk with it.
+        assert!(
+            index
+                .range("room/", 0, 0, Direction::Forward, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// The index (tail + chunks, with flushes at any point) answers every range query like
         /// a plain ordered map of the same entries.
         #[test]
-        fn index_matches_a_model(ops in proptest::collection::vec(op(), 1..60), tail_max in 1..600usize) {
+        fn index_matches_a_model(ops in proptest::collection::vec(op(), 1..60), tail_max in 1..3000usize) {
             let (mut index, _) = StreamIndex::temporary().unwrap();
             index.tail_max = tail_max;
             let mut model: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(); 4];

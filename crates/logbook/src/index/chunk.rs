@@ -12,13 +12,14 @@
 //!        key's chunk, 1 <= n <= CHUNK_VERSIONS (gaps where compaction dropped a record)
 //! ```
 //!
-//! A chunk of a busy room costs ~2-4 bytes per entry instead of 16.
+//! A chunk of a busy room costs ~2-4 bytes per entry instead of 16 (at most 16 + 1,023 * 20
+//! bytes).
 //!
-//! One sled entry per 128 versions instead of one per version: sled's memory, its open time and
-//! its on-disk size grow with the number of keys, so a 10M-event log holds ~80K keys.
+//! One sled entry per 1,024 versions instead of one per version: sled's memory, its open time
+//! and its on-disk size grow with the number of keys, so a 10M-event log holds ~10K keys.
 
 /// Versions per chunk (one sled entry).
-pub(crate) const CHUNK_VERSIONS: u64 = 128;
+pub(crate) const CHUNK_VERSIONS: u64 = 1024;
 /// Bytes of the first entry of a chunk value.
 const FIRST_ENTRY_BYTES: usize = 16;
 /// The longest LEB128 encoding of a u64.
@@ -170,14 +171,15 @@ mod tests {
 
     #[test]
     fn round_trip_and_merge() {
-        let entries = vec![(128, 5), (130, 9), (255, 40_000_000_000)];
+        const C: u64 = CHUNK_VERSIONS;
+        let entries = vec![(C, 5), (C + 2, 9), (2 * C - 1, 40_000_000_000)];
         let value = encode(&entries);
         assert_eq!(decode(1, &value).unwrap(), entries);
-        let dense: Vec<(u64, u64)> = (0..128).map(|v| (v, 1000 + v * 10)).collect();
+        let dense: Vec<(u64, u64)> = (0..C).map(|v| (v, 1000 + v * 10)).collect();
         let value = encode(&dense);
         assert_eq!(
-            value.len(),
-            16 + 127 * 2,
+            value.len() as u64,
+            16 + (C - 1) * 2,
             "one byte per delta when they are small"
         );
         assert_eq!(decode(0, &value).unwrap(), dense);
@@ -186,10 +188,15 @@ mod tests {
             decode(chunk_of(u64::MAX), &encode(&extreme)).unwrap(),
             extreme
         );
-        let merged = merge(entries, &[(130, 11), (131, 12)]);
+        let merged = merge(entries, &[(C + 2, 11), (C + 3, 12)]);
         assert_eq!(
             merged,
-            vec![(128, 5), (130, 11), (131, 12), (255, 40_000_000_000)]
+            vec![
+                (C, 5),
+                (C + 2, 11),
+                (C + 3, 12),
+                (2 * C - 1, 40_000_000_000)
+            ]
         );
         assert_eq!(chunk_number("room:a", &key("room:a", 7)), Some(7));
         assert_eq!(chunk_number("room:ab", &key("room:a", 7)), None);
@@ -201,7 +208,7 @@ mod tests {
         assert!(decode(0, &[0; 15]).is_err());
         assert!(decode(0, &vec![0; VALUE_BYTES_MAX + 1]).is_err());
         // A version outside the chunk.
-        assert!(decode(0, &encode(&[(200, 1)])).is_err());
+        assert!(decode(0, &encode(&[(CHUNK_VERSIONS + 72, 1)])).is_err());
         let good = encode(&[(5, 1), (6, 3)]);
         // A zero delta (versions or positions not ascending), a truncated varint, an overflow.
         let mut zero = good.clone();
