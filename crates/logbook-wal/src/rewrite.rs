@@ -18,8 +18,8 @@ use crate::wal::{Inner, Wal};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Bytes of a rewritten segment written between two syncs of its temp file (256 KiB).
-pub const REWRITE_SYNC_BYTES: usize = 256 << 10;
+/// Bytes of a rewritten segment written between two syncs of its temp file (64 KiB).
+pub const REWRITE_SYNC_BYTES: usize = 64 << 10;
 
 /// What rewriting one segment did.
 #[derive(Debug, Clone, PartialEq, Eq)]
