@@ -392,6 +392,16 @@ impl SnapshotStore {
         Ok(removed)
     }
 
+    /// Removes every snapshot file above `position` (the log's end after a salvage cut: they
+    /// describe events that no longer exist, and would look valid again once new appends
+    /// pass their position), then fsyncs the directory. Returns the removed paths.
+    pub fn remove_above(&self, position: u64) -> Result<Vec<PathBuf>> {
+        let _serialised = self.serialise();
+        let candidates = self.candidates()?.into_iter();
+        let doomed = candidates.filter(|(found, _)| *found > position);
+        self.remove_all(doomed.map(|(_, path)| path))
+    }
+
     fn remove_all(&self, paths: impl Iterator<Item = PathBuf>) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
         for path in paths {

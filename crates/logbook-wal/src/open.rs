@@ -63,6 +63,9 @@ pub(crate) fn open_segments(
     } else {
         OpenMode::ReadWrite
     };
+    // Salvage exists to find and cut corruption: it trusts no sidecar, it scans every frame.
+    let verify_all =
+        options.verify_sealed_segments_on_open || options.recovery_mode == RecoveryMode::Salvage;
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let mut last_position = 0u64;
     let mut index = 0;
@@ -115,7 +118,7 @@ pub(crate) fn open_segments(
             ));
         }
         if !is_last
-            && !options.verify_sealed_segments_on_open
+            && !verify_all
             && let Some(sidecar) = load_sidecar(storage, wal_dir, base, len)
         {
             // A sealed segment with a matching sidecar is not scanned: open costs the same
@@ -138,7 +141,7 @@ pub(crate) fn open_segments(
         }
         // The active segment's checkpoint (a sidecar written at a clean close): its prefix was
         // synced then, so only what follows is scanned.
-        let checkpoint = if is_last && !options.verify_sealed_segments_on_open {
+        let checkpoint = if is_last && !verify_all {
             load_checkpoint(storage, wal_dir, base, len)
         } else {
             None

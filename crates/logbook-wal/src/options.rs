@@ -69,6 +69,7 @@ pub struct WalOptions {
     /// long the history, and a damaged sealed frame is reported when it is read (readers check
     /// every frame) or by `logbook verify`, not at open. With false, the last segment's
     /// checkpoint (written at a clean close) is trusted too: only what follows it is scanned.
+    /// `RecoveryMode::Salvage` always scans everything.
     pub verify_sealed_segments_on_open: bool,
     /// The pace of segment rewrites (compaction), in bytes per second; 0: as fast as the disk
     /// goes. Default 64 MiB/s: a rewrite then never holds the disk long enough for appenders'

@@ -342,13 +342,25 @@ impl<E: Event> Logbook<E> {
         let (wal, wal_report) = Wal::open_with_storage(storage.clone(), &dir, options.wal.clone())?;
         let wal = Arc::new(wal);
         let applier = TypedApplier::new(projections);
+        let log_end = wal.durable_position();
         let (index, index_report) = if storage_is_files {
-            StreamIndex::open(&dir)?
+            StreamIndex::open(&dir, log_end)?
         } else {
             StreamIndex::temporary()?
         };
         let store = Arc::new(SnapshotStore::new(storage, &dir));
-        let (start, snapshot_report) = start_from_snapshot(&store, &wal, &applier);
+        // Snapshots past the log's end describe events a salvage cut dropped; once new appends
+        // pass their position they would look valid: remove them now.
+        let beyond = store.remove_above(log_end).unwrap_or_else(|error| {
+            tracing::warn!(%error, "snapshots past the log's end could not be removed");
+            Vec::new()
+        });
+        let (start, mut snapshot_report) = start_from_snapshot(&store, &wal, &applier);
+        for path in beyond {
+            let reason =
+                format!("past the log's end {log_end} (events it describes were cut): removed");
+            snapshot_report.rejected.push((path, reason));
+        }
         let (streams, events_replayed) = replay(
             &wal,
             &applier,

@@ -100,11 +100,13 @@ impl StreamIndex {
         ))
     }
 
-    /// Opens the index in `<log_dir>/index`; any sled error means wipe and rebuild.
-    pub(crate) fn open(log_dir: &Path) -> Result<(StreamIndex, IndexReport)> {
+    /// Opens the index in `<log_dir>/index`; any sled error means wipe and rebuild, and so
+    /// does a marker past `log_end` (the log lost its tail to a salvage cut: the index would
+    /// point at positions that new appends reuse).
+    pub(crate) fn open(log_dir: &Path, log_end: u64) -> Result<(StreamIndex, IndexReport)> {
         let path = log_dir.join(INDEX_DIR_NAME);
         match Self::try_open(&path) {
-            Ok(Some((index, complete_position))) => Ok((
+            Ok(Some((index, complete_position))) if complete_position <= log_end => Ok((
                 index,
                 IndexReport {
                     complete_position,
@@ -114,7 +116,13 @@ impl StreamIndex {
             outcome => {
                 let reason = match outcome {
                     Err(error) => error.to_string(),
-                    _ => "index format unknown or marker missing".to_owned(),
+                    Ok(Some((index, complete_position))) => {
+                        drop(index);
+                        format!(
+                            "index complete up to {complete_position}, past the log's end {log_end}"
+                        )
+                    }
+                    Ok(None) => "index format unknown or marker missing".to_owned(),
                 };
                 tracing::warn!(path = %path.display(), %reason, "rebuilding the stream index");
                 if path.exists() {
