@@ -147,6 +147,46 @@ pub fn streams_of(writer: usize, writers: usize) -> Vec<usize> {
     (writer..STREAMS).step_by(writers).collect()
 }
 
+/// The durable-append loop every peer runs: `writers` threads, each appending to its own
+/// streams ([`streams_of`]) round robin until `deadline`, one `append(stream, version,
+/// encoded event)` per event, made durable before it returns. Returns the appends made.
+pub fn append_until<F>(
+    writers: usize,
+    deadline: std::time::Instant,
+    pool: &EventPool,
+    append: F,
+) -> BenchResult<u64>
+where
+    F: Fn(&str, u64, &[u8]) -> BenchResult<()> + Sync,
+{
+    let names: Vec<String> = (0..STREAMS).map(stream_name).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|writer| {
+                let (names, append) = (&names, &append);
+                scope.spawn(move || -> BenchResult<u64> {
+                    let mine = streams_of(writer, writers);
+                    let mut versions = vec![0u64; mine.len()];
+                    let mut count = 0u64;
+                    while std::time::Instant::now() < deadline {
+                        let slot = count as usize % mine.len();
+                        let payload = codec::encode(&pool.event(count))?;
+                        append(&names[mine[slot]], versions[slot], &payload)?;
+                        versions[slot] += 1;
+                        count += 1;
+                    }
+                    Ok(count)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for handle in handles {
+            total += handle.join().map_err(|_| "writer panicked")??;
+        }
+        Ok(total)
+    })
+}
+
 /// Milliseconds since the epoch, as every peer stamps its events.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

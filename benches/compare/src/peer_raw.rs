@@ -10,10 +10,7 @@
 //! group size. With one writer that is exactly one `fdatasync` per append.
 
 use crate::BenchResult;
-use crate::event::{
-    EventPool, READ_STREAM, ReadEvent, STREAMS, decode_record, encode_record, stream_name,
-    streams_of,
-};
+use crate::event::{EventPool, READ_STREAM, ReadEvent, append_until, decode_record, encode_record};
 use crate::measure::disk_bytes;
 use crate::peer_logbook::TAIL;
 use crate::workload::{AppendOutcome, Plan, ReadOutcome};
@@ -119,35 +116,11 @@ impl RawLog {
 /// `writers` threads append one durable frame per call to their own streams until the deadline.
 pub fn append(dir: &Path, writers: usize, duration: Duration) -> BenchResult<AppendOutcome> {
     let log = RawLog::create(dir)?;
-    let names: Vec<String> = (0..STREAMS).map(stream_name).collect();
     let pool = EventPool::new()?;
     let started = Instant::now();
     let deadline = started + duration;
-    let appends = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..writers)
-            .map(|writer| {
-                let (log, names, pool) = (&log, &names, &pool);
-                scope.spawn(move || -> BenchResult<u64> {
-                    let mine = streams_of(writer, writers);
-                    let mut versions = vec![0u64; mine.len()];
-                    let mut count = 0u64;
-                    while Instant::now() < deadline {
-                        let slot = count as usize % mine.len();
-                        let payload = codec::encode(&pool.event(count))?;
-                        let record = encode_record(&names[mine[slot]], versions[slot], &payload);
-                        log.append(&record)?;
-                        versions[slot] += 1;
-                        count += 1;
-                    }
-                    Ok(count)
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for handle in handles {
-            total += handle.join().map_err(|_| "writer panicked")??;
-        }
-        Ok::<u64, crate::BenchError>(total)
+    let appends = append_until(writers, deadline, &pool, |stream, version, payload| {
+        log.append(&encode_record(stream, version, payload))
     })?;
     let elapsed = started.elapsed();
     let syncs = log.state.lock().map_or(0, |state| state.syncs);

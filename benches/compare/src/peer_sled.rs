@@ -13,9 +13,7 @@
 //! (Snapshots `snap.*` are synced by sled itself; `conf` never changes after creation.)
 
 use crate::BenchResult;
-use crate::event::{
-    EventPool, READ_STREAM, ReadEvent, STREAMS, decode_record, encode_record, stream_name,
-};
+use crate::event::{EventPool, READ_STREAM, ReadEvent, append_until, decode_record, encode_record};
 use crate::measure::{SyncGate, disk_bytes};
 use crate::peer_logbook::{READ_PAGE, TAIL};
 use crate::workload::{AppendOutcome, Plan, ReadOutcome};
@@ -84,40 +82,17 @@ fn insert(batch: &mut sled::Batch, position: u64, stream: &str, version: u64, pa
 /// `writers` threads append one event per atomic batch, each made durable before the next.
 pub fn append(dir: &Path, writers: usize, duration: Duration) -> BenchResult<AppendOutcome> {
     let store = open(dir)?;
-    let names: Vec<String> = (0..STREAMS).map(stream_name).collect();
     let pool = EventPool::new()?;
     let started = Instant::now();
     let deadline = started + duration;
-    let appends = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..writers)
-            .map(|writer| {
-                let (store, names, pool) = (&store, &names, &pool);
-                scope.spawn(move || -> BenchResult<u64> {
-                    let mine = crate::event::streams_of(writer, writers);
-                    let mut versions = vec![0u64; mine.len()];
-                    let mut count = 0u64;
-                    while Instant::now() < deadline {
-                        let slot = count as usize % mine.len();
-                        let stream = &names[mine[slot]];
-                        let payload = codec::encode(&pool.event(count))?;
-                        let position = store.db.generate_id()? + 1;
-                        let mut batch = sled::Batch::default();
-                        insert(&mut batch, position, stream, versions[slot], &payload);
-                        store.db.apply_batch(batch)?;
-                        store.db.flush()?;
-                        store.gate.sync(|| store.log_file.sync_all())?;
-                        versions[slot] += 1;
-                        count += 1;
-                    }
-                    Ok(count)
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for handle in handles {
-            total += handle.join().map_err(|_| "writer panicked")??;
-        }
-        Ok::<u64, crate::BenchError>(total)
+    let appends = append_until(writers, deadline, &pool, |stream, version, payload| {
+        let position = store.db.generate_id()? + 1;
+        let mut batch = sled::Batch::default();
+        insert(&mut batch, position, stream, version, payload);
+        store.db.apply_batch(batch)?;
+        store.db.flush()?;
+        store.gate.sync(|| store.log_file.sync_all())?;
+        Ok(())
     })?;
     let elapsed = started.elapsed();
     let syncs = store.gate.syncs();

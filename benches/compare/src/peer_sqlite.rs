@@ -6,9 +6,7 @@
 //! version inside the transaction, from the `(stream, version)` index, as logbook's writer does.
 
 use crate::BenchResult;
-use crate::event::{
-    EVENT_TYPE, EventPool, READ_STREAM, ReadEvent, STREAMS, decode, now_ms, stream_name, streams_of,
-};
+use crate::event::{EVENT_TYPE, EventPool, READ_STREAM, ReadEvent, append_until, decode, now_ms};
 use crate::measure::disk_bytes;
 use crate::peer_logbook::{READ_PAGE, TAIL};
 use crate::workload::{AppendOutcome, Plan, ReadOutcome};
@@ -62,34 +60,12 @@ fn append_one(connection: &mut Connection, stream: &str, payload: &[u8]) -> Benc
 /// `writers` threads append one event per transaction to their own streams until the deadline.
 pub fn append(dir: &Path, writers: usize, duration: Duration) -> BenchResult<AppendOutcome> {
     let connection = Mutex::new(open(dir)?);
-    let names: Vec<String> = (0..STREAMS).map(stream_name).collect();
     let pool = EventPool::new()?;
     let started = Instant::now();
     let deadline = started + duration;
-    let appends = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..writers)
-            .map(|writer| {
-                let (connection, names, pool) = (&connection, &names, &pool);
-                scope.spawn(move || -> BenchResult<u64> {
-                    let mine = streams_of(writer, writers);
-                    let mut count = 0u64;
-                    while Instant::now() < deadline {
-                        let stream = &names[mine[count as usize % mine.len()]];
-                        let payload = codec::encode(&pool.event(count))?;
-                        let mut connection =
-                            connection.lock().map_err(|_| "connection lock poisoned")?;
-                        append_one(&mut connection, stream, &payload)?;
-                        count += 1;
-                    }
-                    Ok(count)
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for handle in handles {
-            total += handle.join().map_err(|_| "writer panicked")??;
-        }
-        Ok::<u64, crate::BenchError>(total)
+    let appends = append_until(writers, deadline, &pool, |stream, _version, payload| {
+        let mut connection = connection.lock().map_err(|_| "connection lock poisoned")?;
+        append_one(&mut connection, stream, payload)
     })?;
     let elapsed = started.elapsed();
     // Closing checkpoints the WAL file into the database and removes it.
