@@ -230,6 +230,19 @@ impl StreamIndex {
         }
     }
 
+    /// A sled item of `stream`'s chunk range: its key and decoded entries.
+    fn chunk_item(
+        &self,
+        stream: &str,
+        item: sled::Result<(sled::IVec, sled::IVec)>,
+    ) -> Result<(sled::IVec, Vec<(u64, u64)>)> {
+        let (key, value) = item.map_err(|error| sled_error(&self.path, error))?;
+        let number = chunk::chunk_number(stream, &key)
+            .ok_or_else(|| self.malformed("malformed chunk key".to_owned()))?;
+        let entries = chunk::decode(number, &value).map_err(|reason| self.malformed(reason))?;
+        Ok((key, entries))
+    }
+
     /// Records `(stream, version, position)` entries (ascending positions) and that the index
     /// is complete up to `complete_position`. Writes the tail to sled when it is full.
     pub(crate) fn insert(
@@ -295,9 +308,27 @@ impl StreamIndex {
         }
         // The tail first, then sled: a flush writes sled before it empties the tail, so every
         // entry is seen at least once (twice at worst, removed below by version).
+        // Only the tail entries a page can use are copied (the tail holds up to 16K entries).
         let tail: Vec<(u64, u64)> = {
             let tail = self.tail_read();
-            tail.streams.get(stream).cloned().unwrap_or_default()
+            let versions = tail.streams.get(stream).map_or(&[][..], Vec::as_slice);
+            match direction {
+                Direction::Forward => {
+                    let low = from_version.max(visible_from);
+                    let start = versions.partition_point(|entry| entry.0 < low);
+                    versions[start..].iter().take(max).copied().collect()
+                }
+                Direction::Backward => {
+                    let end = versions.partition_point(|entry| entry.0 <= from_version);
+                    versions[..end]
+                        .iter()
+                        .rev()
+                        .take_while(|entry| entry.0 >= visible_from)
+                        .take(max)
+                        .copied()
+                        .collect()
+                }
+            }
         };
         match direction {
             Direction::Forward => {
@@ -306,11 +337,7 @@ impl StreamIndex {
                     .db
                     .range(chunk::key(stream, chunk::chunk_of(low))..=chunk::key(stream, u64::MAX))
                 {
-                    let (key, value) = item.map_err(|error| sled_error(&self.path, error))?;
-                    let number = chunk::chunk_number(stream, &key)
-                        .ok_or_else(|| self.malformed("malformed chunk key".to_owned()))?;
-                    let entries =
-                        chunk::decode(number, &value).map_err(|reason| self.malformed(reason))?;
+                    let (_, entries) = self.chunk_item(stream, item)?;
                     for entry in entries.into_iter().filter(|entry| entry.0 >= low) {
                         selected.push(entry);
                         if selected.len() == max {
@@ -321,7 +348,7 @@ impl StreamIndex {
                 let last = selected.last().map(|entry| entry.0);
                 let fresh = tail
                     .into_iter()
-                    .filter(|entry| entry.0 >= low && last.is_none_or(|last| entry.0 > last));
+                    .filter(|entry| last.is_none_or(|last| entry.0 > last));
                 selected.extend(fresh.take(max - selected.len()));
             }
             Direction::Backward => {
@@ -329,12 +356,7 @@ impl StreamIndex {
                     return Ok(selected);
                 }
                 let in_range = |version: u64| version >= visible_from && version <= from_version;
-                selected.extend(
-                    tail.into_iter()
-                        .rev()
-                        .filter(|entry| in_range(entry.0))
-                        .take(max),
-                );
+                selected.extend(tail);
                 let below = selected.last().map(|entry| entry.0);
                 if selected.len() == max {
                     return Ok(selected);
@@ -342,11 +364,7 @@ impl StreamIndex {
                 let keys = chunk::key(stream, chunk::chunk_of(visible_from))
                     ..=chunk::key(stream, chunk::chunk_of(from_version));
                 'back: for item in self.db.range(keys).rev() {
-                    let (key, value) = item.map_err(|error| sled_error(&self.path, error))?;
-                    let number = chunk::chunk_number(stream, &key)
-                        .ok_or_else(|| self.malformed("malformed chunk key".to_owned()))?;
-                    let entries =
-                        chunk::decode(number, &value).map_err(|reason| self.malformed(reason))?;
+                    let (_, entries) = self.chunk_item(stream, item)?;
                     for entry in entries.into_iter().rev() {
                         if in_range(entry.0) && below.is_none_or(|below| entry.0 < below) {
                             selected.push(entry);
