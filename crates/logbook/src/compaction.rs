@@ -45,7 +45,7 @@ pub struct CompactionReport {
 #[derive(Debug, Default)]
 pub(crate) struct CompactionState {
     /// The dead generation when the active segment was last sealed by a compaction.
-    pub(crate) sealed_generation: u64,
+    sealed_generation: u64,
     /// Per sealed segment base: the dead generation its last compaction saw.
     compacted: HashMap<u64, u64>,
 }
@@ -60,6 +60,17 @@ fn state_and_generation(shared: &Shared) -> (std::sync::MutexGuard<'_, Compactio
         .dead_generation
         .load(std::sync::atomic::Ordering::Acquire);
     (state, generation)
+}
+
+/// Seals the active segment (so compaction can reach it) only when something that can make
+/// records dead happened since the last seal: else nothing in it is dead.
+pub(crate) fn seal_if_needed(shared: &Shared) -> Result<()> {
+    let (mut state, generation) = state_and_generation(shared);
+    if generation != state.sealed_generation {
+        shared.wal.seal_active()?;
+        state.sealed_generation = generation;
+    }
+    Ok(())
 }
 
 /// True when some sealed segment was not compacted at the current dead generation.

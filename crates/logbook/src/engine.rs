@@ -557,27 +557,9 @@ impl<E: Event> Logbook<E> {
     pub async fn compact(&self) -> Result<crate::compaction::CompactionReport> {
         self.sync().await?;
         let shared = self.shared.clone();
-        // The active segment is sealed (so compaction can reach it) only when something that
-        // can make records dead happened since the last seal: else nothing in it is dead.
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let generation = shared.dead_generation.load(Ordering::Acquire);
-            let sealed = shared
-                .compaction_state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .sealed_generation;
-            if generation != sealed {
-                shared.wal.seal_active()?;
-                shared
-                    .compaction_state
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .sealed_generation = generation;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(blocking_error)??;
+        tokio::task::spawn_blocking(move || crate::compaction::seal_if_needed(&shared))
+            .await
+            .map_err(blocking_error)??;
         if !crate::compaction::has_work(&self.shared) {
             // Nothing died and nothing was sealed since the last compaction: no snapshot, no
             // segment read, no file written.
