@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{files, first_segment, flip_bit, frame_offsets, path, room_log, run};
+use common::{files, first_segment, flip_bit, frame_offsets, path, room_log, run, tear};
 
 #[test]
 fn a_torn_tail_is_reported_then_cut_with_yes() {
@@ -11,12 +11,7 @@ fn a_torn_tail_is_reported_then_cut_with_yes() {
     let offsets = frame_offsets(&dir);
     let segment = first_segment(&dir);
     let len = std::fs::metadata(&segment).unwrap().len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    file.set_len(len - 10).unwrap();
-    drop(file);
+    tear(&segment, 10);
     let before = files(&dir);
 
     let dry = run(&["repair", path(&dir)]);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{first_segment, flip_bit, frame_offsets, path, room_log, run};
+use common::{first_segment, flip_bit, frame_offsets, path, room_log, run, tear};
 
 #[test]
 fn a_clean_log_verifies() {
@@ -79,12 +79,7 @@ fn a_torn_tail_is_not_corruption() {
     let (_temp, dir) = room_log(3);
     let offsets = frame_offsets(&dir);
     let segment = first_segment(&dir);
-    let len = std::fs::metadata(&segment).unwrap().len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    file.set_len(len - 7).unwrap();
+    tear(&segment, 7);
     let output = run(&["verify", path(&dir)]).ok();
     let tail = format!("tail: {} at byte offset {}", segment.display(), offsets[&4]);
     assert!(output.stdout.contains(&tail), "{}", output.stdout);

@@ -156,6 +156,16 @@ pub fn flip_bit(file: &Path, offset: u64) {
     std::fs::write(file, bytes).expect("write");
 }
 
+/// Cuts the last `bytes` bytes off a file (a torn tail).
+pub fn tear(file: &Path, bytes: u64) {
+    let len = std::fs::metadata(file).expect("metadata").len();
+    let handle = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .expect("open");
+    handle.set_len(len - bytes).expect("set_len");
+}
+
 /// A log of one room with `messages` posts in segments of at most 2 KiB, written through the
 /// engine (the CLI always uses the default 64 MiB segments).
 pub fn multi_segment_log(messages: usize) -> (tempfile::TempDir, PathBuf) {
