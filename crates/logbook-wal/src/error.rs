@@ -33,6 +33,40 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A segment the manifest lists has no file: acknowledged records are gone (a mistaken `rm`,
+    /// an incomplete copy). Open refuses; only an explicit salvage accepts the loss.
+    #[error("segment {segment} is missing: {}", match last_position {
+        Some(last) => format!("positions {first_position}..={last} are gone"),
+        None => format!("positions from {first_position} to the end of the log are gone"),
+    })]
+    MissingSegment {
+        /// The file that should exist.
+        segment: PathBuf,
+        /// The first position it may have held (its base).
+        first_position: u64,
+        /// The last position it may have held; `None` for the newest segment.
+        last_position: Option<u64>,
+    },
+    /// A segment file the manifest does not list: the log never created it (a restored copy, a
+    /// file from another log). Open refuses; only an explicit salvage adopts it.
+    #[error("segment {segment} is not in the manifest {manifest}: the log never created it")]
+    UnexpectedSegment {
+        /// The file.
+        segment: PathBuf,
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// The log once reached a position that its segments no longer hold: acknowledged records
+    /// at the end of the log are gone. Open refuses; only an explicit salvage accepts the loss.
+    #[error("the log reached position {reached} ({evidence}) but its segments end at {end}: positions {}..={reached} are gone", end + 1)]
+    LogBehind {
+        /// The position the log is proven to have reached.
+        reached: u64,
+        /// Where its segments end.
+        end: u64,
+        /// What proves it (the manifest, a snapshot, the stream index).
+        evidence: String,
+    },
     /// A record, batch or option is over one of the WAL's limits; nothing was written.
     #[error("limit exceeded: {what} is {actual}, limit is {limit}")]
     LimitExceeded {
@@ -89,8 +123,15 @@ impl Error {
         }
     }
 
-    /// True when the error reports corruption (as opposed to I/O, limits or usage).
+    /// True when the error reports corruption or lost records (as opposed to I/O, limits or
+    /// usage): an operator must look (`verify`), and only an explicit salvage goes on.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corrupted { .. })
+        matches!(
+            self,
+            Error::Corrupted { .. }
+                | Error::MissingSegment { .. }
+                | Error::UnexpectedSegment { .. }
+                | Error::LogBehind { .. }
+        )
     }
 }

@@ -40,6 +40,7 @@
 mod cursor;
 mod error;
 pub mod frame;
+pub mod manifest;
 mod open;
 mod options;
 mod reader;

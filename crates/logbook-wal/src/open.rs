@@ -5,6 +5,7 @@
 //! open, or continue past corruption in strict mode.
 
 use crate::error::{Error, Result};
+use crate::manifest::{self, Finding, Manifest, ManifestSegment};
 use crate::options::{RECORD_BYTES_LIMIT, RecoveryMode, WalOptions};
 use crate::recovery::{self, RecoveryReport, Salvage, Scan, ScanStart, TailCut};
 use crate::segment::{self, LazyIndex, SEGMENT_HEADER_BYTES, Segment};
@@ -19,6 +20,11 @@ pub(crate) struct Opened {
     /// Last position stored (0 when the log is empty).
     pub(crate) last_position: u64,
     pub(crate) report: RecoveryReport,
+    /// The manifest the segments now match (writable opens; a read-only open returns what it
+    /// read, or an empty one). The WAL stores it when `manifest_dirty`, once the active segment
+    /// exists.
+    pub(crate) manifest: Manifest,
+    pub(crate) manifest_dirty: bool,
 }
 
 pub(crate) fn segment_paths(storage: &dyn Storage, wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
@@ -58,6 +64,19 @@ pub(crate) fn open_segments(
         remove_leftovers(storage, wal_dir)?;
     }
     let mut paths = segment_paths(storage, wal_dir)?;
+    let salvage = !read_only && options.recovery_mode == RecoveryMode::Salvage;
+    let mut loaded = manifest::load(storage, wal_dir)?;
+    if let Some(manifest) = &loaded {
+        check_segment_set(
+            storage,
+            wal_dir,
+            manifest,
+            &mut paths,
+            salvage,
+            read_only,
+            &mut report,
+        )?;
+    }
     let mode = if read_only {
         OpenMode::Read
     } else {
@@ -85,7 +104,14 @@ pub(crate) fn open_segments(
                     format!("header base position {header_base} does not match the file name"),
                 ));
             }
-            Err(reason) if is_last && !read_only && len <= SEGMENT_HEADER_BYTES as u64 => {
+            Err(reason)
+                if is_last
+                    && !read_only
+                    && len <= SEGMENT_HEADER_BYTES as u64
+                    && loaded
+                        .as_ref()
+                        .is_none_or(|manifest| manifest.entry(base).is_none()) =>
+            {
                 // A crash interrupted the creation of this segment: its header was never synced,
                 // so no frame can follow it and nothing acknowledged lives here.
                 tracing::warn!(segment = %path.display(), reason, "removing unfinished segment");
@@ -197,6 +223,23 @@ pub(crate) fn open_segments(
                 remove_active_sidecar(storage, wal_dir, base)?;
                 cut(file.as_ref(), &path, problem.cut_offset, len)?;
                 if corrupt {
+                    if let Some(manifest) = &mut loaded {
+                        // Durability: the manifest marks the later segments as being removed
+                        // (and lowers how far the log reached) before their files go, so a
+                        // crash between the two never looks like missing segments.
+                        let kept_end = scan.last_position.max(base - 1);
+                        manifest.reached = manifest.reached.min(kept_end);
+                        for (later, _) in &paths[index + 1..] {
+                            if let Some(entry) = manifest
+                                .segments
+                                .iter_mut()
+                                .find(|entry| entry.base == *later)
+                            {
+                                entry.removing = true;
+                            }
+                        }
+                        manifest::store(storage, wal_dir, manifest)?;
+                    }
                     let removed = remove_later(storage, wal_dir, &paths[index + 1..])?;
                     report.salvage = Some(Salvage {
                         segment: path.clone(),
@@ -233,11 +276,172 @@ pub(crate) fn open_segments(
         index += 1;
     }
     report.last_position = last_position;
+    // A segment's base minus one was reached when it was created.
+    let end = segments
+        .last()
+        .map_or(last_position, |last| last_position.max(last.base - 1));
+    let (manifest, manifest_dirty) = settle_manifest(
+        wal_dir,
+        loaded,
+        &segments,
+        end,
+        salvage,
+        read_only,
+        &mut report,
+    )?;
     Ok(Opened {
         segments,
         last_position,
         report,
+        manifest,
+        manifest_dirty,
     })
+}
+
+/// Compares the manifest with the segment files before anything changes: a missing or
+/// unlisted segment fails the open (salvage accepts it and reports it); the leftovers of an
+/// interrupted removal are removed by a writable open (and never read by any open).
+fn check_segment_set(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    manifest: &Manifest,
+    paths: &mut Vec<(u64, PathBuf)>,
+    salvage: bool,
+    read_only: bool,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let mut files = Vec::with_capacity(paths.len());
+    for (base, path) in paths.iter() {
+        // Only an unlisted file's length matters (an interrupted roll holds only its header).
+        let len = if manifest.entry(*base).is_some() {
+            0
+        } else {
+            storage
+                .open_file(path, OpenMode::Read)
+                .and_then(|file| file.len())
+                .map_err(|source| Error::io(path, source))?
+        };
+        files.push((*base, len));
+    }
+    let findings = manifest::compare(manifest, wal_dir, &files);
+    if !salvage
+        && let Some(error) = findings
+            .iter()
+            .find_map(|finding| finding_error(wal_dir, finding))
+    {
+        return Err(error);
+    }
+    let mut removed_any = false;
+    for finding in &findings {
+        if let Finding::Leftover { path } = finding {
+            paths.retain(|(_, existing)| existing != path);
+            if !read_only {
+                tracing::warn!(segment = %path.display(), "finishing an interrupted segment removal");
+                remove_segment_files(storage, wal_dir, path)?;
+                removed_any = true;
+            }
+        }
+    }
+    if removed_any {
+        // Durability: fsync the directory so the removals survive a crash.
+        storage
+            .sync_dir(wal_dir)
+            .map_err(|source| Error::io(wal_dir, source))?;
+    }
+    report.manifest_findings = findings;
+    Ok(())
+}
+
+/// The typed error for a finding that makes a strict open refuse.
+fn finding_error(wal_dir: &Path, finding: &Finding) -> Option<Error> {
+    match finding {
+        Finding::Missing {
+            path,
+            base,
+            last_position,
+        } => Some(Error::MissingSegment {
+            segment: path.clone(),
+            first_position: *base,
+            last_position: *last_position,
+        }),
+        Finding::Unexpected { path } => Some(Error::UnexpectedSegment {
+            segment: path.clone(),
+            manifest: wal_dir.join(manifest::MANIFEST_FILE_NAME),
+        }),
+        Finding::Leftover { .. } | Finding::InterruptedRoll { .. } => None,
+    }
+}
+
+/// Removes a segment file and its sidecar (no directory sync: the caller does it once).
+fn remove_segment_files(storage: &dyn Storage, wal_dir: &Path, path: &Path) -> Result<()> {
+    storage
+        .remove_file(path)
+        .map_err(|source| Error::io(path, source))?;
+    let sidecar = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(segment::parse_file_name)
+        .map(|base| wal_dir.join(sidecar::file_name(base)));
+    if let Some(sidecar) = sidecar
+        && storage.exists(&sidecar)
+    {
+        storage
+            .remove_file(&sidecar)
+            .map_err(|source| Error::io(&sidecar, source))?;
+    }
+    Ok(())
+}
+
+/// Checks that the segments still reach the position the manifest recorded, and computes the
+/// manifest that describes the segments now (to be stored by a writable open when it changed).
+fn settle_manifest(
+    wal_dir: &Path,
+    loaded: Option<Manifest>,
+    segments: &[Arc<Segment>],
+    end: u64,
+    salvage: bool,
+    read_only: bool,
+    report: &mut RecoveryReport,
+) -> Result<(Manifest, bool)> {
+    let mut reached = loaded.as_ref().map_or(0, |manifest| manifest.reached);
+    if reached > end {
+        if !salvage {
+            return Err(Error::LogBehind {
+                reached,
+                end,
+                evidence: format!(
+                    "as its manifest {} records",
+                    wal_dir.join(manifest::MANIFEST_FILE_NAME).display()
+                ),
+            });
+        }
+        tracing::warn!(end, reached, "salvage: accepting the loss of the log's end");
+        report.positions_lost = Some((end + 1, reached));
+        reached = end;
+    }
+    if read_only {
+        return Ok((loaded.unwrap_or_default(), false));
+    }
+    // Sealed segments were synced before the next one was created: the last base minus one
+    // was durable, whatever the manifest says.
+    let sealed_end = segments.last().map_or(0, |last| last.base - 1);
+    let current = Manifest {
+        reached: reached.max(sealed_end),
+        segments: segments
+            .iter()
+            .map(|segment| ManifestSegment {
+                base: segment.base,
+                compacted_through: loaded
+                    .as_ref()
+                    .and_then(|manifest| manifest.entry(segment.base))
+                    .map_or(0, |entry| entry.compacted_through),
+                removing: false,
+            })
+            .collect(),
+    };
+    let dirty = loaded.as_ref() != Some(&current);
+    report.manifest_created = loaded.is_none();
+    Ok((current, dirty))
 }
 
 pub(crate) fn install_scan(segment: &Segment, scan: &Scan) {

@@ -38,6 +38,17 @@ pub struct RecoveryReport {
     pub salvage: Option<Salvage>,
     /// A last segment whose creation a crash interrupted (header never made durable), removed.
     pub removed_unfinished_segment: Option<PathBuf>,
+    /// What comparing the manifest with the segment files found and did: leftovers of an
+    /// interrupted removal (removed), a segment of an interrupted roll (adopted), and, only under
+    /// [`RecoveryMode::Salvage`](crate::RecoveryMode), missing segments accepted as lost and
+    /// unlisted segments adopted. In strict mode a missing or unlisted segment fails open.
+    pub manifest_findings: Vec<crate::manifest::Finding>,
+    /// True when open wrote a manifest for a log that had none (a new log, or one written
+    /// before manifests existed: its segment set as found is trusted from then on).
+    pub manifest_created: bool,
+    /// Under salvage, the positions the manifest proves the log reached but its segments no
+    /// longer hold, accepted as lost: `(first, last)`.
+    pub positions_lost: Option<(u64, u64)>,
     /// How long recovery took.
     pub duration: Duration,
 }

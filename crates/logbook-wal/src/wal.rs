@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_BATCH_FIRST, FLAG_BATCH_LAST, FRAME_HEADER_BYTES};
+use crate::manifest::{self, Manifest, ManifestSegment};
 use crate::open::{self, Opened};
 use crate::options::{SyncPolicy, WalOptions};
 use crate::reader::WalReader;
@@ -67,6 +68,9 @@ pub struct SegmentInfo {
     pub bytes: u64,
     /// True for the segment appends go to.
     pub active: bool,
+    /// The mark compaction keeps for it in the manifest (0 until compaction sets one):
+    /// see [`Wal::set_compacted_through`].
+    pub compacted_through: u64,
 }
 
 struct WriterState {
@@ -112,6 +116,9 @@ pub(crate) struct Inner {
     compaction: Mutex<()>,
     /// The directory lock, released at close: readers share `Inner` and may outlive the WAL.
     lock: Mutex<Option<Box<dyn LockGuard>>>,
+    /// What `wal/MANIFEST` holds on disk (a read-only handle: what it read at open). Taken
+    /// after the writer state and segment locks, never before them.
+    manifest: Mutex<Manifest>,
 }
 
 /// A segmented write-ahead log. `Send + Sync`: share it in an `Arc` between appending threads.
@@ -175,6 +182,8 @@ impl Wal {
             mut segments,
             last_position,
             mut report,
+            mut manifest,
+            mut manifest_dirty,
         } = open::open_segments(&storage, &wal_dir, &options, false)?;
         let active = match segments.last() {
             Some(last) => {
@@ -189,9 +198,20 @@ impl Wal {
             None => {
                 let segment = create_segment(storage.as_ref(), &wal_dir, last_position + 1)?;
                 segments.push(segment.clone());
+                manifest.segments.push(ManifestSegment {
+                    base: segment.base,
+                    compacted_through: 0,
+                    removing: false,
+                });
+                manifest_dirty = true;
                 segment
             }
         };
+        if manifest_dirty {
+            // Durability: the manifest names every segment before the first append can be
+            // acknowledged.
+            manifest::store(storage.as_ref(), &wal_dir, &manifest)?;
+        }
         let end_offset = active.durable_len();
         let next_position = last_position + 1;
         let state = WriterState {
@@ -221,6 +241,7 @@ impl Wal {
             stop: AtomicBool::new(false),
             compaction: Mutex::new(()),
             lock: Mutex::new(Some(guard)),
+            manifest: Mutex::new(manifest),
         });
         let syncer = match options.sync_policy {
             SyncPolicy::Interval(interval) => Some(spawn_syncer(inner.clone(), interval)?),
@@ -255,6 +276,8 @@ impl Wal {
             segments,
             last_position,
             mut report,
+            manifest,
+            ..
         } = open::open_segments(&storage, &wal_dir, &options, true)?;
         let active = match segments.last() {
             Some(last) => last.clone(),
@@ -293,6 +316,7 @@ impl Wal {
             stop: AtomicBool::new(false),
             compaction: Mutex::new(()),
             lock: Mutex::new(None),
+            manifest: Mutex::new(manifest),
         });
         report.duration = started.elapsed();
         Ok((
@@ -487,8 +511,9 @@ impl Wal {
         let state = lock_state(&self.inner);
         let active_base = state.active.base;
         drop(state);
-        self.inner
-            .segments()
+        let segments = self.inner.segments();
+        let manifest = self.inner.manifest();
+        segments
             .iter()
             .map(|segment| SegmentInfo {
                 path: segment.path.clone(),
@@ -496,8 +521,38 @@ impl Wal {
                 last_position: segment.last_position(),
                 bytes: segment.durable_len(),
                 active: segment.base == active_base,
+                compacted_through: manifest
+                    .entry(segment.base)
+                    .map_or(0, |entry| entry.compacted_through),
             })
             .collect()
+    }
+
+    /// Records, durably in the manifest, the mark compaction keeps for each listed sealed
+    /// segment (the engine: the snapshot position its last compaction of the segment saw).
+    /// The WAL gives it no meaning; it survives restarts and segment rewrites, and a new
+    /// segment starts at 0. Bases that are not segments are ignored.
+    pub fn set_compacted_through(&self, marks: &[(u64, u64)]) -> Result<()> {
+        let inner = &*self.inner;
+        let state = lock_state(inner);
+        inner.check_writable(&state)?;
+        drop(state);
+        inner.update_manifest(|manifest| {
+            for &(base, mark) in marks {
+                if let Some(entry) = manifest
+                    .segments
+                    .iter_mut()
+                    .find(|entry| entry.base == base && !entry.removing)
+                {
+                    entry.compacted_through = mark;
+                }
+            }
+        })
+    }
+
+    /// The manifest as last written (a read-only handle: as read at open).
+    pub fn manifest(&self) -> Manifest {
+        self.inner.manifest().clone()
     }
 
     /// Removes whole sealed segments whose records all lie below `position`. Returns the
@@ -505,45 +560,54 @@ impl Wal {
     pub fn truncate_before(&self, position: u64) -> Result<Vec<PathBuf>> {
         let inner = &*self.inner;
         let _compaction = inner.compaction_lock();
-        let state = lock_state(inner);
+        let mut state = lock_state(inner);
         inner.check_writable(&state)?;
         let active_base = state.active.base;
         let mut segments = inner
             .segments
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let victims = segments
+            .windows(2)
+            .take_while(|pair| matches!(pair, [first, next] if first.base != active_base && next.base <= position))
+            .count();
+        if victims == 0 {
+            return Ok(Vec::new());
+        }
+        let bases: Vec<u64> = segments
+            .iter()
+            .take(victims)
+            .map(|segment| segment.base)
+            .collect();
+        // Durability: the manifest marks the segments as being removed before their files go,
+        // so a crash in between never looks like missing segments.
+        if let Err(error) = inner.mark_removing(&bases) {
+            inner.poison_with(&mut state, error.to_string());
+            return Err(error);
+        }
         let mut removed = Vec::new();
-        while let Some(first) = segments.first() {
-            let next_base = segments.get(1).map(|next| next.base);
-            let below = next_base.is_some_and(|next| next <= position);
-            if first.base == active_base || !below {
-                break;
-            }
-            let path = first.path.clone();
+        for segment in segments.drain(..victims) {
             inner
                 .storage
-                .remove_file(&path)
-                .map_err(|source| Error::io(&path, source))?;
+                .remove_file(&segment.path)
+                .map_err(|source| Error::io(&segment.path, source))?;
             // The sidecar goes after its segment (an orphan sidecar is removed at open).
-            let sidecar = inner.wal_dir.join(crate::sidecar::file_name(first.base));
+            let sidecar = inner.wal_dir.join(crate::sidecar::file_name(segment.base));
             if inner.storage.exists(&sidecar) {
                 inner
                     .storage
                     .remove_file(&sidecar)
                     .map_err(|source| Error::io(&sidecar, source))?;
             }
-            segments.remove(0);
-            removed.push(path);
+            removed.push(segment.path.clone());
         }
         drop(segments);
         drop(state);
-        if !removed.is_empty() {
-            // Durability: fsync the directory so the removals survive a crash.
-            inner
-                .storage
-                .sync_dir(&inner.wal_dir)
-                .map_err(|source| Error::io(&inner.wal_dir, source))?;
-        }
+        // Durability: fsync the directory so the removals survive a crash.
+        inner
+            .storage
+            .sync_dir(&inner.wal_dir)
+            .map_err(|source| Error::io(&inner.wal_dir, source))?;
         Ok(removed)
     }
 
@@ -720,6 +784,11 @@ impl Inner {
 
     /// Removes a sealed segment (and its sidecar) whose records were all dropped.
     pub(crate) fn remove_sealed(&self, segment: &Arc<Segment>) -> Result<()> {
+        // Durability: the manifest marks the segment as being removed before its file goes.
+        if let Err(error) = self.mark_removing(&[segment.base]) {
+            self.poison_with(&mut lock_state(self), error.to_string());
+            return Err(error);
+        }
         let sidecar = self.wal_dir.join(crate::sidecar::file_name(segment.base));
         self.storage
             .remove_file(&segment.path)
@@ -797,10 +866,49 @@ impl Inner {
     }
 
     fn poison(&self, state: &mut WriterState, path: &Path, error: &std::io::Error) {
-        tracing::error!(path = %path.display(), %error, "WAL poisoned");
-        state.poisoned = Some(format!("{} on {}", error, path.display()));
+        self.poison_with(state, format!("{} on {}", error, path.display()));
+    }
+
+    fn poison_with(&self, state: &mut WriterState, reason: String) {
+        tracing::error!(%reason, "WAL poisoned");
+        state.poisoned = Some(reason);
         self.changed.notify_all();
         self.gathered.notify_all();
+    }
+
+    pub(crate) fn manifest(&self) -> MutexGuard<'_, Manifest> {
+        self.manifest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores the manifest with `change` applied, durably; entries being removed whose files
+    /// are gone are dropped on the way. The in-memory copy changes only once the store
+    /// succeeded. A failure leaves the file in an unknown state: callers poison the WAL.
+    fn update_manifest(&self, change: impl FnOnce(&mut Manifest)) -> Result<()> {
+        let mut manifest = self.manifest();
+        let mut next = manifest.clone();
+        change(&mut next);
+        next.segments.retain(|entry| {
+            !entry.removing
+                || self
+                    .storage
+                    .exists(&self.wal_dir.join(segment::file_name(entry.base)))
+        });
+        manifest::store(self.storage.as_ref(), &self.wal_dir, &next)?;
+        *manifest = next;
+        Ok(())
+    }
+
+    /// Marks segments as being removed in the manifest (before their files are removed).
+    fn mark_removing(&self, bases: &[u64]) -> Result<()> {
+        self.update_manifest(|manifest| {
+            for entry in &mut manifest.segments {
+                if bases.contains(&entry.base) {
+                    entry.removing = true;
+                }
+            }
+        })
     }
 
     /// Hands the buffer to the OS without syncing (the buffer grew past its limit).
@@ -967,6 +1075,20 @@ impl Inner {
                     return Err(error);
                 }
             };
+        // Durability: the manifest lists the new segment (and how far the log reached) before
+        // any frame is written to it. A crash before this leaves an unlisted segment holding
+        // only its header, which the next open adopts.
+        if let Err(error) = self.update_manifest(|manifest| {
+            manifest.reached = manifest.reached.max(last);
+            manifest.segments.push(ManifestSegment {
+                base: segment.base,
+                compacted_through: 0,
+                removing: false,
+            });
+        }) {
+            self.poison_with(&mut state, error.to_string());
+            return Err(error);
+        }
         self.segments
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
