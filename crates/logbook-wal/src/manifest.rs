@@ -346,8 +346,9 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// Compares the manifest with the segment files found: `(base, file length)` ascending.
-pub(crate) fn compare(manifest: &Manifest, wal_dir: &Path, files: &[(u64, u64)]) -> Vec<Finding> {
+/// Compares the manifest with the segment files found: `(base, file length)` ascending (the
+/// length is consulted only for files the manifest does not list).
+pub fn compare(manifest: &Manifest, wal_dir: &Path, files: &[(u64, u64)]) -> Vec<Finding> {
     let path = |base: u64| wal_dir.join(segment::file_name(base));
     let on_disk = |base: u64| files.iter().any(|&(file, _)| file == base);
     let live: Vec<u64> = manifest.live_bases().collect();

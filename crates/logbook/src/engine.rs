@@ -17,7 +17,7 @@ use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
 use crate::writer::{self, AppendResult, Command};
 use logbook_compaction::{SnapshotInfo, SnapshotStore};
 use logbook_projection::{EnvelopeRef, Event, NewEvent, RawEvent, RecordedEvent, StreamId};
-use logbook_wal::{FileStorage, RecoveryReport, Storage, Wal};
+use logbook_wal::{FileStorage, RecoveryMode, RecoveryReport, Storage, Wal};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -342,15 +342,25 @@ impl<E: Event> Logbook<E> {
         let (wal, wal_report) = Wal::open_with_storage(storage.clone(), &dir, options.wal.clone())?;
         let wal = Arc::new(wal);
         let applier = TypedApplier::new(projections);
-        let log_end = wal.durable_position();
+        // A segment's base minus one was reached when it was created (compaction may have
+        // dropped the records just before it).
+        let log_end = wal
+            .segments()
+            .last()
+            .map_or(0, |last| last.base - 1)
+            .max(wal.durable_position());
+        let salvaged = options.wal.recovery_mode == RecoveryMode::Salvage;
+        let store = Arc::new(SnapshotStore::new(storage, &dir));
+        if !salvaged {
+            refuse_snapshots_past(&store, log_end)?;
+        }
         let (index, index_report) = if storage_is_files {
-            StreamIndex::open(&dir, log_end)?
+            StreamIndex::open(&dir, log_end, salvaged)?
         } else {
             StreamIndex::temporary()?
         };
-        let store = Arc::new(SnapshotStore::new(storage, &dir));
-        // Snapshots past the log's end describe events a salvage cut dropped; once new appends
-        // pass their position they would look valid: remove them now.
+        // After an explicit salvage, snapshots past the log's end describe events the cut
+        // dropped; once new appends pass their position they would look valid: remove them.
         let beyond = store.remove_above(log_end).unwrap_or_else(|error| {
             tracing::warn!(%error, "snapshots past the log's end could not be removed");
             Vec::new()
@@ -873,6 +883,23 @@ fn replay_record<'a>(
         apply_system(streams, position, envelope.event_type, envelope.payload)?;
     }
     Ok(envelope)
+}
+
+/// A snapshot at position P proves every position up to P was durable (snapshots hold only
+/// applied, so durable, events): a log whose segments end before P lost acknowledged events.
+/// That is an error for an operator (`verify`, then an explicit salvage), never a reason to
+/// delete the snapshot.
+fn refuse_snapshots_past(store: &SnapshotStore, log_end: u64) -> Result<()> {
+    if let Some(newest) = store.list()?.into_iter().max_by_key(|info| info.position)
+        && newest.position > log_end
+    {
+        return Err(Error::Wal(logbook_wal::Error::LogBehind {
+            reached: newest.position,
+            end: log_end,
+            evidence: format!("as the snapshot {} records", newest.path.display()),
+        }));
+    }
+    Ok(())
 }
 
 /// Restores the newest usable snapshot; `(empty table, 0)` means a full replay. Never fails:

@@ -100,12 +100,26 @@ impl StreamIndex {
         ))
     }
 
-    /// Opens the index in `<log_dir>/index`; any sled error means wipe and rebuild, and so
-    /// does a marker past `log_end` (the log lost its tail to a salvage cut: the index would
-    /// point at positions that new appends reuse).
-    pub(crate) fn open(log_dir: &Path, log_end: u64) -> Result<(StreamIndex, IndexReport)> {
+    /// Opens the index in `<log_dir>/index`; any sled error means wipe and rebuild. A marker
+    /// past `log_end` proves the log once held durable records it no longer has: with
+    /// `salvaged` false that is [`logbook_wal::Error::LogBehind`] (acknowledged events are
+    /// missing: never a reason to drop the evidence); after an explicit salvage the index is
+    /// rebuilt (it would point at positions that new appends reuse).
+    pub(crate) fn open(
+        log_dir: &Path,
+        log_end: u64,
+        salvaged: bool,
+    ) -> Result<(StreamIndex, IndexReport)> {
         let path = log_dir.join(INDEX_DIR_NAME);
         match Self::try_open(&path) {
+            Ok(Some((index, complete_position))) if complete_position > log_end && !salvaged => {
+                drop(index);
+                Err(Error::Wal(logbook_wal::Error::LogBehind {
+                    reached: complete_position,
+                    end: log_end,
+                    evidence: format!("as the stream index {} records", path.display()),
+                }))
+            }
             Ok(Some((index, complete_position))) if complete_position <= log_end => Ok((
                 index,
                 IndexReport {

@@ -85,6 +85,8 @@ fn to_json(report: &RepairReport) -> serde_json::Value {
             "valid_frames_dropped": salvage.valid_frames_dropped,
         })),
         "removed_unfinished_segment": recovery.removed_unfinished_segment.as_deref().map(name),
+        "manifest": recovery.manifest_findings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "positions_lost": recovery.positions_lost.map(|(first, last)| json!({"first": first, "last": last})),
         "dropped_frames": frames,
         "snapshots_removed": report.snapshots_removed.iter().map(|path| name(path)).collect::<Vec<_>>(),
         "index_removed": report.index_removed.as_deref().map(name),
@@ -125,6 +127,14 @@ fn human(out: &mut Out, dir: &Path, report: &RepairReport) -> Result<()> {
             name(&cut.segment),
             cut.offset,
             cut.reason
+        ))?;
+    }
+    for finding in &recovery.manifest_findings {
+        out.line(format!("manifest: {finding}"))?;
+    }
+    if let Some((first, last)) = recovery.positions_lost {
+        out.line(format!(
+            "end of the log: {verb} positions {first}..={last} (the log reached them, its segments no longer hold them)"
         ))?;
     }
     if let Some(path) = &recovery.removed_unfinished_segment {

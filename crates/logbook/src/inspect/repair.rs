@@ -67,6 +67,11 @@ impl RepairReport {
         let recovery = &self.recovery;
         recovery.tail_cut.is_some()
             || recovery.salvage.is_some()
+            || recovery.positions_lost.is_some()
+            || recovery
+                .manifest_findings
+                .iter()
+                .any(logbook_wal::manifest::Finding::is_error)
             || recovery.removed_unfinished_segment.is_some()
             || !self.dropped_frames.is_empty()
             || !self.snapshots_removed.is_empty()
@@ -123,14 +128,28 @@ fn remove_derived(
     apply: bool,
 ) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     let store = SnapshotStore::new(storage.clone(), dir);
+    // Positions lost with a missing segment: snapshots from its base on include their effects.
+    let first_missing = recovery
+        .manifest_findings
+        .iter()
+        .filter_map(|finding| match finding {
+            logbook_wal::manifest::Finding::Missing { base, .. } => Some(*base),
+            _ => None,
+        })
+        .min();
+    let kept_through = first_missing.map_or(recovery.last_position, |base| {
+        recovery.last_position.min(base - 1)
+    });
     let stale: Vec<PathBuf> = store
         .list()?
         .into_iter()
-        .filter(|snapshot| snapshot.position > recovery.last_position)
+        .filter(|snapshot| snapshot.position > kept_through)
         .map(|snapshot| snapshot.path)
         .collect();
     let index_dir = dir.join(INDEX_DIR_NAME);
-    let index = (recovery.salvage.is_some() && storage.exists(&index_dir)).then_some(index_dir);
+    let dropped_durable =
+        recovery.salvage.is_some() || recovery.positions_lost.is_some() || first_missing.is_some();
+    let index = (dropped_durable && storage.exists(&index_dir)).then_some(index_dir);
     if !apply {
         return Ok((stale, index));
     }

@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
 use logbook_compaction::{Error as CompactionError, SnapshotStore, decode_snapshot};
 use logbook_projection::EnvelopeRef;
+use logbook_wal::manifest;
 use logbook_wal::segment::{self, SEGMENT_HEADER_BYTES};
 use logbook_wal::sidecar::{self, SIDECAR_EXTENSION};
 use logbook_wal::storage::{LockGuard, OpenMode, StorageFile};
@@ -106,6 +107,7 @@ const CHECKS: &[&str] = &[
     "event envelopes",
     "stream versions and engine events",
     "segment sidecars",
+    "the manifest: segment set and how far the log reached",
     "snapshot checksums and positions",
 ];
 
@@ -174,7 +176,13 @@ pub fn verify_with_storage(
         report.bytes += bytes.len() as u64;
         progress.advance(bytes.len() as u64);
     }
-    check_snapshots(&storage, dir, last_position, &mut report)?;
+    // A segment's base minus one was reached when the segment was created (compaction may
+    // have dropped the records just before it).
+    let end = segments
+        .last()
+        .map_or(last_position, |last| last_position.max(last.base - 1));
+    check_manifest(storage.as_ref(), dir, &segments, end, &mut report)?;
+    check_snapshots(&storage, dir, end, &mut report)?;
     if storage.exists(&dir.join(INDEX_DIR_NAME)) {
         report.unchecked.push(
             "the stream index (index/): derived data the engine rebuilds on any error; it \
@@ -183,6 +191,104 @@ pub fn verify_with_storage(
     }
     progress.finish();
     Ok(report)
+}
+
+/// Checks the manifest (`wal/MANIFEST`): its checksum, that it lists exactly the segment files
+/// present (a missing or unlisted segment is corruption, with the positions it covers), and
+/// that the segments reach the position it records.
+fn check_manifest(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &[SegmentFile],
+    end: u64,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let wal_dir = dir.join(logbook_wal::WAL_DIR_NAME);
+    let path = wal_dir.join(manifest::MANIFEST_FILE_NAME);
+    if !storage.exists(&path) {
+        if !segments.is_empty() {
+            report.findings.push(Finding {
+                severity: Severity::Note,
+                file: path,
+                offset: 0,
+                reason: "no manifest (a log written before manifests existed): the set of \
+                         segments cannot be proven; the next writer open writes one"
+                    .to_owned(),
+            });
+        }
+        return Ok(());
+    }
+    let bytes = scan::read_file(storage, &path)?;
+    report.bytes += bytes.len() as u64;
+    let manifest = match manifest::decode(&bytes) {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            report.findings.push(Finding {
+                severity: Severity::Corruption,
+                file: path,
+                offset: error.offset,
+                reason: format!("{} (the log will not open)", error.reason),
+            });
+            return Ok(());
+        }
+    };
+    let mut files = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let len = if manifest.entry(segment.base).is_some() {
+            0
+        } else {
+            storage
+                .open_file(&segment.path, OpenMode::Read)
+                .and_then(|file| file.len())
+                .map_err(|source| scan::io_error(&segment.path, source))?
+        };
+        files.push((segment.base, len));
+    }
+    for finding in manifest::compare(&manifest, &wal_dir, &files) {
+        let (severity, file, suffix) = match &finding {
+            manifest::Finding::Missing { .. } => (
+                Severity::Corruption,
+                path.clone(),
+                "; the log will not open (repair accepts the loss)",
+            ),
+            manifest::Finding::Unexpected { path: file } => (
+                Severity::Corruption,
+                file.clone(),
+                "; the log will not open (repair adopts it)",
+            ),
+            manifest::Finding::Leftover { path: file } => (
+                Severity::Note,
+                file.clone(),
+                "; the next writer open removes it",
+            ),
+            manifest::Finding::InterruptedRoll { path: file } => (
+                Severity::Note,
+                file.clone(),
+                "; the next writer open adopts it",
+            ),
+        };
+        report.findings.push(Finding {
+            severity,
+            file,
+            offset: 0,
+            reason: format!("{finding}{suffix}"),
+        });
+    }
+    if manifest.reached > end {
+        report.findings.push(Finding {
+            severity: Severity::Corruption,
+            file: path,
+            offset: 16,
+            reason: format!(
+                "the log reached position {} but its segments end at {end}: positions {}..={} \
+                 are gone; the log will not open (repair accepts the loss)",
+                manifest.reached,
+                end + 1,
+                manifest.reached
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Checks every snapshot file: its checksums (header, each section, trailer), that its header
@@ -251,8 +357,8 @@ fn check_snapshots(
             find(16, reason);
         } else if snapshot.position > last_position {
             let reason = format!(
-                "snapshot position {} is beyond the log's last position {last_position}: the \
-                 engine ignores it",
+                "snapshot position {} is beyond the log's end {last_position}: events it \
+                 describes are gone; the log will not open (repair removes the snapshot)",
                 snapshot.position
             );
             find(16, reason);
@@ -283,6 +389,7 @@ fn sort_other_files(
                 continue;
             }
             Some(_) => "sidecar of a segment that is gone; the next writer open removes it",
+            None if name == manifest::MANIFEST_FILE_NAME => continue,
             None if name.ends_with(".tmp") => {
                 "temporary file left by a crash; the next writer open removes it"
             }
