@@ -23,6 +23,8 @@ pub struct WalReader {
     cursor: Cursor,
     failed: bool,
     frames_read: u64,
+    /// The reader ends after this position, without reading past it (see [`WalReader::up_to`]).
+    last: u64,
 }
 
 impl std::fmt::Debug for WalReader {
@@ -45,7 +47,16 @@ impl WalReader {
             cursor: Cursor::new(),
             failed: false,
             frames_read: 0,
+            last: u64::MAX,
         }
+    }
+
+    /// Ends the reader after `last`: once a record at or above it was yielded, it returns
+    /// `None` without reading a byte more (a reader of one segment does not read ahead into
+    /// the next).
+    pub fn up_to(mut self, last: u64) -> Self {
+        self.last = last;
+        self
     }
 
     /// The position the next record returned will be at or after.
@@ -79,7 +90,7 @@ impl WalReader {
 
     fn step(&mut self) -> Option<Result<Record>> {
         let durable = self.inner.durable();
-        if self.next_position > durable {
+        if self.next_position > durable || self.next_position > self.last {
             return None;
         }
         loop {

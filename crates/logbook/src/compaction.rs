@@ -7,26 +7,38 @@
 //! state still needs (everything dropped is either invisible to reads or superseded), touch the
 //! active segment, or block appends.
 //!
-//! Incremental: a segment compacted when the dead generation (bumped by every delete,
-//! truncation and finishing event) was G holds nothing more to drop until the generation moves,
-//! so it is not read again; a compaction with nothing new reads and writes no segment.
+//! Incremental, per segment: the manifest keeps for each sealed segment the snapshot position
+//! its last compaction saw (its *mark*, `SegmentInfo::compacted_through`), and the stream
+//! catalog keeps for each stream the position of the latest event that made some of its records
+//! dead and the range those records lie in (`StreamState::dead_range`). A segment is read only
+//! when a death after its mark touches its positions; a compaction with nothing new reads and
+//! writes no segment. Both survive a restart (the marks in the manifest, the catalog in the
+//! snapshot and the replay after it), so a restart costs no re-read of history. The range is a
+//! stream's first record to the last one the death can reach: a long-lived stream whose records
+//! are spread over the whole log makes every segment it spans due.
 
 use crate::engine::Shared;
 use crate::error::{Error, Result};
+use crate::streams::StreamTable;
 use crate::system::SYSTEM_STREAM;
 use logbook_compaction::SnapshotInfo;
 use logbook_projection::EnvelopeRef;
-use logbook_wal::RewriteReport;
-use std::collections::HashMap;
+use logbook_wal::{RewriteReport, SegmentInfo};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactionReport {
     /// The snapshot taken first; everything below it was considered. 0 when there was nothing
-    /// to do (nothing died and no segment was sealed since the last compaction): then no
-    /// snapshot was taken and no segment read.
+    /// to do (no record died where no compaction has looked since): then no snapshot was
+    /// taken and no segment read.
     pub snapshot_position: u64,
+    /// Sealed segments read (those holding records that died since their last compaction).
+    pub segments_read: usize,
+    /// Bytes of segment files read: each due segment twice (once to find what its deaths
+    /// superseded, once to rewrite it), no other.
+    pub bytes_read: u64,
     /// Segments rewritten with fewer records.
     pub segments_rewritten: usize,
     /// Segments removed because nothing in them was kept.
@@ -41,100 +53,121 @@ pub struct CompactionReport {
     pub segments: Vec<RewriteReport>,
 }
 
-/// What earlier compactions covered (in memory: after a restart everything is revisited once).
-#[derive(Debug, Default)]
-pub(crate) struct CompactionState {
-    /// The dead generation when the active segment was last sealed by a compaction.
-    sealed_generation: u64,
-    /// Per sealed segment base: the dead generation its last compaction saw.
-    compacted: HashMap<u64, u64>,
+/// The segments (of `segments`, ascending) holding records that died after their mark: for
+/// each stream whose latest death is after the lowest mark, the segments its dead range
+/// overlaps whose mark is below that death.
+fn due_segments(catalog: &StreamTable, segments: &[SegmentInfo]) -> HashSet<u64> {
+    let mut due = HashSet::new();
+    let Some(lowest_mark) = segments
+        .iter()
+        .map(|segment| segment.compacted_through)
+        .min()
+    else {
+        return due;
+    };
+    for (died_at, range) in catalog.deaths_after(lowest_mark) {
+        // The first segment that can hold the range's start: the last one based at or below it.
+        let first = segments
+            .partition_point(|segment| segment.base <= *range.start())
+            .saturating_sub(1);
+        for segment in segments.iter().skip(first) {
+            if segment.base > *range.end() {
+                break;
+            }
+            if segment.compacted_through < died_at {
+                due.insert(segment.base);
+            }
+        }
+    }
+    due
 }
 
-/// The compaction state (locked) and the current dead generation, read after the lock.
-fn state_and_generation(shared: &Shared) -> (std::sync::MutexGuard<'_, CompactionState>, u64) {
-    let state = shared
-        .compaction_state
+fn sealed(shared: &Shared) -> Vec<SegmentInfo> {
+    shared
+        .wal
+        .segments()
+        .into_iter()
+        .filter(|segment| !segment.active && segment.last_position > 0)
+        .collect()
+}
+
+fn catalog(shared: &Shared) -> StreamTable {
+    shared
+        .catalog
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let generation = shared
-        .dead_generation
-        .load(std::sync::atomic::Ordering::Acquire);
-    (state, generation)
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }
 
-/// Seals the active segment (so compaction can reach it) only when something that can make
-/// records dead happened since the last seal: else nothing in it is dead.
+/// Seals the active segment (so compaction can reach it) only when it holds records that
+/// died: else nothing in it is dead and sealing would only leave a small segment behind.
 pub(crate) fn seal_if_needed(shared: &Shared) -> Result<()> {
-    let (mut state, generation) = state_and_generation(shared);
-    if generation != state.sealed_generation {
+    let _one_at_a_time = lock(shared);
+    let Some(active) = shared
+        .wal
+        .segments()
+        .into_iter()
+        .find(|segment| segment.active)
+    else {
+        return Ok(());
+    };
+    let catalog = catalog(shared);
+    if !due_segments(&catalog, std::slice::from_ref(&active)).is_empty() {
         shared.wal.seal_active()?;
-        state.sealed_generation = generation;
     }
     Ok(())
 }
 
-/// True when some sealed segment was not compacted at the current dead generation.
+/// True when some sealed segment holds records that died since its last compaction.
 pub(crate) fn has_work(shared: &Shared) -> bool {
-    let (state, generation) = state_and_generation(shared);
+    !due_segments(&catalog(shared), &sealed(shared)).is_empty()
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
     shared
-        .wal
-        .segments()
-        .iter()
-        .filter(|segment| !segment.active && segment.last_position > 0)
-        .any(|segment| state.compacted.get(&segment.base) != Some(&generation))
+        .compaction_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs on a blocking thread after the active segment was sealed and a snapshot written.
 pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<CompactionReport> {
     let _span = tracing::info_span!("compaction", snapshot = snapshot.position).entered();
-    // The generation is read before the catalog: the catalog then knows at least what this
-    // generation counts.
-    let (mut state, generation) = state_and_generation(shared);
-    let catalog = shared
-        .catalog
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
+    let _one_at_a_time = lock(shared);
+    let catalog = catalog(shared);
     let latest_only = &shared.options.compaction;
-    let segments: Vec<_> = shared
-        .wal
-        .segments()
+    let segments: Vec<SegmentInfo> = sealed(shared)
         .into_iter()
-        .filter(|segment| !segment.active && segment.last_position > 0)
         .filter(|segment| segment.last_position <= snapshot.position)
         .collect();
     let mut report = CompactionReport {
         snapshot_position: snapshot.position,
         ..Default::default()
     };
-    let live: std::collections::HashSet<u64> =
-        segments.iter().map(|segment| segment.base).collect();
-    state.compacted.retain(|base, _| live.contains(base));
-    let pending: std::collections::HashSet<u64> = segments
-        .iter()
-        .filter(|segment| state.compacted.get(&segment.base) != Some(&generation))
-        .map(|segment| segment.base)
-        .collect();
+    let pending = due_segments(&catalog, &segments);
     if pending.is_empty() {
         report.snapshots_removed = shared.snapshot_store.remove_below(snapshot.position)?;
         return Ok(report);
     }
     // Pass 1: the newest version of each latest-only event type per stream, and each stream's
-    // newest finishing record (only what precedes one may be dropped), over the segments to
-    // rewrite. Segments already compacted at this generation are not read: what they hold
-    // can only be lower bounds here, and lower bounds drop less, never more (a finishing
-    // event bumps the generation, so every segment is revisited with it in view).
+    // newest finishing record (only what precedes one may be dropped), over the due segments.
+    // Segments that are not due are not read: what they hold can only be lower bounds here,
+    // and lower bounds drop less, never more (a finishing event makes every segment its
+    // stream spans due, so it is in view whenever it matters).
     let mut newest: HashMap<(String, String), u64> = HashMap::new();
     let mut finished: HashMap<String, u64> = HashMap::new();
     for segment in segments
         .iter()
         .filter(|segment| pending.contains(&segment.base))
     {
-        for record in shared.wal.read_from(segment.base) {
+        report.segments_read += 1;
+        report.bytes_read += segment.bytes;
+        for record in shared
+            .wal
+            .read_from(segment.base)
+            .up_to(segment.last_position)
+        {
             let record = record?;
-            if record.position > segment.last_position {
-                break;
-            }
             let envelope = decode(record.position, &record.payload)?;
             if latest_only.is_latest_only(envelope.event_type) {
                 let key = (envelope.stream.to_owned(), envelope.event_type.to_owned());
@@ -149,7 +182,8 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
             }
         }
     }
-    // Pass 2: rewrite each segment not compacted at this generation without what is dead.
+    // Pass 2: rewrite each due segment without what is dead.
+    let mut marks = Vec::new();
     for segment in segments
         .iter()
         .filter(|segment| pending.contains(&segment.base))
@@ -199,8 +233,9 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
         for (stream, version) in superseded {
             shared.index.remove_entry(&stream, version)?;
         }
+        report.bytes_read += rewrite.bytes_before;
         if !rewrite.removed {
-            state.compacted.insert(segment.base, generation);
+            marks.push((segment.base, snapshot.position));
         }
         if rewrite.records_dropped > 0 {
             report.records_dropped += rewrite.records_dropped;
@@ -213,6 +248,9 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
             report.segments.push(rewrite);
         }
     }
+    // Durability: the marks go to the manifest only after the rewrites they describe; a crash
+    // before costs one more read of those segments, never a missed death.
+    shared.wal.set_compacted_through(&marks)?;
     // Purge: a snapshot older than the one just written may still hold deleted data.
     report.snapshots_removed = shared.snapshot_store.remove_below(snapshot.position)?;
     tracing::info!(

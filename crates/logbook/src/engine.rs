@@ -15,7 +15,7 @@ use crate::subscription::{SubscriberSlot, Subscription};
 use crate::syncer::{self, LiveRecord, SyncJob};
 use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
 use crate::writer::{self, AppendResult, Command};
-use logbook_compaction::{SnapshotInfo, SnapshotStore};
+use logbook_compaction::{CompactionPolicy, SnapshotInfo, SnapshotStore};
 use logbook_projection::{EnvelopeRef, Event, NewEvent, RawEvent, RecordedEvent, StreamId};
 use logbook_wal::{FileStorage, RecoveryMode, RecoveryReport, Storage, Wal};
 use std::collections::HashMap;
@@ -102,11 +102,8 @@ pub(crate) struct Shared {
     pub(crate) snapshot_store: Arc<SnapshotStore>,
     /// The last position applied to the projections (and published to subscribers).
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
-    /// Bumped whenever an applied event can make older records dead (a delete, a truncation,
-    /// a finishing event): compaction revisits only segments it has not seen at this value.
-    pub(crate) dead_generation: AtomicU64,
-    /// What earlier compactions covered (held for a whole compaction: one at a time).
-    pub(crate) compaction_state: Mutex<crate::compaction::CompactionState>,
+    /// Held for a whole compaction: one at a time.
+    pub(crate) compaction_lock: Mutex<()>,
 }
 
 impl Shared {
@@ -154,14 +151,8 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (position, bytes) in batch {
-            match replay_record(&mut catalog, *position, bytes) {
-                Ok(envelope) => {
-                    if envelope.stream == system::SYSTEM_STREAM
-                        || self.options.compaction.is_finished(envelope.event_type)
-                    {
-                        self.dead_generation.fetch_add(1, Ordering::AcqRel);
-                    }
-                }
+            match replay_record(&mut catalog, &self.options.compaction, *position, bytes) {
+                Ok(_) => {}
                 Err(error) => {
                     tracing::error!(position, %error, "record could not be applied to the catalog");
                 }
@@ -377,6 +368,7 @@ impl<E: Event> Logbook<E> {
             &index,
             index_report.complete_position,
             start,
+            &options.compaction,
         )?;
         applier.restored();
         let snapshots = Snapshotter::start(store.clone(), options.snapshots.clone())?;
@@ -399,9 +391,7 @@ impl<E: Event> Logbook<E> {
             catalog: Mutex::new(streams_catalog),
             snapshots,
             snapshot_store: store,
-            // Starts above every recorded generation: the first compaction considers all.
-            dead_generation: AtomicU64::new(1),
-            compaction_state: Mutex::new(crate::compaction::CompactionState::default()),
+            compaction_lock: Mutex::new(()),
         });
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (jobs, job_receiver) =
@@ -834,6 +824,7 @@ fn replay(
     index: &StreamIndex,
     index_complete: u64,
     start: (StreamTable, u64),
+    compaction: &CompactionPolicy,
 ) -> Result<(StreamTable, u64)> {
     let _span = tracing::info_span!("replay").entered();
     let (mut streams, snapshot_position) = start;
@@ -843,7 +834,7 @@ fn replay(
         let record = record?;
         let position = record.position;
         if position > snapshot_position {
-            replay_record(&mut streams, position, &record.payload)?;
+            replay_record(&mut streams, compaction, position, &record.payload)?;
             applier.apply_record(position, &record.payload)?;
             count += 1;
         }
@@ -871,6 +862,7 @@ fn replay(
 /// decoded envelope.
 fn replay_record<'a>(
     streams: &mut StreamTable,
+    compaction: &CompactionPolicy,
     position: u64,
     bytes: &'a [u8],
 ) -> Result<EnvelopeRef<'a>> {
@@ -881,6 +873,8 @@ fn replay_record<'a>(
     streams.replay(envelope.stream, envelope.stream_version, position)?;
     if envelope.stream == system::SYSTEM_STREAM {
         apply_system(streams, position, envelope.event_type, envelope.payload)?;
+    } else if compaction.is_finished(envelope.event_type) {
+        streams.finished(envelope.stream, position);
     }
     Ok(envelope)
 }
@@ -993,7 +987,7 @@ fn apply_system(
     let event = SystemEvent::decode(payload).map_err(|error| corrupt(error.to_string()))?;
     match (event_type, event) {
         (STREAM_DELETED, SystemEvent::StreamDeleted { stream }) => {
-            streams.delete(&StreamId::new(stream)?);
+            streams.delete(&StreamId::new(stream)?, position);
         }
         (
             STREAM_TRUNCATED,

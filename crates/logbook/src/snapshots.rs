@@ -20,7 +20,9 @@ use tokio::sync::oneshot;
 
 /// The snapshot section holding the engine's durable stream catalog.
 pub const STREAMS_SECTION: &str = "engine.streams";
-const STREAMS_SECTION_VERSION: u16 = 1;
+/// Version 2: each stream also records where its records start and its latest death (for
+/// per-segment compaction). Version 1 snapshots are refused (a longer replay, nothing lost).
+const STREAMS_SECTION_VERSION: u16 = 2;
 /// The largest stream catalog decoded from a snapshot.
 const STREAMS_SECTION_BYTES_MAX: usize = 512 << 20;
 

@@ -52,6 +52,15 @@ pub(crate) struct StreamState {
     pub(crate) deleted: bool,
     /// Versions below this are hidden (and purged by compaction).
     pub(crate) truncated_before: u64,
+    /// The position of the stream's first event (0 when none): where its records start.
+    first_position: u64,
+    /// The position of the latest event that made records of this stream dead (its deletion,
+    /// a truncation, a finishing event that supersedes latest-only records); 0 when none.
+    /// Compaction compares it with each segment's mark to know which segments to read.
+    dead_position: u64,
+    /// The last position that event may have made dead: records of the stream that died lie
+    /// in `first_position..=dead_through`.
+    dead_through: u64,
 }
 
 impl StreamState {
@@ -61,6 +70,18 @@ impl StreamState {
 
     pub(crate) fn last_position(&self) -> Option<u64> {
         (self.last_position > 0).then_some(self.last_position)
+    }
+
+    /// When records of the stream died, the event that killed them and the range they lie in:
+    /// `(dead_position, first_position..=dead_through)`.
+    pub(crate) fn dead_range(&self) -> Option<(u64, std::ops::RangeInclusive<u64>)> {
+        (self.dead_position > 0)
+            .then_some((self.dead_position, self.first_position..=self.dead_through))
+    }
+
+    fn died_at(&mut self, position: u64, through: u64) {
+        self.dead_position = self.dead_position.max(position);
+        self.dead_through = self.dead_through.max(through);
     }
 }
 
@@ -118,6 +139,9 @@ impl StreamTable {
         );
         for position in positions {
             assert!(state.last_position < position, "positions ascend");
+            if state.first_position == 0 {
+                state.first_position = position;
+            }
             state.last_position = position;
             state.next_version += 1;
         }
@@ -137,13 +161,43 @@ impl StreamTable {
                 ),
             });
         }
+        if state.first_position == 0 {
+            state.first_position = position;
+        }
         state.next_version = version + 1;
         state.last_position = position;
         Ok(())
     }
 
-    pub(crate) fn delete(&mut self, stream: &StreamId) {
-        self.streams.entry(stream.clone()).or_default().deleted = true;
+    /// Marks `stream` deleted by the tombstone at `position`: all its records are dead.
+    pub(crate) fn delete(&mut self, stream: &StreamId, position: u64) {
+        let state = self.streams.entry(stream.clone()).or_default();
+        state.deleted = true;
+        let through = state.last_position;
+        state.died_at(position, through);
+    }
+
+    /// Records that the event at `position` finished the entity of `stream`: the latest-only
+    /// records it superseded before it are dead.
+    pub(crate) fn finished(&mut self, stream: &str, position: u64) {
+        let Ok(stream) = StreamId::new(stream) else {
+            return;
+        };
+        if let Some(state) = self.streams.get_mut(&stream) {
+            state.died_at(position, position);
+        }
+    }
+
+    /// Every stream's dead range (see [`StreamState::dead_range`]) whose death is after
+    /// `after`.
+    pub(crate) fn deaths_after(
+        &self,
+        after: u64,
+    ) -> impl Iterator<Item = (u64, std::ops::RangeInclusive<u64>)> + '_ {
+        self.streams
+            .values()
+            .filter_map(StreamState::dead_range)
+            .filter(move |(position, _)| *position > after)
     }
 
     /// Hides the versions of `stream` below `before_version`; `position` is the truncation
@@ -151,6 +205,8 @@ impl StreamTable {
     pub(crate) fn truncate(&mut self, stream: &StreamId, before_version: u64, position: u64) {
         let state = self.streams.entry(stream.clone()).or_default();
         state.truncated_before = state.truncated_before.max(before_version);
+        let through = state.last_position;
+        state.died_at(position, through);
         // A replay after compaction purged every event of the stream meets the truncation
         // with none of them: those versions were used all the same, so the next append must
         // not reuse version 0 (it would be hidden and break expected versions). (Found by

@@ -300,7 +300,7 @@ fn delete(
         .streams
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .delete(stream);
+        .delete(stream, result.last_position);
     Ok(result)
 }
 

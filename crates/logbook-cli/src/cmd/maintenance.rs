@@ -80,6 +80,8 @@ pub fn compact(args: MaintenanceArgs) -> Result<ExitCode> {
             .collect();
         out.json(&json!({
             "snapshot_position": report.snapshot_position,
+            "segments_read": report.segments_read,
+            "bytes_read": report.bytes_read,
             "segments_rewritten": report.segments_rewritten,
             "segments_removed": report.segments_removed,
             "records_dropped": report.records_dropped,
@@ -91,6 +93,10 @@ pub fn compact(args: MaintenanceArgs) -> Result<ExitCode> {
         out.line(format!(
             "compacted below the snapshot at position {}: {} records dropped, {} bytes reclaimed",
             report.snapshot_position, report.records_dropped, report.bytes_reclaimed
+        ))?;
+        out.line(format!(
+            "  read {} segments ({} bytes): only those holding records that died since their last compaction",
+            report.segments_read, report.bytes_read
         ))?;
         for segment in &report.segments {
             let after = if segment.removed {
