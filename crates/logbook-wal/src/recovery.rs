@@ -38,6 +38,9 @@ pub struct RecoveryReport {
     pub salvage: Option<Salvage>,
     /// A last segment whose creation a crash interrupted (header never made durable), removed.
     pub removed_unfinished_segment: Option<PathBuf>,
+    /// Read-only opens: the log's creation was cut short (its `wal/` holds no segment with a
+    /// complete header), so it holds no record. A writer open finishes such a creation.
+    pub creation_unfinished: bool,
     /// How long recovery took.
     pub duration: Duration,
 }
