@@ -85,6 +85,9 @@ pub struct VerifyReport {
     pub snapshots: usize,
     /// What exists but was not checked, and why.
     pub unchecked: Vec<&'static str>,
+    /// The log's creation was not finished (see [`super::CREATION_UNFINISHED`]): it holds no
+    /// event, and that is not corruption.
+    pub creation_unfinished: bool,
 }
 
 impl VerifyReport {
@@ -175,6 +178,7 @@ pub fn verify_with_storage(
         progress.advance(bytes.len() as u64);
     }
     check_snapshots(&storage, dir, last_position, &mut report)?;
+    report.creation_unfinished = super::creation_unfinished_with_storage(storage.as_ref(), dir)?;
     if storage.exists(&dir.join(INDEX_DIR_NAME)) {
         report.unchecked.push(
             "the stream index (index/): derived data the engine rebuilds on any error; it \
