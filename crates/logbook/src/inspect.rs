@@ -7,8 +7,9 @@
 //! segment header, frame checksum and event envelope, past the first problem ([`verify`]);
 //! listing raw frames with their offsets ([`frames`]); and the explicit salvage ([`repair`]),
 //! which reports exactly what it drops. A log whose creation a crash cut short (a `wal/` with
-//! no complete segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must never: write, create or lock anything, except
-//! [`repair`] in [`RepairMode::Apply`], which opens the log as a writer.
+//! no complete segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must
+//! never: write, create or lock anything, except [`repair`] in [`RepairMode::Apply`], which
+//! opens the log as a writer.
 //!
 //! ```
 //! use logbook::inspect::{EventFilter, Inspector};
