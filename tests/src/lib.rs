@@ -123,7 +123,10 @@ pub fn memory_storage_with(files: &[(PathBuf, Vec<u8>)]) -> MemoryStorage {
             .expect("memory create");
         file.write_all_at(0, bytes).expect("memory write");
         file.sync_data().expect("memory sync");
-        storage.sync_dir(parent).expect("memory sync dir");
+        // Every entry up to the root: the file's, then each directory's in its parent.
+        for dir in parent.ancestors() {
+            storage.sync_dir(dir).expect("memory sync dir");
+        }
     }
     storage
 }

@@ -33,9 +33,22 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-/// The error as one line: the chain of causes joined by `: `.
+/// The error as one line: the chain of causes joined by `: `, each cause once. The library
+/// errors print their source inside their own message (`I/O error on {path}: {source}`) and
+/// also return it from `source()`, so a cause whose text already ends the line is skipped.
 pub fn one_line(error: &anyhow::Error) -> String {
-    format!("{error:#}").replace('\n', " ")
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
 /// 2 for usage and I/O errors, 1 for everything else.
@@ -234,6 +247,26 @@ mod tests {
         assert_eq!(format_time(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(format_time(1_767_225_599_999), "2025-12-31T23:59:59.999Z");
         assert_eq!(format_clock(1_767_225_599_999), "23:59:59.999");
+    }
+
+    #[test]
+    fn one_line_prints_each_cause_once() {
+        let wal = io_error_with_source();
+        let error = anyhow::Error::new(wal).context("cannot read the log in st/log");
+        assert_eq!(
+            one_line(&error),
+            "cannot read the log in st/log: I/O error on st/log/wal: no segment files"
+        );
+        let plain = anyhow::Error::new(io::Error::other("disk on fire")).context("cannot write");
+        assert_eq!(one_line(&plain), "cannot write: disk on fire");
+    }
+
+    /// An error that prints its source in its own message and returns it from `source()`.
+    fn io_error_with_source() -> logbook::Error {
+        logbook::Error::Io {
+            path: "st/log/wal".into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no segment files"),
+        }
     }
 
     #[test]

@@ -97,7 +97,6 @@ pub struct LoadOutcome {
 #[derive(Debug)]
 pub struct SnapshotStore {
     storage: Arc<dyn Storage>,
-    log_dir: PathBuf,
     dir: PathBuf,
     operation: Mutex<()>,
 }
@@ -125,7 +124,6 @@ impl SnapshotStore {
     pub fn new(storage: Arc<dyn Storage>, log_dir: &Path) -> Self {
         SnapshotStore {
             storage,
-            log_dir: log_dir.to_path_buf(),
             dir: log_dir.join(SNAPSHOT_DIR_NAME),
             operation: Mutex::new(()),
         }
@@ -186,11 +184,19 @@ impl SnapshotStore {
         if self.storage.exists(&self.dir) {
             return Ok(());
         }
-        let create = self.storage.create_dir_all(&self.dir);
-        create.map_err(|source| Error::io(&self.dir, "create directory", source))?;
-        // Durability: fsync the parent so the new directory's entry survives a crash.
-        let sync = self.storage.sync_dir(&self.log_dir);
-        sync.map_err(|source| Error::io(&self.log_dir, "sync directory", source))
+        // Durability: creates every missing directory (the log directory too, when the store
+        // is used on its own) and fsyncs the parent of each, so their entries survive a crash.
+        let created = logbook_wal::create_dir_all_durable(self.storage.as_ref(), &self.dir);
+        created.map(|_| ()).map_err(|error| match error {
+            logbook_wal::Error::Io { path, source } => {
+                Error::io(path, "create directory durably", source)
+            }
+            other => Error::io(
+                &self.dir,
+                "create directory durably",
+                io::Error::other(other),
+            ),
+        })
     }
 
     fn write_temp(&self, temp: &Path, parts: &format::EncodedParts<'_>) -> Result<()> {

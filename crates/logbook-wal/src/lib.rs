@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod creation;
 mod cursor;
 mod error;
 pub mod frame;
@@ -51,6 +52,7 @@ pub mod sidecar;
 pub mod storage;
 mod wal;
 
+pub use creation::{create_dir_all_durable, creation_unfinished};
 pub use error::{Error, Result};
 pub use options::{RECORD_BYTES_LIMIT, RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::WalReader;

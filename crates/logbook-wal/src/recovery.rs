@@ -49,6 +49,9 @@ pub struct RecoveryReport {
     /// Under salvage, the positions the manifest proves the log reached but its segments no
     /// longer hold, accepted as lost: `(first, last)`.
     pub positions_lost: Option<(u64, u64)>,
+    /// Read-only opens: the log's creation was cut short (its `wal/` holds no segment with a
+    /// complete header), so it holds no record. A writer open finishes such a creation.
+    pub creation_unfinished: bool,
     /// How long recovery took.
     pub duration: Duration,
 }

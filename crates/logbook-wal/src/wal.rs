@@ -6,6 +6,7 @@
 //! acknowledge an append before its policy is met, retry a failed write or sync, or modify a
 //! sealed segment.
 
+use crate::creation;
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_BATCH_FIRST, FLAG_BATCH_LAST, FRAME_HEADER_BYTES};
 use crate::manifest::{self, Manifest, ManifestSegment};
@@ -170,9 +171,9 @@ impl Wal {
         let started = Instant::now();
         let _span = tracing::info_span!("wal_open", dir = %dir.display()).entered();
         let wal_dir = dir.join(WAL_DIR_NAME);
-        storage
-            .create_dir_all(&wal_dir)
-            .map_err(|source| Error::io(&wal_dir, source))?;
+        // Durability: every directory entry of a new log is made durable before the first
+        // append can be acknowledged (see `creation`).
+        creation::create_log_dirs(storage.as_ref(), dir)?;
         let lock_path = dir.join(LOCK_FILE_NAME);
         let guard = storage
             .try_lock(&lock_path)
@@ -282,10 +283,10 @@ impl Wal {
         let active = match segments.last() {
             Some(last) => last.clone(),
             None => {
-                return Err(Error::io(
-                    &wal_dir,
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "no segment files"),
-                ));
+                // No complete segment: the log's creation was cut short. It holds no record;
+                // `refresh` picks up the first segment once a writer creates it.
+                report.creation_unfinished = true;
+                creation::placeholder_segment(&wal_dir)
             }
         };
         let end_offset = active.durable_len();

@@ -6,8 +6,10 @@
 //! projections by replay ([`BuiltinState`]); log statistics ([`LogStats`]); checking every
 //! segment header, frame checksum and event envelope, past the first problem ([`verify`]);
 //! listing raw frames with their offsets ([`frames`]); and the explicit salvage ([`repair`]),
-//! which reports exactly what it drops. Must never: write, create or lock anything, except
-//! [`repair`] in [`RepairMode::Apply`], which opens the log as a writer.
+//! which reports exactly what it drops. A log whose creation a crash cut short (a `wal/` with
+//! no complete segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must
+//! never: write, create or lock anything, except [`repair`] in [`RepairMode::Apply`], which
+//! opens the log as a writer.
 //!
 //! ```
 //! use logbook::inspect::{EventFilter, Inspector};
@@ -144,6 +146,23 @@ pub struct Inspector {
     wal: Wal,
 }
 
+/// What the read-only tools say about a log whose creation was not finished.
+pub const CREATION_UNFINISHED: &str = "the log's creation was not finished (a crash came \
+    before its first segment was durable): it holds no event; the next writer open finishes it";
+
+/// True when the log in `dir` was never finished: its `wal/` holds no segment with a complete
+/// header (a crash while the log was being created). Such a log holds no event: the read-only
+/// API shows it empty. Reads only.
+pub fn creation_unfinished(dir: impl AsRef<Path>) -> Result<bool> {
+    creation_unfinished_with_storage(&FileStorage::new(), dir.as_ref())
+}
+
+/// [`creation_unfinished`] on any storage.
+pub fn creation_unfinished_with_storage(storage: &dyn Storage, dir: &Path) -> Result<bool> {
+    let wal_dir = dir.join(logbook_wal::WAL_DIR_NAME);
+    Ok(logbook_wal::creation_unfinished(storage, &wal_dir)?)
+}
+
 /// Fails unless `dir` holds a log, without creating anything.
 pub(crate) fn check_log_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let missing = |path: &Path, reason: &str| {
@@ -191,6 +210,13 @@ impl Inspector {
     /// The storage the log is read through.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// True while the log's creation is not finished (see [`CREATION_UNFINISHED`]): no
+    /// segment with a complete header yet. The log reads as empty; a [`Inspector::refresh`]
+    /// after a writer finished the creation clears it.
+    pub fn creation_unfinished(&self) -> bool {
+        self.wal.segments().is_empty()
     }
 
     /// The last durable position seen (0 for an empty log).

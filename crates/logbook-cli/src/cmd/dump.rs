@@ -90,6 +90,9 @@ fn dump_frames(args: &DumpArgs) -> Result<ExitCode> {
     super::require_log(&args.dir)?;
     let filter = args.filter();
     let entries = inspect::frames(&args.dir)?;
+    if inspect::creation_unfinished(&args.dir)? {
+        super::note_unfinished(&args.dir);
+    }
     let mut out = Out::new();
     let selected = entries
         .iter()

@@ -9,13 +9,24 @@ pub mod verify;
 pub mod write;
 
 use anyhow::{Context, Result};
-use logbook::inspect::Inspector;
+use logbook::inspect::{self, Inspector};
 use std::path::Path;
 
-/// Opens `dir` read-only: no lock, nothing written, fine beside a live writer.
+/// Opens `dir` read-only: no lock, nothing written, fine beside a live writer. A log whose
+/// creation was not finished opens empty, with a note on stderr.
 pub fn inspector(dir: &Path) -> Result<Inspector> {
     require_log(dir)?;
-    Inspector::open(dir).with_context(|| format!("cannot read the log in {}", dir.display()))
+    let inspector = Inspector::open(dir)
+        .with_context(|| format!("cannot read the log in {}", dir.display()))?;
+    if inspector.creation_unfinished() {
+        note_unfinished(dir);
+    }
+    Ok(inspector)
+}
+
+/// Says on stderr that the log in `dir` was never finished (it holds no event).
+pub fn note_unfinished(dir: &Path) {
+    eprintln!("note: {}: {}", dir.display(), inspect::CREATION_UNFINISHED);
 }
 
 /// A runtime for the engine's async API.

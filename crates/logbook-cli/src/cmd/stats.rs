@@ -83,6 +83,7 @@ fn to_json(stats: &LogStats, index: bool) -> serde_json::Value {
             "bytes": snapshot.bytes,
         })).collect::<Vec<_>>(),
         "stream_index_on_disk": index,
+        "creation_unfinished": stats.creation_unfinished,
     })
 }
 

@@ -23,6 +23,9 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let report = inspect::verify(&args.dir, &Bar::new())?;
     let mut out = Out::new();
     if args.json {
+        if report.creation_unfinished {
+            super::note_unfinished(&args.dir);
+        }
         let findings: Vec<_> = report
             .findings
             .iter()
@@ -46,6 +49,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             "findings_not_listed": report.findings_not_listed,
             "snapshots": report.snapshots,
             "unchecked": report.unchecked,
+            "creation_unfinished": report.creation_unfinished,
         }))?;
     } else {
         for finding in &report.findings {
@@ -62,6 +66,9 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 "corrupt: {} more findings not listed",
                 report.findings_not_listed
             ))?;
+        }
+        if report.creation_unfinished {
+            out.line(format!("note: {}", inspect::CREATION_UNFINISHED))?;
         }
         let corrupt = report
             .findings

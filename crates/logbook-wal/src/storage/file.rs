@@ -103,6 +103,13 @@ impl Storage for FileStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // The parent of a relative one-component path (`log`) is the empty path: the current
+        // directory.
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         File::open(dir)?.sync_all()
     }
 
@@ -119,5 +126,16 @@ impl Storage for FileStorage {
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(error)) => Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_of_the_empty_path_syncs_the_current_directory() {
+        // `Path::new("log").parent()` is the empty path; its directory is `.`.
+        FileStorage::new().sync_dir(Path::new("")).unwrap();
     }
 }

@@ -6,8 +6,16 @@
 //! rebuilds the durable view according to a [`CrashMode`]: drop every unsynced byte, keep them
 //! all (a process crash), keep a byte prefix, keep any subset of 512-byte sectors (reordered
 //! write-back) or keep a sector prefix followed by a garbage sector (a torn write). It can fail a
-//! chosen write or sync with EIO or ENOSPC. Must never: be used outside tests and fuzzing, or
-//! make a byte durable without an explicit sync.
+//! chosen write or sync with EIO or ENOSPC, and halt (fail everything) after a chosen number of
+//! mutating operations, so a test can crash at every step of a sequence. Must never: be used
+//! outside tests and fuzzing, or make a byte or a name durable without an explicit sync.
+//!
+//! Directories follow the strict POSIX model: a directory made by `create_dir_all` is an entry
+//! of its parent like a file is, and that entry is durable only once `sync_dir(parent)` ran
+//! after it was made. On a crash (any mode but [`CrashMode::KeepUnsynced`]) a directory whose
+//! entry, or any of whose ancestors' entries, was not durable vanishes with everything under
+//! it, files and subdirectories, even those whose own entries were synced inside it. A root
+//! (a path without a parent: `/` or the empty relative path) always exists.
 
 use super::{LockGuard, OpenMode, Storage, StorageFile};
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,9 +91,58 @@ struct Node {
 struct Namespace {
     entries: BTreeMap<PathBuf, Arc<Mutex<Node>>>,
     durable_entries: BTreeMap<PathBuf, Arc<Mutex<Node>>>,
+    /// Directories as the process sees them (roots excluded: they always exist).
     dirs: BTreeSet<PathBuf>,
+    /// Directories whose entry in their parent was made durable by `sync_dir(parent)`.
+    durable_dirs: BTreeSet<PathBuf>,
     locks: BTreeMap<PathBuf, u64>,
     lock_tokens: u64,
+}
+
+/// A root: a path without a parent, which always exists and is always durable.
+fn is_root(path: &Path) -> bool {
+    path.parent().is_none()
+}
+
+impl Namespace {
+    fn dir_exists(&self, dir: &Path) -> bool {
+        is_root(dir) || self.dirs.contains(dir)
+    }
+
+    /// True when `dir` and every ancestor have durable entries (a root is always durable).
+    fn survives_crash(&self, dir: &Path) -> bool {
+        dir.ancestors()
+            .all(|ancestor| is_root(ancestor) || self.durable_dirs.contains(ancestor))
+    }
+
+    /// Rebuilds the names after a power loss: only durable entries under durable directories.
+    fn keep_durable_names(&mut self) {
+        let dirs: BTreeSet<PathBuf> = self
+            .durable_dirs
+            .iter()
+            .filter(|dir| self.survives_crash(dir))
+            .cloned()
+            .collect();
+        let entries: BTreeMap<PathBuf, Arc<Mutex<Node>>> = self
+            .durable_entries
+            .iter()
+            .filter(|(path, _)| path.parent().is_some_and(|dir| self.survives_crash(dir)))
+            .map(|(path, node)| (path.clone(), node.clone()))
+            .collect();
+        self.dirs = dirs.clone();
+        self.durable_dirs = dirs;
+        self.entries = entries.clone();
+        self.durable_entries = entries;
+    }
+}
+
+/// The halt after a number of mutating operations (see [`MemoryStorage::halt_after`]).
+#[derive(Debug, Default)]
+struct Halt {
+    /// Mutating operations still allowed; `None` when no halt is armed.
+    operations_left: Option<u64>,
+    /// True once the halt hit: every operation fails until the next crash.
+    halted: bool,
 }
 
 #[derive(Debug)]
@@ -99,6 +156,7 @@ struct Fault {
 struct Shared {
     namespace: Mutex<Namespace>,
     faults: Mutex<Vec<Fault>>,
+    halt: Mutex<Halt>,
     generation: AtomicU64,
     read_calls: AtomicU64,
     read_bytes: AtomicU64,
@@ -117,6 +175,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn halted() -> io::Error {
+    io::Error::other("storage halted: a simulated power loss stopped every operation")
 }
 
 fn stale() -> io::Error {
@@ -153,6 +215,7 @@ impl MemoryStorage {
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
         namespace.locks.clear();
         lock(&self.shared.faults).clear();
+        *lock(&self.shared.halt) = Halt::default();
         if mode == CrashMode::KeepUnsynced {
             // A process crash leaves the OS state as it was: written bytes and directory entries
             // stay visible but are still unsynced, so a later power loss can lose them. Making
@@ -160,7 +223,7 @@ impl MemoryStorage {
             // process (the model test passed with the fsync at open removed).
             return;
         }
-        namespace.entries = namespace.durable_entries.clone();
+        namespace.keep_durable_names();
         let seed = match mode {
             CrashMode::KeepPrefix { seed }
             | CrashMode::Reorder { seed }
@@ -184,6 +247,49 @@ impl MemoryStorage {
     /// Removes every pending injected fault.
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
+    }
+
+    /// Lets `operations` more mutating operations succeed, then halts: the next one and every
+    /// later operation (reads included) fail, as if the power went out there, until
+    /// [`MemoryStorage::crash`]. Mutating operations: creating each directory, creating a file,
+    /// `write_all_at`, `set_len`, `sync_data`, `sync_dir`, `remove_file` and `rename`.
+    pub fn halt_after(&self, operations: u64) {
+        *lock(&self.shared.halt) = Halt {
+            operations_left: Some(operations),
+            halted: false,
+        };
+    }
+
+    /// True once an armed [`MemoryStorage::halt_after`] has hit (until the next crash).
+    pub fn is_halted(&self) -> bool {
+        lock(&self.shared.halt).halted
+    }
+
+    /// Fails when the storage is halted.
+    fn check_halt(&self) -> io::Result<()> {
+        if lock(&self.shared.halt).halted {
+            return Err(halted());
+        }
+        Ok(())
+    }
+
+    /// Counts one mutating operation against an armed halt; fails when it is halted.
+    fn mutate(&self) -> io::Result<()> {
+        let mut halt = lock(&self.shared.halt);
+        if halt.halted {
+            return Err(halted());
+        }
+        match halt.operations_left {
+            Some(0) => {
+                halt.halted = true;
+                Err(halted())
+            }
+            Some(left) => {
+                halt.operations_left = Some(left - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Number of `read_at` calls so far (for tests that count the I/O of a query).
@@ -226,6 +332,11 @@ impl MemoryStorage {
         }));
         namespace.entries.insert(path.to_path_buf(), node.clone());
         namespace.durable_entries.insert(path.to_path_buf(), node);
+    }
+
+    /// Every directory currently present (roots excluded), durable or not.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        lock(&self.shared.namespace).dirs.iter().cloned().collect()
     }
 
     /// Every file path currently present.
@@ -338,7 +449,7 @@ impl MemoryFile {
         if self.storage.shared.generation.load(Ordering::SeqCst) != self.generation {
             return Err(stale());
         }
-        Ok(())
+        self.storage.check_halt()
     }
 
     fn check_writable(&self) -> io::Result<()> {
@@ -370,6 +481,7 @@ impl StorageFile for MemoryFile {
 
     fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.check_writable()?;
+        self.storage.mutate()?;
         self.storage
             .shared
             .write_calls
@@ -402,6 +514,7 @@ impl StorageFile for MemoryFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.check_writable()?;
+        self.storage.mutate()?;
         let len = usize::try_from(len).map_err(|_| io::Error::other("length too large"))?;
         lock(&self.node).current.resize(len, 0);
         Ok(())
@@ -409,6 +522,7 @@ impl StorageFile for MemoryFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.check()?;
+        self.storage.mutate()?;
         self.storage
             .shared
             .sync_calls
@@ -449,16 +563,32 @@ fn not_found(path: &Path) -> io::Error {
 
 impl Storage for MemoryStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.check_halt()?;
         let mut namespace = lock(&self.shared.namespace);
-        for ancestor in dir.ancestors() {
-            namespace.dirs.insert(ancestor.to_path_buf());
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .filter(|ancestor| !namespace.dir_exists(ancestor))
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        for created in missing {
+            if namespace.entries.contains_key(&created) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a directory", created.display()),
+                ));
+            }
+            // Each new directory is one step: a halt can fall between two of them.
+            self.mutate()?;
+            namespace.dirs.insert(created);
         }
         Ok(())
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.check_halt()?;
         let namespace = lock(&self.shared.namespace);
-        if !namespace.dirs.contains(dir) {
+        if !namespace.dir_exists(dir) {
             return Err(not_found(dir));
         }
         let files = namespace
@@ -477,10 +607,11 @@ impl Storage for MemoryStorage {
 
     fn exists(&self, path: &Path) -> bool {
         let namespace = lock(&self.shared.namespace);
-        namespace.entries.contains_key(path) || namespace.dirs.contains(path)
+        namespace.entries.contains_key(path) || namespace.dir_exists(path)
     }
 
     fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        self.check_halt()?;
         let mut namespace = lock(&self.shared.namespace);
         let generation = self.shared.generation.load(Ordering::SeqCst);
         let node = match (mode, namespace.entries.get(path)) {
@@ -492,9 +623,10 @@ impl Storage for MemoryStorage {
             }
             (OpenMode::CreateNew, None) => {
                 let parent = path.parent().unwrap_or(Path::new(""));
-                if !namespace.dirs.contains(parent) {
+                if !namespace.dir_exists(parent) {
                     return Err(not_found(parent));
                 }
+                self.mutate()?;
                 let node = Arc::new(Mutex::new(Node::default()));
                 namespace.entries.insert(path.to_path_buf(), node.clone());
                 node
@@ -511,6 +643,7 @@ impl Storage for MemoryStorage {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.mutate()?;
         let mut namespace = lock(&self.shared.namespace);
         namespace
             .entries
@@ -520,6 +653,7 @@ impl Storage for MemoryStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate()?;
         let mut namespace = lock(&self.shared.namespace);
         let node = namespace
             .entries
@@ -530,11 +664,15 @@ impl Storage for MemoryStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.mutate()?;
         self.shared.sync_calls.fetch_add(1, Ordering::Relaxed);
         if let Some(kind) = self.take_fault(FaultOp::Sync) {
             return Err(kind.error());
         }
         let mut namespace = lock(&self.shared.namespace);
+        if !namespace.dir_exists(dir) {
+            return Err(not_found(dir));
+        }
         let namespace = &mut *namespace;
         namespace
             .durable_entries
@@ -544,10 +682,17 @@ impl Storage for MemoryStorage {
                 namespace.durable_entries.insert(path.clone(), node.clone());
             }
         }
+        // Subdirectories are entries of `dir` too (none is ever removed, so only additions).
+        for sub in &namespace.dirs {
+            if sub.parent() == Some(dir) {
+                namespace.durable_dirs.insert(sub.clone());
+            }
+        }
         Ok(())
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        self.check_halt()?;
         let mut namespace = lock(&self.shared.namespace);
         if namespace.locks.contains_key(path) {
             return Ok(None);
@@ -574,6 +719,7 @@ mod tests {
         let path = dir.join("f");
         let file = storage.open_file(&path, OpenMode::CreateNew).unwrap();
         storage.sync_dir(&dir).unwrap();
+        storage.sync_dir(Path::new("/")).unwrap();
         (storage, file, path)
     }
 
@@ -652,5 +798,90 @@ mod tests {
         assert!(storage.try_lock(path).unwrap().is_none());
         drop(guard);
         assert!(storage.try_lock(path).unwrap().is_some());
+    }
+
+    #[test]
+    fn directory_with_unsynced_entry_vanishes_with_everything_under_it() {
+        let storage = MemoryStorage::new();
+        let sub = Path::new("/a/b");
+        storage.create_dir_all(sub).unwrap();
+        let file = sub.join("f");
+        let handle = storage.open_file(&file, OpenMode::CreateNew).unwrap();
+        handle.write_all_at(0, b"synced").unwrap();
+        handle.sync_data().unwrap();
+        storage.sync_dir(sub).unwrap();
+        storage.sync_dir(Path::new("/a")).unwrap();
+        // `/a` itself was never made durable in `/`.
+        storage.crash(CrashMode::LoseUnsynced);
+        assert!(!storage.exists(Path::new("/a")));
+        assert!(!storage.exists(sub));
+        assert!(!storage.exists(&file));
+        assert!(storage.files().is_empty() && storage.dirs().is_empty());
+        assert!(storage.list_dir(Path::new("/")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn directory_entries_survive_once_every_parent_is_synced() {
+        let storage = MemoryStorage::new();
+        let sub = Path::new("/a/b");
+        storage.create_dir_all(sub).unwrap();
+        storage.sync_dir(Path::new("/a")).unwrap();
+        storage.sync_dir(Path::new("/")).unwrap();
+        storage.create_dir_all(Path::new("/a/c")).unwrap();
+        storage.crash(CrashMode::LoseUnsynced);
+        assert!(storage.exists(sub));
+        assert!(
+            !storage.exists(Path::new("/a/c")),
+            "its entry in /a was not synced"
+        );
+        // Relative paths: the empty path is the root.
+        storage.create_dir_all(Path::new("rel/x")).unwrap();
+        storage.sync_dir(Path::new("rel")).unwrap();
+        storage.sync_dir(Path::new("")).unwrap();
+        storage.crash(CrashMode::Reorder { seed: 3 });
+        assert!(storage.exists(Path::new("rel/x")));
+    }
+
+    #[test]
+    fn process_crash_keeps_unsynced_directories_until_power_loss() {
+        let storage = MemoryStorage::new();
+        storage.create_dir_all(Path::new("/a/b")).unwrap();
+        storage.crash(CrashMode::KeepUnsynced);
+        assert!(storage.exists(Path::new("/a/b")));
+        storage.crash(CrashMode::LoseUnsynced);
+        assert!(!storage.exists(Path::new("/a")));
+    }
+
+    #[test]
+    fn sync_of_a_missing_directory_fails() {
+        let storage = MemoryStorage::new();
+        let error = storage.sync_dir(Path::new("/missing")).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn halt_stops_every_operation_after_the_chosen_step_until_a_crash() {
+        let storage = MemoryStorage::new();
+        // Two directories, one file creation: the fourth mutation (the write) halts.
+        storage.halt_after(3);
+        storage.create_dir_all(Path::new("/a/b")).unwrap();
+        let path = Path::new("/a/b/f");
+        let file = storage.open_file(path, OpenMode::CreateNew).unwrap();
+        assert!(!storage.is_halted());
+        assert!(file.write_all_at(0, b"x").is_err());
+        assert!(storage.is_halted());
+        assert!(file.read_at(0, &mut [0; 1]).is_err(), "reads fail too");
+        assert!(storage.list_dir(Path::new("/a")).is_err());
+        assert!(storage.sync_dir(Path::new("/a")).is_err());
+        assert_eq!(storage.file_contents(path).unwrap(), b"");
+        storage.crash(CrashMode::LoseUnsynced);
+        assert!(!storage.is_halted());
+        assert!(!storage.exists(Path::new("/a")), "nothing was synced");
+        storage.create_dir_all(Path::new("/a")).unwrap();
+
+        // A halt can fall between the directories one `create_dir_all` makes.
+        storage.halt_after(1);
+        assert!(storage.create_dir_all(Path::new("/x/y")).is_err());
+        assert!(storage.exists(Path::new("/x")) && !storage.exists(Path::new("/x/y")));
     }
 }

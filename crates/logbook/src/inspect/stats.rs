@@ -71,6 +71,8 @@ pub struct LogStats {
     pub reclaimable_bytes: u64,
     /// The snapshot files, newest first (listed, not checked: `verify` checks them).
     pub snapshots: Vec<SnapshotInfo>,
+    /// The log's creation was not finished (see [`super::CREATION_UNFINISHED`]): it is empty.
+    pub creation_unfinished: bool,
 }
 
 /// The name of a stream's kind in [`LogStats::events_by_kind`].
@@ -111,6 +113,7 @@ impl Inspector {
                 })
                 .collect(),
             segment_bytes: infos.iter().map(|info| info.bytes).sum(),
+            creation_unfinished: self.creation_unfinished(),
             ..LogStats::default()
         };
         let mut streams: HashMap<String, StreamTally> = HashMap::new();

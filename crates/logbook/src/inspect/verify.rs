@@ -86,6 +86,9 @@ pub struct VerifyReport {
     pub snapshots: usize,
     /// What exists but was not checked, and why.
     pub unchecked: Vec<&'static str>,
+    /// The log's creation was not finished (see [`super::CREATION_UNFINISHED`]): it holds no
+    /// event, and that is not corruption.
+    pub creation_unfinished: bool,
 }
 
 impl VerifyReport {
@@ -183,6 +186,7 @@ pub fn verify_with_storage(
         .map_or(last_position, |last| last_position.max(last.base - 1));
     check_manifest(storage.as_ref(), dir, &segments, end, &mut report)?;
     check_snapshots(&storage, dir, end, &mut report)?;
+    report.creation_unfinished = super::creation_unfinished_with_storage(storage.as_ref(), dir)?;
     if storage.exists(&dir.join(INDEX_DIR_NAME)) {
         report.unchecked.push(
             "the stream index (index/): derived data the engine rebuilds on any error; it \
