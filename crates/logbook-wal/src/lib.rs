@@ -45,6 +45,7 @@ mod options;
 mod reader;
 mod recovery;
 mod rewrite;
+mod salvage;
 pub mod segment;
 pub mod sidecar;
 pub mod storage;
@@ -53,8 +54,9 @@ mod wal;
 pub use error::{Error, Result};
 pub use options::{RECORD_BYTES_LIMIT, RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::WalReader;
-pub use recovery::{RecoveryReport, Salvage, TailCut};
+pub use recovery::{Damage, RecoveryReport, Salvage, TailCut};
 pub use rewrite::RewriteReport;
+pub use salvage::{DamagedRegion, KeepIntactReport};
 pub use storage::{
     CrashMode, FaultKind, FaultOp, FileStorage, MemoryStorage, OpenMode, Storage, StorageFile,
 };

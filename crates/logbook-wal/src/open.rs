@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::options::{RECORD_BYTES_LIMIT, RecoveryMode, WalOptions};
-use crate::recovery::{self, RecoveryReport, Salvage, Scan, ScanStart, TailCut};
+use crate::recovery::{self, Damage, RecoveryReport, Salvage, Scan, ScanStart, TailCut};
 use crate::segment::{self, LazyIndex, SEGMENT_HEADER_BYTES, Segment};
 use crate::sidecar::{self, Sidecar};
 use crate::storage::{OpenMode, Storage, StorageFile};
@@ -76,7 +76,16 @@ pub(crate) fn open_segments(
             .open_file(&path, mode)
             .map_err(|source| Error::io(&path, source))?;
         let len = file.len().map_err(|source| Error::io(&path, source))?;
-        match read_header(file.as_ref(), &path, len)? {
+        let header = read_header(file.as_ref(), &path, len)?;
+        if read_only
+            && let Some((offset, reason)) =
+                header_or_order_error(&header, len, is_last, base, last_position)
+        {
+            // Read-only: the log is known up to this segment; readers fail where it starts.
+            report.damage = Some(damage(&path, offset, reason));
+            break;
+        }
+        match header {
             Ok(header_base) if header_base == base => {}
             Ok(header_base) => {
                 return Err(Error::corrupted(
@@ -181,7 +190,8 @@ pub(crate) fn open_segments(
             let corrupt = problem.provably_durable || !is_last;
             if read_only {
                 if corrupt {
-                    return Err(Error::corrupted(&path, problem.bad_offset, problem.reason));
+                    // Readers get every record before the damage, then the error.
+                    report.damage = Some(damage(&path, problem.bad_offset, problem.reason));
                 }
                 // Beside a live writer an incomplete tail is normal: stop before it.
             } else if corrupt && options.recovery_mode == RecoveryMode::Strict {
@@ -231,13 +241,55 @@ pub(crate) fn open_segments(
         last_position = last_position.max(scan.last_position);
         segments.push(segment);
         index += 1;
+        if report.damage.is_some() {
+            break; // Read-only: nothing after the damage is known.
+        }
     }
     report.last_position = last_position;
+    if let Some(damage) = &mut report.damage {
+        damage.last_position = last_position;
+    }
     Ok(Opened {
         segments,
         last_position,
         report,
     })
+}
+
+/// The corruption of a segment header or of the segment order that fails a writable open, as
+/// (offset, reason); `None` for a valid header in order, and for an unfinished last segment.
+fn header_or_order_error(
+    header: &std::result::Result<u64, &'static str>,
+    len: u64,
+    is_last: bool,
+    base: u64,
+    last_position: u64,
+) -> Option<(u64, String)> {
+    match header {
+        Ok(header_base) if *header_base != base => Some((
+            16,
+            format!("header base position {header_base} does not match the file name"),
+        )),
+        Err(_) if is_last && len <= SEGMENT_HEADER_BYTES as u64 => None,
+        Err(reason) => Some((0, (*reason).to_owned())),
+        Ok(_) if base <= last_position => Some((
+            16,
+            format!(
+                "segment base position {base} is not above the previous segment's last position {last_position}"
+            ),
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// Damage found by a read-only open (its last position is filled in at the end of the open).
+fn damage(segment: &Path, offset: u64, reason: impl Into<String>) -> Damage {
+    Damage {
+        segment: segment.to_path_buf(),
+        offset,
+        reason: reason.into(),
+        last_position: 0,
+    }
 }
 
 pub(crate) fn install_scan(segment: &Segment, scan: &Scan) {

@@ -11,7 +11,7 @@ use crate::frame::{self, FLAG_BATCH_FIRST, FLAG_BATCH_LAST, FRAME_HEADER_BYTES};
 use crate::open::{self, Opened};
 use crate::options::{SyncPolicy, WalOptions};
 use crate::reader::WalReader;
-use crate::recovery::{self, RecoveryReport, ScanStart};
+use crate::recovery::{self, Damage, RecoveryReport, ScanStart};
 use crate::segment::{self, IndexEntry, SEGMENT_HEADER_BYTES, Segment};
 use crate::storage::{FileStorage, LockGuard, OpenMode, Storage};
 use std::path::{Path, PathBuf};
@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     compaction: Mutex<()>,
     /// The directory lock, released at close: readers share `Inner` and may outlive the WAL.
     lock: Mutex<Option<Box<dyn LockGuard>>>,
+    /// Read-only handles: the corruption open stopped at; readers fail there.
+    damage: Option<Damage>,
 }
 
 /// A segmented write-ahead log. `Send + Sync`: share it in an `Arc` between appending threads.
@@ -221,6 +223,7 @@ impl Wal {
             stop: AtomicBool::new(false),
             compaction: Mutex::new(()),
             lock: Mutex::new(Some(guard)),
+            damage: None,
         });
         let syncer = match options.sync_policy {
             SyncPolicy::Interval(interval) => Some(spawn_syncer(inner.clone(), interval)?),
@@ -256,9 +259,10 @@ impl Wal {
             last_position,
             mut report,
         } = open::open_segments(&storage, &wal_dir, &options, true)?;
-        let active = match segments.last() {
-            Some(last) => last.clone(),
-            None => {
+        let active = match (segments.last(), &report.damage) {
+            (Some(last), _) => last.clone(),
+            (None, Some(damage)) => return Err(damage.to_error()),
+            (None, None) => {
                 return Err(Error::io(
                     &wal_dir,
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no segment files"),
@@ -293,6 +297,7 @@ impl Wal {
             stop: AtomicBool::new(false),
             compaction: Mutex::new(()),
             lock: Mutex::new(None),
+            damage: report.damage.clone(),
         });
         report.duration = started.elapsed();
         Ok((
@@ -547,11 +552,18 @@ impl Wal {
         Ok(removed)
     }
 
+    /// A read-only handle's damage: the corruption open stopped at (see
+    /// [`RecoveryReport::damage`]). Readers return every record before it, then its error.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.inner.damage.as_ref()
+    }
+
     /// Read-only handles: picks up records and segments a live writer made since open.
     /// Returns the new last position. A writer handle needs no refresh.
     pub fn refresh(&self) -> Result<u64> {
         let inner = &*self.inner;
-        if !inner.read_only {
+        if !inner.read_only || inner.damage.is_some() {
+            // A damaged log is known only up to its damage: nothing after it is picked up.
             return Ok(self.durable_position());
         }
         let _state = lock_state(inner);
@@ -775,6 +787,10 @@ impl Inner {
         self.segments
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
     }
 
     pub(crate) fn durable(&self) -> u64 {
