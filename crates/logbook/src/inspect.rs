@@ -37,7 +37,10 @@ mod state;
 mod stats;
 mod verify;
 
-pub use repair::{DroppedFrame, RepairMode, RepairReport, repair, repair_with_storage};
+pub use repair::{
+    DroppedFrame, RepairMode, RepairReport, repair, repair_keep_intact,
+    repair_keep_intact_with_storage, repair_with_storage,
+};
 pub use scan::{FrameEntry, FrameSummary, frames, frames_with_storage};
 pub use state::BuiltinState;
 pub use stats::{LARGEST_STREAMS_LISTED, LogStats, SegmentStats, StreamStats, kind_name};
@@ -51,7 +54,7 @@ pub use logbook_wal::WAL_DIR_NAME;
 use crate::error::{Error, Result};
 use crate::system::{self, SystemEvent};
 use logbook_projection::{BuiltinEvent, EnvelopeRef, RawEvent};
-use logbook_wal::{FileStorage, SegmentInfo, Storage, Wal, WalOptions, WalReader};
+use logbook_wal::{Damage, FileStorage, SegmentInfo, Storage, Wal, WalOptions, WalReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -203,6 +206,12 @@ impl Inspector {
         Ok(self.wal.refresh()?)
     }
 
+    /// The corruption the open stopped at, if any: the log is known up to it, and reads of
+    /// everything before it succeed; a read that reaches it fails with its segment and offset.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.wal.damage()
+    }
+
     /// The segments, oldest first.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.wal.segments()
@@ -267,6 +276,15 @@ impl Iterator for Events {
             return None;
         }
         loop {
+            // Past `to` nothing is read: a read that ends before damage succeeds.
+            if self
+                .filter
+                .to
+                .is_some_and(|to| self.reader.next_position() > to)
+            {
+                self.done = true;
+                return None;
+            }
             let record = match self.reader.next()? {
                 Ok(record) => record,
                 Err(error) => {
