@@ -147,8 +147,7 @@ fn damage_in_the_last_frame_of_a_sealed_segment_keeps_the_next_segment() {
     let first_segment = &segments(&files)[0].0;
     let (last_here, (_, frame)) = frames
         .iter()
-        .filter(|(_, (path, _))| path == first_segment)
-        .last()
+        .rfind(|(_, (path, _))| path == first_segment)
         .map(|(position, found)| (*position, found.clone()))
         .unwrap();
     let damaged = flip(&files, first_segment, &[frame.offset + 30]);

@@ -98,7 +98,7 @@ fn to_json(report: &RepairReport) -> serde_json::Value {
         "dropped_frames": frames,
         "snapshots_removed": report.snapshots_removed.iter().map(|path| name(path)).collect::<Vec<_>>(),
         "index_removed": report.index_removed.as_deref().map(name),
-        "damaged_regions": report.kept_intact.as_ref().map(|kept| regions_json(kept)),
+        "damaged_regions": report.kept_intact.as_ref().map(regions_json),
     })
 }
 
