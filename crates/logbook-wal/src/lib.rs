@@ -11,7 +11,9 @@
 //!   as the [`SyncPolicy`] says; concurrent appenders share one `fdatasync`, and the writer lock
 //!   is never held while syncing.
 //! - **Recovery** cuts an unsynced tail and refuses (or, with [`RecoveryMode::Salvage`], cuts at)
-//!   corruption, naming the segment and offset. See [`RecoveryReport`].
+//!   corruption, naming the segment and offset. See [`RecoveryReport`]. A read-only open stops
+//!   at corruption instead ([`Wal::damage`]): readers get every record before it, then the error.
+//!   [`Wal::repair_keep_intact`] drops only damaged frames and keeps every intact one.
 //! - **All I/O** goes through [`Storage`]: [`FileStorage`] for real, [`MemoryStorage`] for tests
 //!   that crash, tear and fail writes on demand.
 //!

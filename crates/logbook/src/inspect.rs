@@ -5,9 +5,11 @@
 //! so it works beside a live writer; filtered reads of raw events; rebuilding the built-in
 //! projections by replay ([`BuiltinState`]); log statistics ([`LogStats`]); checking every
 //! segment header, frame checksum and event envelope, past the first problem ([`verify`]);
-//! listing raw frames with their offsets ([`frames`]); and the explicit salvage ([`repair`]),
-//! which reports exactly what it drops. Must never: write, create or lock anything, except
-//! [`repair`] in [`RepairMode::Apply`], which opens the log as a writer.
+//! listing raw frames with their offsets ([`frames`]); and the explicit salvage ([`repair`],
+//! [`repair_keep_intact`]), which reports exactly what it drops. A log with a damaged frame
+//! opens: reads return everything before the damage, then fail naming it
+//! ([`Inspector::damage`]). Must never: write, create or lock anything, except [`repair`] and
+//! [`repair_keep_intact`] in [`RepairMode::Apply`], which open the log as a writer.
 //!
 //! ```
 //! use logbook::inspect::{EventFilter, Inspector};

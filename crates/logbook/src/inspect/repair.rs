@@ -7,8 +7,12 @@
 //! the open so every segment is scanned (a sidecar would spare a sealed segment the scan that
 //! finds its corruption); an applied repair rewrites them. A salvage that drops durable events
 //! also removes the derived data that describes them: snapshots above the new end, and the
-//! stream index (rebuilt at the next open). Must never: write in a dry run, or run beside a
-//! live writer (an applied repair takes the directory lock like any writer).
+//! stream index (rebuilt at the next open). The keep-intact mode ([`repair_keep_intact`]) first
+//! runs `Wal::repair_keep_intact` through the same wrapper (so a dry run rewrites in memory
+//! only), removing the snapshots that include a given-up position and the stream index while it
+//! holds the directory lock, then a strict open cuts a torn tail as usual. Must never: write in
+//! a dry run, or run beside a live writer (an applied repair takes the directory lock like any
+//! writer).
 
 use super::check_log_dir;
 use super::scan::{FrameSummary, FrameWalker, Walk, io_error, read_all, summary};
