@@ -8,6 +8,7 @@ use logbook_tests::{
     FoundFrame, MEMORY_DIR, memory_files, memory_storage_with, payload, positions, read_all,
     segment_frames,
 };
+use logbook_wal::frame::{FLAG_BATCH_FIRST, FLAG_BATCH_LAST, encode_frame};
 use logbook_wal::{
     DamagedRegion, Error, KeepIntactReport, MemoryStorage, RecoveryMode, SyncPolicy, Wal,
     WalOptions,
@@ -255,4 +256,51 @@ fn a_clean_log_is_not_touched_and_a_locked_log_is_refused() {
     );
     assert!(matches!(refused, Err(Error::Locked { .. })), "{refused:?}");
     wal.close().unwrap();
+}
+
+/// A damaged frame whose payload holds a whole valid frame with a high position (an event that
+/// stores log bytes): the resync must not take that copy for the next frame, or it would keep a
+/// record that never existed and drop every real one after it.
+#[test]
+fn a_frame_copied_inside_a_damaged_payload_is_not_taken_for_a_real_one() {
+    let storage = Arc::new(MemoryStorage::new());
+    let (wal, _) =
+        Wal::open_with_storage(storage.clone(), Path::new(MEMORY_DIR), options()).unwrap();
+    let mut copied = Vec::new();
+    encode_frame(
+        &mut copied,
+        1_000_000,
+        0,
+        FLAG_BATCH_FIRST | FLAG_BATCH_LAST,
+        b"a frame inside a payload",
+    );
+    // More payload after the copy: the copy ends inside the damaged frame, not at a frame.
+    copied.extend_from_slice(b"and more bytes after it");
+    for position in 1..=12u64 {
+        let bytes = if position == 5 {
+            copied.clone()
+        } else {
+            payload(position, 40)
+        };
+        assert_eq!(wal.append(&bytes).unwrap(), position);
+    }
+    wal.close().unwrap();
+    let files = memory_files(&storage);
+    let frames = frames(&files);
+    let (path, frame) = frames[&5].clone();
+    let damaged = flip(&files, &path, &[frame.offset + 5]);
+    let storage = memory_storage_with(&damaged);
+    let report = Wal::repair_keep_intact(
+        Arc::new(storage.clone()),
+        Path::new(MEMORY_DIR),
+        &options(),
+        |_| Ok::<(), Error>(()),
+    )
+    .unwrap();
+    assert_eq!(region(&report).positions_given_up(), (5, Some(5)));
+    assert_eq!(region(&report).end, frame.end());
+    let (wal, _) =
+        Wal::open_with_storage(Arc::new(storage), Path::new(MEMORY_DIR), options()).unwrap();
+    let kept = positions(&read_all(&wal, 1));
+    assert_eq!(kept, vec![1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12]);
 }

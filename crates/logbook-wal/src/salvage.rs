@@ -13,15 +13,15 @@
 //!
 //! **Resynchronising.** After a bad frame whose last valid predecessor has position `q`, the
 //! scan walks byte by byte (as `recovery::later_marks` does) to the next offset that holds a
-//! valid frame (header checks and CRC-32) with a position above `q`, and that the frame right
-//! after it does not contradict (a valid frame there must have a higher position: a stray
-//! match with a high position would otherwise hide every real frame after it). Frames are
+//! valid frame (header checks and CRC-32) with a position above `q`, and that the next valid
+//! frame after it does not contradict (it must have a higher position: a stray match with a
+//! high position, such as a frame copied inside a damaged frame's payload, would otherwise hide
+//! every real frame after it). Frames are
 //! self-delimiting, so from there the walk goes frame to frame again. A frame found that way
 //! that is not the first of its batch belongs to a batch the damage broke: it is dropped with
 //! that batch (batches are atomic) and listed in [`DamagedRegion::intact_frames_dropped`]. The
 //! residual risk is the durable mark proof's: a damaged region that happens to decode as a
-//! valid frame (about 2^-32 per offset), or a frame copied whole inside a damaged frame's
-//! payload.
+//! valid frame (about 2^-32 per offset) with a position that fits between its neighbours.
 //!
 //! **The last segment.** A bad frame there is corruption only when a later frame's durable
 //! mark proves it was durable (`docs/format.md`, "The durable mark"); otherwise it and what
@@ -331,8 +331,10 @@ fn resync(
     Ok((len, dropped, last_seen))
 }
 
-/// The first offset at or after `from` holding a valid frame above `last_seen` that the frame
-/// right after it does not contradict.
+/// The first offset at or after `from` holding a valid frame above `last_seen` that the next
+/// valid frame after it does not contradict (its position must be higher: a stray match with a
+/// high position, say a frame copied inside a damaged frame's payload, would otherwise hide
+/// every real frame after it).
 fn next_valid_frame(
     file: &dyn StorageFile,
     cursor: &mut Cursor,
@@ -341,21 +343,31 @@ fn next_valid_frame(
     last_seen: u64,
 ) -> std::io::Result<Option<(u64, FrameHeader)>> {
     let mut offset = from;
+    while let Some((found, header)) = first_frame_above(file, cursor, offset, len, last_seen)? {
+        let next = first_frame_above(file, cursor, found + header.frame_len(), len, last_seen)?;
+        if next.is_none_or(|(_, following)| following.position > header.position) {
+            return Ok(Some((found, header)));
+        }
+        offset = found + 1;
+    }
+    Ok(None)
+}
+
+/// The first offset at or after `from` holding a valid frame with a position above
+/// `last_seen`, walking byte by byte.
+fn first_frame_above(
+    file: &dyn StorageFile,
+    cursor: &mut Cursor,
+    from: u64,
+    len: u64,
+    last_seen: u64,
+) -> std::io::Result<Option<(u64, FrameHeader)>> {
+    let mut offset = from;
     while offset + FRAME_HEADER_BYTES as u64 <= len {
-        let found = match cursor.read_frame(file, offset, len, RECORD_BYTES_LIMIT)? {
-            Ok((header, _)) if header.position > last_seen => Some(header),
-            _ => None,
-        };
-        if let Some(header) = found {
-            let next = offset + header.frame_len();
-            let contradicted = next < len
-                && matches!(
-                    cursor.read_frame(file, next, len, RECORD_BYTES_LIMIT)?,
-                    Ok((following, _)) if following.position <= header.position
-                );
-            if !contradicted {
-                return Ok(Some((offset, header)));
-            }
+        if let Ok((header, _)) = cursor.read_frame(file, offset, len, RECORD_BYTES_LIMIT)?
+            && header.position > last_seen
+        {
+            return Ok(Some((offset, header)));
         }
         offset += 1;
     }
