@@ -256,3 +256,69 @@ fn keep_intact_removes_the_snapshots_and_index_that_include_a_given_up_position(
     let stats = run(&["stats", path(&dir), "--json"]).ok().json();
     assert!(stats.is_object());
 }
+
+/// A batch of three events whose middle frame is damaged: batches are atomic, so the repair
+/// drops the whole batch and says so, listing the two intact frames it drops with it.
+#[test]
+fn a_partly_damaged_batch_is_dropped_whole_and_said_so() {
+    use logbook::{BuiltinEvent, BuiltinLog, ExpectedVersion, LogbookOptions, NewEvent, StreamId};
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("log");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (log, _) = BuiltinLog::open(&dir, LogbookOptions::default())
+            .await
+            .unwrap();
+        let room = StreamId::room("lobby").unwrap();
+        let created = BuiltinEvent::from_json("room.created", serde_json::json!({"name": "L"}));
+        log.execute(&room, created.unwrap()).await.unwrap();
+        let post = |id: &str| {
+            let data = serde_json::json!({"message_id": id, "author": "ada", "body": id});
+            NewEvent::new(BuiltinEvent::from_json("room.message_posted", data).unwrap())
+        };
+        let batch = vec![post("b1"), post("b2"), post("b3")];
+        let appended = log
+            .log()
+            .append(&room, ExpectedVersion::Any, batch)
+            .await
+            .unwrap();
+        assert_eq!((appended.first_position, appended.last_position), (2, 4));
+        log.execute(
+            &room,
+            BuiltinEvent::from_json(
+                "room.message_posted",
+                serde_json::json!({"message_id": "after", "author": "ada", "body": "after"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        log.close().await.unwrap();
+    });
+    let offsets = common::frame_offsets(&dir);
+    flip_bit(&common::first_segment(&dir), offsets[&3] + 40);
+    let report = run(&["repair", path(&dir), "--keep-intact", "--json"]).json();
+    let region = &report["damaged_regions"][0];
+    assert_eq!(
+        region["start"], offsets[&2],
+        "the region starts at the batch's first frame"
+    );
+    assert_eq!(
+        region["end"], offsets[&5],
+        "and ends at the next whole batch"
+    );
+    assert_eq!(region["bad_offset"], offsets[&3]);
+    assert_eq!(region["positions_given_up"]["first"], 2);
+    assert_eq!(region["positions_given_up"]["last"], 4);
+    assert_eq!(region["intact_frames_dropped"], serde_json::json!([2, 4]));
+    let applied = run(&["repair", path(&dir), "--keep-intact", "--yes"]).ok();
+    assert!(
+        applied.stdout.contains("the damage broke a batch")
+            && applied.stdout.contains("positions 2, 4 are dropped"),
+        "{}",
+        applied.stdout
+    );
+    let events = run(&["dump", path(&dir), "--json"]).ok().json_lines();
+    assert_eq!(positions(&events), vec![1, 5]);
+    run(&["verify", path(&dir)]).ok();
+}
