@@ -187,12 +187,18 @@ async fn every_removed_segment_is_detected_by_verify_read_only_and_writer_opens(
             assert!(
                 matches!(
                     &error,
-                    logbook::Error::Wal(logbook_wal::Error::MissingSegment { first_position, .. })
-                        if *first_position == first_missing
+                    logbook::Error::Damaged {
+                        wal: logbook_wal::Error::MissingSegment { first_position, .. },
+                        ..
+                    } if *first_position == first_missing
                 ),
                 "{context}: {error}"
             );
-            assert!(error.to_string().contains("missing"), "{error}");
+            let message = error.to_string();
+            assert!(
+                message.contains("missing") && message.contains("repair"),
+                "{message}"
+            );
             assert_eq!(
                 contents(copy.path()),
                 before,

@@ -41,7 +41,8 @@ enum Command {
     Snapshot(cmd::maintenance::MaintenanceArgs),
     /// Compact the log and print what was reclaimed (comes with compaction).
     Compact(cmd::maintenance::MaintenanceArgs),
-    /// Salvage a damaged log: cut a torn tail or at the first corruption (only with --yes).
+    /// Salvage a damaged log: cut a torn tail, and cut at the first corruption or, with
+    /// --keep-intact, drop only the damaged frames (only with --yes).
     Repair(cmd::repair::RepairArgs),
     /// Append newline-delimited JSON events from stdin, acknowledging each once durable.
     Append(cmd::write::AppendArgs),

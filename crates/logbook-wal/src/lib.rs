@@ -11,7 +11,9 @@
 //!   as the [`SyncPolicy`] says; concurrent appenders share one `fdatasync`, and the writer lock
 //!   is never held while syncing.
 //! - **Recovery** cuts an unsynced tail and refuses (or, with [`RecoveryMode::Salvage`], cuts at)
-//!   corruption, naming the segment and offset. See [`RecoveryReport`].
+//!   corruption, naming the segment and offset. See [`RecoveryReport`]. A read-only open stops
+//!   at corruption instead ([`Wal::damage`]): readers get every record before it, then the error.
+//!   [`Wal::repair_keep_intact`] drops only damaged frames and keeps every intact one.
 //! - **All I/O** goes through [`Storage`]: [`FileStorage`] for real, [`MemoryStorage`] for tests
 //!   that crash, tear and fail writes on demand.
 //!
@@ -47,6 +49,7 @@ mod options;
 mod reader;
 mod recovery;
 mod rewrite;
+mod salvage;
 pub mod segment;
 pub mod sidecar;
 pub mod storage;
@@ -56,8 +59,9 @@ pub use creation::{create_dir_all_durable, creation_unfinished};
 pub use error::{Error, Result};
 pub use options::{RECORD_BYTES_LIMIT, RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::WalReader;
-pub use recovery::{RecoveryReport, Salvage, TailCut};
+pub use recovery::{Damage, RecoveryReport, Salvage, TailCut};
 pub use rewrite::RewriteReport;
+pub use salvage::{DamagedRegion, KeepIntactReport};
 pub use storage::{
     CrashMode, FaultKind, FaultOp, FileStorage, MemoryStorage, OpenMode, Storage, StorageFile,
 };

@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::manifest::{self, Finding, Manifest, ManifestSegment};
 use crate::options::{RECORD_BYTES_LIMIT, RecoveryMode, WalOptions};
-use crate::recovery::{self, RecoveryReport, Salvage, Scan, ScanStart, TailCut};
+use crate::recovery::{self, Damage, RecoveryReport, Salvage, Scan, ScanStart, TailCut};
 use crate::segment::{self, LazyIndex, SEGMENT_HEADER_BYTES, Segment};
 use crate::sidecar::{self, Sidecar};
 use crate::storage::{OpenMode, Storage, StorageFile};
@@ -95,7 +95,16 @@ pub(crate) fn open_segments(
             .open_file(&path, mode)
             .map_err(|source| Error::io(&path, source))?;
         let len = file.len().map_err(|source| Error::io(&path, source))?;
-        match read_header(file.as_ref(), &path, len)? {
+        let header = read_header(file.as_ref(), &path, len)?;
+        if read_only
+            && let Some((offset, reason)) =
+                header_or_order_error(&header, len, is_last, base, last_position)
+        {
+            // Read-only: the log is known up to this segment; readers fail where it starts.
+            report.damage = Some(damage(&path, offset, reason));
+            break;
+        }
+        match header {
             Ok(header_base) if header_base == base => {}
             Ok(header_base) => {
                 return Err(Error::corrupted(
@@ -207,7 +216,8 @@ pub(crate) fn open_segments(
             let corrupt = problem.provably_durable || !is_last;
             if read_only {
                 if corrupt {
-                    return Err(Error::corrupted(&path, problem.bad_offset, problem.reason));
+                    // Readers get every record before the damage, then the error.
+                    report.damage = Some(damage(&path, problem.bad_offset, problem.reason));
                 }
                 // Beside a live writer an incomplete tail is normal: stop before it.
             } else if corrupt && options.recovery_mode == RecoveryMode::Strict {
@@ -274,12 +284,20 @@ pub(crate) fn open_segments(
         last_position = last_position.max(scan.last_position);
         segments.push(segment);
         index += 1;
+        if report.damage.is_some() {
+            break; // Read-only: nothing after the damage is known.
+        }
     }
     report.last_position = last_position;
-    // A segment's base minus one was reached when it was created.
+    if let Some(damage) = &mut report.damage {
+        damage.last_position = last_position;
+    }
+    // A segment's base minus one was reached when it was created. A read-only open that
+    // stopped at damage does not know where the log ends.
     let end = segments
         .last()
         .map_or(last_position, |last| last_position.max(last.base - 1));
+    let end = report.damage.is_none().then_some(end);
     let (manifest, manifest_dirty) = settle_manifest(
         wal_dir,
         loaded,
@@ -398,13 +416,15 @@ fn settle_manifest(
     wal_dir: &Path,
     loaded: Option<Manifest>,
     segments: &[Arc<Segment>],
-    end: u64,
+    end: Option<u64>,
     salvage: bool,
     read_only: bool,
     report: &mut RecoveryReport,
 ) -> Result<(Manifest, bool)> {
     let mut reached = loaded.as_ref().map_or(0, |manifest| manifest.reached);
-    if reached > end {
+    if let Some(end) = end
+        && reached > end
+    {
         if !salvage {
             return Err(Error::LogBehind {
                 reached,
@@ -442,6 +462,42 @@ fn settle_manifest(
     let dirty = loaded.as_ref() != Some(&current);
     report.manifest_created = loaded.is_none();
     Ok((current, dirty))
+}
+
+/// The corruption of a segment header or of the segment order that fails a writable open, as
+/// (offset, reason); `None` for a valid header in order, and for an unfinished last segment.
+fn header_or_order_error(
+    header: &std::result::Result<u64, &'static str>,
+    len: u64,
+    is_last: bool,
+    base: u64,
+    last_position: u64,
+) -> Option<(u64, String)> {
+    match header {
+        Ok(header_base) if *header_base != base => Some((
+            16,
+            format!("header base position {header_base} does not match the file name"),
+        )),
+        Err(_) if is_last && len <= SEGMENT_HEADER_BYTES as u64 => None,
+        Err(reason) => Some((0, (*reason).to_owned())),
+        Ok(_) if base <= last_position => Some((
+            16,
+            format!(
+                "segment base position {base} is not above the previous segment's last position {last_position}"
+            ),
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// Damage found by a read-only open (its last position is filled in at the end of the open).
+fn damage(segment: &Path, offset: u64, reason: impl Into<String>) -> Damage {
+    Damage {
+        segment: segment.to_path_buf(),
+        offset,
+        reason: reason.into(),
+        last_position: 0,
+    }
 }
 
 pub(crate) fn install_scan(segment: &Segment, scan: &Scan) {

@@ -14,7 +14,9 @@ use std::sync::Arc;
 /// An iterator over durable records, in position order, from a starting position.
 ///
 /// Not fused: after `None` (caught up with the durable position), a later `next` returns
-/// records that became durable in between. After an error it returns `None` for good.
+/// records that became durable in between. After an error it returns `None` for good. On a
+/// read-only handle whose open stopped at corruption ([`Wal::damage`](crate::Wal::damage)), it
+/// returns every record before the damage, then [`Error::Corrupted`] naming it.
 pub struct WalReader {
     inner: Arc<Inner>,
     next_position: u64,
@@ -90,8 +92,15 @@ impl WalReader {
 
     fn step(&mut self) -> Option<Result<Record>> {
         let durable = self.inner.durable();
-        if self.next_position > durable || self.next_position > self.last {
+        if self.next_position > self.last {
             return None;
+        }
+        if self.next_position > durable {
+            // A read-only open that stopped at corruption: past the last record before it, the
+            // reader fails there (never a silent end: the log goes on after the damage).
+            let damage = self.inner.damage()?;
+            self.failed = true;
+            return Some(Err(damage.to_error()));
         }
         loop {
             let segment = match &self.segment {

@@ -52,6 +52,9 @@ pub struct RecoveryReport {
     /// Read-only opens: the log's creation was cut short (its `wal/` holds no segment with a
     /// complete header), so it holds no record. A writer open finishes such a creation.
     pub creation_unfinished: bool,
+    /// A read-only open only: the corruption it stopped at. The log is known up to it; readers
+    /// return every record before it, then [`Error::Corrupted`] with this segment and offset.
+    pub damage: Option<Damage>,
     /// How long recovery took.
     pub duration: Duration,
 }
@@ -84,6 +87,26 @@ pub struct Salvage {
     pub segments_removed: Vec<PathBuf>,
     /// Valid frames that could still be read beyond the cut (lost by salvage).
     pub valid_frames_dropped: u64,
+}
+
+/// Corruption a read-only open stopped at (see [`RecoveryReport::damage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The damaged segment file.
+    pub segment: PathBuf,
+    /// Byte offset of the bad structure (a frame, or 0 and 16 for a segment header).
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+    /// The last position before the damage that readers return (0: none).
+    pub last_position: u64,
+}
+
+impl Damage {
+    /// The error readers return when they reach the damage.
+    pub fn to_error(&self) -> Error {
+        Error::corrupted(&self.segment, self.offset, self.reason.clone())
+    }
 }
 
 /// A problem found while scanning a segment.
@@ -232,7 +255,7 @@ pub(crate) fn scan_segment(
 
 /// After a bad frame at `bad_offset`, finds the valid frames that follow (walking from one to
 /// the next, or byte by byte after garbage) and returns the highest durable mark among them.
-fn later_marks(
+pub(crate) fn later_marks(
     file: &dyn StorageFile,
     cursor: &mut Cursor,
     bad_offset: u64,

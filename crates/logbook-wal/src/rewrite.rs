@@ -13,9 +13,9 @@ use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_BATCH_FIRST, FLAG_BATCH_LAST};
 use crate::segment::{self, IndexEntry, SEGMENT_HEADER_BYTES, Segment};
-use crate::storage::OpenMode;
+use crate::storage::{OpenMode, Storage, StorageFile};
 use crate::wal::{Inner, Wal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Bytes of a rewritten segment written between two syncs of its temp file (64 KiB).
@@ -126,59 +126,79 @@ impl Inner {
     /// Writes `bytes` to a temp file, syncs it and renames it over `segment`'s file; returns the
     /// handle of the new file (not yet in the segment list).
     fn swap_segment(&self, segment: &Segment, bytes: &[u8]) -> Result<Arc<Segment>> {
-        let storage = self.storage();
-        let temp = self
-            .wal_dir()
-            .join(format!("{}.tmp", segment::file_name(segment.base)));
-        if storage.exists(&temp) {
-            storage
-                .remove_file(&temp)
-                .map_err(|source| Error::io(&temp, source))?;
-        }
-        let file = storage
-            .open_file(&temp, OpenMode::CreateNew)
-            .map_err(|source| Error::io(&temp, source))?;
-        // Written and synced a slice at a time: the appenders' fsyncs share the disk (and, on
-        // ext4, the journal commit) with this file, so its dirty bytes must never pile up into
-        // one long flush that every append would wait behind.
-        // Paced at `rewrite_bytes_per_second`: the gaps leave the disk to the appenders.
         let pace = self.options.rewrite_bytes_per_second;
-        let started = std::time::Instant::now();
-        let mut offset = 0usize;
-        for slice in bytes.chunks(REWRITE_SYNC_BYTES) {
-            file.write_all_at(offset as u64, slice)
-                .map_err(|source| Error::io(&temp, source))?;
-            // Durability: the new contents are on disk before the name points at them.
-            file.sync_data()
-                .map_err(|source| Error::io(&temp, source))?;
-            offset += slice.len();
-            if pace > 0 {
-                let due = std::time::Duration::from_secs_f64(offset as f64 / pace as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
-        }
-        debug_assert_eq!(offset, bytes.len());
-        // The old sidecar describes the old file; drop it first (a stale one would be ignored
-        // anyway, since its length no longer matches).
-        let sidecar = self.wal_dir().join(crate::sidecar::file_name(segment.base));
-        if storage.exists(&sidecar) {
-            storage
-                .remove_file(&sidecar)
-                .map_err(|source| Error::io(&sidecar, source))?;
-        }
-        storage
-            .rename(&temp, &segment.path)
-            .map_err(|source| Error::io(&segment.path, source))?;
-        // Durability: fsync the directory so the swap survives a crash.
-        storage
-            .sync_dir(self.wal_dir())
-            .map_err(|source| Error::io(self.wal_dir(), source))?;
+        let file = replace_segment_file(
+            self.storage(),
+            self.wal_dir(),
+            segment.base,
+            &segment.path,
+            bytes,
+            pace,
+        )?;
         Ok(Arc::new(Segment::new(
             segment.base,
             segment.path.clone(),
             file,
         )))
     }
+}
+
+/// Replaces the segment file at `path` (base `base`) with `bytes`: a temp file written and
+/// synced a slice at a time (paced at `pace` bytes per second, 0 for no pacing), the segment's
+/// sidecar removed, the temp file renamed over the segment, the directory synced. Returns the
+/// new file. Compaction and `Wal::repair_keep_intact` share it.
+pub(crate) fn replace_segment_file(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    base: u64,
+    path: &Path,
+    bytes: &[u8],
+    pace: u64,
+) -> Result<Arc<dyn StorageFile>> {
+    let temp = wal_dir.join(format!("{}.tmp", segment::file_name(base)));
+    if storage.exists(&temp) {
+        storage
+            .remove_file(&temp)
+            .map_err(|source| Error::io(&temp, source))?;
+    }
+    let file = storage
+        .open_file(&temp, OpenMode::CreateNew)
+        .map_err(|source| Error::io(&temp, source))?;
+    // Written and synced a slice at a time: the appenders' fsyncs share the disk (and, on
+    // ext4, the journal commit) with this file, so its dirty bytes must never pile up into
+    // one long flush that every append would wait behind.
+    // Paced at `rewrite_bytes_per_second`: the gaps leave the disk to the appenders.
+    let started = std::time::Instant::now();
+    let mut offset = 0usize;
+    for slice in bytes.chunks(REWRITE_SYNC_BYTES) {
+        file.write_all_at(offset as u64, slice)
+            .map_err(|source| Error::io(&temp, source))?;
+        // Durability: the new contents are on disk before the name points at them.
+        file.sync_data()
+            .map_err(|source| Error::io(&temp, source))?;
+        offset += slice.len();
+        if pace > 0 {
+            let due = std::time::Duration::from_secs_f64(offset as f64 / pace as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    debug_assert_eq!(offset, bytes.len());
+    // The old sidecar describes the old file; drop it first (a stale one would be ignored
+    // anyway, since its length no longer matches).
+    let sidecar = wal_dir.join(crate::sidecar::file_name(base));
+    if storage.exists(&sidecar) {
+        storage
+            .remove_file(&sidecar)
+            .map_err(|source| Error::io(&sidecar, source))?;
+    }
+    storage
+        .rename(&temp, path)
+        .map_err(|source| Error::io(path, source))?;
+    // Durability: fsync the directory so the swap survives a crash.
+    storage
+        .sync_dir(wal_dir)
+        .map_err(|source| Error::io(wal_dir, source))?;
+    Ok(file)
 }

@@ -13,7 +13,7 @@ use crate::manifest::{self, Manifest, ManifestSegment};
 use crate::open::{self, Opened};
 use crate::options::{SyncPolicy, WalOptions};
 use crate::reader::WalReader;
-use crate::recovery::{self, RecoveryReport, ScanStart};
+use crate::recovery::{self, Damage, RecoveryReport, ScanStart};
 use crate::segment::{self, IndexEntry, SEGMENT_HEADER_BYTES, Segment};
 use crate::storage::{FileStorage, LockGuard, OpenMode, Storage};
 use std::path::{Path, PathBuf};
@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     /// What `wal/MANIFEST` holds on disk (a read-only handle: what it read at open). Taken
     /// after the writer state and segment locks, never before them.
     manifest: Mutex<Manifest>,
+    /// Read-only handles: the corruption open stopped at; readers fail there.
+    damage: Option<Damage>,
 }
 
 /// A segmented write-ahead log. `Send + Sync`: share it in an `Arc` between appending threads.
@@ -243,6 +245,7 @@ impl Wal {
             compaction: Mutex::new(()),
             lock: Mutex::new(Some(guard)),
             manifest: Mutex::new(manifest),
+            damage: None,
         });
         let syncer = match options.sync_policy {
             SyncPolicy::Interval(interval) => Some(spawn_syncer(inner.clone(), interval)?),
@@ -280,9 +283,10 @@ impl Wal {
             manifest,
             ..
         } = open::open_segments(&storage, &wal_dir, &options, true)?;
-        let active = match segments.last() {
-            Some(last) => last.clone(),
-            None => {
+        let active = match (segments.last(), &report.damage) {
+            (Some(last), _) => last.clone(),
+            (None, Some(damage)) => return Err(damage.to_error()),
+            (None, None) => {
                 // No complete segment: the log's creation was cut short. It holds no record;
                 // `refresh` picks up the first segment once a writer creates it.
                 report.creation_unfinished = true;
@@ -318,6 +322,7 @@ impl Wal {
             compaction: Mutex::new(()),
             lock: Mutex::new(None),
             manifest: Mutex::new(manifest),
+            damage: report.damage.clone(),
         });
         report.duration = started.elapsed();
         Ok((
@@ -612,11 +617,18 @@ impl Wal {
         Ok(removed)
     }
 
+    /// A read-only handle's damage: the corruption open stopped at (see
+    /// [`RecoveryReport::damage`]). Readers return every record before it, then its error.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.inner.damage.as_ref()
+    }
+
     /// Read-only handles: picks up records and segments a live writer made since open.
     /// Returns the new last position. A writer handle needs no refresh.
     pub fn refresh(&self) -> Result<u64> {
         let inner = &*self.inner;
-        if !inner.read_only {
+        if !inner.read_only || inner.damage.is_some() {
+            // A damaged log is known only up to its damage: nothing after it is picked up.
             return Ok(self.durable_position());
         }
         let _state = lock_state(inner);
@@ -845,6 +857,10 @@ impl Inner {
         self.segments
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
     }
 
     pub(crate) fn durable(&self) -> u64 {

@@ -274,12 +274,22 @@ impl<E: Event> Logbook<E> {
     ) -> Result<(Self, OpenReport)> {
         let dir = dir.as_ref().to_path_buf();
         let span_dir = dir.clone();
+        let damaged_dir = dir.clone();
         let (log, report) = tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("open", dir = %span_dir.display()).entered();
             Self::open_blocking(storage, dir, options, projections)
         })
         .await
-        .map_err(blocking_error)??;
+        .map_err(blocking_error)?
+        .map_err(|error| match error {
+            // Corruption found by the WAL's open or by the replay: the one open failure an
+            // operator must act on, so the error says how.
+            Error::Wal(wal) if wal.is_corruption() => Error::Damaged {
+                dir: damaged_dir,
+                wal,
+            },
+            error => error,
+        })?;
         log.spawn_background_compaction();
         Ok((log, report))
     }

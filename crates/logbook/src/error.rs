@@ -15,6 +15,18 @@ pub enum Error {
     /// The write-ahead log failed (I/O, corruption, lock, poison, limits).
     #[error(transparent)]
     Wal(#[from] logbook_wal::Error),
+    /// A writer open refused the log: the WAL found corruption (a bad frame in a sealed
+    /// segment, or one a later frame proves was durable) or lost records (a missing or unlisted
+    /// segment, segments that end before the position the log reached). The message names the
+    /// file, the offset or positions and the cause, and says how to repair it. The WAL's error
+    /// is kept whole.
+    #[error("{wal}; {}", repair_hint(wal, dir))]
+    Damaged {
+        /// The log directory.
+        dir: std::path::PathBuf,
+        /// The WAL's `Corrupted` error.
+        wal: logbook_wal::Error,
+    },
     /// An event, stream id or envelope was invalid, or could not be encoded or decoded.
     #[error(transparent)]
     Event(#[from] logbook_projection::Error),
@@ -87,4 +99,29 @@ pub enum Error {
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
+}
+
+impl Error {
+    /// True when the error reports damaged bytes of the log (the WAL's corruption, whether a
+    /// writer open refused it or a read met it), as opposed to I/O, limits or usage.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            Error::Wal(error) | Error::Damaged { wal: error, .. } => error.is_corruption(),
+            _ => false,
+        }
+    }
+}
+
+/// What an operator runs for a log a writer refused: the damaged frames can be dropped one by
+/// one; lost or foreign segments can only be accepted as lost (or adopted).
+fn repair_hint(wal: &logbook_wal::Error, dir: &std::path::Path) -> String {
+    let dir = dir.display();
+    match wal {
+        logbook_wal::Error::Corrupted { .. } => format!(
+            "a writer cannot open the log in {dir} until it is repaired: run `logbook verify {dir}` to list the damage and `logbook repair {dir} --keep-intact` to drop only the damaged frames (or open with RecoveryMode::Salvage to cut the log there)"
+        ),
+        _ => format!(
+            "a writer cannot open the log in {dir} until it is repaired: run `logbook verify {dir}` to list what is missing, put the files back if you have them, or run `logbook repair {dir} --yes` to accept the loss (RecoveryMode::Salvage in the engine)"
+        ),
+    }
 }

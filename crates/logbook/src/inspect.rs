@@ -5,11 +5,12 @@
 //! so it works beside a live writer; filtered reads of raw events; rebuilding the built-in
 //! projections by replay ([`BuiltinState`]); log statistics ([`LogStats`]); checking every
 //! segment header, frame checksum and event envelope, past the first problem ([`verify`]);
-//! listing raw frames with their offsets ([`frames`]); and the explicit salvage ([`repair`]),
-//! which reports exactly what it drops. A log whose creation a crash cut short (a `wal/` with
-//! no complete segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must
-//! never: write, create or lock anything, except [`repair`] in [`RepairMode::Apply`], which
-//! opens the log as a writer.
+//! listing raw frames with their offsets ([`frames`]); and the explicit salvage ([`repair`],
+//! [`repair_keep_intact`]), which reports exactly what it drops. A log with a damaged frame
+//! opens: reads return everything before the damage, then fail naming it
+//! ([`Inspector::damage`]). A log whose creation a crash cut short (a `wal/` with no complete
+//! segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must never: write, create or lock anything, except [`repair`] and
+//! [`repair_keep_intact`] in [`RepairMode::Apply`], which open the log as a writer.
 //!
 //! ```
 //! use logbook::inspect::{EventFilter, Inspector};
@@ -39,7 +40,10 @@ mod state;
 mod stats;
 mod verify;
 
-pub use repair::{DroppedFrame, RepairMode, RepairReport, repair, repair_with_storage};
+pub use repair::{
+    DroppedFrame, RepairMode, RepairReport, repair, repair_keep_intact,
+    repair_keep_intact_with_storage, repair_with_storage,
+};
 pub use scan::{FrameEntry, FrameSummary, frames, frames_with_storage};
 pub use state::BuiltinState;
 pub use stats::{LARGEST_STREAMS_LISTED, LogStats, SegmentStats, StreamStats, kind_name};
@@ -53,7 +57,7 @@ pub use logbook_wal::WAL_DIR_NAME;
 use crate::error::{Error, Result};
 use crate::system::{self, SystemEvent};
 use logbook_projection::{BuiltinEvent, EnvelopeRef, RawEvent};
-use logbook_wal::{FileStorage, SegmentInfo, Storage, Wal, WalOptions, WalReader};
+use logbook_wal::{Damage, FileStorage, SegmentInfo, Storage, Wal, WalOptions, WalReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -229,6 +233,12 @@ impl Inspector {
         Ok(self.wal.refresh()?)
     }
 
+    /// The corruption the open stopped at, if any: the log is known up to it, and reads of
+    /// everything before it succeed; a read that reaches it fails with its segment and offset.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.wal.damage()
+    }
+
     /// The segments, oldest first.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.wal.segments()
@@ -293,6 +303,15 @@ impl Iterator for Events {
             return None;
         }
         loop {
+            // Past `to` nothing is read: a read that ends before damage succeeds.
+            if self
+                .filter
+                .to
+                .is_some_and(|to| self.reader.next_position() > to)
+            {
+                self.done = true;
+                return None;
+            }
             let record = match self.reader.next()? {
                 Ok(record) => record,
                 Err(error) => {

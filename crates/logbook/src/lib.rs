@@ -72,5 +72,6 @@ pub use logbook_projection::{
 };
 pub use logbook_projection::{Jobs, Order, PageRequest, Rooms, RunLedger};
 pub use logbook_wal::{
-    MemoryStorage, RecoveryMode, RecoveryReport, Storage, SyncPolicy, WalOptions,
+    Damage, DamagedRegion, KeepIntactReport, MemoryStorage, RecoveryMode, RecoveryReport, Storage,
+    SyncPolicy, WalOptions,
 };

@@ -14,7 +14,8 @@
 //! the right record), one append works, and a strict reopen after a clean close shows every
 //! record plus the new one. Strict and salvage agree when strict succeeds. A read-only open
 //! fails only with `Corrupted` or "no segment files", writes nothing, refuses appends, and when
-//! it succeeds beside a successful strict open it sees the same records.
+//! it succeeds beside a successful strict open it sees the same records; when it stops at
+//! corruption (`RecoveryReport::damage`) it reads every record before it, then fails there.
 
 use logbook_wal::frame;
 use logbook_wal::segment;
@@ -220,6 +221,10 @@ fn check_read_only(contents: &[u8], options: &WalOptions) -> Option<Vec<Record>>
         options.clone(),
     );
     let records = match opened {
+        Ok((wal, report)) if report.damage.is_some() => {
+            check_damaged_read(&wal, &report);
+            None
+        }
         Ok((wal, report)) => {
             let records = read_all(&wal, &report);
             let refused = wal.append(APPENDED);
@@ -241,6 +246,41 @@ fn check_read_only(contents: &[u8], options: &WalOptions) -> Option<Vec<Record>>
         "a read-only open changed the segment"
     );
     records
+}
+
+/// A read-only open that stopped at corruption: every record before it reads back (as many as
+/// the report counts, none past its last position), then the read fails naming the damage.
+fn check_damaged_read(wal: &Wal, report: &RecoveryReport) {
+    let damage = report.damage.clone().expect("damage reported");
+    assert_eq!(wal.damage(), Some(&damage));
+    assert_eq!(damage.last_position, report.last_position);
+    let mut records = 0u64;
+    let mut last = 0u64;
+    let mut ended = None;
+    for item in wal.read_from(1) {
+        match item {
+            Ok(record) => {
+                assert!(record.position > last, "positions do not increase");
+                assert!(
+                    record.position <= report.last_position,
+                    "read past the damage"
+                );
+                last = record.position;
+                records += 1;
+            }
+            Err(error) => ended = Some(error),
+        }
+    }
+    assert_eq!(
+        records, report.records,
+        "records read != records before the damage"
+    );
+    let error = ended.expect("a read reaching the damage fails");
+    assert!(
+        matches!(&error, Error::Corrupted { segment, offset, .. }
+            if *segment == damage.segment && *offset == damage.offset),
+        "{error}"
+    );
 }
 
 /// Reads every record; checks them against the report and checks reads from chosen positions.

@@ -58,7 +58,13 @@ pub fn dump(args: DumpArgs) -> Result<ExitCode> {
     let inspector = super::inspector(&args.dir)?;
     let mut out = Out::new();
     for raw in inspector.events(&args.filter()) {
-        let raw = raw?;
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(error) => {
+                out.flush()?;
+                return Err(super::read_error(&args.dir, error));
+            }
+        };
         if args.json {
             out.json(&output::event_json(&raw))?;
         } else {
@@ -172,11 +178,19 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
         out.flush()
     };
     let mut next = 1;
-    for raw in inspector.last_events(args.count)? {
+    let last = inspector
+        .last_events(args.count)
+        .map_err(|error| super::read_error(&args.dir, error))?;
+    for raw in last {
         print(&mut out, &raw)?;
         next = raw.position + 1;
     }
     out.flush()?;
+    if let Some(damage) = inspector.damage() {
+        // The last events before the damage are printed; the log goes on after it.
+        let note = "the events above are the last ones before the damage";
+        return Err(super::damage_error(&args.dir, damage, note));
+    }
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
     }
@@ -188,7 +202,8 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
     let mut events = inspector.events(&filter);
     loop {
         for raw in events.by_ref() {
-            print(&mut out, &raw?)?;
+            let raw = raw.map_err(|error| super::read_error(&args.dir, error))?;
+            print(&mut out, &raw)?;
         }
         std::thread::sleep(FOLLOW_POLL_INTERVAL);
         inspector.refresh()?;

@@ -1,9 +1,12 @@
 //! `repair`: the explicit salvage. Without `--yes` it only reports what it would drop (and
-//! exits 1 when that is anything); with `--yes` it cuts and prints exactly what was dropped.
+//! exits 1 when that is anything); with `--yes` it repairs and prints exactly what was dropped.
+//! By default it cuts the log at the first corruption; with `--keep-intact` it drops only the
+//! damaged frames and keeps every intact frame after them, naming the positions given up.
 
 use crate::output::Out;
 use anyhow::{Context, Result};
 use clap::Args;
+use logbook::KeepIntactReport;
 use logbook::inspect::{self, RepairMode, RepairReport};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -13,9 +16,13 @@ use std::process::ExitCode;
 pub struct RepairArgs {
     /// The log directory.
     dir: PathBuf,
-    /// Really cut and remove. Without it nothing changes.
+    /// Really repair. Without it nothing changes: the report says what would be dropped.
     #[arg(long)]
     yes: bool,
+    /// Drop only the damaged frames (a partly damaged batch whole) and keep every intact frame
+    /// after them, at their positions; without it the log is cut at the first corruption.
+    #[arg(long)]
+    keep_intact: bool,
     /// One JSON document.
     #[arg(long)]
     json: bool,
@@ -32,8 +39,11 @@ pub fn repair(args: RepairArgs) -> Result<ExitCode> {
     } else {
         RepairMode::DryRun
     };
-    let report = inspect::repair(&args.dir, mode)
-        .with_context(|| format!("cannot repair the log in {}", args.dir.display()))?;
+    let report = match args.keep_intact {
+        true => inspect::repair_keep_intact(&args.dir, mode),
+        false => inspect::repair(&args.dir, mode),
+    }
+    .with_context(|| format!("cannot repair the log in {}", args.dir.display()))?;
     let mut out = Out::new();
     if args.json {
         out.json(&to_json(&report))?;
@@ -90,7 +100,76 @@ fn to_json(report: &RepairReport) -> serde_json::Value {
         "dropped_frames": frames,
         "snapshots_removed": report.snapshots_removed.iter().map(|path| name(path)).collect::<Vec<_>>(),
         "index_removed": report.index_removed.as_deref().map(name),
+        "damaged_regions": report.kept_intact.as_ref().map(regions_json),
     })
+}
+
+fn regions_json(report: &KeepIntactReport) -> serde_json::Value {
+    let regions: Vec<_> = report
+        .regions
+        .iter()
+        .map(|region| {
+            let (first, last) = region.positions_given_up();
+            json!({
+                "file": name(&region.segment),
+                "start": region.start,
+                "end": region.end,
+                "bytes": region.bytes(),
+                "bad_offset": region.bad_offset,
+                "reason": region.reason,
+                "after_position": region.after_position,
+                "next_position": region.next_position,
+                "positions_given_up": {"first": first, "last": last},
+                "intact_frames_dropped": region.intact_frames_dropped,
+            })
+        })
+        .collect();
+    json!(regions)
+}
+
+/// The damaged regions of a keep-intact repair, one line each, then the batch mates dropped.
+fn human_regions(out: &mut Out, verb: &str, report: &KeepIntactReport) -> Result<()> {
+    for region in &report.regions {
+        let positions = match region.positions_given_up() {
+            (first, Some(last)) if first == last => format!("position {first}"),
+            (first, Some(last)) => format!("positions {first}..={last}"),
+            (first, None) => format!("every position from {first} on (nothing intact follows)"),
+        };
+        out.line(format!(
+            "damaged region: {verb} bytes {}..{} of {} ({} bytes; {} at byte offset {}); gave up {positions}",
+            region.start,
+            region.end,
+            name(&region.segment),
+            region.bytes(),
+            region.reason,
+            region.bad_offset
+        ))?;
+        if !region.intact_frames_dropped.is_empty() {
+            let mates: Vec<String> = region
+                .intact_frames_dropped
+                .iter()
+                .map(u64::to_string)
+                .collect();
+            out.line(format!(
+                "  the damage broke a batch: batches are atomic, so its intact frames at positions {} are {verb} with it",
+                mates.join(", ")
+            ))?;
+        }
+    }
+    let given_up: u64 = report
+        .regions
+        .iter()
+        .map(|region| match region.positions_given_up() {
+            (first, Some(last)) => last + 1 - first,
+            (_, None) => 0,
+        })
+        .sum();
+    out.line(format!(
+        "kept intact: {} records; {} damaged region(s), {given_up} position(s) given up",
+        report.records_kept,
+        report.regions.len()
+    ))?;
+    Ok(())
 }
 
 fn human(out: &mut Out, dir: &Path, report: &RepairReport) -> Result<()> {
@@ -105,6 +184,9 @@ fn human(out: &mut Out, dir: &Path, report: &RepairReport) -> Result<()> {
     }
     let verb = if applied { "dropped" } else { "would drop" };
     let recovery = &report.recovery;
+    if let Some(kept) = &report.kept_intact {
+        human_regions(out, verb, kept)?;
+    }
     if let Some(salvage) = &recovery.salvage {
         out.line(format!(
             "salvage: {verb} {} bytes of {} from byte offset {} ({})",
@@ -117,6 +199,13 @@ fn human(out: &mut Out, dir: &Path, report: &RepairReport) -> Result<()> {
             out.line(format!(
                 "salvage: {verb} the whole segment {}",
                 name(removed)
+            ))?;
+        }
+        if salvage.valid_frames_dropped > 0 {
+            out.line(format!(
+                "salvage: {} valid frames after the damage are lost by the cut; `logbook repair {} --keep-intact` drops only the damaged frames and keeps them",
+                salvage.valid_frames_dropped,
+                dir.display()
             ))?;
         }
     }
@@ -145,7 +234,7 @@ fn human(out: &mut Out, dir: &Path, report: &RepairReport) -> Result<()> {
     }
     for path in &report.snapshots_removed {
         out.line(format!(
-            "snapshot: {verb} {} (it describes events past the new end of the log)",
+            "snapshot: {verb} {} (it describes events the repair drops)",
             name(path)
         ))?;
     }
@@ -155,7 +244,9 @@ fn human(out: &mut Out, dir: &Path, report: &RepairReport) -> Result<()> {
             name(path)
         ))?;
     }
-    out.line(format!("events {verb}: {}", report.dropped_frames.len()))?;
+    if report.kept_intact.is_none() || !report.dropped_frames.is_empty() {
+        out.line(format!("events {verb}: {}", report.dropped_frames.len()))?;
+    }
     for dropped in &report.dropped_frames {
         let event = dropped.frame.event.as_ref().map_or_else(
             || "<not an event envelope>".to_owned(),
@@ -174,8 +265,13 @@ fn human(out: &mut Out, dir: &Path, report: &RepairReport) -> Result<()> {
             recovery.last_position
         ))?;
     } else {
+        let keep = if report.kept_intact.is_some() {
+            " --keep-intact"
+        } else {
+            ""
+        };
         out.line(format!(
-            "nothing was changed; run `logbook repair {} --yes` to apply",
+            "nothing was changed; run `logbook repair {}{keep} --yes` to apply",
             dir.display()
         ))?;
     }

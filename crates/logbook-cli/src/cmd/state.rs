@@ -91,12 +91,23 @@ pub fn state(args: StateArgs) -> Result<ExitCode> {
     let mut out = Out::new();
     if args.history {
         let room = args.id.as_deref().unwrap_or_default();
-        let page = inspector.room_history(room, args.before, args.limit)?;
+        let page = inspector
+            .room_history(room, args.before, args.limit)
+            .map_err(|error| super::read_error(&dir, error))?;
         history(&mut out, room, &page, args.json)?;
         out.flush()?;
+        if let Some(damage) = inspector.damage() {
+            let note = format!(
+                "the history above is as of position {}, the last event before the damage",
+                damage.last_position
+            );
+            return Err(super::damage_error(&dir, damage, &note));
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let state = inspector.replay_builtin(&Bar::new())?;
+    let state = inspector
+        .replay_builtin(&Bar::new())
+        .map_err(|error| super::read_error(&dir, error))?;
     if state.undecodable > 0 && !args.json {
         eprintln!(
             "note: {} events could not be decoded by the built-in model and were skipped",
@@ -111,6 +122,14 @@ pub fn state(args: StateArgs) -> Result<ExitCode> {
         Entity::Jobs => jobs(&mut out, &state, id, args.json)?,
     }
     out.flush()?;
+    if let Some(damage) = &state.damage {
+        // State up to the damage, never one that skips an event: labelled, and a failure.
+        let note = format!(
+            "the state above is as of position {}, the last event before the damage; later events are not in it",
+            state.position
+        );
+        return Err(super::damage_error(&dir, damage, &note));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

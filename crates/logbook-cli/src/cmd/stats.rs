@@ -30,7 +30,9 @@ fn file_name(path: &Path) -> String {
 
 pub fn stats(args: StatsArgs) -> Result<ExitCode> {
     let inspector = super::inspector(&args.dir)?;
-    let stats = inspector.stats(&Bar::new())?;
+    let stats = inspector
+        .stats(&Bar::new())
+        .map_err(|error| super::read_error(&args.dir, error))?;
     let index = args.dir.join(INDEX_DIR_NAME).is_dir();
     let mut out = Out::new();
     if args.json {

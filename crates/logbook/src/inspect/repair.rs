@@ -7,8 +7,12 @@
 //! the open so every segment is scanned (a sidecar would spare a sealed segment the scan that
 //! finds its corruption); an applied repair rewrites them. A salvage that drops durable events
 //! also removes the derived data that describes them: snapshots above the new end, and the
-//! stream index (rebuilt at the next open). Must never: write in a dry run, or run beside a
-//! live writer (an applied repair takes the directory lock like any writer).
+//! stream index (rebuilt at the next open). The keep-intact mode ([`repair_keep_intact`]) first
+//! runs `Wal::repair_keep_intact` through the same wrapper (so a dry run rewrites in memory
+//! only), removing the snapshots that include a given-up position and the stream index while it
+//! holds the directory lock, then a strict open cuts a torn tail as usual. Must never: write in
+//! a dry run, or run beside a live writer (an applied repair takes the directory lock like any
+//! writer).
 
 use super::check_log_dir;
 use super::scan::{FrameSummary, FrameWalker, Walk, io_error, read_all, summary};
@@ -17,7 +21,8 @@ use logbook_compaction::SnapshotStore;
 use logbook_wal::segment::{self, SEGMENT_HEADER_BYTES};
 use logbook_wal::storage::{LockGuard, OpenMode, StorageFile};
 use logbook_wal::{
-    FileStorage, RecoveryMode, RecoveryReport, Storage, SyncPolicy, Wal, WalOptions,
+    FileStorage, KeepIntactReport, RecoveryMode, RecoveryReport, Storage, SyncPolicy, Wal,
+    WalOptions,
 };
 use std::collections::HashMap;
 use std::io;
@@ -59,6 +64,9 @@ pub struct RepairReport {
     /// The stream index directory, removed after a salvage dropped durable events it indexed
     /// (derived data: the next open rebuilds it).
     pub index_removed: Option<PathBuf>,
+    /// A keep-intact repair ([`repair_keep_intact`]): the damaged regions dropped, each with
+    /// its byte range and the positions given up. `None` for a cut ([`repair`]).
+    pub kept_intact: Option<KeepIntactReport>,
 }
 
 impl RepairReport {
@@ -76,6 +84,10 @@ impl RepairReport {
             || !self.dropped_frames.is_empty()
             || !self.snapshots_removed.is_empty()
             || self.index_removed.is_some()
+            || self
+                .kept_intact
+                .as_ref()
+                .is_some_and(KeepIntactReport::drops_anything)
     }
 }
 
@@ -90,6 +102,32 @@ pub fn repair_with_storage(
     dir: &Path,
     mode: RepairMode,
 ) -> Result<RepairReport> {
+    run(storage, dir, mode, false)
+}
+
+/// Repairs the log in `dir` on the real file system keeping every intact frame: drops only the
+/// damaged regions (a partly damaged batch whole) and keeps the frames after them, at their
+/// positions (`Wal::repair_keep_intact`); then cuts a torn tail as any open would. Snapshots
+/// that include a given-up position and the stream index are removed (derived data).
+pub fn repair_keep_intact(dir: impl AsRef<Path>, mode: RepairMode) -> Result<RepairReport> {
+    repair_keep_intact_with_storage(Arc::new(FileStorage::new()), dir.as_ref(), mode)
+}
+
+/// [`repair_keep_intact`] on any storage.
+pub fn repair_keep_intact_with_storage(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    mode: RepairMode,
+) -> Result<RepairReport> {
+    run(storage, dir, mode, true)
+}
+
+fn run(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    mode: RepairMode,
+    keep_intact: bool,
+) -> Result<RepairReport> {
     check_log_dir(storage.as_ref(), dir)?;
     let recording = Arc::new(RepairStorage {
         real: storage.clone(),
@@ -97,37 +135,32 @@ pub fn repair_with_storage(
         created: Mutex::new(HashMap::new()),
         dropped: Arc::new(Mutex::new(Vec::new())),
     });
-    let options = WalOptions {
+    let apply = mode == RepairMode::Apply;
+    let mut options = WalOptions {
         sync_policy: SyncPolicy::Always,
         recovery_mode: RecoveryMode::Salvage,
         ..WalOptions::default()
     };
+    let mut given_up = (Vec::new(), None);
+    let mut kept_intact = None;
+    if keep_intact {
+        let report = Wal::repair_keep_intact(recording.clone(), dir, &options, |report| {
+            // Under the directory lock: no writer opens the log while snapshots and the index
+            // still describe the given-up positions.
+            let first_given_up = report.regions.iter().map(|region| region.after_position);
+            if let Some(after) = first_given_up.min() {
+                given_up = remove_derived(&storage, dir, after, true, apply)?;
+            }
+            Ok::<(), crate::Error>(())
+        })?;
+        kept_intact = Some(report);
+        // What is left to do is an ordinary open's: cut a torn tail. Corruption left now
+        // would be a bug of the repair: refuse rather than cut.
+        options.recovery_mode = RecoveryMode::Strict;
+    }
     let (wal, recovery) = Wal::open_with_storage(recording.clone(), dir, options)?;
     // Still holding the directory lock: no writer can open the log before the derived data
     // that describes dropped events is gone.
-    let derived = remove_derived(&storage, dir, &recovery, mode == RepairMode::Apply);
-    wal.close()?;
-    let (snapshots_removed, index_removed) = derived?;
-    let mut dropped_frames = lock(&recording.dropped).clone();
-    dropped_frames.sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
-    Ok(RepairReport {
-        mode,
-        recovery,
-        dropped_frames,
-        snapshots_removed,
-        index_removed,
-    })
-}
-
-/// The derived data a salvage makes wrong: snapshots above the new end, and the stream index
-/// when durable events it indexed were dropped. Removes them when `apply`.
-fn remove_derived(
-    storage: &Arc<dyn Storage>,
-    dir: &Path,
-    recovery: &RecoveryReport,
-    apply: bool,
-) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
-    let store = SnapshotStore::new(storage.clone(), dir);
     // Positions lost with a missing segment: snapshots from its base on include their effects.
     let first_missing = recovery
         .manifest_findings
@@ -137,19 +170,50 @@ fn remove_derived(
             _ => None,
         })
         .min();
-    let kept_through = first_missing.map_or(recovery.last_position, |base| {
+    let kept_to = first_missing.map_or(recovery.last_position, |base| {
         recovery.last_position.min(base - 1)
     });
+    let index =
+        recovery.salvage.is_some() || recovery.positions_lost.is_some() || first_missing.is_some();
+    let derived = remove_derived(&storage, dir, kept_to, index, apply);
+    wal.close()?;
+    let (mut snapshots_removed, mut index_removed) = derived?;
+    snapshots_removed.extend(given_up.0);
+    snapshots_removed.sort();
+    snapshots_removed.dedup();
+    index_removed = index_removed.or(given_up.1);
+    let mut dropped_frames = lock(&recording.dropped).clone();
+    dropped_frames.sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
+    Ok(RepairReport {
+        mode,
+        recovery,
+        dropped_frames,
+        snapshots_removed,
+        index_removed,
+        kept_intact,
+    })
+}
+
+/// The derived data a repair makes wrong: snapshots above `kept_to` (the new end of the log
+/// after a cut, the last position before the first given-up one after a keep-intact repair),
+/// and, with `index`, the stream index (durable events it indexed were dropped). Removes them
+/// when `apply`.
+fn remove_derived(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    kept_to: u64,
+    index: bool,
+    apply: bool,
+) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    let store = SnapshotStore::new(storage.clone(), dir);
     let stale: Vec<PathBuf> = store
         .list()?
         .into_iter()
-        .filter(|snapshot| snapshot.position > kept_through)
+        .filter(|snapshot| snapshot.position > kept_to)
         .map(|snapshot| snapshot.path)
         .collect();
     let index_dir = dir.join(INDEX_DIR_NAME);
-    let dropped_durable =
-        recovery.salvage.is_some() || recovery.positions_lost.is_some() || first_missing.is_some();
-    let index = (dropped_durable && storage.exists(&index_dir)).then_some(index_dir);
+    let index = (index && storage.exists(&index_dir)).then_some(index_dir);
     if !apply {
         return Ok((stale, index));
     }

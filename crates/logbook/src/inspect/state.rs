@@ -37,6 +37,9 @@ pub struct BuiltinState {
     pub events: u64,
     /// Events the built-in model could not decode (skipped, as a writer's open skips them).
     pub undecodable: u64,
+    /// The corruption the replay stopped before: the state is as of `position`, the last event
+    /// before it, and leaves out everything after it. `None`: the whole log was replayed.
+    pub damage: Option<logbook_wal::Damage>,
 }
 
 impl BuiltinState {
@@ -48,7 +51,9 @@ impl BuiltinState {
 
 impl Inspector {
     /// Rebuilds the built-in projections as a writer's open would: the newest usable snapshot,
-    /// then the log after it (the whole log when there is none). Reads only.
+    /// then the log after it (the whole log when there is none). Reads only. On a damaged log
+    /// it stops before the damage and says so in [`BuiltinState::damage`]: the state is then
+    /// the one as of the last intact event before it (never one that skips an event).
     pub fn replay_builtin(&self, progress: &dyn Progress) -> Result<BuiltinState> {
         let mut projections = Projections::<BuiltinEvent>::new();
         // The order a `BuiltinLog` registers them in.
@@ -63,7 +68,11 @@ impl Inspector {
         progress.start("replay", last.saturating_sub(start));
         let mut events = 0u64;
         let mut position = start;
-        for record in self.wal.read_from(start + 1) {
+        let mut reader = self.wal.read_from(start + 1);
+        while reader.next_position() <= last {
+            let Some(record) = reader.next() else {
+                break;
+            };
             let record = record?;
             if record.position > last {
                 break;
@@ -87,6 +96,7 @@ impl Inspector {
             snapshot,
             events,
             undecodable: applier.undecodable(),
+            damage: self.damage().cloned(),
         })
     }
 
@@ -103,7 +113,13 @@ impl Inspector {
         let limit = limit.clamp(1, HISTORY_LIMIT_MAX);
         let before = before.unwrap_or(u64::MAX);
         let mut page = RoomScan::default();
-        for raw in self.events(&EventFilter::default()) {
+        // Up to the last position known: on a damaged log, the page as of the damage (the
+        // caller sees `Inspector::damage`).
+        let filter = EventFilter {
+            to: Some(self.last_position()),
+            ..EventFilter::default()
+        };
+        for raw in self.events(&filter) {
             let raw = raw?;
             let envelope = raw.envelope.stream().as_str();
             if envelope == system::SYSTEM_STREAM {
