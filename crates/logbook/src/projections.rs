@@ -1,8 +1,10 @@
 //! Projections in the engine: registration, replay, applying durable events, and hooks.
 //!
 //! Owns: the registry of projections a log was opened with, the handles services query them
-//! through, and the observers (`restored`, `upserted`, `deleted`). Must never: apply an event
-//! that is not durable, apply one twice, or clone state for observers: hooks get a reference to
+//! through, the observers (`restored`, `upserted`, `deleted`), and the copy of each state a
+//! snapshot cut takes. Must never: apply an event that is not durable, apply one twice, skip on
+//! the live path an event the engine itself wrote (that is an error: the engine poisons), or
+//! clone state for anything but a snapshot cut (once per snapshot): hooks get a reference to
 //! the state and the event, and nothing is built at all when no observer is registered.
 
 use crate::error::Result;
@@ -102,6 +104,8 @@ pub(crate) trait Runner<E>: Send + Sync {
     fn restored(&self);
     /// (state version, bytes) for snapshots.
     fn snapshot(&self) -> Result<(u16, Vec<u8>)>;
+    /// A copy of the state as it is now, to be encoded later on another thread.
+    fn cut(&self) -> Box<dyn StateCut>;
     /// Replaces the state with a snapshot's, as of `position`.
     fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()>;
 }
@@ -205,6 +209,14 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
         Ok((state.state_version(), state.snapshot()?))
     }
 
+    fn cut(&self) -> Box<dyn StateCut> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Box::new(ProjectionCut(P::clone(&state)))
+    }
+
     fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()> {
         let mut state = self
             .state
@@ -213,6 +225,25 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
         state.restore(state_version, bytes)?;
         self.applied_position.store(position, Ordering::Release);
         Ok(())
+    }
+}
+
+/// One projection's state at a snapshot's position, owned, so it can be encoded off the
+/// syncer thread while newer events are applied to the live state.
+pub(crate) trait StateCut: Send {
+    /// Encodes the state into its snapshot section.
+    fn section(&self) -> Result<logbook_compaction::SnapshotSection>;
+}
+
+struct ProjectionCut<P>(P);
+
+impl<P: Projection> StateCut for ProjectionCut<P> {
+    fn section(&self) -> Result<logbook_compaction::SnapshotSection> {
+        Ok(logbook_compaction::SnapshotSection {
+            id: self.0.id().to_owned(),
+            version: self.0.state_version(),
+            bytes: self.0.snapshot()?,
+        })
     }
 }
 
@@ -289,8 +320,14 @@ pub(crate) trait Applier: Send + Sync {
     /// stream deletions and truncations; an event the projections' type cannot decode is skipped, counted and
     /// logged, the same way on every replay.
     fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()>;
+    /// [`Applier::apply_record`] for a record the engine itself just wrote and made durable:
+    /// an event the projections' type cannot decode is an error (a bug in the event type's
+    /// encoding: the bytes came from its own `encode_payload`), not a skip.
+    fn apply_durable(&self, position: u64, bytes: &[u8]) -> Result<()>;
     fn restored(&self);
     fn undecodable(&self) -> u64;
+    /// A copy of every projection's state, taken between two applied batches.
+    fn cut(&self) -> Vec<Box<dyn StateCut>>;
     /// Every projection's state, keyed by projection id.
     fn snapshot_sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>>;
     /// Restores every projection from a snapshot; all or nothing (on failure each projection
@@ -312,8 +349,17 @@ impl<E: Event> TypedApplier<E> {
     }
 }
 
-impl<E: Event> Applier for TypedApplier<E> {
-    fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()> {
+/// What to do with an event the projections' type cannot decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undecodable {
+    /// Replay: skip it, count it, log it (the same way on every replay).
+    Skip,
+    /// Live: fail (the engine wrote these bytes itself).
+    Fail,
+}
+
+impl<E: Event> TypedApplier<E> {
+    fn apply(&self, position: u64, bytes: &[u8], undecodable: Undecodable) -> Result<()> {
         if self.projections.is_empty() {
             return Ok(());
         }
@@ -345,12 +391,23 @@ impl<E: Event> Applier for TypedApplier<E> {
         }
         match raw.decode::<E>() {
             Ok(event) => self.projections.apply(&event),
+            Err(error) if undecodable == Undecodable::Fail => return Err(error.into()),
             Err(error) => {
                 self.undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(position, %error, "event not decodable by the projections; skipped");
             }
         }
         Ok(())
+    }
+}
+
+impl<E: Event> Applier for TypedApplier<E> {
+    fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()> {
+        self.apply(position, bytes, Undecodable::Skip)
+    }
+
+    fn apply_durable(&self, position: u64, bytes: &[u8]) -> Result<()> {
+        self.apply(position, bytes, Undecodable::Fail)
     }
 
     fn restored(&self) {
@@ -359,6 +416,14 @@ impl<E: Event> Applier for TypedApplier<E> {
 
     fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
+    }
+
+    fn cut(&self) -> Vec<Box<dyn StateCut>> {
+        self.projections
+            .runners
+            .iter()
+            .map(|runner| runner.cut())
+            .collect()
     }
 
     fn snapshot_sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>> {

@@ -1,18 +1,23 @@
-//! Snapshots in the engine: when to take one, what goes in, and writing it off the append path.
+//! Snapshots in the engine: when to take one, what goes in, and building it off the append path.
 //!
-//! Owns: the snapshot policy counters, building a [`Snapshot`] of the durable stream catalog and
-//! every projection at one applied position (on the syncer thread, the only one that mutates
-//! them, so the cut is consistent), and the background thread that writes and prunes snapshot
-//! files. Must never: include an event that is not durable, block the writer (appends keep
-//! landing in the WAL buffer while a snapshot is built and written), or make open fail.
+//! Owns: the snapshot policy counters, the cut of a snapshot (a copy of the durable stream
+//! catalog and of every projection's state at one applied position, taken on the syncer thread
+//! between two applied batches: it is the only mutator, so the cut is consistent), and the
+//! background thread that encodes the cut, writes the file and prunes older ones. Must never:
+//! include an event that is not durable, encode or write on the syncer thread (every
+//! acknowledgement would wait for it), block the writer, or make open fail.
+//!
+//! Memory: a cut holds a copy of every projection's state until it is written. At most one
+//! periodic snapshot is in flight (a due one is deferred while one is in flight); on-demand
+//! ones (`Logbook::snapshot`, compaction) each wait for their reply, so their callers bound them.
 
 use crate::error::{Error, Result};
-use crate::projections::Applier;
+use crate::projections::{Applier, StateCut};
 use crate::streams::StreamTable;
 use logbook_compaction::{Snapshot, SnapshotInfo, SnapshotPolicy, SnapshotSection, SnapshotStore};
 use logbook_projection::codec;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -26,8 +31,15 @@ const STREAMS_SECTION_BYTES_MAX: usize = 512 << 20;
 
 pub(crate) type SnapshotReply = oneshot::Sender<Result<SnapshotInfo>>;
 
+/// A consistent cut: the catalog and every projection as of `position`, not yet encoded.
+struct Cut {
+    position: u64,
+    catalog: StreamTable,
+    projections: Vec<Box<dyn StateCut>>,
+}
+
 struct Job {
-    snapshot: Snapshot,
+    cut: Cut,
     reply: Option<SnapshotReply>,
 }
 
@@ -41,16 +53,17 @@ struct Counters {
 pub(crate) struct Snapshotter {
     policy: SnapshotPolicy,
     counters: Mutex<Counters>,
-    jobs: Mutex<Option<SyncSender<Job>>>,
+    jobs: Mutex<Option<Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Snapshots queued or being written.
+    /// Snapshots cut and not yet written (queued, being encoded or being written).
     in_flight: Arc<AtomicUsize>,
 }
 
 impl Snapshotter {
     pub(crate) fn start(store: Arc<SnapshotStore>, policy: SnapshotPolicy) -> Result<Snapshotter> {
-        // One snapshot waits while one is written; a periodic one beyond that is skipped.
-        let (jobs, receiver) = std::sync::mpsc::sync_channel::<Job>(1);
+        // Unbounded, so the syncer never waits on it: periodic cuts are sent only when nothing
+        // is in flight, and each on-demand one has a caller waiting for its reply.
+        let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
         let keep = policy.keep;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let writing = in_flight.clone();
@@ -83,41 +96,24 @@ impl Snapshotter {
             .due(counters.events, counters.bytes, counters.since.elapsed())
     }
 
-    /// Builds a snapshot at `position` and hands it to the writer thread.
+    /// Cuts a snapshot at `position` (syncer thread, between two applied batches) and hands it
+    /// to the snapshot thread, which encodes and writes it. The only work done here is copying
+    /// the catalog and the projections' states.
     pub(crate) fn take(
         &self,
         position: u64,
-        catalog: &StreamTable,
+        catalog: impl FnOnce() -> StreamTable,
         applier: &dyn Applier,
         reply: Option<SnapshotReply>,
     ) {
-        let _span = tracing::info_span!("snapshot", position).entered();
+        let _span = tracing::debug_span!("snapshot_cut", position).entered();
         if reply.is_none() && self.in_flight.load(Ordering::Acquire) > 0 {
-            // A snapshot is still being written: this periodic one waits for the next applied
-            // batch (the counters are kept, so it is not skipped, only deferred), and nothing
-            // is serialised meanwhile.
+            // A snapshot is still being encoded or written: this periodic one waits for the
+            // next applied batch (the counters are kept, so it is not skipped, only deferred),
+            // and nothing is copied meanwhile.
             tracing::debug!("a snapshot is still being written; the periodic one is deferred");
             return;
         }
-        let built = build(position, catalog, applier);
-        *self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Counters {
-            events: 0,
-            bytes: 0,
-            since: Instant::now(),
-        };
-        let snapshot = match built {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                tracing::error!(%error, "snapshot could not be built");
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(error));
-                }
-                return;
-            }
-        };
         let jobs = self
             .jobs
             .lock()
@@ -128,22 +124,30 @@ impl Snapshotter {
             }
             return;
         };
-        let on_demand = reply.is_some();
-        let job = Job { snapshot, reply };
+        *self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Counters {
+            events: 0,
+            bytes: 0,
+            since: Instant::now(),
+        };
+        let cut = Cut {
+            position,
+            catalog: catalog(),
+            projections: applier.cut(),
+        };
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if on_demand {
-            if jobs.send(job).is_err() {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            }
-        } else if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            jobs.try_send(job)
-        {
+        if let Err(unsent) = jobs.send(Job { cut, reply }) {
+            // The snapshot thread is gone (it only ends at close).
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            tracing::debug!("a snapshot is still being written; this periodic one is skipped");
+            if let Some(reply) = unsent.0.reply {
+                let _ = reply.send(Err(Error::Closed));
+            }
         }
     }
 
-    /// Finishes the snapshot being written and stops the thread.
+    /// Finishes the snapshots in flight and stops the thread.
     pub(crate) fn stop(&self) {
         self.jobs
             .lock()
@@ -160,19 +164,29 @@ impl Snapshotter {
     }
 }
 
-fn build(position: u64, catalog: &StreamTable, applier: &dyn Applier) -> Result<Snapshot> {
+/// Encodes a cut (snapshot thread).
+fn build(cut: &Cut) -> Result<Snapshot> {
+    let _span = tracing::info_span!("snapshot_build", position = cut.position).entered();
     let mut sections = vec![SnapshotSection {
         id: STREAMS_SECTION.to_owned(),
         version: STREAMS_SECTION_VERSION,
-        bytes: codec::encode(catalog)?,
+        bytes: codec::encode(&cut.catalog)?,
     }];
-    sections.extend(applier.snapshot_sections()?);
-    Ok(Snapshot { position, sections })
+    for projection in &cut.projections {
+        sections.push(projection.section()?);
+    }
+    Ok(Snapshot {
+        position: cut.position,
+        sections,
+    })
 }
 
 fn write_loop(store: &SnapshotStore, keep: usize, jobs: Receiver<Job>, in_flight: &AtomicUsize) {
     while let Ok(job) = jobs.recv() {
-        let result = store.write(&job.snapshot).map_err(Error::from);
+        let result = build(&job.cut).and_then(|snapshot| {
+            drop(job.cut);
+            store.write(&snapshot).map_err(Error::from)
+        });
         match &result {
             Ok(info) => {
                 tracing::info!(
@@ -184,7 +198,7 @@ fn write_loop(store: &SnapshotStore, keep: usize, jobs: Receiver<Job>, in_flight
                     tracing::warn!(%error, "old snapshots could not be removed");
                 }
             }
-            Err(error) => tracing::error!(%error, "snapshot could not be written"),
+            Err(error) => tracing::error!(%error, "snapshot could not be built or written"),
         }
         in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some(reply) = job.reply {
