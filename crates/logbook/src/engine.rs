@@ -151,6 +151,7 @@ impl Shared {
             self.applied.send_replace(last);
         }
         if outcome.is_ok() && !batch.is_empty() {
+            self.snapshots.follow(batch);
             let bytes = batch.iter().map(|(_, bytes)| bytes.len() as u64).sum();
             if self.snapshots.count(batch.len() as u64, bytes) {
                 self.take_snapshot(None);
@@ -191,8 +192,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Snapshots the catalog and projections as of the last applied event (syncer thread): the
-    /// cut is taken here, between two applied batches; it is encoded and written elsewhere.
+    /// Snapshots the catalog and projections as of the last applied event (syncer thread, between
+    /// two applied batches); the snapshot thread encodes its replica, never the live state.
     pub(crate) fn take_snapshot(&self, reply: Option<SnapshotReply>) {
         if let Some(poison) = self.poison() {
             // The state may hold half of the failed record: never persist it.
@@ -202,17 +203,15 @@ impl Shared {
             return;
         }
         let position = *self.applied.borrow();
-        self.snapshots.take(
-            position,
-            || {
-                self.catalog
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .clone()
-            },
-            self.applier.as_ref(),
-            reply,
-        );
+        let seed = || {
+            let catalog = self
+                .catalog
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            (catalog, self.applier.replicas())
+        };
+        self.snapshots.take(position, seed, reply);
     }
 
     /// Joins the live broadcast; `None` once the log is closed.
@@ -902,7 +901,7 @@ fn replay(
 
 /// Applies one record to a stream table (versions, tombstones, truncations); returns its
 /// decoded envelope.
-fn replay_record<'a>(
+pub(crate) fn replay_record<'a>(
     streams: &mut StreamTable,
     position: u64,
     bytes: &'a [u8],

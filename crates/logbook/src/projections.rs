@@ -1,11 +1,13 @@
 //! Projections in the engine: registration, replay, applying durable events, and hooks.
 //!
 //! Owns: the registry of projections a log was opened with, the handles services query them
-//! through, the observers (`restored`, `upserted`, `deleted`), and the copy of each state a
-//! snapshot cut takes. Must never: apply an event that is not durable, apply one twice, skip on
-//! the live path an event the engine itself wrote (that is an error: the engine poisons), or
-//! clone state for anything but a snapshot cut (once per snapshot): hooks get a reference to
-//! the state and the event, and nothing is built at all when no observer is registered.
+//! through, the observers (`restored`, `upserted`, `deleted`), and the replicas the snapshot
+//! thread keeps (a private copy of each projection that follows the applied events, so a
+//! snapshot is encoded from it and never from the live state). Must never: apply an event that
+//! is not durable, apply one twice, skip on the live path an event the engine itself wrote
+//! (that is an error: the engine poisons), or clone state for anything but seeding the replicas
+//! (once per process, at its first snapshot): hooks get a reference to the state and the
+//! event, and nothing is built at all when no observer is registered.
 
 use crate::error::Result;
 use logbook_projection::{Event, Projection, RecordedEvent, StreamId};
@@ -104,8 +106,8 @@ pub(crate) trait Runner<E>: Send + Sync {
     fn restored(&self);
     /// (state version, bytes) for snapshots.
     fn snapshot(&self) -> Result<(u16, Vec<u8>)>;
-    /// A copy of the state as it is now, to be encoded later on another thread.
-    fn cut(&self) -> Box<dyn StateCut>;
+    /// A copy of the state as it is now, for the snapshot thread to keep up to date.
+    fn replica(&self) -> Box<dyn Replica<E>>;
     /// Replaces the state with a snapshot's, as of `position`.
     fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()>;
 }
@@ -209,12 +211,12 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
         Ok((state.state_version(), state.snapshot()?))
     }
 
-    fn cut(&self) -> Box<dyn StateCut> {
+    fn replica(&self) -> Box<dyn Replica<P::Event>> {
         let state = self
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Box::new(ProjectionCut(P::clone(&state)))
+        Box::new(ProjectionReplica(P::clone(&state)))
     }
 
     fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()> {
@@ -228,16 +230,31 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
     }
 }
 
-/// One projection's state at a snapshot's position, owned, so it can be encoded off the
-/// syncer thread while newer events are applied to the live state.
-pub(crate) trait StateCut: Send {
+/// A projection's private copy on the snapshot thread: it gets the events the live one got, in
+/// the same order (no hooks fire), and is encoded for snapshots while the live one goes on.
+pub(crate) trait Replica<E>: Send {
+    fn apply(&mut self, event: &RecordedEvent<E>);
+    fn stream_deleted(&mut self, stream: &StreamId);
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64);
     /// Encodes the state into its snapshot section.
     fn section(&self) -> Result<logbook_compaction::SnapshotSection>;
 }
 
-struct ProjectionCut<P>(P);
+struct ProjectionReplica<P>(P);
 
-impl<P: Projection> StateCut for ProjectionCut<P> {
+impl<P: Projection> Replica<P::Event> for ProjectionReplica<P> {
+    fn apply(&mut self, event: &RecordedEvent<P::Event>) {
+        self.0.apply(event);
+    }
+
+    fn stream_deleted(&mut self, stream: &StreamId) {
+        self.0.stream_deleted(stream);
+    }
+
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64) {
+        self.0.stream_truncated(stream, before_version);
+    }
+
     fn section(&self) -> Result<logbook_compaction::SnapshotSection> {
         Ok(logbook_compaction::SnapshotSection {
             id: self.0.id().to_owned(),
@@ -245,6 +262,85 @@ impl<P: Projection> StateCut for ProjectionCut<P> {
             bytes: self.0.snapshot()?,
         })
     }
+}
+
+/// Every projection's replica, type-erased to records: what the snapshot thread drives.
+pub(crate) trait Replicas: Send {
+    /// Applies a record the live projections applied (envelope bytes).
+    fn apply_record(&mut self, position: u64, bytes: &[u8]) -> Result<()>;
+    /// Every replica's state, keyed by projection id.
+    fn sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>>;
+}
+
+struct TypedReplicas<E> {
+    replicas: Vec<Box<dyn Replica<E>>>,
+}
+
+impl<E: Event> Replicas for TypedReplicas<E> {
+    fn apply_record(&mut self, position: u64, bytes: &[u8]) -> Result<()> {
+        if self.replicas.is_empty() {
+            return Ok(());
+        }
+        match decode::<E>(position, bytes)? {
+            Decoded::Event(event) => self.replicas.iter_mut().for_each(|r| r.apply(&event)),
+            Decoded::Deleted(stream) => {
+                self.replicas
+                    .iter_mut()
+                    .for_each(|r| r.stream_deleted(&stream));
+            }
+            Decoded::Truncated(stream, before) => {
+                self.replicas
+                    .iter_mut()
+                    .for_each(|r| r.stream_truncated(&stream, before));
+            }
+            // The live projections skipped it the same way (at replay), or the engine poisoned
+            // (live) and no snapshot is taken any more.
+            Decoded::Undecodable(_) => {}
+        }
+        Ok(())
+    }
+
+    fn sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>> {
+        self.replicas
+            .iter()
+            .map(|replica| replica.section())
+            .collect()
+    }
+}
+
+/// A durable record, decoded for the projections.
+enum Decoded<E> {
+    Event(RecordedEvent<E>),
+    Deleted(StreamId),
+    Truncated(StreamId, u64),
+    /// The projections' event type cannot decode it.
+    Undecodable(logbook_projection::Error),
+}
+
+fn decode<E: Event>(position: u64, bytes: &[u8]) -> Result<Decoded<E>> {
+    let raw = logbook_projection::RawEvent::decode_record(position, bytes).map_err(|error| {
+        crate::Error::Corrupted {
+            position,
+            reason: error.to_string(),
+        }
+    })?;
+    if raw.envelope.stream().as_str() == crate::system::SYSTEM_STREAM {
+        return Ok(
+            match crate::system::SystemEvent::decode(raw.envelope.payload())? {
+                crate::system::SystemEvent::StreamDeleted { stream } => {
+                    Decoded::Deleted(StreamId::new(stream)?)
+                }
+                crate::system::SystemEvent::StreamTruncated {
+                    stream,
+                    before_version,
+                } => Decoded::Truncated(StreamId::new(stream)?, before_version),
+            },
+        );
+    }
+    Ok(match raw.decode::<E>() {
+        Ok(event) => Decoded::Event(event),
+        Err(error) => Decoded::Undecodable(error),
+    })
 }
 
 /// The projections a log is opened with. Register each before open; keep the handles.
@@ -326,8 +422,9 @@ pub(crate) trait Applier: Send + Sync {
     fn apply_durable(&self, position: u64, bytes: &[u8]) -> Result<()>;
     fn restored(&self);
     fn undecodable(&self) -> u64;
-    /// A copy of every projection's state, taken between two applied batches.
-    fn cut(&self) -> Vec<Box<dyn StateCut>>;
+    /// A copy of every projection's state, taken between two applied batches, for the
+    /// snapshot thread to keep up to date from then on.
+    fn replicas(&self) -> Box<dyn Replicas>;
     /// Every projection's state, keyed by projection id.
     fn snapshot_sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>>;
     /// Restores every projection from a snapshot; all or nothing (on failure each projection
@@ -363,36 +460,17 @@ impl<E: Event> TypedApplier<E> {
         if self.projections.is_empty() {
             return Ok(());
         }
-        let raw =
-            logbook_projection::RawEvent::decode_record(position, bytes).map_err(|error| {
-                crate::Error::Corrupted {
-                    position,
-                    reason: error.to_string(),
-                }
-            })?;
-        if raw.envelope.stream().as_str() == crate::system::SYSTEM_STREAM {
-            match crate::system::SystemEvent::decode(raw.envelope.payload())? {
-                crate::system::SystemEvent::StreamDeleted { stream } => {
-                    self.projections
-                        .stream_deleted(&StreamId::new(stream)?, position);
-                }
-                crate::system::SystemEvent::StreamTruncated {
-                    stream,
-                    before_version,
-                } => {
-                    self.projections.stream_truncated(
-                        &StreamId::new(stream)?,
-                        before_version,
-                        position,
-                    );
-                }
+        match decode::<E>(position, bytes)? {
+            Decoded::Event(event) => self.projections.apply(&event),
+            Decoded::Deleted(stream) => self.projections.stream_deleted(&stream, position),
+            Decoded::Truncated(stream, before_version) => {
+                self.projections
+                    .stream_truncated(&stream, before_version, position);
             }
-            return Ok(());
-        }
-        match raw.decode::<E>() {
-            Ok(event) => self.projections.apply(&event),
-            Err(error) if undecodable == Undecodable::Fail => return Err(error.into()),
-            Err(error) => {
+            Decoded::Undecodable(error) if undecodable == Undecodable::Fail => {
+                return Err(error.into());
+            }
+            Decoded::Undecodable(error) => {
                 self.undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(position, %error, "event not decodable by the projections; skipped");
             }
@@ -418,12 +496,15 @@ impl<E: Event> Applier for TypedApplier<E> {
         self.undecodable.load(Ordering::Relaxed)
     }
 
-    fn cut(&self) -> Vec<Box<dyn StateCut>> {
-        self.projections
-            .runners
-            .iter()
-            .map(|runner| runner.cut())
-            .collect()
+    fn replicas(&self) -> Box<dyn Replicas> {
+        Box::new(TypedReplicas {
+            replicas: self
+                .projections
+                .runners
+                .iter()
+                .map(|runner| runner.replica())
+                .collect(),
+        })
     }
 
     fn snapshot_sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>> {

@@ -1,22 +1,29 @@
 //! Snapshots in the engine: when to take one, what goes in, and building it off the append path.
 //!
-//! Owns: the snapshot policy counters, the cut of a snapshot (a copy of the durable stream
-//! catalog and of every projection's state at one applied position, taken on the syncer thread
-//! between two applied batches: it is the only mutator, so the cut is consistent), and the
-//! background thread that encodes the cut, writes the file and prunes older ones. Must never:
-//! include an event that is not durable, encode or write on the syncer thread (every
-//! acknowledgement would wait for it), block the writer, or make open fail.
+//! Owns: the snapshot policy counters and the `logbook-snapshots` thread, which keeps a
+//! **replica**: its own copy of the durable stream catalog and of every projection, seeded once
+//! (a clone taken on the syncer thread between two applied batches, at the first snapshot of
+//! the process) and then kept in step by the syncer, which hands it every applied batch (the
+//! records are shared, not copied). A snapshot at position P is a marker the syncer sends after
+//! the batch ending at P, so when the thread reaches it the replica holds exactly the events up
+//! to P: it encodes the replica, writes the file and prunes older ones while the live state
+//! goes on. Must never: include an event that is not durable, encode or write on the syncer
+//! thread (every acknowledgement would wait for it), block the writer, or make open fail.
 //!
-//! Memory: a cut holds a copy of every projection's state until it is written. At most one
-//! periodic snapshot is in flight (a due one is deferred while one is in flight); on-demand
-//! ones (`Logbook::snapshot`, compaction) each wait for their reply, so their callers bound them.
+//! Costs: memory for a second copy of the catalog and every projection (from the first
+//! snapshot on), the projections' apply work done a second time (on this thread, not the
+//! syncer), and one clone of the state on the syncer at the first snapshot of a process. A
+//! periodic snapshot due while one is in flight is deferred to the next applied batch (its
+//! counters are kept), not skipped.
 
+use crate::engine::replay_record;
 use crate::error::{Error, Result};
-use crate::projections::{Applier, StateCut};
+use crate::projections::{Applier, Replicas};
 use crate::streams::StreamTable;
+use crate::syncer::LiveRecord;
 use logbook_compaction::{Snapshot, SnapshotInfo, SnapshotPolicy, SnapshotSection, SnapshotStore};
 use logbook_projection::codec;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,16 +38,21 @@ const STREAMS_SECTION_BYTES_MAX: usize = 512 << 20;
 
 pub(crate) type SnapshotReply = oneshot::Sender<Result<SnapshotInfo>>;
 
-/// A consistent cut: the catalog and every projection as of `position`, not yet encoded.
-struct Cut {
-    position: u64,
-    catalog: StreamTable,
-    projections: Vec<Box<dyn StateCut>>,
-}
-
-struct Job {
-    cut: Cut,
-    reply: Option<SnapshotReply>,
+/// What the syncer tells the snapshot thread, in applied order.
+enum Message {
+    /// The replica, as of `position` (sent once, before the first snapshot).
+    Seed {
+        position: u64,
+        catalog: StreamTable,
+        projections: Box<dyn Replicas>,
+    },
+    /// A batch the live catalog and projections applied.
+    Applied(Vec<LiveRecord>),
+    /// Snapshot the replica, which is at `position` once the messages before this one are done.
+    Snapshot {
+        position: u64,
+        reply: Option<SnapshotReply>,
+    },
 }
 
 struct Counters {
@@ -53,23 +65,25 @@ struct Counters {
 pub(crate) struct Snapshotter {
     policy: SnapshotPolicy,
     counters: Mutex<Counters>,
-    jobs: Mutex<Option<Sender<Job>>>,
+    messages: Mutex<Option<Sender<Message>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Snapshots cut and not yet written (queued, being encoded or being written).
+    /// True once the replica is seeded: every applied batch is then handed over.
+    seeded: AtomicBool,
+    /// Snapshots asked for and not yet written (queued, being encoded or being written).
     in_flight: Arc<AtomicUsize>,
 }
 
 impl Snapshotter {
     pub(crate) fn start(store: Arc<SnapshotStore>, policy: SnapshotPolicy) -> Result<Snapshotter> {
-        // Unbounded, so the syncer never waits on it: periodic cuts are sent only when nothing
-        // is in flight, and each on-demand one has a caller waiting for its reply.
-        let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
+        // Unbounded, so the syncer never waits on it. What it holds is bounded by the time one
+        // snapshot takes to encode and write: the batches applied meanwhile (shared records).
+        let (messages, receiver) = std::sync::mpsc::channel::<Message>();
         let keep = policy.keep;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let writing = in_flight.clone();
         let thread = std::thread::Builder::new()
             .name("logbook-snapshots".into())
-            .spawn(move || write_loop(&store, keep, receiver, &writing))
+            .spawn(move || run(&store, keep, receiver, &writing))
             .map_err(|error| Error::Task(error.to_string()))?;
         Ok(Snapshotter {
             policy,
@@ -78,10 +92,31 @@ impl Snapshotter {
                 bytes: 0,
                 since: Instant::now(),
             }),
-            jobs: Mutex::new(Some(jobs)),
+            messages: Mutex::new(Some(messages)),
             thread: Mutex::new(Some(thread)),
+            seeded: AtomicBool::new(false),
             in_flight,
         })
+    }
+
+    fn send(&self, message: Message) -> std::result::Result<(), Message> {
+        match self
+            .messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
+            Some(messages) => messages.send(message).map_err(|unsent| unsent.0),
+            None => Err(message),
+        }
+    }
+
+    /// Hands an applied batch to the replica (syncer thread, after the live apply succeeded).
+    pub(crate) fn follow(&self, batch: &[LiveRecord]) {
+        if self.seeded.load(Ordering::Acquire) && !batch.is_empty() {
+            // An unsent batch means the thread is gone (close): no snapshot follows anyway.
+            let _ = self.send(Message::Applied(batch.to_vec()));
+        }
     }
 
     /// Counts applied events; true when the policy says a snapshot is due.
@@ -96,34 +131,33 @@ impl Snapshotter {
             .due(counters.events, counters.bytes, counters.since.elapsed())
     }
 
-    /// Cuts a snapshot at `position` (syncer thread, between two applied batches) and hands it
-    /// to the snapshot thread, which encodes and writes it. The only work done here is copying
-    /// the catalog and the projections' states.
+    /// Asks for a snapshot at `position`, the last applied one (syncer thread, between two
+    /// applied batches). The first one seeds the replica with a copy of the catalog and the
+    /// projections (`seed`); the snapshot itself is encoded and written by the snapshot thread.
     pub(crate) fn take(
         &self,
         position: u64,
-        catalog: impl FnOnce() -> StreamTable,
-        applier: &dyn Applier,
+        seed: impl FnOnce() -> (StreamTable, Box<dyn Replicas>),
         reply: Option<SnapshotReply>,
     ) {
-        let _span = tracing::debug_span!("snapshot_cut", position).entered();
         if reply.is_none() && self.in_flight.load(Ordering::Acquire) > 0 {
             // A snapshot is still being encoded or written: this periodic one waits for the
-            // next applied batch (the counters are kept, so it is not skipped, only deferred),
-            // and nothing is copied meanwhile.
+            // next applied batch (the counters are kept, so it is not skipped, only deferred).
             tracing::debug!("a snapshot is still being written; the periodic one is deferred");
             return;
         }
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(jobs) = jobs.as_ref() else {
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(Error::Closed));
+        if !self.seeded.load(Ordering::Acquire) {
+            let _span = tracing::info_span!("snapshot_seed", position).entered();
+            let (catalog, projections) = seed();
+            let seed = Message::Seed {
+                position,
+                catalog,
+                projections,
+            };
+            if self.send(seed).is_ok() {
+                self.seeded.store(true, Ordering::Release);
             }
-            return;
-        };
+        }
         *self
             .counters
             .lock()
@@ -132,24 +166,22 @@ impl Snapshotter {
             bytes: 0,
             since: Instant::now(),
         };
-        let cut = Cut {
-            position,
-            catalog: catalog(),
-            projections: applier.cut(),
-        };
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if let Err(unsent) = jobs.send(Job { cut, reply }) {
+        if let Err(unsent) = self.send(Message::Snapshot { position, reply }) {
             // The snapshot thread is gone (it only ends at close).
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if let Some(reply) = unsent.0.reply {
+            if let Message::Snapshot {
+                reply: Some(reply), ..
+            } = unsent
+            {
                 let _ = reply.send(Err(Error::Closed));
             }
         }
     }
 
-    /// Finishes the snapshots in flight and stops the thread.
+    /// Finishes the snapshots asked for and stops the thread.
     pub(crate) fn stop(&self) {
-        self.jobs
+        self.messages
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
@@ -164,47 +196,115 @@ impl Snapshotter {
     }
 }
 
-/// Encodes a cut (snapshot thread).
-fn build(cut: &Cut) -> Result<Snapshot> {
-    let _span = tracing::info_span!("snapshot_build", position = cut.position).entered();
-    let mut sections = vec![SnapshotSection {
-        id: STREAMS_SECTION.to_owned(),
-        version: STREAMS_SECTION_VERSION,
-        bytes: codec::encode(&cut.catalog)?,
-    }];
-    for projection in &cut.projections {
-        sections.push(projection.section()?);
-    }
-    Ok(Snapshot {
-        position: cut.position,
-        sections,
-    })
+/// The snapshot thread's copy of the catalog and projections.
+struct Replica {
+    position: u64,
+    catalog: StreamTable,
+    projections: Box<dyn Replicas>,
+    /// Set when a record could not be applied to the replica: no snapshot is taken from it.
+    broken: Option<String>,
 }
 
-fn write_loop(store: &SnapshotStore, keep: usize, jobs: Receiver<Job>, in_flight: &AtomicUsize) {
-    while let Ok(job) = jobs.recv() {
-        let result = build(&job.cut).and_then(|snapshot| {
-            drop(job.cut);
-            store.write(&snapshot).map_err(Error::from)
-        });
-        match &result {
-            Ok(info) => {
-                tracing::info!(
-                    position = info.position,
-                    bytes = info.bytes,
-                    "snapshot written"
-                );
-                if let Err(error) = store.retain(keep.max(1)) {
-                    tracing::warn!(%error, "old snapshots could not be removed");
+impl Replica {
+    fn apply(&mut self, batch: &[LiveRecord]) {
+        for (position, bytes) in batch {
+            if self.broken.is_some() || *position <= self.position {
+                continue;
+            }
+            let applied = replay_record(&mut self.catalog, *position, bytes)
+                .and_then(|_| self.projections.apply_record(*position, bytes));
+            match applied {
+                Ok(()) => self.position = *position,
+                Err(error) => {
+                    let reason = format!("record {position} not applied to the replica: {error}");
+                    tracing::error!(%reason, "snapshots stop until the log is reopened");
+                    self.broken = Some(reason);
                 }
             }
-            Err(error) => tracing::error!(%error, "snapshot could not be built or written"),
-        }
-        in_flight.fetch_sub(1, Ordering::AcqRel);
-        if let Some(reply) = job.reply {
-            let _ = reply.send(result);
         }
     }
+
+    /// Encodes the replica, which must be at `position`.
+    fn build(&self, position: u64) -> Result<Snapshot> {
+        let _span = tracing::info_span!("snapshot_build", position).entered();
+        if let Some(reason) = &self.broken {
+            return Err(Error::Snapshot(reason.clone()));
+        }
+        if self.position != position {
+            return Err(Error::Snapshot(format!(
+                "the replica is at {}, the snapshot was asked at {position}",
+                self.position
+            )));
+        }
+        let mut sections = vec![SnapshotSection {
+            id: STREAMS_SECTION.to_owned(),
+            version: STREAMS_SECTION_VERSION,
+            bytes: codec::encode(&self.catalog)?,
+        }];
+        sections.extend(self.projections.sections()?);
+        Ok(Snapshot { position, sections })
+    }
+}
+
+fn run(store: &SnapshotStore, keep: usize, messages: Receiver<Message>, in_flight: &AtomicUsize) {
+    let mut replica: Option<Replica> = None;
+    while let Ok(message) = messages.recv() {
+        match message {
+            Message::Seed {
+                position,
+                catalog,
+                projections,
+            } => {
+                replica = Some(Replica {
+                    position,
+                    catalog,
+                    projections,
+                    broken: None,
+                });
+            }
+            Message::Applied(batch) => {
+                if let Some(replica) = replica.as_mut() {
+                    replica.apply(&batch);
+                }
+            }
+            Message::Snapshot { position, reply } => {
+                let result = match replica.as_ref() {
+                    Some(replica) => write(store, keep, replica, position),
+                    None => Err(Error::Snapshot("no replica was seeded".to_owned())),
+                };
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Encodes and writes one snapshot, then prunes older ones.
+fn write(
+    store: &SnapshotStore,
+    keep: usize,
+    replica: &Replica,
+    position: u64,
+) -> Result<SnapshotInfo> {
+    let result = replica
+        .build(position)
+        .and_then(|snapshot| store.write(&snapshot).map_err(Error::from));
+    match &result {
+        Ok(info) => {
+            tracing::info!(
+                position = info.position,
+                bytes = info.bytes,
+                "snapshot written"
+            );
+            if let Err(error) = store.retain(keep.max(1)) {
+                tracing::warn!(%error, "old snapshots could not be removed");
+            }
+        }
+        Err(error) => tracing::error!(%error, "snapshot could not be built or written"),
+    }
+    result
 }
 
 /// Restores the catalog and the projections from a snapshot; all or nothing.
