@@ -9,7 +9,8 @@ use logbook::{
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Rooms the messages are spread over, round robin in batches.
+/// Rooms the messages are spread over, round robin in batches (the snapshot latency bench can
+/// ask for more, to make the state a snapshot copies and encodes bigger).
 pub const ROOMS: u64 = 10;
 /// Events per append call (the engine's default limit).
 const BATCH_EVENTS_MAX: u64 = 10_000;
@@ -64,7 +65,7 @@ pub async fn ensure(dir: &Path, messages: u64, rebuild: bool) -> BenchResult<Bui
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    let built = write(dir, messages, LogbookOptions::default()).await?;
+    let built = write(dir, messages, ROOMS, LogbookOptions::default()).await?;
     std::fs::write(marker(dir), built.log_bytes.to_string())?;
     Ok(built)
 }
@@ -77,13 +78,18 @@ pub async fn ensure(dir: &Path, messages: u64, rebuild: bool) -> BenchResult<Bui
 /// clean close and the next begins with a reopen, as a long-lived service's log would.
 const SESSION_MESSAGES: u64 = 500_000;
 
-/// Writes `messages` room messages (after one `room.created` per room) into a new log, takes a
-/// snapshot and closes it.
-pub async fn write(dir: &Path, messages: u64, mut options: LogbookOptions) -> BenchResult<Built> {
+/// Writes `messages` room messages over `rooms` rooms (after one `room.created` per room) into a
+/// new log, takes a snapshot and closes it.
+pub async fn write(
+    dir: &Path,
+    messages: u64,
+    rooms: u64,
+    mut options: LogbookOptions,
+) -> BenchResult<Built> {
     let started = Instant::now();
     options.wal.sync_policy = SyncPolicy::Never;
     let (log, _) = BuiltinLog::open(dir, options.clone()).await?;
-    for index in 0..ROOMS {
+    for index in 0..rooms {
         let created = RoomCreated {
             name: format!("Room {index}"),
             topic: None,
@@ -92,7 +98,7 @@ pub async fn write(dir: &Path, messages: u64, mut options: LogbookOptions) -> Be
         log.execute(&room(index), created.into()).await?;
     }
     log.close().await?;
-    let batch = (messages / ROOMS).clamp(1, BATCH_EVENTS_MAX);
+    let batch = (messages / rooms).clamp(1, BATCH_EVENTS_MAX);
     let mut written = 0;
     while written < messages {
         let session_end = (written + SESSION_MESSAGES).min(messages);
@@ -100,7 +106,14 @@ pub async fn write(dir: &Path, messages: u64, mut options: LogbookOptions) -> Be
             .arg("build-session")
             .arg(dir)
             .args(
-                [written, session_end, batch, options.wal.segment_bytes_max].map(|n| n.to_string()),
+                [
+                    written,
+                    session_end,
+                    batch,
+                    rooms,
+                    options.wal.segment_bytes_max,
+                ]
+                .map(|n| n.to_string()),
             )
             .status()?;
         if !status.success() {
@@ -122,34 +135,40 @@ pub async fn write(dir: &Path, messages: u64, mut options: LogbookOptions) -> Be
     })
 }
 
-/// `build-session <dir> <from> <to> <batch> <segment_bytes_max>`: appends messages `from..to`
-/// to the log in `dir` and closes it (a child process of [`write()`]).
+/// `build-session <dir> <from> <to> <batch> <rooms> <segment_bytes_max>`: appends messages
+/// `from..to` to the log in `dir` and closes it (a child process of [`write()`]).
 pub fn session(args: &[String]) -> BenchResult<()> {
-    let [dir, from, to, batch, segment_bytes_max] = args else {
-        return Err("build-session <dir> <from> <to> <batch> <segment_bytes_max>".into());
+    let [dir, from, to, batch, rooms, segment_bytes_max] = args else {
+        return Err("build-session <dir> <from> <to> <batch> <rooms> <segment_bytes_max>".into());
     };
     let mut options = LogbookOptions::default();
     options.wal.sync_policy = SyncPolicy::Never;
     options.wal.segment_bytes_max = segment_bytes_max.parse()?;
-    let (from, to, batch) = (from.parse()?, to.parse()?, batch.parse()?);
+    let (from, to, batch, rooms) = (from.parse()?, to.parse()?, batch.parse()?, rooms.parse()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let (log, _) = BuiltinLog::open(Path::new(dir), options).await?;
-        write_session(&log, from, to, batch).await?;
+        write_session(&log, from, to, batch, rooms).await?;
         log.close().await?;
         Ok(())
     })
 }
 
 /// Appends messages `from..to` in batches of `batch` to the rooms in turn.
-async fn write_session(log: &BuiltinLog, from: u64, to: u64, batch: u64) -> BenchResult<()> {
+async fn write_session(
+    log: &BuiltinLog,
+    from: u64,
+    to: u64,
+    batch: u64,
+    rooms: u64,
+) -> BenchResult<()> {
     let mut in_flight = std::collections::VecDeque::new();
     let mut written = from;
     while written < to {
         let count = batch.min(to - written);
-        let stream = room((written / batch) % ROOMS);
+        let stream = room((written / batch) % rooms);
         let events: Vec<NewEvent<BuiltinEvent>> = (written..written + count)
             .map(|serial| NewEvent::new(message(serial)))
             .collect();

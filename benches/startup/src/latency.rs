@@ -43,7 +43,7 @@ pub struct Report {
 }
 
 /// The `q` quantile (0..=1) of sorted samples.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted.get(index).copied().unwrap_or(0.0)
 }
@@ -118,7 +118,7 @@ pub async fn measure(
     }
     let mut options = LogbookOptions::default();
     options.wal.segment_bytes_max = SEGMENT_BYTES_MAX;
-    let built = build::write(dir, messages, options.clone()).await?;
+    let built = build::write(dir, messages, ROOMS, options.clone()).await?;
     eprintln!("latency log: {built:?}");
     options.wal.sync_policy = SyncPolicy::Always;
     let (log, _) = BuiltinLog::open(dir, options).await?;
@@ -179,7 +179,8 @@ pub async fn measure(
     Ok(report)
 }
 
-async fn append_many(
+/// `appends` single appends of one message to `stream`, one at a time: each one's latency in µs.
+pub async fn append_many(
     log: &BuiltinLog,
     stream: &StreamId,
     appends: usize,

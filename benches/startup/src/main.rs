@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p logbook-bench-startup -- [--quick] [--sizes N,N,..] [--dir PATH]
 //!     [--rebuild] [--opens N] [--appends N] [--rounds N] [--skip-latency] [--no-deletes]
+//!     [--snapshot-latency-only] [--snapshot-rooms N]
 //! ```
 //!
 //! - **Open**: a child process (this binary, `open <dir>`) opens the log with `BuiltinLog` and
@@ -14,6 +15,10 @@
 //! - **Append latency**: p50/p99 of single appends with `SyncPolicy::Always` from one task, while
 //!   `compact()` runs in a loop (streams being deleted meanwhile) and idle, alternated round by
 //!   round in the same run.
+//! - **Append latency during snapshots**: the same appender, while periodic snapshots of a log
+//!   of 1M messages are taken, against idle rounds, alternated in the same run
+//!   (`snapshot_latency.rs`). `--snapshot-latency-only` runs only this part; `--snapshot-rooms`
+//!   spreads that log over more rooms (default 10), so each snapshot copies and encodes more.
 //!
 //! Ratios are against the smallest log and the idle rounds. Logs are built with
 //! `SyncPolicy::Never` and appends of up to 10,000 events, kept under `--dir` (default
@@ -24,6 +29,7 @@
 mod build;
 mod child;
 mod latency;
+mod snapshot_latency;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +53,10 @@ struct Plan {
     skip_latency: bool,
     /// Compact without deleting a room first (diagnosis: compaction with nothing to drop).
     no_deletes: bool,
+    /// Only the append latency during periodic snapshots.
+    snapshot_latency_only: bool,
+    /// Rooms of the snapshot latency log.
+    snapshot_rooms: u64,
 }
 
 fn parse(args: &[String]) -> BenchResult<Plan> {
@@ -60,6 +70,8 @@ fn parse(args: &[String]) -> BenchResult<Plan> {
         latency_messages: 1_000_000,
         skip_latency: false,
         no_deletes: false,
+        snapshot_latency_only: false,
+        snapshot_rooms: build::ROOMS,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -82,6 +94,8 @@ fn parse(args: &[String]) -> BenchResult<Plan> {
             "--rounds" => plan.rounds = value()?.parse()?,
             "--skip-latency" => plan.skip_latency = true,
             "--no-deletes" => plan.no_deletes = true,
+            "--snapshot-latency-only" => plan.snapshot_latency_only = true,
+            "--snapshot-rooms" => plan.snapshot_rooms = value()?.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -115,6 +129,11 @@ fn run(plan: &Plan) -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if plan.snapshot_latency_only {
+        measure_snapshot_latency(plan, &runtime)?;
+        println!("total {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for &messages in &plan.sizes {
         let dir = build::log_dir(&plan.dir, messages);
@@ -137,8 +156,22 @@ fn run(plan: &Plan) -> BenchResult<()> {
             !plan.no_deletes,
         ))?;
         report.print();
+        measure_snapshot_latency(plan, &runtime)?;
     }
     println!("total {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn measure_snapshot_latency(plan: &Plan, runtime: &tokio::runtime::Runtime) -> BenchResult<()> {
+    let dir = plan.dir.join("snapshot-latency");
+    let report = runtime.block_on(snapshot_latency::measure(
+        &dir,
+        plan.latency_messages,
+        plan.snapshot_rooms.max(1),
+        plan.appends,
+        plan.rounds,
+    ))?;
+    report.print();
     Ok(())
 }
 

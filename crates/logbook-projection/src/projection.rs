@@ -23,7 +23,13 @@ pub const PAGE_LIMIT_MAX: usize = 1000;
 ///
 /// The engine applies every event in position order, exactly once, after it is durable; on open
 /// it restores the latest snapshot (if its `state_version` matches) and replays the rest.
-pub trait Projection: Send + Sync + 'static {
+///
+/// `Clone` is how snapshots stay off the append path: at its first snapshot the engine clones
+/// the state once (between two applied batches) into a replica that its snapshot thread keeps
+/// up to date with the same events and encodes ([`Projection::snapshot`]) while the original
+/// goes on. Nothing else clones it. `apply` being a pure function of the state and the event is
+/// what keeps the replica equal to the original.
+pub trait Projection: Clone + Send + Sync + 'static {
     /// The event type the projection reads.
     type Event: Event;
 

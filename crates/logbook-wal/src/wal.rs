@@ -495,6 +495,11 @@ impl Wal {
         lock_state(&self.inner).poisoned.is_some()
     }
 
+    /// The failure that poisoned the WAL (the OS error and the file), `None` while it is not.
+    pub fn poisoned_reason(&self) -> Option<String> {
+        lock_state(&self.inner).poisoned.clone()
+    }
+
     /// The options the WAL was opened with.
     pub fn options(&self) -> &WalOptions {
         &self.inner.options

@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::index::{IndexReport, StreamIndex};
 use crate::options::{AppendDurability, LogbookOptions};
+use crate::poison::{Poison, PoisonCell};
 use crate::projections::{Applier, Projections, TypedApplier};
 use crate::snapshots::{self as snapshotting, SnapshotReply, Snapshotter};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
@@ -79,8 +80,9 @@ pub struct Stats {
     pub streams: usize,
     /// Live subscribers.
     pub subscribers: Vec<SubscriberStats>,
-    /// True after a failed write or sync: appends fail until the log is reopened.
-    pub poisoned: bool,
+    /// Set after a failed WAL write or fsync, or a durable event that could not be applied:
+    /// the position and cause. Writes fail with [`Error::Poisoned`] until the log is reopened.
+    pub poisoned: Option<Poison>,
 }
 
 /// State shared by the handle, the writer, the syncer and subscriptions.
@@ -104,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
     /// Held for a whole compaction: one at a time.
     pub(crate) compaction_lock: Mutex<()>,
+    /// The first failure the engine cannot undo in-process (see `poison.rs`).
+    pub(crate) poisoned: PoisonCell,
 }
 
 impl Shared {
@@ -119,56 +123,87 @@ impl Shared {
         }
     }
 
-    /// Applies newly durable records to the projections, in position order, before their
-    /// appends are acknowledged (so a caller reads its own writes).
-    pub(crate) fn apply(&self, batch: &[LiveRecord]) {
-        self.apply_catalog(batch);
+    /// Applies newly durable records to the catalog, the index and the projections, in position
+    /// order, before their appends are acknowledged (so a caller reads its own writes). A record
+    /// the catalog or the projections cannot take poisons the engine: the records before it are
+    /// applied, it and the rest are not, and the error names it.
+    pub(crate) fn apply(&self, batch: &[LiveRecord]) -> std::result::Result<(), Poison> {
+        if let Some(poison) = self.poison() {
+            return Err(poison.clone());
+        }
         let records: Vec<(u64, &[u8])> = batch
             .iter()
             .map(|(position, bytes)| (*position, bytes.as_slice()))
             .collect();
+        // Derived data, rebuilt at the next open: a failure here is logged, never poison.
         if let Err(error) = index_records(&self.index, &records) {
             tracing::error!(%error, "stream index update failed; it is rebuilt at the next open");
         }
-        for (position, bytes) in batch {
-            if let Err(error) = self.applier.apply_record(*position, bytes) {
-                tracing::error!(position, %error, "record could not be applied to the projections");
-            }
+        let outcome = self.apply_records(batch);
+        let last_applied = match &outcome {
+            Ok(()) => batch.last().map(|(position, _)| *position),
+            Err(poison) => Some(poison.position.saturating_sub(1)),
+        };
+        if let Some(last) = last_applied.filter(|last| *last > *self.applied.borrow()) {
+            self.applied.send_replace(last);
         }
-        if let Some((last, _)) = batch.last() {
-            self.applied.send_replace(*last);
+        if outcome.is_ok() && !batch.is_empty() {
+            self.snapshots.follow(batch);
             let bytes = batch.iter().map(|(_, bytes)| bytes.len() as u64).sum();
             if self.snapshots.count(batch.len() as u64, bytes) {
                 self.take_snapshot(None);
             }
         }
+        outcome
+    }
+
+    /// Applies each record to the catalog, then the projections; stops at the first failure.
+    fn apply_records(&self, batch: &[LiveRecord]) -> std::result::Result<(), Poison> {
+        for (position, bytes) in batch {
+            let position = *position;
+            let applied = self.apply_catalog(position, bytes).and_then(|()| {
+                self.applier
+                    .apply_durable(position, bytes)
+                    .map_err(|error| format!("not applied to the projections: {error}"))
+            });
+            if let Err(reason) = applied {
+                return Err(self.poison_at(position, reason).clone());
+            }
+        }
+        Ok(())
     }
 
     /// Keeps the durable stream catalog in step with the applied events.
-    fn apply_catalog(&self, batch: &[LiveRecord]) {
+    fn apply_catalog(&self, position: u64, bytes: &[u8]) -> std::result::Result<(), String> {
         let mut catalog = self
             .catalog
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (position, bytes) in batch {
-            match replay_record(&mut catalog, &self.options.compaction, *position, bytes) {
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(position, %error, "record could not be applied to the catalog");
-                }
-            }
-        }
+        replay_record(&mut catalog, &self.options.compaction, position, bytes)
+            .map_err(|error| format!("not applied to the stream catalog: {error}"))?;
+        Ok(())
     }
 
-    /// Snapshots the catalog and projections as of the last applied event (syncer thread).
+    /// Snapshots the catalog and projections as of the last applied event (syncer thread, between
+    /// two applied batches); the snapshot thread encodes its replica, never the live state.
     pub(crate) fn take_snapshot(&self, reply: Option<SnapshotReply>) {
+        if let Some(poison) = self.poison() {
+            // The state may hold half of the failed record: never persist it.
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(poison.error()));
+            }
+            return;
+        }
         let position = *self.applied.borrow();
-        let catalog = self
-            .catalog
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.snapshots
-            .take(position, &catalog, self.applier.as_ref(), reply);
+        let seed = || {
+            let catalog = self
+                .catalog
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            (catalog, self.applier.replicas())
+        };
+        self.snapshots.take(position, seed, reply);
     }
 
     /// Joins the live broadcast; `None` once the log is closed.
@@ -325,7 +360,8 @@ impl<E: Event> Logbook<E> {
                         segments_rewritten = report.segments_rewritten,
                         "background compaction"
                     ),
-                    Err(Error::Closed) => break,
+                    // A poisoned log refuses every write until it is reopened: stop trying.
+                    Err(Error::Closed | Error::Poisoned { .. }) => break,
                     Err(error) => tracing::warn!(%error, "background compaction failed"),
                 }
             }
@@ -381,7 +417,11 @@ impl<E: Event> Logbook<E> {
             &options.compaction,
         )?;
         applier.restored();
-        let snapshots = Snapshotter::start(store.clone(), options.snapshots.clone())?;
+        let snapshots = Snapshotter::start(
+            store.clone(),
+            options.snapshots.clone(),
+            options.compaction.clone(),
+        )?;
         let (applied, _) = tokio::sync::watch::channel(wal.durable_position());
         let stream_count = streams.len();
         let streams_catalog = streams.clone();
@@ -402,6 +442,7 @@ impl<E: Event> Logbook<E> {
             snapshots,
             snapshot_store: store,
             compaction_lock: Mutex::new(()),
+            poisoned: PoisonCell::default(),
         });
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (jobs, job_receiver) =
@@ -678,10 +719,12 @@ impl<E: Event> Logbook<E> {
     }
 
     /// Waits until the projections have applied every event up to `position`.
+    /// Fails with [`Error::Poisoned`] once the log is poisoned short of `position`.
     pub async fn wait_applied(&self, position: u64) -> Result<()> {
         if *self.shared.applied.borrow() >= position {
             return Ok(());
         }
+        self.shared.check_poison()?;
         // Events are applied once durable. Under `SyncPolicy::Never` (and for relaxed appends
         // until their delay passes) nothing else would make `position` durable: sync now.
         // (Found by tests/compaction_purge.rs: execute() with `Never` waited forever.)
@@ -689,11 +732,16 @@ impl<E: Event> Logbook<E> {
             self.sync().await?;
         }
         let mut applied = self.shared.applied.subscribe();
-        applied
-            .wait_for(|applied| *applied >= position)
+        let reached = *applied
+            .wait_for(|applied| *applied >= position || self.shared.poison().is_some())
             .await
-            .map_err(|_| Error::Closed)?;
-        Ok(())
+            .map_err(|_| Error::Closed)?
+            >= position;
+        if reached {
+            Ok(())
+        } else {
+            self.shared.check_poison()
+        }
     }
 
     /// The position of a stream's last event (`None` when it has none).
@@ -752,7 +800,7 @@ impl<E: Event> Logbook<E> {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .len(),
             subscribers,
-            poisoned: wal.is_poisoned(),
+            poisoned: self.shared.adopt_wal_poison().cloned(),
         }
     }
 
@@ -870,7 +918,7 @@ fn replay(
 
 /// Applies one record to a stream table (versions, tombstones, truncations); returns its
 /// decoded envelope.
-fn replay_record<'a>(
+pub(crate) fn replay_record<'a>(
     streams: &mut StreamTable,
     compaction: &CompactionPolicy,
     position: u64,

@@ -93,6 +93,17 @@ pub enum Error {
     /// The snapshot store failed.
     #[error(transparent)]
     SnapshotStore(#[from] logbook_compaction::Error),
+    /// The engine refuses to go on after a failure it cannot undo in-process (a failed WAL
+    /// write or fsync, or a durable event it could not apply): every later append, delete,
+    /// truncation, sync, snapshot and `wait_applied` fails with this until the log is reopened.
+    /// Reads of the log itself keep working. See [`Stats::poisoned`](crate::Stats).
+    #[error("the log is poisoned at position {position}: {reason}; reopen it to recover")]
+    Poisoned {
+        /// The first position whose outcome is unknown: not durable, or durable but not applied.
+        position: u64,
+        /// What failed.
+        reason: String,
+    },
     /// The engine was closed, or its writer stopped.
     #[error("the log is closed")]
     Closed,

@@ -1,9 +1,13 @@
 //! Projections in the engine: registration, replay, applying durable events, and hooks.
 //!
 //! Owns: the registry of projections a log was opened with, the handles services query them
-//! through, and the observers (`restored`, `upserted`, `deleted`). Must never: apply an event
-//! that is not durable, apply one twice, or clone state for observers: hooks get a reference to
-//! the state and the event, and nothing is built at all when no observer is registered.
+//! through, the observers (`restored`, `upserted`, `deleted`), and the replicas the snapshot
+//! thread keeps (a private copy of each projection that follows the applied events, so a
+//! snapshot is encoded from it and never from the live state). Must never: apply an event that
+//! is not durable, apply one twice, skip on the live path an event the engine itself wrote
+//! (that is an error: the engine poisons), or clone state for anything but seeding the replicas
+//! (once per process, at its first snapshot): hooks get a reference to the state and the
+//! event, and nothing is built at all when no observer is registered.
 
 use crate::error::Result;
 use logbook_projection::{Event, Projection, RecordedEvent, StreamId};
@@ -102,6 +106,8 @@ pub(crate) trait Runner<E>: Send + Sync {
     fn restored(&self);
     /// (state version, bytes) for snapshots.
     fn snapshot(&self) -> Result<(u16, Vec<u8>)>;
+    /// A copy of the state as it is now, for the snapshot thread to keep up to date.
+    fn replica(&self) -> Box<dyn Replica<E>>;
     /// Replaces the state with a snapshot's, as of `position`.
     fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()>;
 }
@@ -205,6 +211,14 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
         Ok((state.state_version(), state.snapshot()?))
     }
 
+    fn replica(&self) -> Box<dyn Replica<P::Event>> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Box::new(ProjectionReplica(P::clone(&state)))
+    }
+
     fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()> {
         let mut state = self
             .state
@@ -214,6 +228,119 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
         self.applied_position.store(position, Ordering::Release);
         Ok(())
     }
+}
+
+/// A projection's private copy on the snapshot thread: it gets the events the live one got, in
+/// the same order (no hooks fire), and is encoded for snapshots while the live one goes on.
+pub(crate) trait Replica<E>: Send {
+    fn apply(&mut self, event: &RecordedEvent<E>);
+    fn stream_deleted(&mut self, stream: &StreamId);
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64);
+    /// Encodes the state into its snapshot section.
+    fn section(&self) -> Result<logbook_compaction::SnapshotSection>;
+}
+
+struct ProjectionReplica<P>(P);
+
+impl<P: Projection> Replica<P::Event> for ProjectionReplica<P> {
+    fn apply(&mut self, event: &RecordedEvent<P::Event>) {
+        self.0.apply(event);
+    }
+
+    fn stream_deleted(&mut self, stream: &StreamId) {
+        self.0.stream_deleted(stream);
+    }
+
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64) {
+        self.0.stream_truncated(stream, before_version);
+    }
+
+    fn section(&self) -> Result<logbook_compaction::SnapshotSection> {
+        Ok(logbook_compaction::SnapshotSection {
+            id: self.0.id().to_owned(),
+            version: self.0.state_version(),
+            bytes: self.0.snapshot()?,
+        })
+    }
+}
+
+/// Every projection's replica, type-erased to records: what the snapshot thread drives.
+pub(crate) trait Replicas: Send {
+    /// Applies a record the live projections applied (envelope bytes).
+    fn apply_record(&mut self, position: u64, bytes: &[u8]) -> Result<()>;
+    /// Every replica's state, keyed by projection id.
+    fn sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>>;
+}
+
+struct TypedReplicas<E> {
+    replicas: Vec<Box<dyn Replica<E>>>,
+}
+
+impl<E: Event> Replicas for TypedReplicas<E> {
+    fn apply_record(&mut self, position: u64, bytes: &[u8]) -> Result<()> {
+        if self.replicas.is_empty() {
+            return Ok(());
+        }
+        match decode::<E>(position, bytes)? {
+            Decoded::Event(event) => self.replicas.iter_mut().for_each(|r| r.apply(&event)),
+            Decoded::Deleted(stream) => {
+                self.replicas
+                    .iter_mut()
+                    .for_each(|r| r.stream_deleted(&stream));
+            }
+            Decoded::Truncated(stream, before) => {
+                self.replicas
+                    .iter_mut()
+                    .for_each(|r| r.stream_truncated(&stream, before));
+            }
+            // The live projections skipped it the same way (at replay), or the engine poisoned
+            // (live) and no snapshot is taken any more.
+            Decoded::Undecodable(_) => {}
+        }
+        Ok(())
+    }
+
+    fn sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>> {
+        self.replicas
+            .iter()
+            .map(|replica| replica.section())
+            .collect()
+    }
+}
+
+/// A durable record, decoded for the projections.
+enum Decoded<E> {
+    Event(RecordedEvent<E>),
+    Deleted(StreamId),
+    Truncated(StreamId, u64),
+    /// The projections' event type cannot decode it.
+    Undecodable(logbook_projection::Error),
+}
+
+fn decode<E: Event>(position: u64, bytes: &[u8]) -> Result<Decoded<E>> {
+    let raw = logbook_projection::RawEvent::decode_record(position, bytes).map_err(|error| {
+        crate::Error::Corrupted {
+            position,
+            reason: error.to_string(),
+        }
+    })?;
+    if raw.envelope.stream().as_str() == crate::system::SYSTEM_STREAM {
+        return Ok(
+            match crate::system::SystemEvent::decode(raw.envelope.payload())? {
+                crate::system::SystemEvent::StreamDeleted { stream } => {
+                    Decoded::Deleted(StreamId::new(stream)?)
+                }
+                crate::system::SystemEvent::StreamTruncated {
+                    stream,
+                    before_version,
+                } => Decoded::Truncated(StreamId::new(stream)?, before_version),
+            },
+        );
+    }
+    Ok(match raw.decode::<E>() {
+        Ok(event) => Decoded::Event(event),
+        Err(error) => Decoded::Undecodable(error),
+    })
 }
 
 /// The projections a log is opened with. Register each before open; keep the handles.
@@ -289,8 +416,15 @@ pub(crate) trait Applier: Send + Sync {
     /// stream deletions and truncations; an event the projections' type cannot decode is skipped, counted and
     /// logged, the same way on every replay.
     fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()>;
+    /// [`Applier::apply_record`] for a record the engine itself just wrote and made durable:
+    /// an event the projections' type cannot decode is an error (a bug in the event type's
+    /// encoding: the bytes came from its own `encode_payload`), not a skip.
+    fn apply_durable(&self, position: u64, bytes: &[u8]) -> Result<()>;
     fn restored(&self);
     fn undecodable(&self) -> u64;
+    /// A copy of every projection's state, taken between two applied batches, for the
+    /// snapshot thread to keep up to date from then on.
+    fn replicas(&self) -> Box<dyn Replicas>;
     /// Every projection's state, keyed by projection id.
     fn snapshot_sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>>;
     /// Restores every projection from a snapshot; all or nothing (on failure each projection
@@ -312,45 +446,46 @@ impl<E: Event> TypedApplier<E> {
     }
 }
 
-impl<E: Event> Applier for TypedApplier<E> {
-    fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()> {
+/// What to do with an event the projections' type cannot decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undecodable {
+    /// Replay: skip it, count it, log it (the same way on every replay).
+    Skip,
+    /// Live: fail (the engine wrote these bytes itself).
+    Fail,
+}
+
+impl<E: Event> TypedApplier<E> {
+    fn apply(&self, position: u64, bytes: &[u8], undecodable: Undecodable) -> Result<()> {
         if self.projections.is_empty() {
             return Ok(());
         }
-        let raw =
-            logbook_projection::RawEvent::decode_record(position, bytes).map_err(|error| {
-                crate::Error::Corrupted {
-                    position,
-                    reason: error.to_string(),
-                }
-            })?;
-        if raw.envelope.stream().as_str() == crate::system::SYSTEM_STREAM {
-            match crate::system::SystemEvent::decode(raw.envelope.payload())? {
-                crate::system::SystemEvent::StreamDeleted { stream } => {
-                    self.projections
-                        .stream_deleted(&StreamId::new(stream)?, position);
-                }
-                crate::system::SystemEvent::StreamTruncated {
-                    stream,
-                    before_version,
-                } => {
-                    self.projections.stream_truncated(
-                        &StreamId::new(stream)?,
-                        before_version,
-                        position,
-                    );
-                }
+        match decode::<E>(position, bytes)? {
+            Decoded::Event(event) => self.projections.apply(&event),
+            Decoded::Deleted(stream) => self.projections.stream_deleted(&stream, position),
+            Decoded::Truncated(stream, before_version) => {
+                self.projections
+                    .stream_truncated(&stream, before_version, position);
             }
-            return Ok(());
-        }
-        match raw.decode::<E>() {
-            Ok(event) => self.projections.apply(&event),
-            Err(error) => {
+            Decoded::Undecodable(error) if undecodable == Undecodable::Fail => {
+                return Err(error.into());
+            }
+            Decoded::Undecodable(error) => {
                 self.undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(position, %error, "event not decodable by the projections; skipped");
             }
         }
         Ok(())
+    }
+}
+
+impl<E: Event> Applier for TypedApplier<E> {
+    fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()> {
+        self.apply(position, bytes, Undecodable::Skip)
+    }
+
+    fn apply_durable(&self, position: u64, bytes: &[u8]) -> Result<()> {
+        self.apply(position, bytes, Undecodable::Fail)
     }
 
     fn restored(&self) {
@@ -359,6 +494,17 @@ impl<E: Event> Applier for TypedApplier<E> {
 
     fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
+    }
+
+    fn replicas(&self) -> Box<dyn Replicas> {
+        Box::new(TypedReplicas {
+            replicas: self
+                .projections
+                .runners
+                .iter()
+                .map(|runner| runner.replica())
+                .collect(),
+        })
     }
 
     fn snapshot_sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>> {

@@ -1,18 +1,32 @@
-//! Snapshots in the engine: when to take one, what goes in, and writing it off the append path.
+//! Snapshots in the engine: when to take one, what goes in, and building it off the append path.
 //!
-//! Owns: the snapshot policy counters, building a [`Snapshot`] of the durable stream catalog and
-//! every projection at one applied position (on the syncer thread, the only one that mutates
-//! them, so the cut is consistent), and the background thread that writes and prunes snapshot
-//! files. Must never: include an event that is not durable, block the writer (appends keep
-//! landing in the WAL buffer while a snapshot is built and written), or make open fail.
+//! Owns: the snapshot policy counters and the `logbook-snapshots` thread, which keeps a
+//! **replica**: its own copy of the durable stream catalog and of every projection, seeded once
+//! (a clone taken on the syncer thread between two applied batches, at the first snapshot of
+//! the process) and then kept in step by the syncer, which hands it every applied batch (the
+//! records are shared, not copied). A snapshot at position P is a marker the syncer sends after
+//! the batch ending at P, so when the thread reaches it the replica holds exactly the events up
+//! to P: it encodes the replica, writes the file and prunes older ones while the live state
+//! goes on. Must never: include an event that is not durable, encode or write on the syncer
+//! thread (every acknowledgement would wait for it), block the writer, or make open fail.
+//!
+//! Costs: memory for a second copy of the catalog and every projection (from the first
+//! snapshot on), the projections' apply work done a second time (on this thread, not the
+//! syncer), and one clone of the state on the syncer at the first snapshot of a process. A
+//! periodic snapshot due while one is in flight is deferred to the next applied batch (its
+//! counters are kept), not skipped.
 
+use crate::engine::replay_record;
 use crate::error::{Error, Result};
-use crate::projections::Applier;
+use crate::projections::{Applier, Replicas};
 use crate::streams::StreamTable;
-use logbook_compaction::{Snapshot, SnapshotInfo, SnapshotPolicy, SnapshotSection, SnapshotStore};
+use crate::syncer::LiveRecord;
+use logbook_compaction::{
+    CompactionPolicy, Snapshot, SnapshotInfo, SnapshotPolicy, SnapshotSection, SnapshotStore,
+};
 use logbook_projection::codec;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -28,9 +42,21 @@ const STREAMS_SECTION_BYTES_MAX: usize = 512 << 20;
 
 pub(crate) type SnapshotReply = oneshot::Sender<Result<SnapshotInfo>>;
 
-struct Job {
-    snapshot: Snapshot,
-    reply: Option<SnapshotReply>,
+/// What the syncer tells the snapshot thread, in applied order.
+enum Message {
+    /// The replica, as of `position` (sent once, before the first snapshot).
+    Seed {
+        position: u64,
+        catalog: StreamTable,
+        projections: Box<dyn Replicas>,
+    },
+    /// A batch the live catalog and projections applied.
+    Applied(Vec<LiveRecord>),
+    /// Snapshot the replica, which is at `position` once the messages before this one are done.
+    Snapshot {
+        position: u64,
+        reply: Option<SnapshotReply>,
+    },
 }
 
 struct Counters {
@@ -43,22 +69,29 @@ struct Counters {
 pub(crate) struct Snapshotter {
     policy: SnapshotPolicy,
     counters: Mutex<Counters>,
-    jobs: Mutex<Option<SyncSender<Job>>>,
+    messages: Mutex<Option<Sender<Message>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Snapshots queued or being written.
+    /// True once the replica is seeded: every applied batch is then handed over.
+    seeded: AtomicBool,
+    /// Snapshots asked for and not yet written (queued, being encoded or being written).
     in_flight: Arc<AtomicUsize>,
 }
 
 impl Snapshotter {
-    pub(crate) fn start(store: Arc<SnapshotStore>, policy: SnapshotPolicy) -> Result<Snapshotter> {
-        // One snapshot waits while one is written; a periodic one beyond that is skipped.
-        let (jobs, receiver) = std::sync::mpsc::sync_channel::<Job>(1);
+    pub(crate) fn start(
+        store: Arc<SnapshotStore>,
+        policy: SnapshotPolicy,
+        compaction: CompactionPolicy,
+    ) -> Result<Snapshotter> {
+        // Unbounded, so the syncer never waits on it. What it holds is bounded by the time one
+        // snapshot takes to encode and write: the batches applied meanwhile (shared records).
+        let (messages, receiver) = std::sync::mpsc::channel::<Message>();
         let keep = policy.keep;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let writing = in_flight.clone();
         let thread = std::thread::Builder::new()
             .name("logbook-snapshots".into())
-            .spawn(move || write_loop(&store, keep, receiver, &writing))
+            .spawn(move || run(&store, keep, &compaction, receiver, &writing))
             .map_err(|error| Error::Task(error.to_string()))?;
         Ok(Snapshotter {
             policy,
@@ -67,10 +100,31 @@ impl Snapshotter {
                 bytes: 0,
                 since: Instant::now(),
             }),
-            jobs: Mutex::new(Some(jobs)),
+            messages: Mutex::new(Some(messages)),
             thread: Mutex::new(Some(thread)),
+            seeded: AtomicBool::new(false),
             in_flight,
         })
+    }
+
+    fn send(&self, message: Message) -> std::result::Result<(), Message> {
+        match self
+            .messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
+            Some(messages) => messages.send(message).map_err(|unsent| unsent.0),
+            None => Err(message),
+        }
+    }
+
+    /// Hands an applied batch to the replica (syncer thread, after the live apply succeeded).
+    pub(crate) fn follow(&self, batch: &[LiveRecord]) {
+        if self.seeded.load(Ordering::Acquire) && !batch.is_empty() {
+            // An unsent batch means the thread is gone (close): no snapshot follows anyway.
+            let _ = self.send(Message::Applied(batch.to_vec()));
+        }
     }
 
     /// Counts applied events; true when the policy says a snapshot is due.
@@ -85,23 +139,33 @@ impl Snapshotter {
             .due(counters.events, counters.bytes, counters.since.elapsed())
     }
 
-    /// Builds a snapshot at `position` and hands it to the writer thread.
+    /// Asks for a snapshot at `position`, the last applied one (syncer thread, between two
+    /// applied batches). The first one seeds the replica with a copy of the catalog and the
+    /// projections (`seed`); the snapshot itself is encoded and written by the snapshot thread.
     pub(crate) fn take(
         &self,
         position: u64,
-        catalog: &StreamTable,
-        applier: &dyn Applier,
+        seed: impl FnOnce() -> (StreamTable, Box<dyn Replicas>),
         reply: Option<SnapshotReply>,
     ) {
-        let _span = tracing::info_span!("snapshot", position).entered();
         if reply.is_none() && self.in_flight.load(Ordering::Acquire) > 0 {
-            // A snapshot is still being written: this periodic one waits for the next applied
-            // batch (the counters are kept, so it is not skipped, only deferred), and nothing
-            // is serialised meanwhile.
+            // A snapshot is still being encoded or written: this periodic one waits for the
+            // next applied batch (the counters are kept, so it is not skipped, only deferred).
             tracing::debug!("a snapshot is still being written; the periodic one is deferred");
             return;
         }
-        let built = build(position, catalog, applier);
+        if !self.seeded.load(Ordering::Acquire) {
+            let _span = tracing::info_span!("snapshot_seed", position).entered();
+            let (catalog, projections) = seed();
+            let seed = Message::Seed {
+                position,
+                catalog,
+                projections,
+            };
+            if self.send(seed).is_ok() {
+                self.seeded.store(true, Ordering::Release);
+            }
+        }
         *self
             .counters
             .lock()
@@ -110,44 +174,22 @@ impl Snapshotter {
             bytes: 0,
             since: Instant::now(),
         };
-        let snapshot = match built {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                tracing::error!(%error, "snapshot could not be built");
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(error));
-                }
-                return;
-            }
-        };
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(jobs) = jobs.as_ref() else {
-            if let Some(reply) = reply {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Err(unsent) = self.send(Message::Snapshot { position, reply }) {
+            // The snapshot thread is gone (it only ends at close).
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if let Message::Snapshot {
+                reply: Some(reply), ..
+            } = unsent
+            {
                 let _ = reply.send(Err(Error::Closed));
             }
-            return;
-        };
-        let on_demand = reply.is_some();
-        let job = Job { snapshot, reply };
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if on_demand {
-            if jobs.send(job).is_err() {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            }
-        } else if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            jobs.try_send(job)
-        {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            tracing::debug!("a snapshot is still being written; this periodic one is skipped");
         }
     }
 
-    /// Finishes the snapshot being written and stops the thread.
+    /// Finishes the snapshots asked for and stops the thread.
     pub(crate) fn stop(&self) {
-        self.jobs
+        self.messages
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
@@ -162,37 +204,121 @@ impl Snapshotter {
     }
 }
 
-fn build(position: u64, catalog: &StreamTable, applier: &dyn Applier) -> Result<Snapshot> {
-    let mut sections = vec![SnapshotSection {
-        id: STREAMS_SECTION.to_owned(),
-        version: STREAMS_SECTION_VERSION,
-        bytes: codec::encode(catalog)?,
-    }];
-    sections.extend(applier.snapshot_sections()?);
-    Ok(Snapshot { position, sections })
+/// The snapshot thread's copy of the catalog and projections.
+struct Replica {
+    position: u64,
+    catalog: StreamTable,
+    projections: Box<dyn Replicas>,
+    /// Set when a record could not be applied to the replica: no snapshot is taken from it.
+    broken: Option<String>,
 }
 
-fn write_loop(store: &SnapshotStore, keep: usize, jobs: Receiver<Job>, in_flight: &AtomicUsize) {
-    while let Ok(job) = jobs.recv() {
-        let result = store.write(&job.snapshot).map_err(Error::from);
-        match &result {
-            Ok(info) => {
-                tracing::info!(
-                    position = info.position,
-                    bytes = info.bytes,
-                    "snapshot written"
-                );
-                if let Err(error) = store.retain(keep.max(1)) {
-                    tracing::warn!(%error, "old snapshots could not be removed");
+impl Replica {
+    fn apply(&mut self, batch: &[LiveRecord], compaction: &CompactionPolicy) {
+        for (position, bytes) in batch {
+            if self.broken.is_some() || *position <= self.position {
+                continue;
+            }
+            let applied = replay_record(&mut self.catalog, compaction, *position, bytes)
+                .and_then(|_| self.projections.apply_record(*position, bytes));
+            match applied {
+                Ok(()) => self.position = *position,
+                Err(error) => {
+                    let reason = format!("record {position} not applied to the replica: {error}");
+                    tracing::error!(%reason, "snapshots stop until the log is reopened");
+                    self.broken = Some(reason);
                 }
             }
-            Err(error) => tracing::error!(%error, "snapshot could not be written"),
-        }
-        in_flight.fetch_sub(1, Ordering::AcqRel);
-        if let Some(reply) = job.reply {
-            let _ = reply.send(result);
         }
     }
+
+    /// Encodes the replica, which must be at `position`.
+    fn build(&self, position: u64) -> Result<Snapshot> {
+        let _span = tracing::info_span!("snapshot_build", position).entered();
+        if let Some(reason) = &self.broken {
+            return Err(Error::Snapshot(reason.clone()));
+        }
+        if self.position != position {
+            return Err(Error::Snapshot(format!(
+                "the replica is at {}, the snapshot was asked at {position}",
+                self.position
+            )));
+        }
+        let mut sections = vec![SnapshotSection {
+            id: STREAMS_SECTION.to_owned(),
+            version: STREAMS_SECTION_VERSION,
+            bytes: codec::encode(&self.catalog)?,
+        }];
+        sections.extend(self.projections.sections()?);
+        Ok(Snapshot { position, sections })
+    }
+}
+
+fn run(
+    store: &SnapshotStore,
+    keep: usize,
+    compaction: &CompactionPolicy,
+    messages: Receiver<Message>,
+    in_flight: &AtomicUsize,
+) {
+    let mut replica: Option<Replica> = None;
+    while let Ok(message) = messages.recv() {
+        match message {
+            Message::Seed {
+                position,
+                catalog,
+                projections,
+            } => {
+                replica = Some(Replica {
+                    position,
+                    catalog,
+                    projections,
+                    broken: None,
+                });
+            }
+            Message::Applied(batch) => {
+                if let Some(replica) = replica.as_mut() {
+                    replica.apply(&batch, compaction);
+                }
+            }
+            Message::Snapshot { position, reply } => {
+                let result = match replica.as_ref() {
+                    Some(replica) => write(store, keep, replica, position),
+                    None => Err(Error::Snapshot("no replica was seeded".to_owned())),
+                };
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Encodes and writes one snapshot, then prunes older ones.
+fn write(
+    store: &SnapshotStore,
+    keep: usize,
+    replica: &Replica,
+    position: u64,
+) -> Result<SnapshotInfo> {
+    let result = replica
+        .build(position)
+        .and_then(|snapshot| store.write(&snapshot).map_err(Error::from));
+    match &result {
+        Ok(info) => {
+            tracing::info!(
+                position = info.position,
+                bytes = info.bytes,
+                "snapshot written"
+            );
+            if let Err(error) = store.retain(keep.max(1)) {
+                tracing::warn!(%error, "old snapshots could not be removed");
+            }
+        }
+        Err(error) => tracing::error!(%error, "snapshot could not be built or written"),
+    }
+    result
 }
 
 /// Restores the catalog and the projections from a snapshot; all or nothing.

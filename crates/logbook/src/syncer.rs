@@ -2,7 +2,9 @@
 //!
 //! Owns: waiting for the WAL's durable position (leading its group commit) while the writer keeps
 //! appending, answering appends once durable, and handing newly durable records to live
-//! subscribers. Must never: acknowledge or publish a record above the durable position.
+//! subscribers; poisoning the engine when a sync fails. Must never: acknowledge or publish a
+//! record above the durable position, acknowledge an append whose events were not applied to
+//! the catalog and every projection, or encode or write a snapshot (it only takes the cut).
 
 use crate::engine::Shared;
 use crate::error::{Error, Result};
@@ -120,28 +122,16 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
     let durable = match outcome {
         Ok(durable) => durable,
         Err(error) => {
-            let reason = error.to_string();
-            tracing::error!(%reason, "sync failed; failing waiting appends");
-            let poisoned = || {
-                Error::Wal(logbook_wal::Error::Poisoned {
-                    reason: reason.clone(),
-                })
-            };
-            for ack in pending.acks.drain(..) {
-                let _ = ack.reply.send(Err(poisoned()));
-            }
-            for reply in pending.sync_replies.drain(..) {
-                let _ = reply.send(Err(poisoned()));
-            }
-            for reply in pending.snapshot_replies.drain(..) {
-                let _ = reply.send(Err(poisoned()));
-            }
+            // Durability: the fsync failed, so nothing above the durable position may be
+            // acknowledged; the WAL never retries it, and the engine refuses writes from now on.
+            let reason = format!("a WAL sync failed: {error}");
+            let poison = shared.poison_at(shared.wal.durable_position() + 1, reason);
+            fail_all(pending, &|| poison.error());
             // Records that never became durable are never published.
             pending.records.clear();
             return;
         }
     };
-    // Projections first: an acknowledged append is visible in them.
     let mut batch = Vec::new();
     while pending
         .records
@@ -152,24 +142,50 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
             batch.push(record);
         }
     }
-    shared.apply(&batch);
+    // Projections first: an acknowledged append is visible in them. A record they cannot take
+    // poisons the engine: the appends before it are acknowledged, it and the rest fail.
+    let applied_below = match shared.apply(&batch) {
+        Ok(()) => durable + 1,
+        Err(poison) => poison.position,
+    };
     while pending
         .acks
         .front()
-        .is_some_and(|ack| ack.result.last_position <= durable)
+        .is_some_and(|ack| ack.result.last_position < applied_below.min(durable + 1))
     {
         if let Some(ack) = pending.acks.pop_front() {
             let _ = ack.reply.send(Ok(ack.result));
         }
     }
-    for reply in pending.sync_replies.drain(..) {
-        let _ = reply.send(Ok(durable));
+    match shared.poison() {
+        Some(poison) => fail_all(pending, &|| poison.error()),
+        None => {
+            for reply in pending.sync_replies.drain(..) {
+                let _ = reply.send(Ok(durable));
+            }
+        }
     }
+    // Subscribers follow the log, not the projections: every durable record is published.
     if !batch.is_empty() {
         shared.publish(batch);
     }
-    // On-demand snapshots: everything before them is durable and applied now.
+    // On-demand snapshots: everything before them is durable and applied now (refused when
+    // poisoned).
     for reply in pending.snapshot_replies.drain(..) {
         shared.take_snapshot(Some(reply));
+    }
+}
+
+/// Fails every waiting append and sync with `error` (poisoned); acks above the durable
+/// position included: their outcome is unknown.
+fn fail_all(pending: &mut Pending, error: &dyn Fn() -> Error) {
+    for ack in pending.acks.drain(..) {
+        let _ = ack.reply.send(Err(error()));
+    }
+    for reply in pending.sync_replies.drain(..) {
+        let _ = reply.send(Err(error()));
+    }
+    for reply in pending.snapshot_replies.drain(..) {
+        let _ = reply.send(Err(error()));
     }
 }

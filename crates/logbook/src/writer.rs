@@ -3,7 +3,8 @@
 //! Owns: taking requests in arrival order, checking expected versions against the stream table,
 //! stamping versions and timestamps, and handing the encoded batch to the WAL's buffer. Must
 //! never: wait for a sync (the syncer does, so appends keep landing while a group is synced),
-//! or write anything for a request that failed its checks.
+//! write anything for a request that failed its checks, or write anything once the engine is
+//! poisoned.
 
 use crate::engine::Shared;
 use crate::error::{Error, Result};
@@ -96,7 +97,7 @@ pub(crate) fn run(
     // Refuse what is still queued: the log is closing.
     requests.close();
     while let Ok(command) = requests.try_recv() {
-        refuse(command);
+        refuse(command, &|| Error::Closed);
     }
     drop(jobs);
     if let Some(reply) = closing {
@@ -114,6 +115,11 @@ fn waits_for_sync(shared: &Shared, durability: AppendDurability) -> bool {
 }
 
 fn handle(shared: &Shared, command: Command, job: &mut SyncJob) {
+    if let Some(poison) = shared.poison() {
+        // Nothing more is written once the engine is poisoned (see poison.rs).
+        refuse(command, &|| poison.error());
+        return;
+    }
     match command {
         Command::Append {
             stream,
@@ -160,18 +166,19 @@ fn handle(shared: &Shared, command: Command, job: &mut SyncJob) {
     }
 }
 
-fn refuse(command: Command) {
+/// Answers a request with `error` without doing it.
+fn refuse(command: Command, error: &dyn Fn() -> Error) {
     match command {
         Command::Append { reply, .. }
         | Command::Delete { reply, .. }
         | Command::Truncate { reply, .. } => {
-            let _ = reply.send(Err(Error::Closed));
+            let _ = reply.send(Err(error()));
         }
         Command::Sync { reply } => {
-            let _ = reply.send(Err(Error::Closed));
+            let _ = reply.send(Err(error()));
         }
         Command::Snapshot { reply } => {
-            let _ = reply.send(Err(Error::Closed));
+            let _ = reply.send(Err(error()));
         }
         Command::Close { reply } => {
             let _ = reply.send(());
@@ -244,7 +251,12 @@ fn write(
         .collect();
     let receipt = shared
         .wal
-        .append_batch_with(&payloads, Durability::Relaxed)?;
+        .append_batch_with(&payloads, Durability::Relaxed)
+        .map_err(|error| match shared.adopt_wal_poison() {
+            // The write failed and poisoned the WAL: the engine refuses writes from now on.
+            Some(poison) => poison.error(),
+            None => Error::from(error),
+        })?;
     assert_eq!(
         receipt.last - receipt.first + 1,
         count,
