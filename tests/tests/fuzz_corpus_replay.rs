@@ -13,6 +13,8 @@
 mod envelope_decode;
 #[path = "../../fuzz/src/checks/frame_decode.rs"]
 mod frame_decode;
+#[path = "../../fuzz/src/checks/manifest_decode.rs"]
+mod manifest_decode;
 #[path = "../../fuzz/src/checks/segment_recovery.rs"]
 mod segment_recovery;
 #[path = "../../fuzz/src/checks/wal_model.rs"]
@@ -91,6 +93,11 @@ fn envelope_decode_inputs_pass() {
 }
 
 #[test]
+fn manifest_decode_inputs_pass() {
+    replay("manifest_decode", manifest_decode::check);
+}
+
+#[test]
 fn wal_model_inputs_pass() {
     replay("wal_model", wal_model::check);
 }
@@ -103,6 +110,7 @@ fn seeds_fit_the_input_limits() {
         ("segment_recovery", segment_recovery::INPUT_BYTES_MAX),
         ("envelope_decode", envelope_decode::INPUT_BYTES_MAX),
         ("wal_model", wal_model::INPUT_BYTES_MAX),
+        ("manifest_decode", manifest_decode::INPUT_BYTES_MAX),
     ];
     for (target, limit) in limits {
         for path in inputs(target) {
@@ -125,6 +133,7 @@ fn write_seed_corpus() {
         ("segment_recovery", segment_seeds()),
         ("envelope_decode", envelope_seeds()),
         ("wal_model", wal_model_seeds()),
+        ("manifest_decode", manifest_seeds()),
     ];
     for (target, files) in seeds {
         let dir = fuzz_dir().join("corpus").join(target);
@@ -321,4 +330,45 @@ fn wal_model_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("noise-1024", noise(3, 1024)),
         ("noise-2048", noise(4, 2048)),
     ]
+}
+
+/// Seeds of `manifest_decode`: valid manifests (empty, with live and removing segments), and
+/// built-mode inputs.
+fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use logbook_wal::manifest::{Manifest, ManifestSegment, encode};
+    let segment = |base, compacted_through, removing| ManifestSegment {
+        base,
+        compacted_through,
+        removing,
+    };
+    let manifests = [
+        Manifest::default(),
+        Manifest {
+            reached: 15,
+            segments: vec![
+                segment(1, 12, false),
+                segment(6, 0, true),
+                segment(11, 0, false),
+            ],
+        },
+        Manifest {
+            reached: 0,
+            segments: vec![segment(1, 0, false)],
+        },
+    ];
+    let names = ["manifest-empty", "manifest-three", "manifest-one"];
+    let mut seeds: Vec<(&'static str, Vec<u8>)> = names
+        .into_iter()
+        .zip(&manifests)
+        .map(|(name, manifest)| {
+            let mut bytes = vec![0u8];
+            bytes.extend(encode(manifest));
+            (name, bytes)
+        })
+        .collect();
+    let mut built = vec![1u8];
+    built.extend(40u64.to_le_bytes());
+    built.extend([4, 1, 0, 4, 2, 1, 9, 0, 0, 17]);
+    seeds.push(("built", built));
+    seeds
 }

@@ -2,5 +2,6 @@
 
 pub mod envelope_decode;
 pub mod frame_decode;
+pub mod manifest_decode;
 pub mod segment_recovery;
 pub mod wal_model;
