@@ -36,6 +36,24 @@ fn compaction_reclaims_deleted_and_truncated_events() {
         "room/secret whole, lobby versions 0 to 2"
     );
     assert!(report["bytes_reclaimed"].as_u64().unwrap() > 0);
+    assert_eq!(
+        report["segments_read"], 1,
+        "the one sealed segment holding the dead records"
+    );
+    let segment_bytes = report["segments"][0]["bytes_before"].as_u64().unwrap();
+    assert_eq!(
+        report["bytes_read"].as_u64().unwrap(),
+        2 * segment_bytes,
+        "read twice: to find superseded records, then to rewrite"
+    );
+    let again = run(&["compact", path(&dir), "--json"]).ok().json();
+    assert_eq!(
+        (
+            again["segments_read"].as_u64(),
+            again["bytes_read"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
 
     let events = run(&["dump", path(&dir), "--json"]).ok().json_lines();
     assert!(events.iter().all(|event| event["stream"] != "room/secret"));
