@@ -247,14 +247,7 @@ pub(crate) fn store(storage: &dyn Storage, wal_dir: &Path, manifest: &Manifest) 
     let path = wal_dir.join(MANIFEST_FILE_NAME);
     let temp = wal_dir.join(format!("{MANIFEST_FILE_NAME}.tmp"));
     let bytes = encode(manifest);
-    if storage.exists(&temp) {
-        storage
-            .remove_file(&temp)
-            .map_err(|source| Error::io(&temp, source))?;
-    }
-    let file = storage
-        .open_file(&temp, OpenMode::CreateNew)
-        .map_err(|source| Error::io(&temp, source))?;
+    let file = crate::rewrite::fresh_temp_file(storage, &temp)?;
     file.write_all_at(0, &bytes)
         .map_err(|source| Error::io(&temp, source))?;
     // Durability: the new manifest's bytes are on disk before its name replaces the old one.

@@ -147,6 +147,18 @@ impl Inner {
 /// synced a slice at a time (paced at `pace` bytes per second, 0 for no pacing), the segment's
 /// sidecar removed, the temp file renamed over the segment, the directory synced. Returns the
 /// new file. Compaction and `Wal::repair_keep_intact` share it.
+/// Creates `temp` anew for a replacement write, removing a stale one a crash left behind.
+pub(crate) fn fresh_temp_file(storage: &dyn Storage, temp: &Path) -> Result<Arc<dyn StorageFile>> {
+    if storage.exists(temp) {
+        storage
+            .remove_file(temp)
+            .map_err(|source| Error::io(temp, source))?;
+    }
+    storage
+        .open_file(temp, OpenMode::CreateNew)
+        .map_err(|source| Error::io(temp, source))
+}
+
 pub(crate) fn replace_segment_file(
     storage: &dyn Storage,
     wal_dir: &Path,
@@ -156,14 +168,7 @@ pub(crate) fn replace_segment_file(
     pace: u64,
 ) -> Result<Arc<dyn StorageFile>> {
     let temp = wal_dir.join(format!("{}.tmp", segment::file_name(base)));
-    if storage.exists(&temp) {
-        storage
-            .remove_file(&temp)
-            .map_err(|source| Error::io(&temp, source))?;
-    }
-    let file = storage
-        .open_file(&temp, OpenMode::CreateNew)
-        .map_err(|source| Error::io(&temp, source))?;
+    let file = fresh_temp_file(storage, &temp)?;
     // Written and synced a slice at a time: the appenders' fsyncs share the disk (and, on
     // ext4, the journal commit) with this file, so its dirty bytes must never pile up into
     // one long flush that every append would wait behind.
