@@ -260,3 +260,50 @@ fn segments_that_end_before_the_recorded_position_are_refused() {
         manifest::encode(&recorded).len() as u64
     );
 }
+
+#[test]
+fn read_only_opens_beside_a_rolling_and_truncating_writer_never_see_a_missing_segment() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let storage = MemoryStorage::new();
+    let (wal, _) = open(&storage).unwrap();
+    fill(&wal, 1, 4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU32::new(0));
+    let reader = {
+        let (storage, stop, opened) = (storage.clone(), stop.clone(), opened.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let result = Wal::open_read_only_with_storage(
+                    Arc::new(storage.clone()),
+                    Path::new(MEMORY_DIR),
+                    options(SyncPolicy::Always, SEGMENT_BYTES_MAX),
+                );
+                match result {
+                    Ok(_) => {
+                        opened.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Err(
+                        error @ (Error::MissingSegment { .. } | Error::UnexpectedSegment { .. }),
+                    ) => {
+                        panic!("a read-only open beside a live writer: {error}")
+                    }
+                    // Other races of a reader with a writer are not this test's subject.
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    // Rolls and truncations go on until the reader has opened the log many times.
+    let mut first = 5;
+    while opened.load(Ordering::Acquire) < 20_000 && first < 2_000_000 {
+        fill(&wal, first, first + 7);
+        wal.truncate_before(first).unwrap();
+        first += 8;
+    }
+    stop.store(true, Ordering::Release);
+    reader
+        .join()
+        .expect("the reader never saw a missing segment");
+    assert!(opened.load(Ordering::Acquire) >= 20_000);
+    wal.close().unwrap();
+}

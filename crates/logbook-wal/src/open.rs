@@ -14,6 +14,10 @@ use crate::storage::{OpenMode, Storage, StorageFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// How many times a read-only open lists the segments and reads the manifest again when they
+/// disagree (a live writer may roll or remove a segment in between), before it reports it.
+const READ_ONLY_SET_RETRIES: u32 = 5;
+
 /// The segments found at open, ready for the WAL.
 pub(crate) struct Opened {
     pub(crate) segments: Vec<Arc<Segment>>,
@@ -63,20 +67,35 @@ pub(crate) fn open_segments(
     if !read_only {
         remove_leftovers(storage, wal_dir)?;
     }
-    let mut paths = segment_paths(storage, wal_dir)?;
     let salvage = !read_only && options.recovery_mode == RecoveryMode::Salvage;
-    let mut loaded = manifest::load(storage, wal_dir)?;
-    if let Some(manifest) = &loaded {
-        check_segment_set(
-            storage,
-            wal_dir,
-            manifest,
-            &mut paths,
-            salvage,
-            read_only,
-            &mut report,
-        )?;
-    }
+    let mut attempts = 0;
+    let (mut paths, mut loaded) = loop {
+        let mut paths = segment_paths(storage, wal_dir)?;
+        let loaded = manifest::load(storage, wal_dir)?;
+        let checked = match &loaded {
+            Some(manifest) => check_segment_set(
+                storage,
+                wal_dir,
+                manifest,
+                &mut paths,
+                salvage,
+                read_only,
+                &mut report,
+            ),
+            None => Ok(()),
+        };
+        match checked {
+            // Beside a live writer, a roll or a removal can land between the listing and the
+            // manifest read: look again before calling a segment missing or foreign.
+            Err(error) if read_only && attempts < READ_ONLY_SET_RETRIES => {
+                tracing::debug!(%error, "segment set changed while opening read-only; again");
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => return Err(error),
+            Ok(()) => break (paths, loaded),
+        }
+    };
     let mode = if read_only {
         OpenMode::Read
     } else {
