@@ -83,6 +83,10 @@ pub struct Stats {
     /// Set after a failed WAL write or fsync, or a durable event that could not be applied:
     /// the position and cause. Writes fail with [`Error::Poisoned`] until the log is reopened.
     pub poisoned: Option<Poison>,
+    /// Observer hook calls (`restored`, `upserted`, `deleted`) that panicked since open, over
+    /// all projections: each was caught and logged, and the engine went on (see
+    /// [`crate::Observer`]). Nonzero means an observer has a bug and missed those calls.
+    pub observer_panics: u64,
 }
 
 /// State shared by the handle, the writer, the syncer and subscriptions.
@@ -801,6 +805,7 @@ impl<E: Event> Logbook<E> {
                 .len(),
             subscribers,
             poisoned: self.shared.adopt_wal_poison().cloned(),
+            observer_panics: self.shared.applier.observer_panics(),
         }
     }
 

@@ -7,7 +7,10 @@
 //! is not durable, apply one twice, skip on the live path an event the engine itself wrote
 //! (that is an error: the engine poisons), or clone state for anything but seeding the replicas
 //! (once per process, at its first snapshot): hooks get a reference to the state and the
-//! event, and nothing is built at all when no observer is registered.
+//! event, and nothing is built at all when no observer is registered. An observer that panics
+//! is isolated: the panic is caught around that one hook call, logged and counted
+//! ([`ProjectionHandle::observer_panics`], `Stats::observer_panics`), and the engine goes on;
+//! it never poisons the engine nor fails an append (the event was durable and applied).
 
 use crate::error::Result;
 use logbook_projection::{Event, Projection, RecordedEvent, StreamId};
@@ -16,6 +19,15 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 /// Callbacks on a projection's durable state. They run on the engine's syncer thread, in
 /// position order, while the state is read-locked: keep them short (hand work to a channel).
+///
+/// The syncer thread has no async runtime: to start async work from a hook, send to a channel
+/// (or use a `tokio::runtime::Handle` you captured) instead of calling `tokio::spawn`.
+///
+/// A hook that panics cannot hurt the engine: the panic is caught around that one call, logged
+/// (`tracing::error!` with the projection id and the hook) and counted
+/// ([`ProjectionHandle::observer_panics`], [`crate::Stats::observer_panics`]); the event stays
+/// applied, its append is acknowledged, the other observers still run, and the engine is not
+/// poisoned. The observer itself misses that call: nothing is retried.
 pub trait Observer<P: Projection>: Send + Sync + 'static {
     /// Once after open (also when nothing was restored), or at registration when the log is
     /// already open: initialization is done.
@@ -42,6 +54,68 @@ struct Cell<P: Projection> {
     restored: AtomicBool,
     /// The last position applied (0 before any).
     applied_position: AtomicU64,
+    /// Observer hook calls that panicked (caught; see [`Observer`]).
+    observer_panics: AtomicU64,
+}
+
+/// The observer hooks, to name them in logs.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    Restored,
+    Upserted,
+    Deleted,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Restored => "restored",
+            Hook::Upserted => "upserted",
+            Hook::Deleted => "deleted",
+        }
+    }
+}
+
+impl<P: Projection> Cell<P> {
+    /// Calls `call` (one hook) on every registered observer, each call isolated (see
+    /// [`Cell::isolated`]). The observer list is read-locked here, the state by the caller.
+    fn notify(&self, state: &P, hook: Hook, call: impl Fn(&dyn Observer<P>)) {
+        let observers = self
+            .observers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for observer in observers.iter() {
+            self.isolated(state, hook, || call(observer.as_ref()));
+        }
+    }
+
+    /// Runs one observer hook call; a panic in it is caught, logged and counted, and the
+    /// engine goes on. Nothing of the engine's state is borrowed mutably across the call (the
+    /// state and the observer list are read-locked, and a read guard is not poisoned by a
+    /// panic), so unwinding out of an observer leaves nothing half-done.
+    fn isolated(&self, state: &P, hook: Hook, call: impl FnOnce()) {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+            self.observer_panics.fetch_add(1, Ordering::Relaxed);
+            let message = panic_message(payload.as_ref());
+            tracing::error!(
+                projection = state.id(),
+                hook = hook.name(),
+                panic = %message,
+                "an observer panicked; caught, counted in Stats::observer_panics, the engine goes on"
+            );
+        }
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message), or a stand-in.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&'static str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic payload that is not a string".to_owned()
+    }
 }
 
 /// A registered projection: query it with [`ProjectionHandle::read`].
@@ -81,7 +155,8 @@ impl<P: Projection> ProjectionHandle<P> {
         self.cell.applied_position.load(Ordering::Acquire)
     }
 
-    /// Registers an observer. When the log is already open its `restored` runs now.
+    /// Registers an observer. When the log is already open its `restored` runs now, on the
+    /// caller's thread (a panic in it is caught and counted, like on the syncer).
     pub fn observe(&self, observer: impl Observer<P>) {
         let observer: Arc<dyn Observer<P>> = Arc::new(observer);
         let state = self.read();
@@ -92,8 +167,15 @@ impl<P: Projection> ProjectionHandle<P> {
             .push(observer.clone());
         self.cell.has_observers.store(true, Ordering::Release);
         if self.cell.restored.load(Ordering::Acquire) {
-            observer.restored(&state);
+            self.cell
+                .isolated(&state, Hook::Restored, || observer.restored(&state));
         }
+    }
+
+    /// Observer hook calls of this projection that panicked since open (each caught, logged
+    /// and skipped; see [`Observer`]).
+    pub fn observer_panics(&self) -> u64 {
+        self.cell.observer_panics.load(Ordering::Relaxed)
     }
 }
 
@@ -104,6 +186,8 @@ pub(crate) trait Runner<E>: Send + Sync {
     fn stream_deleted(&self, stream: &StreamId, position: u64);
     fn stream_truncated(&self, stream: &StreamId, before_version: u64, position: u64);
     fn restored(&self);
+    /// Observer hook calls that panicked (caught).
+    fn observer_panics(&self) -> u64;
     /// (state version, bytes) for snapshots.
     fn snapshot(&self) -> Result<(u16, Vec<u8>)>;
     /// A copy of the state as it is now, for the snapshot thread to keep up to date.
@@ -141,14 +225,9 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
                 .state
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for observer in self
-                .observers
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .iter()
-            {
-                observer.upserted(&state, event);
-            }
+            self.notify(&state, Hook::Upserted, |observer| {
+                observer.upserted(&state, event)
+            });
         }
     }
 
@@ -168,14 +247,9 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
                 .state
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for observer in self
-                .observers
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .iter()
-            {
-                observer.deleted(&state, stream);
-            }
+            self.notify(&state, Hook::Deleted, |observer| {
+                observer.deleted(&state, stream)
+            });
         }
     }
 
@@ -193,14 +267,11 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.restored.store(true, Ordering::Release);
-        for observer in self
-            .observers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-        {
-            observer.restored(&state);
-        }
+        self.notify(&state, Hook::Restored, |observer| observer.restored(&state));
+    }
+
+    fn observer_panics(&self) -> u64 {
+        self.observer_panics.load(Ordering::Relaxed)
     }
 
     fn snapshot(&self) -> Result<(u16, Vec<u8>)> {
@@ -375,6 +446,7 @@ impl<E: Event> Projections<E> {
             has_observers: AtomicBool::new(false),
             restored: AtomicBool::new(false),
             applied_position: AtomicU64::new(0),
+            observer_panics: AtomicU64::new(0),
         });
         self.runners.push(cell.clone());
         ProjectionHandle { cell }
@@ -422,6 +494,8 @@ pub(crate) trait Applier: Send + Sync {
     fn apply_durable(&self, position: u64, bytes: &[u8]) -> Result<()>;
     fn restored(&self);
     fn undecodable(&self) -> u64;
+    /// Observer hook calls that panicked (caught), summed over the projections.
+    fn observer_panics(&self) -> u64;
     /// A copy of every projection's state, taken between two applied batches, for the
     /// snapshot thread to keep up to date from then on.
     fn replicas(&self) -> Box<dyn Replicas>;
@@ -494,6 +568,14 @@ impl<E: Event> Applier for TypedApplier<E> {
 
     fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
+    }
+
+    fn observer_panics(&self) -> u64 {
+        self.projections
+            .runners
+            .iter()
+            .map(|runner| runner.observer_panics())
+            .sum()
     }
 
     fn replicas(&self) -> Box<dyn Replicas> {
