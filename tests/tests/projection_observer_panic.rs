@@ -34,12 +34,12 @@ impl Projection for Counts {
         *self.0.entry(event.stream.as_str().to_owned()).or_default() += 1;
     }
 
-    fn snapshot(&self) -> logbook_projection::Result<Vec<u8>> {
-        logbook_projection::projection::snapshot_state(&self.0)
+    fn snapshot(&self) -> logbook::EventResult<Vec<u8>> {
+        logbook::snapshot_state(&self.0)
     }
 
-    fn restore(&mut self, state_version: u16, bytes: &[u8]) -> logbook_projection::Result<()> {
-        self.0 = logbook_projection::projection::restore_state(self.id(), 1, state_version, bytes)?;
+    fn restore(&mut self, state_version: u16, bytes: &[u8]) -> logbook::EventResult<()> {
+        self.0 = logbook::restore_state(self.id(), 1, state_version, bytes)?;
         Ok(())
     }
 

@@ -294,6 +294,17 @@ impl<E: Event> Logbook<E> {
         Self::open_with_storage(Arc::new(FileStorage::new()), dir, options).await
     }
 
+    /// Opens (or creates) the log in `dir` on the file system and rebuilds `projections` by
+    /// replaying it: [`Logbook::open_with_projections`] without naming a storage, what a
+    /// service with its own projections calls.
+    pub async fn open_dir_with_projections(
+        dir: impl AsRef<Path>,
+        options: LogbookOptions,
+        projections: Projections<E>,
+    ) -> Result<(Self, OpenReport)> {
+        Self::open_with_projections(Arc::new(FileStorage::new()), dir, options, projections).await
+    }
+
     /// [`Logbook::open`] on any storage (the in-memory one in tests).
     pub async fn open_with_storage(
         storage: Arc<dyn Storage>,

@@ -4,6 +4,10 @@
 //! Every change is a typed event appended to a stream (`run/<id>`, `room/<id>`, `job/<id>`, or
 //! your own); the events live in a segmented, checksummed write-ahead log
 //! ([`logbook_wal`]); typed events and their envelope come from [`logbook_projection`].
+//! `logbook` is the one dependency a service needs: what a custom [`Event`] and [`Projection`]
+//! use ([`EventResult`], [`codec`], [`snapshot_state`], [`restore_state`], [`upcast`], and
+//! [`serde`] for the derives) is re-exported here, and [`Logbook::open_dir_with_projections`]
+//! opens a directory with your projections without naming a storage.
 //!
 //! - [`Logbook::append`]: optimistic concurrency with [`ExpectedVersion`]; several events to one
 //!   stream are one atomic batch; concurrent callers share group commits.
@@ -11,6 +15,8 @@
 //! - [`Logbook::subscribe`]: catch-up then live, no gap and no duplicate, durable events only.
 //! - [`Logbook::delete_stream`], [`Logbook::truncate_stream`]: tombstones and session resets.
 //! - [`Logbook::stats`]: typed health.
+//! - [`Observer`]: hooks on a projection's durable state; a hook that panics is caught and
+//!   counted ([`Stats::observer_panics`]), never fatal to the engine.
 //!
 //! ```
 //! use logbook::{BuiltinEvent, ExpectedVersion, Logbook, LogbookOptions, MemoryStorage, StreamId};
@@ -77,3 +83,14 @@ pub use logbook_wal::{
     Damage, DamagedRegion, KeepIntactReport, MemoryStorage, RecoveryMode, RecoveryReport, Storage,
     SyncPolicy, WalOptions,
 };
+
+// What a service needs to define its own events and projections, so that `logbook` is its one
+// logbook dependency: the error `Event::encode_payload` returns, the codec, snapshot encoding,
+// upcasters, and the file storage behind `Logbook::open_with_projections`.
+pub use logbook_projection::projection::{SNAPSHOT_BYTES_MAX, restore_state, snapshot_state};
+pub use logbook_projection::{Error as EventError, Result as EventResult};
+pub use logbook_projection::{Page, RejectReason, codec, upcast};
+pub use logbook_wal::FileStorage;
+/// The serde the codec uses: derive with `#[serde(crate = "logbook::serde")]` to need no serde
+/// dependency of your own (or depend on serde 1 yourself; both are the same crate).
+pub use serde;
