@@ -27,7 +27,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 /// (`tracing::error!` with the projection id and the hook) and counted
 /// ([`ProjectionHandle::observer_panics`], [`crate::Stats::observer_panics`]); the event stays
 /// applied, its append is acknowledged, the other observers still run, and the engine is not
-/// poisoned. The observer itself misses that call: nothing is retried.
+/// poisoned. The observer itself misses that call: nothing is retried. (Built with
+/// `panic = "abort"`, a panic ends the process before anything can catch it.)
 pub trait Observer<P: Projection>: Send + Sync + 'static {
     /// Once after open (also when nothing was restored), or at registration when the log is
     /// already open: initialization is done.
