@@ -88,7 +88,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) if error.is::<output::BrokenPipe>() => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", output::one_line(&error));
+            eprintln!(
+                "error: {}{}",
+                output::one_line(&error),
+                output::lock_holder_note(&error)
+            );
             ExitCode::from(output::exit_code(&error))
         }
     }

@@ -52,6 +52,20 @@ pub fn one_line(error: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
+/// ` (held by process N)` when the error is a writer open refused by another writer's lock and
+/// that writer recorded its PID; empty otherwise.
+pub fn lock_holder_note(error: &anyhow::Error) -> String {
+    let holder = error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<logbook::Error>())
+        .find_map(logbook::Error::locked_path)
+        .and_then(logbook::inspect::lock_holder);
+    match holder {
+        Some(pid) => format!(" (held by process {pid})"),
+        None => String::new(),
+    }
+}
+
 /// 2 for usage and I/O errors, 1 for everything else.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     let usage_or_io = error

@@ -182,3 +182,76 @@ fn a_path_that_cannot_be_looked_at_is_not_called_missing_or_not_a_log() {
     }
     std::fs::set_permissions(&denied, mode(0o755)).unwrap();
 }
+
+/// A second writer is told which process holds the log.
+#[test]
+fn the_lock_error_names_the_process_that_holds_it() {
+    use std::io::{BufRead, BufReader, Write};
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("log");
+    run_with_input(&["append", path(&dir)], CREATED).ok();
+    let mut writer = common::binary()
+        .args(["append", path(&dir)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = writer.stdin.take().unwrap();
+    let mut acks = BufReader::new(writer.stdout.take().unwrap()).lines();
+    let posted = r#"{"stream":"room/lobby","type":"room.message_posted","data":{"message_id":"m1","author":"ada","body":"hi"}}"#;
+    writeln!(input, "{posted}").unwrap();
+    input.flush().unwrap();
+    let ack: Value = serde_json::from_str(&acks.next().unwrap().unwrap()).unwrap();
+    assert_eq!(ack["position"], 2, "the writer is open and holds the lock");
+
+    let holder = format!("held by process {}", writer.id());
+    let commands: &[&[&str]] = &[
+        &["append", path(&dir)],
+        &["delete-stream", path(&dir), "--stream", "room/lobby"],
+        &["snapshot", path(&dir)],
+        &["compact", path(&dir)],
+        &["repair", path(&dir), "--yes"],
+    ];
+    for command in commands {
+        let error = run(command).failed().stderr;
+        assert!(error.contains("locked"), "{command:?}: {error}");
+        assert!(error.contains(&holder), "{command:?}: {error}");
+    }
+    drop(input);
+    assert!(writer.wait().unwrap().success());
+}
+
+/// docs/events.md lists what `logbook types` lists: every type with its schema version and
+/// every field.
+#[test]
+fn the_events_page_matches_the_types_command() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/events.md"),
+    )
+    .unwrap();
+    for entry in run(&["types", "--json"]).ok().json_lines() {
+        let event_type = entry["type"].as_str().unwrap();
+        let heading = format!(
+            "### `{event_type}` (schema version {})",
+            entry["schema_version"]
+        );
+        let start = page
+            .find(&heading)
+            .unwrap_or_else(|| panic!("{heading} missing"));
+        let section = &page[start + heading.len()..];
+        let section = &section[..section.find("\n#").unwrap_or(section.len())];
+        for field in entry["fields"].as_array().unwrap() {
+            let required = if field["required"] == true {
+                "yes"
+            } else {
+                "no"
+            };
+            let row = format!(
+                "| `{}` | {} | {required} |",
+                field["name"].as_str().unwrap(),
+                field["type"].as_str().unwrap().replace('|', "\\|")
+            );
+            assert!(section.contains(&row), "{event_type}: {row} missing");
+        }
+    }
+}

@@ -49,7 +49,7 @@ pub const TYPES: &[(&str, &[Field])] = &[
             ("task_card_ref", STRING, false),
             (
                 "workflow_id",
-                "string (required when kind is \"workflow_child\")",
+                "string; a \"workflow_child\" run needs it",
                 false,
             ),
         ],
