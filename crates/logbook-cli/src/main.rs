@@ -45,7 +45,10 @@ enum Command {
     /// --keep-intact, drop only the damaged frames (only with --yes).
     Repair(cmd::repair::RepairArgs),
     /// Append newline-delimited JSON events from stdin, acknowledging each once durable.
+    #[command(after_help = cmd::write::APPEND_HELP)]
     Append(cmd::write::AppendArgs),
+    /// List the built-in event types `append` accepts: fields, schema versions, streams.
+    Types(cmd::types::TypesArgs),
     /// Delete a stream (a tombstone; compaction removes its bytes).
     DeleteStream(cmd::write::DeleteArgs),
     /// Hide a stream's events below a version (compaction removes their bytes).
@@ -71,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compact(args) => cmd::maintenance::compact(args),
         Command::Repair(args) => cmd::repair::repair(args),
         Command::Append(args) => cmd::write::append(args),
+        Command::Types(args) => cmd::types::types(args),
         Command::DeleteStream(args) => cmd::write::delete_stream(args),
         Command::TruncateStream(args) => cmd::write::truncate_stream(args),
         Command::Demo(args) => demo::demo(args),
@@ -84,7 +88,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) if error.is::<output::BrokenPipe>() => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", output::one_line(&error));
+            eprintln!(
+                "error: {}{}",
+                output::one_line(&error),
+                output::lock_holder_note(&error)
+            );
             ExitCode::from(output::exit_code(&error))
         }
     }

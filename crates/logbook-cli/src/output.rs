@@ -34,13 +34,14 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// The error as one line: the chain of causes joined by `: `, each cause once. The library
-/// errors print their source inside their own message (`I/O error on {path}: {source}`) and
-/// also return it from `source()`, so a cause whose text already ends the line is skipped.
+/// errors print their source inside their own message (`I/O error on {path}: {source}`, not
+/// always at its end) and also return it from `source()`, so a cause whose text the line
+/// already holds is skipped (an OS error is never printed twice).
 pub fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if line.ends_with(&text) {
+        if line.contains(&text) {
             continue;
         }
         if !line.is_empty() {
@@ -49,6 +50,20 @@ pub fn one_line(error: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line.replace('\n', " ")
+}
+
+/// ` (held by process N)` when the error is a writer open refused by another writer's lock and
+/// that writer recorded its PID; empty otherwise.
+pub fn lock_holder_note(error: &anyhow::Error) -> String {
+    let holder = error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<logbook::Error>())
+        .find_map(logbook::Error::locked_path)
+        .and_then(logbook::inspect::lock_holder);
+    match holder {
+        Some(pid) => format!(" (held by process {pid})"),
+        None => String::new(),
+    }
 }
 
 /// 2 for usage and I/O errors, 1 for everything else.
@@ -259,6 +274,39 @@ mod tests {
         );
         let plain = anyhow::Error::new(io::Error::other("disk on fire")).context("cannot write");
         assert_eq!(one_line(&plain), "cannot write: disk on fire");
+    }
+
+    /// A wrapper that prints its source in the middle of its message.
+    #[derive(Debug)]
+    struct Locking(io::Error);
+
+    impl std::fmt::Display for Locking {
+        fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                formatter,
+                "I/O error on st/LOCK: {} (taking the lock)",
+                self.0
+            )
+        }
+    }
+
+    impl std::error::Error for Locking {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_os_error_inside_a_message_is_not_printed_again() {
+        let denied = io::Error::from_raw_os_error(13);
+        let text = denied.to_string();
+        let error = anyhow::Error::new(Locking(denied)).context("cannot open st");
+        let line = one_line(&error);
+        assert_eq!(line.matches(&text).count(), 1, "{line}");
+        assert_eq!(
+            line,
+            format!("cannot open st: I/O error on st/LOCK: {text} (taking the lock)")
+        );
     }
 
     /// An error that prints its source in its own message and returns it from `source()`.

@@ -34,6 +34,26 @@ fn the_demo_runs_to_the_end_and_its_log_is_sound() {
         assert!(text.contains(section), "missing {section:?} in:\n{text}");
     }
     assert!(output.stderr.is_empty(), "{}", output.stderr);
+    // A run's own sequence numbers (run.event) never read like log positions.
+    let runs_table: Vec<&str> = text
+        .lines()
+        .skip_while(|line| !line.starts_with("4. Interrupted runs"))
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert!(!runs_table.is_empty(), "{text}");
+    for line in &runs_table {
+        assert!(line.contains("last run.event seq "), "{line}");
+        assert!(!line.contains('#'), "{line}");
+    }
+    let live: Vec<&str> = text
+        .lines()
+        .filter(|line| line.trim_start().starts_with("live"))
+        .collect();
+    assert!(!live.is_empty(), "{text}");
+    for line in &live {
+        assert!(line.contains("live  position "), "{line}");
+    }
     let replayed: u64 = text
         .lines()
         .find_map(|line| line.trim().strip_prefix("events replayed"))

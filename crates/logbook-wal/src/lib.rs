@@ -63,6 +63,7 @@ pub use recovery::{Damage, RecoveryReport, Salvage, TailCut};
 pub use rewrite::RewriteReport;
 pub use salvage::{DamagedRegion, KeepIntactReport};
 pub use storage::{
-    CrashMode, FaultKind, FaultOp, FileStorage, MemoryStorage, OpenMode, Storage, StorageFile,
+    CrashMode, FaultKind, FaultOp, FileStorage, LOCK_HOLDER_BYTES_MAX, MemoryStorage, OpenMode,
+    Storage, StorageFile, lock_holder,
 };
 pub use wal::{AppendReceipt, Durability, LOCK_FILE_NAME, Record, SegmentInfo, WAL_DIR_NAME, Wal};

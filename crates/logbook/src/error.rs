@@ -113,6 +113,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The lock file, when the error is a writer open refused because another writer holds the
+    /// log ([`crate::inspect::lock_holder`] names that process).
+    pub fn locked_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Wal(logbook_wal::Error::Locked { path }) => Some(path),
+            _ => None,
+        }
+    }
+
     /// True when the error reports damaged bytes of the log (the WAL's corruption, whether a
     /// writer open refused it or a read met it), as opposed to I/O, limits or usage.
     pub fn is_corruption(&self) -> bool {

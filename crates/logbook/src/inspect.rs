@@ -54,6 +54,10 @@ pub use verify::{
 /// The directory, inside a log directory, that holds the segment files.
 pub use logbook_wal::WAL_DIR_NAME;
 
+/// The process a writer recorded in `LOCK` when it took the lock (a hint for the error of a
+/// refused writer; see [`crate::Error::locked_path`]).
+pub use logbook_wal::lock_holder;
+
 use crate::error::{Error, Result};
 use crate::system::{self, SystemEvent};
 use logbook_projection::{BuiltinEvent, EnvelopeRef, RawEvent};

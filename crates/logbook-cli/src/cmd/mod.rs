@@ -5,9 +5,11 @@ pub mod maintenance;
 pub mod repair;
 pub mod state;
 pub mod stats;
+pub mod types;
 pub mod verify;
 pub mod write;
 
+use crate::output::Usage;
 use anyhow::{Context, Result};
 use logbook::Damage;
 use logbook::inspect::{self, Inspector};
@@ -64,19 +66,56 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Refuses a directory that does not hold a log (for commands that must not create one).
+/// A path that cannot be looked at (permission denied, a name too long) is that error, not
+/// "no such directory" or "not a logbook directory".
 pub fn require_log(dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        return Err(crate::output::Usage(format!("{}: no such directory", dir.display())).into());
+    match look(dir)? {
+        None => Err(Usage(format!("{}: no such directory", dir.display())).into()),
+        Some(false) => Err(Usage(format!("{}: not a directory", dir.display())).into()),
+        Some(true) => match look(&dir.join(logbook::inspect::WAL_DIR_NAME))? {
+            Some(true) => Ok(()),
+            _ => Err(Usage(format!(
+                "{}: not a logbook directory (it has no wal/ directory)",
+                dir.display()
+            ))
+            .into()),
+        },
     }
-    if !dir.is_dir() {
-        return Err(crate::output::Usage(format!("{}: not a directory", dir.display())).into());
+}
+
+/// Refuses a directory `append` would create a log in although it holds other files: it must
+/// be missing, empty or a log.
+pub fn require_log_or_empty(dir: &Path) -> Result<()> {
+    match look(dir)? {
+        None => Ok(()),
+        Some(false) => Err(Usage(format!("{}: not a directory", dir.display())).into()),
+        Some(true) => {
+            if look(&dir.join(logbook::inspect::WAL_DIR_NAME))? == Some(true) {
+                return Ok(());
+            }
+            let mut entries = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read the directory {}", dir.display()))?;
+            if entries.next().is_none() {
+                return Ok(());
+            }
+            Err(Usage(format!(
+                "{}: not a logbook directory (it has no wal/ directory) and not empty: refusing \
+                 to create a log among other files; give a new or empty directory",
+                dir.display()
+            ))
+            .into())
+        }
     }
-    if !dir.join(logbook::inspect::WAL_DIR_NAME).is_dir() {
-        return Err(crate::output::Usage(format!(
-            "{}: not a logbook directory (it has no wal/ directory)",
-            dir.display()
-        ))
-        .into());
+}
+
+/// `None` when `path` does not exist, else whether it is a directory; any other failure to
+/// look (permission denied...) is an error naming the path.
+fn look(path: &Path) -> Result<Option<bool>> {
+    match std::fs::metadata(path) {
+        Ok(metadata) => Ok(Some(metadata.is_dir())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => {
+            Err(anyhow::Error::new(error).context(format!("cannot look at {}", path.display())))
+        }
     }
-    Ok(())
 }

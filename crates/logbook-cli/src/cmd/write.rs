@@ -16,7 +16,7 @@ const LINE_BYTES_MAX: usize = 32 << 20;
 
 #[derive(Debug, Args)]
 pub struct AppendArgs {
-    /// The log directory (created when missing).
+    /// The log directory (created when missing; an existing one must be empty or a log).
     dir: PathBuf,
     /// The stream of lines that name none.
     #[arg(long)]
@@ -44,6 +44,23 @@ pub struct TruncateArgs {
     before: u64,
 }
 
+/// What `append --help` shows after the options: the input line and the expected versions.
+pub const APPEND_HELP: &str = "\
+Input: one JSON object per line (blank lines are skipped):
+  {\"stream\": \"room/lobby\", \"type\": \"room.created\", \"data\": {\"name\": \"Lobby\"}, \"expected_version\": \"no_stream\"}
+  stream            the stream id, e.g. run/<id>, workflow/<id>, room/<id>, job/<id>
+                    (may be left out with --stream)
+  type              a built-in event type: `logbook types` lists them with their fields
+  data              the event's fields as a JSON object (null or left out: no fields)
+  expected_version  optional; the line is refused unless the stream is at it:
+                      a number N      the stream's last event has version N (the first is 0)
+                      \"no_stream\"     the stream has no event yet
+                      \"stream_exists\" the stream has at least one event
+                      \"any\"           no check (the same as leaving it out)
+Output: one line per event once it is durable: {\"position\": P, \"stream\": \"...\", \"version\": V}.
+The first bad line stops the command (exit 1) with its line number; nothing is written for it.
+The directory is created when missing; an existing directory must be empty or hold a log.";
+
 /// One input line of `append`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,35 +70,36 @@ struct Line {
     event_type: String,
     #[serde(default)]
     data: serde_json::Value,
+    /// Kept as JSON and read by [`expected_version`], which says what is allowed.
     #[serde(default)]
-    expected_version: Option<Expected>,
+    expected_version: serde_json::Value,
 }
+
+/// What `expected_version` may be, for the error of a value that is none of it.
+const EXPECTED_FORMS: &str = "a stream version (an integer from 0 to 18446744073709551615), \
+     \"any\", \"no_stream\" or \"stream_exists\"";
 
 /// `expected_version`: the version of the stream's last event, or `"any"`, `"no_stream"`,
-/// `"stream_exists"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Expected {
-    Version(u64),
-    Word(String),
-}
-
-impl Expected {
-    fn to_engine(&self) -> Result<ExpectedVersion> {
-        Ok(match self {
-            Expected::Version(version) => ExpectedVersion::Exact(*version),
-            Expected::Word(word) => match word.as_str() {
-                "any" => ExpectedVersion::Any,
-                "no_stream" => ExpectedVersion::NoStream,
-                "stream_exists" => ExpectedVersion::StreamExists,
-                other => {
-                    return Err(anyhow!(
-                        "expected_version {other:?}: use a version number, \"any\", \
-                         \"no_stream\" or \"stream_exists\""
-                    ));
-                }
-            },
-        })
+/// `"stream_exists"`; `None` when absent or `null`.
+fn expected_version(value: &serde_json::Value) -> Result<Option<ExpectedVersion>> {
+    use serde_json::Value;
+    let expected = match value {
+        Value::Null => return Ok(None),
+        Value::Number(number) => number.as_u64().map(ExpectedVersion::Exact),
+        Value::String(word) => match word.as_str() {
+            "any" => Some(ExpectedVersion::Any),
+            "no_stream" => Some(ExpectedVersion::NoStream),
+            "stream_exists" => Some(ExpectedVersion::StreamExists),
+            _ => None,
+        },
+        _ => None,
+    };
+    match expected {
+        Some(expected) => Ok(Some(expected)),
+        None => Err(anyhow!(
+            "expected_version {}: not allowed; use {EXPECTED_FORMS}",
+            crate::output::shorten(&value.to_string(), 40)
+        )),
     }
 }
 
@@ -109,12 +127,14 @@ fn parse_line(
         .or(default_stream)
         .ok_or_else(|| anyhow!("no \"stream\" (and no --stream default)"))?;
     let stream = StreamId::new(stream)?;
+    if BuiltinEvent::current_schema_version(&line.event_type).is_none() {
+        return Err(anyhow!(
+            "unknown event type {:?}: `logbook types` lists the built-in types and their fields",
+            crate::output::shorten(&line.event_type, 64)
+        ));
+    }
     let event = BuiltinEvent::from_json(&line.event_type, line.data)?;
-    let expected = line
-        .expected_version
-        .as_ref()
-        .map(Expected::to_engine)
-        .transpose()?;
+    let expected = expected_version(&line.expected_version)?;
     Ok((stream, event, expected))
 }
 
@@ -136,6 +156,7 @@ fn expectation_met(log: &BuiltinLog, stream: &StreamId, expected: ExpectedVersio
 }
 
 pub fn append(args: AppendArgs) -> Result<ExitCode> {
+    super::require_log_or_empty(&args.dir)?;
     let runtime = super::runtime()?;
     let (log, _) = runtime
         .block_on(BuiltinLog::open(&args.dir, LogbookOptions::default()))

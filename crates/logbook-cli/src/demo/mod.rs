@@ -156,7 +156,9 @@ fn show_live(out: &mut Out, line: &str, seen: &mut Seen, shown: &mut usize) -> R
         "room.message_posted" => format!("  {}", shorten(summary, 50)),
         _ => String::new(),
     };
-    let line = format!("   live #{position:<4} {stream:<20} {event_type:<24}{detail}");
+    // "position" is a log position; the runs table below says "run.event seq" for a run's own
+    // sequence numbers, so the two never read alike.
+    let line = format!("   live  position {position:<4} {stream:<20} {event_type:<24}{detail}");
     out.line(line.trim_end())?;
     out.flush()
 }
@@ -268,9 +270,9 @@ fn show_recovery(
         );
         let last = run
             .last_run_event_sequence
-            .map_or_else(|| "-".to_owned(), |sequence| format!("#{sequence}"));
+            .map_or_else(|| "-".to_owned(), |sequence| sequence.to_string());
         out.line(format!(
-            "   {:<14} {:<17} {:<14} last event {:<6} {checkpoint}",
+            "   {:<14} {:<17} {:<14} last run.event seq {:<4} {checkpoint}",
             run.run_id,
             run.kind.as_str(),
             run.status.as_str(),

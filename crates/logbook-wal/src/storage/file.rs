@@ -2,7 +2,9 @@
 //!
 //! Owns: mapping the [`Storage`] operations onto Unix system calls, with files created 0600 and
 //! directories 0700. Must never: add buffering or hide an error (a failed `fdatasync` must reach
-//! the WAL so it can poison itself).
+//! the WAL so it can poison itself). The one exception is the lock holder's PID written into
+//! `LOCK` ([`lock_holder`]): a hint for the error a refused writer prints, never used to decide
+//! anything, so failing to write or read it changes nothing.
 
 use super::{LockGuard, OpenMode, Storage, StorageFile};
 use std::fs::{self, File, OpenOptions};
@@ -122,16 +124,78 @@ impl Storage for FileStorage {
             .mode(0o600)
             .open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(FileLock(file)))),
+            Ok(()) => {
+                write_lock_holder(&file);
+                Ok(Some(Box::new(FileLock(file))))
+            }
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(error)) => Err(error),
         }
     }
 }
 
+/// The most bytes of `LOCK` [`lock_holder`] reads: a decimal PID and a newline fit in 11.
+pub const LOCK_HOLDER_BYTES_MAX: usize = 32;
+
+/// Records this process as the holder of the lock just taken on `file`: its PID in decimal and
+/// a newline, replacing what an earlier holder wrote. Errors are ignored: the PID is a hint.
+// Durability: none wanted; the PID only names the holder while it holds the lock (a crash
+// leaves a stale PID that the next holder overwrites when it takes the lock).
+fn write_lock_holder(file: &File) {
+    let line = format!("{}\n", std::process::id());
+    if file.set_len(0).is_ok() {
+        let _ = file.write_all_at(line.as_bytes(), 0);
+    }
+}
+
+/// The process that holds (or last held) the lock file `path`, as its holder recorded it
+/// (`<pid>\n`); `None` when the file cannot be read, is empty (a holder from before the PID was
+/// recorded, or one between taking the lock and writing its PID) or holds anything else. Only a
+/// hint for a refused writer's error: the lock itself is the `File::try_lock`.
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    let file = File::open(path).ok()?;
+    let mut buf = [0u8; LOCK_HOLDER_BYTES_MAX];
+    let read = file.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(buf.get(..read)?).ok()?;
+    let pid = text.strip_suffix('\n')?;
+    if pid.is_empty() || !pid.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|pid| *pid > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lock_holder_is_this_process_and_garbage_names_none() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let path = temp.path().join("LOCK");
+        let storage = FileStorage::new();
+        let guard = storage.try_lock(&path).expect("lock").expect("free");
+        assert_eq!(lock_holder(&path), Some(std::process::id()));
+        assert!(storage.try_lock(&path).expect("lock").is_none());
+        drop(guard);
+        for garbage in [
+            &b""[..],
+            b"\n",
+            b"12",
+            b"-4\n",
+            b"0\n",
+            b"99999999999\n",
+            b"\xff\n",
+            &[b'7'; 40],
+        ] {
+            fs::write(&path, garbage).expect("write");
+            assert_eq!(lock_holder(&path), None, "{garbage:?}");
+        }
+        assert_eq!(lock_holder(&temp.path().join("missing")), None);
+        // A stale PID is replaced by the next holder.
+        fs::write(&path, "4242424\n").expect("write");
+        let _guard = storage.try_lock(&path).expect("lock").expect("free");
+        assert_eq!(lock_holder(&path), Some(std::process::id()));
+    }
 
     #[test]
     fn sync_of_the_empty_path_syncs_the_current_directory() {

@@ -11,7 +11,7 @@
 mod file;
 mod memory;
 
-pub use file::FileStorage;
+pub use file::{FileStorage, LOCK_HOLDER_BYTES_MAX, lock_holder};
 pub use memory::{CrashMode, FaultKind, FaultOp, MemoryStorage};
 
 use std::fmt::Debug;
