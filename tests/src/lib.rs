@@ -6,6 +6,11 @@
 //! snapshots of a directory. The WAL helpers here use only `logbook-wal` and `std`, so the WAL
 //! tests (and the `wal_crash_child` binary) never depend on the layers above it.
 
+/// Throwaway PostgreSQL clusters: one per test binary, one fresh database per test.
+pub use logbook_pgtest as pg;
+
+pub mod backends;
+
 use logbook_wal::frame::{self, FRAME_HEADER_BYTES, FrameHeader};
 use logbook_wal::segment::SEGMENT_HEADER_BYTES;
 use logbook_wal::{MemoryStorage, OpenMode, Record, Storage, SyncPolicy, Wal, WalOptions};

@@ -12,9 +12,16 @@ use logbook_projection::codec;
 use logbook_tests::MEMORY_DIR;
 use logbook_wal::{FaultKind, FaultOp};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// A service's event type with a bug: `Pill` encodes fine but never decodes, the way an
-/// `encode_payload`/`decode_payload` pair that disagree would behave.
+/// How many more times `Tally::decode_payload` reads a `tally.pill` (then it never does).
+static PILL_READS_LEFT: AtomicU32 = AtomicU32::new(0);
+
+/// A service's event type with a bug: `Pill` encodes fine but decodes only
+/// [`PILL_READS_LEFT`] times, the way a `decode_payload` that changed between the append and the
+/// read (a new version of the service) behaves. `append` decodes every event back before it
+/// writes it, so a pill that never decodes is refused there; one read left lets it pass that
+/// check and be written, and then the projections cannot decode it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tally {
     Added(u64),
@@ -47,9 +54,18 @@ impl Event for Tally {
     ) -> logbook_projection::Result<Self> {
         match event_type {
             "tally.added" => Ok(Tally::Added(codec::decode(payload, 64)?)),
+            "tally.pill"
+                if PILL_READS_LEFT
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_ok() =>
+            {
+                Ok(Tally::Pill)
+            }
             _ => Err(logbook_projection::Error::UnknownEventType {
                 event_type: event_type.to_owned(),
-                schema_version,
+                schema_version: Some(schema_version),
             }),
         }
     }
@@ -88,6 +104,14 @@ impl Projection for Sum {
         (self.total, self.events) =
             logbook_projection::projection::restore_state(self.id(), 1, state_version, bytes)?;
         Ok(())
+    }
+
+    fn stream_deleted(&mut self, _stream: &StreamId) -> bool {
+        false // totals over every stream: nothing kept per stream
+    }
+
+    fn stream_truncated(&mut self, _stream: &StreamId, _before_version: u64) -> bool {
+        false
     }
 }
 
@@ -163,6 +187,26 @@ async fn an_event_the_projections_cannot_decode_is_not_acknowledged_and_poisons_
     }
     assert!(log.stats().poisoned.is_none());
 
+    // A pill that never decodes is refused at append, before anything is written.
+    let refused = log
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![NewEvent::new(Tally::Pill)],
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Event(logbook_projection::Error::Unreadable { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(log.stream_version(&stream).unwrap(), Some(2));
+    assert!(log.stats().poisoned.is_none());
+
+    // One that decodes once passes that check and is written: the projections cannot apply it.
+    PILL_READS_LEFT.store(1, Ordering::SeqCst);
     let pill = log
         .append(
             &stream,

@@ -82,7 +82,7 @@ async fn fixture(messages: usize) -> Fixture {
     log.log().sync().await.unwrap();
     let stats = log.log().stats();
     // Frames are the envelope plus a small header; bound them by the average times two.
-    let frame_bytes_max = 2 * stats.segment_bytes / stats.head_position;
+    let frame_bytes_max = 2 * stats.backend.embedded().unwrap().segment_bytes / stats.head_position;
     Fixture {
         storage,
         log,

@@ -90,6 +90,10 @@ impl Projection for StreamCounts {
     fn stream_deleted(&mut self, stream: &StreamId) -> bool {
         self.per_stream.remove(stream.as_str()).is_some()
     }
+
+    fn stream_truncated(&mut self, _stream: &StreamId, _before_version: u64) -> bool {
+        false // only counts: nothing copied out of the hidden events
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

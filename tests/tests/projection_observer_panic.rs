@@ -46,6 +46,10 @@ impl Projection for Counts {
     fn stream_deleted(&mut self, stream: &StreamId) -> bool {
         self.0.remove(stream.as_str()).is_some()
     }
+
+    fn stream_truncated(&mut self, _stream: &StreamId, _before_version: u64) -> bool {
+        false // only counts: nothing copied out of the hidden events
+    }
 }
 
 /// Panics in the hooks it is told to, on the stream it is told to; counts the calls it saw.

@@ -301,6 +301,12 @@ impl Case {
                         "deleting {stream} twice: {result:?}"
                     );
                     assert_eq!(head(log), before, "a refused delete writes nothing");
+                } else if !self.model.versions.contains_key(stream.as_str()) {
+                    assert!(
+                        matches!(result, Err(logbook::Error::StreamNotFound { .. })),
+                        "deleting {stream}, which never had an event: {result:?}"
+                    );
+                    assert_eq!(head(log), before, "a refused delete writes nothing");
                 } else {
                     result.expect("delete a stream");
                     self.model.delete(*target);

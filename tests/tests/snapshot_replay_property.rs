@@ -268,7 +268,10 @@ fn command(op: &Op, now_ms: u64, serial: u64) -> Option<(StreamId, BuiltinEvent)
 fn is_refusal(error: &Error) -> bool {
     matches!(
         error,
-        Error::Event(_) | Error::StreamDeleted { .. } | Error::LimitExceeded { .. }
+        Error::Event(_)
+            | Error::StreamDeleted { .. }
+            | Error::StreamNotFound { .. }
+            | Error::LimitExceeded { .. }
     )
 }
 

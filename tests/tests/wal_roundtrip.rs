@@ -324,3 +324,48 @@ fn interval_policy_makes_records_durable_in_the_background() {
     }
     assert_eq!(positions(&read_all(&wal, 1)), [1, 2, 3]);
 }
+
+/// `append_batch_at` keeps another log's positions (a copy of a compacted log): positions may
+/// skip, never repeat or go back; the gaps read back and survive a reopen, across rolls.
+#[test]
+fn batches_at_given_positions_keep_their_gaps_across_rolls_and_reopens() {
+    let storage = Arc::new(MemoryStorage::new());
+    let options = small_segments(SyncPolicy::Always);
+    let (wal, _) =
+        Wal::open_with_storage(storage.clone(), Path::new(MEMORY_DIR), options.clone()).unwrap();
+    let mut expected = Vec::new();
+    let mut position = 3;
+    for round in 0..40u64 {
+        let batch: Vec<Vec<u8>> = (0..1 + round % 3)
+            .map(|n| payload(position + n, 40))
+            .collect();
+        let receipt = wal.append_batch_at(position, &batch).unwrap();
+        assert_eq!(receipt.first, position);
+        for (offset, bytes) in batch.into_iter().enumerate() {
+            expected.push((position + offset as u64, bytes));
+        }
+        position = receipt.last + 1 + round % 4;
+    }
+    let back = wal.append_batch_at(expected.last().unwrap().0, &[b"again".to_vec()]);
+    assert!(
+        matches!(back, Err(logbook_wal::Error::InvalidArgument(_))),
+        "{back:?}"
+    );
+    assert!(wal.segments().len() > 2, "the copy rolled segments");
+    let read: Vec<(u64, Vec<u8>)> = read_all(&wal, 1)
+        .into_iter()
+        .map(|record| (record.position, record.payload))
+        .collect();
+    assert_eq!(read, expected);
+    wal.close().unwrap();
+    let (wal, report) = Wal::open_with_storage(storage, Path::new(MEMORY_DIR), options).unwrap();
+    assert_eq!(report.last_position, expected.last().unwrap().0);
+    let reread: Vec<(u64, Vec<u8>)> = read_all(&wal, 1)
+        .into_iter()
+        .map(|record| (record.position, record.payload))
+        .collect();
+    assert_eq!(reread, expected);
+    let next = wal.append(b"next").unwrap();
+    assert_eq!(next, expected.last().unwrap().0 + 1);
+    wal.close().unwrap();
+}

@@ -4,7 +4,7 @@
 //! and offset. The active segment's checkpoint (its sidecar written at a clean close) spares
 //! open the rescan of its prefix, and is removed durably before the segment changes again.
 
-use logbook_wal::{CrashMode, Error, MemoryStorage, SyncPolicy, Wal, WalOptions};
+use logbook_wal::{CrashMode, Error, MemoryStorage, RecoveryMode, SyncPolicy, Wal, WalOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -264,32 +264,65 @@ fn open_scans_only_past_the_checkpoint_and_still_cuts_a_torn_tail() {
     assert!(cuts > 0, "some seeds tore the unsynced tail");
 }
 
-/// A damaged or lying checkpoint (describing more bytes than the file has) costs a scan.
+/// A damaged checkpoint costs a scan, never a record.
 #[test]
-fn a_bad_checkpoint_costs_a_scan_not_a_record() {
+fn a_damaged_checkpoint_costs_a_scan_not_a_record() {
     let storage = MemoryStorage::new();
     build(&storage);
     let checkpoint = active_checkpoint(&storage);
-    let good = storage.file_contents(&checkpoint).unwrap();
-    let mut damaged = good.clone();
+    let mut damaged = storage.file_contents(&checkpoint).unwrap();
     let last = damaged.len() - 1;
     damaged[last] ^= 0x10;
+    storage.set_file_contents(&checkpoint, damaged);
+    let (wal, report) =
+        Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), options()).unwrap();
+    assert!(report.bytes_scanned > 0, "{report:?}");
+    assert_eq!(read_everything(&wal, 1).len(), 400);
+    wal.close().unwrap();
+}
+
+/// A segment that lost synced bytes behind the log's back, after a clean close, is lost records,
+/// not a torn tail: its checkpoint proves the bytes were synced. Open refuses (writer and
+/// read-only alike) with the checkpoint as evidence; salvage accepts the loss.
+#[test]
+fn a_segment_shorter_than_its_checkpoint_is_lost_records_not_a_torn_tail() {
+    let storage = MemoryStorage::new();
+    build(&storage);
     let segment = files_with(&storage, "seg").pop().unwrap();
     let mut short = storage.file_contents(&segment).unwrap();
     short.truncate(short.len() - 10);
-    for (case, sidecar) in [("damaged", damaged), ("longer than the file", good)] {
-        let storage = storage.clone();
-        if case == "longer than the file" {
-            // The segment lost its last bytes behind the log's back: the checkpoint claims more.
-            storage.set_file_contents(&segment, short.clone());
+    storage.set_file_contents(&segment, short.clone());
+    for read_only in [false, true] {
+        let shared: Arc<MemoryStorage> = Arc::new(storage.clone());
+        let opened = if read_only {
+            Wal::open_read_only_with_storage(shared, Path::new("/log"), options())
+        } else {
+            Wal::open_with_storage(shared, Path::new("/log"), options())
+        };
+        let error = opened
+            .err()
+            .unwrap_or_else(|| panic!("read_only {read_only}: open accepted a cut segment"));
+        match &error {
+            Error::LogBehind {
+                reached,
+                end,
+                evidence,
+            } => {
+                assert_eq!((*reached, *end), (400, 399), "{error}");
+                assert!(evidence.contains("checkpoint"), "{error}");
+                assert!(evidence.contains(&segment.display().to_string()), "{error}");
+            }
+            other => panic!("read_only {read_only}: expected LogBehind, got {other}"),
         }
-        storage.set_file_contents(&checkpoint, sidecar);
-        let (wal, report) =
-            Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), options())
-                .unwrap();
-        assert!(report.bytes_scanned > 0, "{case}: {report:?}");
-        let expected = if case == "damaged" { 400 } else { 399 };
-        assert_eq!(read_everything(&wal, 1).len(), expected, "{case}");
-        wal.close().unwrap();
+        // Nothing was cut by the refused open.
+        assert_eq!(storage.file_contents(&segment).unwrap(), short);
     }
+    let salvage = WalOptions {
+        recovery_mode: RecoveryMode::Salvage,
+        ..options()
+    };
+    let (wal, _report) =
+        Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), salvage).unwrap();
+    assert_eq!(read_everything(&wal, 1).len(), 399);
+    wal.close().unwrap();
 }

@@ -84,6 +84,17 @@ impl Log {
         frames[frames.len() - 3..].to_vec()
     }
 
+    /// The files as a crash that tore the last segment leaves them: `path` replaced by
+    /// `bytes`, and no checkpoint of the last segment. A writable open removes that checkpoint
+    /// durably before the segment takes an append, so a torn tail never has one; a checkpoint
+    /// longer than its segment proves lost records instead (`wal_sidecar.rs`).
+    fn torn(&self, path: &Path, bytes: Vec<u8>) -> Vec<(PathBuf, Vec<u8>)> {
+        let checkpoint = path.with_extension("idx");
+        let mut files = self.with_file(path, bytes);
+        files.retain(|(file_path, _)| *file_path != checkpoint);
+        files
+    }
+
     /// The files with `path` replaced by `bytes`.
     fn with_file(&self, path: &Path, bytes: Vec<u8>) -> Vec<(PathBuf, Vec<u8>)> {
         let mut files = self.files.clone();
@@ -153,7 +164,7 @@ fn every_byte_truncation_of_the_last_three_frames_recovers_to_the_last_whole_bat
     let bytes = log.last_bytes();
     let tail = log.tail_frames();
     for len in tail[0].offset..=bytes.len() as u64 {
-        let files = log.with_file(&path, bytes[..len as usize].to_vec());
+        let files = log.torn(&path, bytes[..len as usize].to_vec());
         let (storage, opened) = open(&files, RecoveryMode::Strict);
         let (wal, report) = opened.unwrap_or_else(|error| panic!("length {len}: {error}"));
         let (cut, last) = expected_cut(&tail, len);
@@ -380,6 +391,8 @@ fn torn_tails_on_real_files_are_cut() {
     appended.extend(batch);
     let path = wal.segments().last().unwrap().path.clone();
     wal.close().unwrap();
+    // As a crash leaves it: no checkpoint of the last segment (see `Log::torn`).
+    std::fs::remove_file(path.with_extension("idx")).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let frames = segment_frames(&bytes);
     let tail = &frames[frames.len() - 3..];
@@ -406,6 +419,8 @@ fn torn_tails_on_real_files_are_cut() {
         assert_eq!(positions(&records), (1..=last).collect::<Vec<_>>());
         assert_eq!(wal.append(b"next").unwrap(), last + 1);
         wal.close().unwrap();
+        // Back to the torn state of the next round: its bytes, and no checkpoint.
         std::fs::write(&path, &bytes).unwrap();
+        std::fs::remove_file(path.with_extension("idx")).unwrap();
     }
 }

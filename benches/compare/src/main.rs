@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p logbook-bench-compare -- [--quick] [append] [read] [tail] [replay]
+//!     [postgres]
 //! ```
 //!
 //! A binary, not criterion, so it can interleave the peers round after round (A B C D, B C D A,
@@ -15,6 +16,7 @@
 mod event;
 mod measure;
 mod peer_logbook;
+mod peer_postgres;
 mod peer_raw;
 mod peer_sled;
 mod peer_sqlite;
@@ -32,6 +34,8 @@ pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 pub type BenchResult<T> = Result<T, BenchError>;
 
 const WORKLOADS: [&str; 4] = ["append", "read", "tail", "replay"];
+/// Workloads run only when named: `postgres` starts a PostgreSQL server of its own.
+const NAMED_ONLY_WORKLOADS: [&str; 1] = ["postgres"];
 
 fn main() {
     if let Err(error) = run() {
@@ -55,6 +59,7 @@ fn run() -> BenchResult<()> {
             "read" => workload::read(&runtime, &plan, &mut table)?,
             "tail" => workload::tail(&runtime, &plan, &mut table)?,
             "replay" => workload::replay(&runtime, &plan, &mut table)?,
+            "postgres" => peer_postgres::run(&runtime, &plan, &mut table)?,
             other => return Err(format!("unknown workload {other}").into()),
         }
     }
@@ -132,7 +137,9 @@ fn parse(args: Vec<String>) -> BenchResult<(Plan, Vec<String>)> {
                 println!("{}", include_str!("usage.txt"));
                 std::process::exit(0);
             }
-            name if WORKLOADS.contains(&name) => workloads.push(arg),
+            name if WORKLOADS.contains(&name) || NAMED_ONLY_WORKLOADS.contains(&name) => {
+                workloads.push(arg)
+            }
             other => return Err(format!("unknown argument {other} (try --help)").into()),
         }
     }

@@ -82,7 +82,10 @@ impl Table {
              tuned/peer | detail (medians) |\n|---|---|---:|---|---|---:|---:|---:|---|\n",
         );
         for workload in workloads {
-            let logbook = self.median_of(workload, Peer::Logbook);
+            // The postgres workload has no embedded logbook: its logbook is logbook-postgres.
+            let logbook = self
+                .median_of(workload, Peer::Logbook)
+                .or_else(|| self.median_of(workload, Peer::LogbookPostgres));
             let tuned = self.median_of(workload, Peer::LogbookTuned);
             let mut rows: Vec<&Entry> = self
                 .entries

@@ -25,6 +25,10 @@ pub enum Peer {
     Sled,
     /// The raw framed file.
     Raw,
+    /// Plain SQL on PostgreSQL (the `postgres` workload only, not in [`Peer::ALL`]).
+    PgSql,
+    /// logbook-postgres (the `postgres` workload only, not in [`Peer::ALL`]).
+    LogbookPostgres,
 }
 
 impl Peer {
@@ -45,6 +49,8 @@ impl Peer {
             Peer::Sqlite => "sqlite",
             Peer::Sled => "sled",
             Peer::Raw => "raw",
+            Peer::PgSql => "postgres-sql",
+            Peer::LogbookPostgres => "logbook-postgres",
         }
     }
 }
@@ -108,6 +114,11 @@ impl ReadOutcome {
     }
 }
 
+/// The PostgreSQL peers run in the `postgres` workload only (they are not in [`Peer::ALL`]).
+fn postgres_only(peer: Peer) -> crate::BenchError {
+    format!("peer {} runs only in the postgres workload", peer.name()).into()
+}
+
 /// The peers (or their indexes) of a round, rotated by the round number.
 fn rotated<T: Clone>(items: &[T], round: usize) -> Vec<T> {
     let mut order = items.to_vec();
@@ -137,6 +148,7 @@ fn run_append(
         Peer::Sqlite => peer_sqlite::append(dir, writers, duration),
         Peer::Sled => peer_sled::append(dir, writers, duration),
         Peer::Raw => peer_raw::append(dir, writers, duration),
+        Peer::PgSql | Peer::LogbookPostgres => Err(postgres_only(peer)),
     }
 }
 
@@ -207,6 +219,7 @@ fn load(runtime: &Runtime, peer: Peer, dir: &Path, streams: &[(&str, u64)]) -> B
         Peer::Sqlite => peer_sqlite::load(dir, streams),
         Peer::Sled => peer_sled::load(dir, streams),
         Peer::Raw => peer_raw::load(dir, streams),
+        Peer::PgSql | Peer::LogbookPostgres => Err(postgres_only(peer)),
     }
 }
 
@@ -262,6 +275,7 @@ pub fn read(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<()
                 Peer::Sqlite => peer_sqlite::read(dir, events)?,
                 Peer::Sled => peer_sled::read(dir, events)?,
                 Peer::Raw => peer_raw::read(dir, events)?,
+                Peer::PgSql | Peer::LogbookPostgres => return Err(postgres_only(*peer)),
             };
             let rate = read_stream.events_per_second;
             table.figure(&stream_workload, *peer, "events/s", true, rate);
@@ -295,6 +309,7 @@ pub fn tail(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<()
                 Peer::Sqlite => peer_sqlite::tail(dir, plan)?,
                 Peer::Sled => peer_sled::tail(dir, plan)?,
                 Peer::Raw => peer_raw::tail(dir, plan)?,
+                Peer::PgSql | Peer::LogbookPostgres => return Err(postgres_only(*peer)),
             };
             let micros = warm.as_secs_f64() * 1e6;
             table.figure(&warm_workload, *peer, "µs/query", false, micros);

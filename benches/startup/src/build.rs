@@ -127,7 +127,7 @@ pub async fn write(
     }
     let (log, _) = BuiltinLog::open(dir, options).await?;
     log.log().snapshot().await?;
-    let log_bytes = log.log().stats().segment_bytes;
+    let log_bytes = log.log().stats().backend.embedded().unwrap().segment_bytes;
     log.close().await?;
     Ok(Built {
         log_bytes,

@@ -136,7 +136,7 @@ pub async fn measure(
         idle: Vec::new(),
         busy: Vec::new(),
         compactions: Compactions::default(),
-        segments_before: log.log().stats().segments,
+        segments_before: log.log().stats().backend.embedded().unwrap().segments,
         segments_after: 0,
     };
     let mut next_room = 1;
@@ -174,7 +174,7 @@ pub async fn measure(
             report.idle.extend(samples);
         }
     }
-    report.segments_after = log.log().stats().segments;
+    report.segments_after = log.log().stats().backend.embedded().unwrap().segments;
     log.close().await?;
     Ok(report)
 }

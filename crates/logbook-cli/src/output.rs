@@ -1,13 +1,12 @@
 //! Output: stdout that stops quietly on a closed pipe, error lines and exit codes, and the
 //! formats events are printed in (one line for people, one JSON object for scripts).
 
+use crate::model::Model;
 use anyhow::Result;
 use logbook::RawEvent;
-use logbook::inspect::{DecodedPayload, decode_payload};
-use logbook::system::SystemEvent;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::io::{self, BufWriter, StdoutLock, Write};
+use std::io::{self, BufWriter, Write};
 
 /// Stdout was closed (`logbook dump | head`): stop quietly with exit 0.
 #[derive(Debug)]
@@ -74,9 +73,10 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     if usage_or_io { 2 } else { 1 }
 }
 
-/// Buffered stdout. Call [`Out::flush`] where a line must be seen at once.
-pub struct Out {
-    writer: BufWriter<StdoutLock<'static>>,
+/// Buffered output (stdout, or the writer a caller of `run_with` gave). Call [`Out::flush`]
+/// where a line must be seen at once.
+pub struct Out<'a> {
+    writer: BufWriter<Box<dyn Write + 'a>>,
 }
 
 fn pipe(error: io::Error) -> anyhow::Error {
@@ -87,10 +87,18 @@ fn pipe(error: io::Error) -> anyhow::Error {
     }
 }
 
-impl Out {
-    pub fn new() -> Out {
+impl Out<'static> {
+    /// Buffered stdout.
+    pub fn new() -> Out<'static> {
+        Out::to(io::stdout().lock())
+    }
+}
+
+impl<'a> Out<'a> {
+    /// Buffered output to `writer`.
+    pub fn to(writer: impl Write + 'a) -> Out<'a> {
         Out {
-            writer: BufWriter::new(io::stdout().lock()),
+            writer: BufWriter::new(Box::new(writer)),
         }
     }
 
@@ -108,7 +116,7 @@ impl Out {
     }
 }
 
-impl Drop for Out {
+impl Drop for Out<'_> {
     fn drop(&mut self) {
         let _ = self.writer.flush();
     }
@@ -172,17 +180,6 @@ pub fn shorten(text: &str, max: usize) -> String {
     short
 }
 
-/// The JSON form of an engine event's data.
-fn system_json(event: &SystemEvent) -> serde_json::Value {
-    match event {
-        SystemEvent::StreamDeleted { stream } => serde_json::json!({ "stream": stream }),
-        SystemEvent::StreamTruncated {
-            stream,
-            before_version,
-        } => serde_json::json!({ "stream": stream, "before_version": before_version }),
-    }
-}
-
 /// An event as `dump --json` prints it: exactly these keys, `raw` only when `data` is null.
 #[derive(Debug, Serialize)]
 pub struct EventJson<'a> {
@@ -198,18 +195,10 @@ pub struct EventJson<'a> {
     pub raw: Option<String>,
 }
 
-/// The data of an event as JSON; `None` when it cannot be decoded.
-pub fn event_data(raw: &RawEvent) -> Option<serde_json::Value> {
-    match decode_payload(raw) {
-        DecodedPayload::Builtin(event) => Some(event.to_json()),
-        DecodedPayload::System(event) => Some(system_json(&event)),
-        _ => None,
-    }
-}
-
-pub fn event_json(raw: &RawEvent) -> EventJson<'_> {
+/// An event as `dump --json` prints it, its data shown by the model `M`.
+pub fn event_json<M: Model>(raw: &RawEvent) -> EventJson<'_> {
     let envelope = &raw.envelope;
-    let data = event_data(raw);
+    let data = crate::model::event_data::<M>(raw);
     EventJson {
         position: raw.position,
         stream: envelope.stream().as_str(),
@@ -226,9 +215,9 @@ pub fn event_json(raw: &RawEvent) -> EventJson<'_> {
 const SHORT_PAYLOAD_CHARS: usize = 100;
 
 /// One line for people: position, time, stream@version, type, short payload.
-pub fn event_line(raw: &RawEvent) -> String {
+pub fn event_line<M: Model>(raw: &RawEvent) -> String {
     let envelope = &raw.envelope;
-    let payload = match event_data(raw) {
+    let payload = match crate::model::event_data::<M>(raw) {
         Some(data) => shorten(&data.to_string(), SHORT_PAYLOAD_CHARS),
         None => {
             let bytes = envelope.payload();

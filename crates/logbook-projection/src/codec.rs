@@ -5,7 +5,9 @@
 //! records [`CODEC_BINCODE2`], changing codec later is a new codec id, not a rewrite of old logs.
 //! Never: decodes without a memory limit, accepts trailing bytes, or uses serde features that
 //! need a self-describing format (`deserialize_any`, `flatten`, `untagged`,
-//! `skip_serializing_if`): bincode writes every field, in order, with no names.
+//! `skip_serializing_if`): bincode writes every field, in order, with no names. An event whose
+//! payload needs one of them is refused at append ([`crate::readback`]); the rules are stated on
+//! [`crate::Event`].
 //!
 //! Memory bound: bincode reserves a string's or a byte vector's length *before* reading it, so a
 //! garbage length prefix could ask for any amount. Every decode runs with a bincode limit of 16

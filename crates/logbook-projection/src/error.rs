@@ -38,12 +38,12 @@ pub enum Error {
         reason: &'static str,
     },
     /// No decoder knows this event type.
-    #[error("unknown event type {event_type:?} (schema version {schema_version})")]
+    #[error("unknown event type {event_type:?}{}", schema_version.map_or(String::new(), |version| format!(" (schema version {version})")))]
     UnknownEventType {
         /// The event type read from the envelope or given by the caller.
         event_type: String,
-        /// Its schema version.
-        schema_version: u16,
+        /// Its schema version: `None` when the caller gave none (JSON input without one).
+        schema_version: Option<u16>,
     },
     /// The event type is known but not at this schema version (too new, or no upcaster).
     #[error("event type {event_type:?} has no decoder for schema version {schema_version}")]
@@ -75,6 +75,24 @@ pub enum Error {
         what: &'static str,
         /// Why it failed.
         reason: String,
+    },
+    /// An event encodes to a payload its own type's `decode_payload` cannot read back, or reads
+    /// back as another value: appending it would acknowledge an event no read could return, so
+    /// it is refused and nothing of its batch is written. `feature` names the serde feature
+    /// most likely at fault (see the rules on [`crate::Event`]).
+    #[error(
+        "event type {event_type:?} (schema version {schema_version}) is refused: its payload would not read back ({cause}); likely cause: {feature}"
+    )]
+    Unreadable {
+        /// The event type.
+        event_type: String,
+        /// The schema version it was encoded at.
+        schema_version: u16,
+        /// The serde feature most likely at fault, one of the `FEATURE_*` constants of
+        /// [`crate::readback`].
+        feature: &'static str,
+        /// What failed: the decode error, or how the value read back differs.
+        cause: String,
     },
     /// A value could not be encoded.
     #[error("cannot encode {what}: {reason}")]

@@ -22,6 +22,30 @@ use crate::stream::StreamId;
 /// `encode_payload()` in the envelope, and calls `decode_payload` with the first two and the
 /// bytes when it reads the event back, possibly years later: `decode_payload` must accept every
 /// schema version ever written, upgrading old ones (see [`crate::upcast`]).
+///
+/// # What the codec reads back, and what `append` refuses
+///
+/// Every payload is decoded back with `decode_payload` and encoded again before the engine
+/// accepts it ([`NewEvent::to_data`], [`crate::readback`]), for every value, on the caller's
+/// task: an event whose bytes would not read back as itself is refused with
+/// [`Error::Unreadable`] and nothing of its batch is written. So no acknowledged event fails to
+/// decode later. With the default codec ([`crate::codec`], bincode: every field in order, no
+/// field names, no type tags) the rules for the serde types an event encodes are:
+///
+/// - Work: structs, tuples, plain enums (externally tagged, serde's default), `Option`, `Vec`,
+///   maps and sets (`BTreeMap`, `HashMap`, ...), strings, integers, floats, `bool`,
+///   `#[serde(rename)]`, `#[serde(skip)]` (skipped both ways), `#[serde(default)]` on a field
+///   that is always written, `#[serde(with)]` that writes a fixed shape.
+/// - Refused at append, every time: anything that needs serde's `deserialize_any` to decode,
+///   `#[serde(tag = "...")]`, `#[serde(tag, content)]`, `#[serde(untagged)]`,
+///   `#[serde(flatten)]`, `serde_json::Value` ([`crate::readback::FEATURE_DESERIALIZE_ANY`]).
+/// - Refused at append for the values it affects: `#[serde(skip_serializing_if = "...")]` and
+///   `#[serde(skip_serializing)]`, which write fewer fields than decoding reads
+///   ([`crate::readback::FEATURE_SKIPPED_FIELD`]); an `Option` field with `None` is refused
+///   while the same type with `Some` is accepted, so drop the attribute instead.
+///
+/// A type with its own codec (an id from 128 to 255) gets the same check: whatever
+/// `encode_payload` writes, its `decode_payload` must read.
 pub trait Event: Sized + Send + Sync + 'static {
     /// The codec id recorded with every payload of this type. Keep the default
     /// ([`CODEC_BINCODE2`]) when `encode_payload` uses [`crate::codec::encode`]; an
@@ -76,8 +100,13 @@ impl<E: Event> NewEvent<E> {
     }
 
     /// Encodes and validates: everything the envelope needs but the stream placement.
+    ///
+    /// The payload is decoded back with `E::decode_payload` and encoded again before it is
+    /// accepted ([`crate::readback`]): a payload that would not read back as the same value is
+    /// refused with [`Error::Unreadable`], which names the serde feature at fault.
     pub fn to_data(&self) -> Result<EventData> {
         let payload = self.event.encode_payload()?;
+        crate::readback::check_reads_back(&self.event, &payload)?;
         let mut data = EventData::new(
             self.event.event_type(),
             self.event.schema_version(),
@@ -365,7 +394,7 @@ mod tests {
                 ("shop.shipped", 1) if payload.is_empty() => Ok(Shop::Shipped),
                 _ => Err(Error::UnknownEventType {
                     event_type: event_type.to_owned(),
-                    schema_version,
+                    schema_version: Some(schema_version),
                 }),
             }
         }

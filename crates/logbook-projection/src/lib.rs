@@ -52,6 +52,7 @@ mod event;
 pub mod model;
 pub mod projection;
 pub mod projections;
+pub mod readback;
 pub mod stream;
 pub mod upcast;
 

@@ -49,22 +49,40 @@ pub trait Projection: Clone + Send + Sync + 'static {
     /// Replaces the state with a snapshot taken at `state_version`.
     fn restore(&mut self, state_version: u16, bytes: &[u8]) -> Result<()>;
 
-    /// The stream was deleted (a tombstone): drop what the state keeps for it. Returns true
-    /// when something was dropped. Deterministic, like `apply`. The default keeps everything.
-    fn stream_deleted(&mut self, stream: &StreamId) -> bool {
-        let _ = stream;
-        false
-    }
+    /// The stream was deleted (`delete_stream`, a permanent tombstone, or
+    /// `soft_delete_stream`, whose versions continue): drop **everything** the state derived
+    /// from that stream's events, the entity and every byte copied out of them. Returns true
+    /// when something was dropped (the engine then fires the observers' `deleted` hook).
+    /// Deterministic, like `apply`.
+    ///
+    /// Required, with no default: the engine's purge promise (`Logbook::compact`: purged bytes
+    /// exist in no file) holds only if no snapshot keeps them, and snapshots are encoded from
+    /// this state. A projection that keeps nothing per stream returns false.
+    ///
+    /// ```compile_fail
+    /// // Leaving `stream_deleted` (or `stream_truncated`) out does not compile.
+    /// use logbook_projection::{Projection, RecordedEvent, BuiltinEvent, Result};
+    /// #[derive(Clone)]
+    /// struct Forgets;
+    /// impl Projection for Forgets {
+    ///     type Event = BuiltinEvent;
+    ///     fn id(&self) -> &'static str { "forgets" }
+    ///     fn state_version(&self) -> u16 { 1 }
+    ///     fn apply(&mut self, _: &RecordedEvent<BuiltinEvent>) {}
+    ///     fn snapshot(&self) -> Result<Vec<u8>> { Ok(Vec::new()) }
+    ///     fn restore(&mut self, _: u16, _: &[u8]) -> Result<()> { Ok(()) }
+    /// }
+    /// ```
+    fn stream_deleted(&mut self, stream: &StreamId) -> bool;
 
     /// The stream's events below `before_version` were hidden (`truncate_stream`, a session
     /// reset) and compaction will purge them: drop whatever the state copied out of them
     /// (message bodies, ids), so no snapshot keeps purged bytes. Counters and identity may
-    /// stay. Returns true when something was dropped. Deterministic, like `apply`. The default
-    /// keeps everything.
-    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64) -> bool {
-        let _ = (stream, before_version);
-        false
-    }
+    /// stay. Returns true when something was dropped. Deterministic, like `apply`.
+    ///
+    /// Required, with no default, for the same reason as [`Projection::stream_deleted`]. A
+    /// projection that copies no bytes out of events returns false.
+    fn stream_truncated(&mut self, stream: &StreamId, before_version: u64) -> bool;
 }
 
 /// Encodes a projection state for [`Projection::snapshot`].

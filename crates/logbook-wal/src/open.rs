@@ -195,10 +195,13 @@ pub(crate) fn open_segments(
         }
         // The active segment's checkpoint (a sidecar written at a clean close): its prefix was
         // synced then, so only what follows is scanned.
-        let checkpoint = if is_last && !verify_all {
-            load_checkpoint(storage, wal_dir, base, len)
-        } else {
-            None
+        let (checkpoint, lost_checkpoint) = match is_last && !salvage {
+            true => match load_checkpoint(storage, wal_dir, base, len) {
+                Checkpoint::Prefix(checkpoint) if !verify_all => (Some(checkpoint), None),
+                Checkpoint::Prefix(_) | Checkpoint::Unusable => (None, None),
+                Checkpoint::LongerThanFile(checkpoint) => (None, Some(checkpoint)),
+            },
+            false => (None, None),
         };
         let start = match &checkpoint {
             Some(checkpoint) => ScanStart {
@@ -220,6 +223,23 @@ pub(crate) fn open_segments(
             options.index_interval_bytes,
         )
         .map_err(|error| with_path(error, &path))?;
+        if let Some(lost) = lost_checkpoint {
+            // Synced bytes that a clean close recorded are gone (the file was cut behind the
+            // log's back): the end of the scan is not a torn tail, it is lost records.
+            let end = scan.last_position.max(base - 1);
+            if lost.last_position > end {
+                return Err(Error::LogBehind {
+                    reached: lost.last_position,
+                    end,
+                    evidence: format!(
+                        "as the clean-close checkpoint {} records: {} synced bytes, but segment {} has {len}",
+                        wal_dir.join(sidecar::file_name(base)).display(),
+                        lost.segment_len,
+                        path.display(),
+                    ),
+                });
+            }
+        }
         report.segments += 1;
         if let Some(checkpoint) = checkpoint {
             report.bytes_scanned += len - checkpoint.segment_len;
@@ -588,23 +608,42 @@ fn load_sidecar(storage: &dyn Storage, wal_dir: &Path, base: u64, len: u64) -> O
         .then_some(summary)
 }
 
-/// The active segment's checkpoint: a whole, checked sidecar describing a prefix of the file.
-fn load_checkpoint(storage: &dyn Storage, wal_dir: &Path, base: u64, len: u64) -> Option<Sidecar> {
+/// What the active segment's checkpoint file says about the segment.
+enum Checkpoint {
+    /// Absent, damaged (its CRC fails) or not about this segment: costs a scan, proves nothing.
+    Unusable,
+    /// A whole, checked sidecar describing a prefix of the file.
+    Prefix(Sidecar),
+    /// A whole, checked sidecar describing more synced bytes than the file has: a writer removes
+    /// the checkpoint durably before it changes the file, so the file lost synced bytes.
+    LongerThanFile(Sidecar),
+}
+
+/// Loads the active segment's checkpoint (see [`Checkpoint`]).
+fn load_checkpoint(storage: &dyn Storage, wal_dir: &Path, base: u64, len: u64) -> Checkpoint {
     let path = wal_dir.join(sidecar::file_name(base));
     if !storage.exists(&path) {
-        return None;
+        return Checkpoint::Unusable;
     }
-    let bytes = segment::read_all(storage, &path).ok()?;
-    let checkpoint = sidecar::decode(&bytes).ok()?;
-    (checkpoint.base == base
+    let Ok(bytes) = segment::read_all(storage, &path) else {
+        return Checkpoint::Unusable;
+    };
+    let Ok(checkpoint) = sidecar::decode(&bytes) else {
+        return Checkpoint::Unusable;
+    };
+    let well_formed = checkpoint.base == base
         && checkpoint.segment_len >= SEGMENT_HEADER_BYTES as u64
-        && checkpoint.segment_len <= len
         && checkpoint.last_position < u64::MAX
         && checkpoint
             .entries
             .last()
-            .is_none_or(|entry| entry.offset < checkpoint.segment_len))
-    .then_some(checkpoint)
+            .is_none_or(|entry| entry.offset < checkpoint.segment_len);
+    match (well_formed, checkpoint.segment_len <= len) {
+        (false, _) => Checkpoint::Unusable,
+        (true, true) => Checkpoint::Prefix(checkpoint),
+        (true, false) if checkpoint.records > 0 => Checkpoint::LongerThanFile(checkpoint),
+        (true, false) => Checkpoint::Unusable,
+    }
 }
 
 /// Removes the sidecar of the segment about to receive appends, durably (directory fsync).

@@ -127,7 +127,9 @@ pub(crate) struct Inner {
 /// A segmented write-ahead log. `Send + Sync`: share it in an `Arc` between appending threads.
 pub struct Wal {
     inner: Arc<Inner>,
-    syncer: Option<JoinHandle<()>>,
+    /// The interval syncer thread (`SyncPolicy::Interval`); taken and joined by the first
+    /// [`Wal::stop`].
+    syncer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -258,7 +260,13 @@ impl Wal {
             tail_cut = report.tail_cut.is_some(),
             "wal opened"
         );
-        Ok((Wal { inner, syncer }, report))
+        Ok((
+            Wal {
+                inner,
+                syncer: Mutex::new(syncer),
+            },
+            report,
+        ))
     }
 
     /// [`Wal::open_read_only`] on any storage.
@@ -328,7 +336,7 @@ impl Wal {
         Ok((
             Wal {
                 inner,
-                syncer: None,
+                syncer: Mutex::new(None),
             },
             report,
         ))
@@ -351,7 +359,7 @@ impl Wal {
         payloads: &[P],
         durability: Durability,
     ) -> Result<AppendReceipt> {
-        let receipt = self.buffer_batch(payloads)?;
+        let receipt = self.buffer_batch(payloads, None)?;
         let wait = durability == Durability::Policy
             && matches!(
                 self.inner.options.sync_policy,
@@ -363,8 +371,32 @@ impl Wal {
         Ok(receipt)
     }
 
-    /// Checks limits, then encodes the batch into the buffer under the writer lock.
-    fn buffer_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<AppendReceipt> {
+    /// Appends records as one batch whose first position is `first_position` (at least the
+    /// next one: positions may skip, never repeat or go back), and waits as the sync policy
+    /// says. What a copy of another log uses to keep its positions (a compacted or purged log
+    /// has gaps); an append that is not a copy wants [`Wal::append_batch`].
+    pub fn append_batch_at<P: AsRef<[u8]>>(
+        &self,
+        first_position: u64,
+        payloads: &[P],
+    ) -> Result<AppendReceipt> {
+        let receipt = self.buffer_batch(payloads, Some(first_position))?;
+        if matches!(
+            self.inner.options.sync_policy,
+            SyncPolicy::Always | SyncPolicy::GroupCommit { .. }
+        ) {
+            self.wait_durable(receipt.last)?;
+        }
+        Ok(receipt)
+    }
+
+    /// Checks limits, then encodes the batch into the buffer under the writer lock, from
+    /// position `at` when given (at least the next position), else from the next position.
+    fn buffer_batch<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        at: Option<u64>,
+    ) -> Result<AppendReceipt> {
         let options = &self.inner.options;
         if payloads.is_empty() {
             return Err(Error::EmptyBatch);
@@ -398,6 +430,16 @@ impl Wal {
         let inner = &*self.inner;
         let mut state = lock_state(inner);
         inner.check_writable(&state)?;
+        if let Some(at) = at {
+            if at < state.next_position || at == u64::MAX {
+                return Err(Error::InvalidArgument(format!(
+                    "a batch at position {at}: the next position is {}, positions never go back",
+                    state.next_position
+                )));
+            }
+            // The skipped positions are never written: a gap, as compaction leaves them.
+            state.next_position = at;
+        }
         // Positions end at u64::MAX - 1 (frames refuse u64::MAX). A log recovered near the top
         // of the position space refuses the batch instead of overflowing `next_position`. Found
         // by fuzzing (segment_recovery).
@@ -712,13 +754,21 @@ impl Wal {
     }
 
     /// Syncs everything and stops the WAL. Dropping without `close` also syncs, best effort.
-    pub fn close(mut self) -> Result<()> {
-        self.shutdown()
+    pub fn close(self) -> Result<()> {
+        self.stop()
     }
 
-    fn shutdown(&mut self) -> Result<()> {
+    /// [`Wal::close`] through a shared reference, for an owner that shares the WAL in an `Arc`
+    /// and must release it while other holders (readers, handles) live on: syncs everything,
+    /// stops, writes the sidecars and releases the directory's lock, so the log can be opened
+    /// again at once. Afterwards appends and syncs fail with [`Error::Closed`]; readers still
+    /// read the records that were durable. A second call does nothing and returns `Ok`.
+    pub fn stop(&self) -> Result<()> {
         let inner = &*self.inner;
-        let result = if inner.read_only || lock_state(inner).closed {
+        if lock_state(inner).closed {
+            return Ok(());
+        }
+        let result = if inner.read_only {
             Ok(())
         } else {
             let head = lock_state(inner).next_position - 1;
@@ -738,7 +788,12 @@ impl Wal {
         lock_state(inner).closed = true;
         inner.changed.notify_all();
         inner.gathered.notify_all();
-        if let Some(syncer) = self.syncer.take() {
+        let syncer = self
+            .syncer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(syncer) = syncer {
             let _ = syncer.join();
         }
         // Readers hold `Inner` and may outlive this handle; a closed WAL writes nothing more,
@@ -756,7 +811,7 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        if let Err(error) = self.shutdown() {
+        if let Err(error) = self.stop() {
             tracing::warn!(%error, "WAL dropped without close and its final sync failed");
         }
     }

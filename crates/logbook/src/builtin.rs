@@ -189,6 +189,46 @@ pub struct BuiltinLog {
     edits: ProjectionHandle<RoomEdits>,
 }
 
+/// The built-in projections' handles, registered before a log opens (both homes alike).
+struct Handles {
+    runs: ProjectionHandle<RunLedger>,
+    rooms: ProjectionHandle<Rooms>,
+    jobs: ProjectionHandle<Jobs>,
+    edits: ProjectionHandle<RoomEdits>,
+}
+
+impl Handles {
+    fn register(projections: &mut Projections<BuiltinEvent>) -> Handles {
+        Handles {
+            runs: projections.register(RunLedger::new()),
+            rooms: projections.register(Rooms::new()),
+            jobs: projections.register(Jobs::new()),
+            edits: projections.register(RoomEdits::default()),
+        }
+    }
+
+    /// The opened log with its handles, and what was interrupted when it stopped.
+    fn finish(
+        self,
+        log: Logbook<BuiltinEvent>,
+        report: OpenReport,
+    ) -> (BuiltinLog, BuiltinOpenReport) {
+        let interrupted = interrupted(&self.runs.read(), &self.jobs.read());
+        let builtin = BuiltinLog {
+            log,
+            runs: self.runs,
+            rooms: self.rooms,
+            jobs: self.jobs,
+            edits: self.edits,
+        };
+        let report = BuiltinOpenReport {
+            log: report,
+            interrupted,
+        };
+        (builtin, report)
+    }
+}
+
 impl BuiltinLog {
     /// Opens (or creates) the log in `dir` with the built-in projections.
     pub async fn open(
@@ -204,6 +244,20 @@ impl BuiltinLog {
         .await
     }
 
+    /// Opens the log in a PostgreSQL database (see [`Logbook::open_postgres_with_projections`]):
+    /// the same built-in model and projections, shared by every replica that opens it.
+    #[cfg(feature = "postgres")]
+    pub async fn open_postgres(
+        url: &str,
+        options: LogbookOptions,
+    ) -> Result<(Self, BuiltinOpenReport)> {
+        let mut projections = Projections::new();
+        let handles = Handles::register(&mut projections);
+        let (log, report) =
+            Logbook::open_postgres_with_projections(url, options, projections).await?;
+        Ok(handles.finish(log, report))
+    }
+
     /// Opens on any storage, with the service's own projections beside the built-in ones.
     pub async fn open_with(
         storage: Arc<dyn Storage>,
@@ -211,27 +265,10 @@ impl BuiltinLog {
         options: LogbookOptions,
         mut projections: Projections<BuiltinEvent>,
     ) -> Result<(Self, BuiltinOpenReport)> {
-        let runs = projections.register(RunLedger::new());
-        let rooms = projections.register(Rooms::new());
-        let jobs = projections.register(Jobs::new());
-        let edits = projections.register(RoomEdits::default());
+        let handles = Handles::register(&mut projections);
         let (log, report) =
             Logbook::open_with_projections(storage, dir, options, projections).await?;
-        let interrupted = interrupted(&runs.read(), &jobs.read());
-        let builtin = BuiltinLog {
-            log,
-            runs,
-            rooms,
-            jobs,
-            edits,
-        };
-        Ok((
-            builtin,
-            BuiltinOpenReport {
-                log: report,
-                interrupted,
-            },
-        ))
+        Ok(handles.finish(log, report))
     }
 
     /// The engine underneath (reads, subscriptions, stats, deletes).

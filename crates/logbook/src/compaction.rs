@@ -17,7 +17,7 @@
 //! stream's first record to the last one the death can reach: a long-lived stream whose records
 //! are spread over the whole log makes every segment it spans due.
 
-use crate::engine::Shared;
+use crate::engine::{Files, Shared};
 use crate::error::{Error, Result};
 use crate::streams::StreamTable;
 use crate::system::SYSTEM_STREAM;
@@ -82,8 +82,8 @@ fn due_segments(catalog: &StreamTable, segments: &[SegmentInfo]) -> HashSet<u64>
     due
 }
 
-fn sealed(shared: &Shared) -> Vec<SegmentInfo> {
-    shared
+fn sealed(files: &Files) -> Vec<SegmentInfo> {
+    files
         .wal
         .segments()
         .into_iter()
@@ -91,9 +91,11 @@ fn sealed(shared: &Shared) -> Vec<SegmentInfo> {
         .collect()
 }
 
+/// The durable stream table: compaction decides on deaths that are durable and applied (the
+/// snapshot it compacts below holds exactly those), never on pending ones.
 fn catalog(shared: &Shared) -> StreamTable {
     shared
-        .catalog
+        .durable_streams
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone()
@@ -101,9 +103,9 @@ fn catalog(shared: &Shared) -> StreamTable {
 
 /// Seals the active segment (so compaction can reach it) only when it holds records that
 /// died: else nothing in it is dead and sealing would only leave a small segment behind.
-pub(crate) fn seal_if_needed(shared: &Shared) -> Result<()> {
-    let _one_at_a_time = lock(shared);
-    let Some(active) = shared
+pub(crate) fn seal_if_needed(shared: &Shared, files: &Files) -> Result<()> {
+    let _one_at_a_time = lock(files);
+    let Some(active) = files
         .wal
         .segments()
         .into_iter()
@@ -113,30 +115,34 @@ pub(crate) fn seal_if_needed(shared: &Shared) -> Result<()> {
     };
     let catalog = catalog(shared);
     if !due_segments(&catalog, std::slice::from_ref(&active)).is_empty() {
-        shared.wal.seal_active()?;
+        files.wal.seal_active()?;
     }
     Ok(())
 }
 
 /// True when some sealed segment holds records that died since its last compaction.
-pub(crate) fn has_work(shared: &Shared) -> bool {
-    !due_segments(&catalog(shared), &sealed(shared)).is_empty()
+pub(crate) fn has_work(shared: &Shared, files: &Files) -> bool {
+    !due_segments(&catalog(shared), &sealed(files)).is_empty()
 }
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
-    shared
+fn lock(files: &Files) -> std::sync::MutexGuard<'_, ()> {
+    files
         .compaction_lock
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs on a blocking thread after the active segment was sealed and a snapshot written.
-pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<CompactionReport> {
+pub(crate) fn compact(
+    shared: &Shared,
+    files: &Files,
+    snapshot: &SnapshotInfo,
+) -> Result<CompactionReport> {
     let _span = tracing::info_span!("compaction", snapshot = snapshot.position).entered();
-    let _one_at_a_time = lock(shared);
+    let _one_at_a_time = lock(files);
     let catalog = catalog(shared);
     let latest_only = &shared.options.compaction;
-    let segments: Vec<SegmentInfo> = sealed(shared)
+    let segments: Vec<SegmentInfo> = sealed(files)
         .into_iter()
         .filter(|segment| segment.last_position <= snapshot.position)
         .collect();
@@ -146,7 +152,7 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
     };
     let pending = due_segments(&catalog, &segments);
     if pending.is_empty() {
-        report.snapshots_removed = shared.snapshot_store.remove_below(snapshot.position)?;
+        report.snapshots_removed = files.snapshot_store.remove_below(snapshot.position)?;
         return Ok(report);
     }
     // Pass 1: the newest version of each latest-only event type per stream, and each stream's
@@ -162,7 +168,7 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
     {
         report.segments_read += 1;
         report.bytes_read += segment.bytes;
-        for record in shared
+        for record in files
             .wal
             .read_from(segment.base)
             .up_to(segment.last_position)
@@ -226,12 +232,12 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
             }
             true
         };
-        let rewrite = shared.wal.rewrite_segment(segment.base, &mut keep)?;
+        let rewrite = files.wal.rewrite_segment(segment.base, &mut keep)?;
         if let Some(error) = failure {
             return Err(error);
         }
         for (stream, version) in superseded {
-            shared.index.remove_entry(&stream, version)?;
+            files.index.remove_entry(&stream, version)?;
         }
         report.bytes_read += rewrite.bytes_before;
         if !rewrite.removed {
@@ -250,9 +256,9 @@ pub(crate) fn compact(shared: &Shared, snapshot: &SnapshotInfo) -> Result<Compac
     }
     // Durability: the marks go to the manifest only after the rewrites they describe; a crash
     // before costs one more read of those segments, never a missed death.
-    shared.wal.set_compacted_through(&marks)?;
+    files.wal.set_compacted_through(&marks)?;
     // Purge: a snapshot older than the one just written may still hold deleted data.
-    report.snapshots_removed = shared.snapshot_store.remove_below(snapshot.position)?;
+    report.snapshots_removed = files.snapshot_store.remove_below(snapshot.position)?;
     tracing::info!(
         records_dropped = report.records_dropped,
         bytes_reclaimed = report.bytes_reclaimed,

@@ -1,23 +1,35 @@
 //! The engine: [`Logbook`], the one handle a service embeds.
 //!
-//! Owns: opening (WAL recovery, then replay of the log into the stream table), the request path
-//! to the writer, stream and log reads, subscriptions, stats and close. Must never: write to the
-//! WAL itself (only the writer thread does), or expose a record above the durable position.
+//! The facade: [`Logbook`] checks and encodes requests and hands them to its storage backend
+//! (`backend::Backend`); the engine's state (`Shared`: the durable stream table, projections,
+//! snapshots, subscribers, poison) is the `DurableSink` the backend delivers durable records to.
+//!
+//! Owns: opening (WAL recovery, then replay of the log through `apply.rs`), the request checks
+//! (reserved streams, limits, event readback), subscriptions, stats and close. Must never: write
+//! to the WAL itself (only the writer thread does), or expose a record above the durable
+//! position.
 
+use crate::apply::{
+    self, ApplyError, DecodedBatch, DurableRecord, INDEX_BATCH_RECORDS, IndexBatch, Undecodable,
+};
+use crate::backend::embedded::Embedded;
+use crate::backend::{
+    AppendRequest, Backend, BackendStats, DeleteMode, DurableSink, SnapshotStorage,
+};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::index::{IndexReport, StreamIndex};
 use crate::options::{AppendDurability, LogbookOptions};
 use crate::poison::{Poison, PoisonCell};
 use crate::projections::{Applier, Projections, TypedApplier};
-use crate::snapshots::{self as snapshotting, SnapshotReply, Snapshotter};
+use crate::snapshots::{self as snapshotting, SnapshotReply, Snapshotter, Take};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
 use crate::subscription::{SubscriberSlot, Subscription};
 use crate::syncer::{self, LiveRecord, SyncJob};
-use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
-use crate::writer::{self, AppendResult, Command};
+use crate::system;
+use crate::writer::{self, AppendResult};
 use logbook_compaction::{CompactionPolicy, SnapshotInfo, SnapshotStore};
-use logbook_projection::{EnvelopeRef, Event, NewEvent, RawEvent, RecordedEvent, StreamId};
+use logbook_projection::{Event, NewEvent, RawEvent, RecordedEvent, StreamId};
 use logbook_wal::{FileStorage, RecoveryMode, RecoveryReport, Storage, Wal};
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -26,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 /// What open found and did.
 #[derive(Debug, Clone)]
@@ -72,10 +84,6 @@ pub struct Stats {
     pub head_position: u64,
     /// The last durable position.
     pub durable_position: u64,
-    /// Segment files.
-    pub segments: usize,
-    /// Bytes in segment files.
-    pub segment_bytes: u64,
     /// Streams known.
     pub streams: usize,
     /// Live subscribers.
@@ -87,12 +95,32 @@ pub struct Stats {
     /// all projections: each was caught and logged, and the engine went on (see
     /// [`crate::Observer`]). Nonzero means an observer has a bug and missed those calls.
     pub observer_panics: u64,
+    /// The backend's own figures (the embedded log's segments and their bytes).
+    pub backend: BackendStats,
 }
 
-/// State shared by the handle, the writer, the syncer and subscriptions.
-pub(crate) struct Shared {
+/// The embedded log's files, as the engine's compaction and subscriptions reach them.
+pub(crate) struct Files {
     pub(crate) wal: Arc<Wal>,
-    pub(crate) streams: RwLock<StreamTable>,
+    pub(crate) index: Arc<StreamIndex>,
+    pub(crate) snapshot_store: Arc<SnapshotStore>,
+    /// Held for a whole compaction: one at a time.
+    pub(crate) compaction_lock: Mutex<()>,
+}
+
+/// The engine's state, shared by the handle, subscriptions, compaction and the embedded
+/// backend. The writer and the syncer do not hold it: they get their own parts
+/// (`writer::WriterState`, `syncer::SyncerStorage`) and reach the rest through the
+/// [`DurableSink`] it implements.
+pub(crate) struct Shared {
+    /// The embedded backend's files (the WAL, the stream index, the snapshot files), which
+    /// compaction and subscriptions' catch-up read directly; `None` on PostgreSQL.
+    pub(crate) files: Option<Arc<Files>>,
+    /// Every stream as the writer left it: appends buffered but not yet durable included. The
+    /// writer's expected-version authority (it is the only one that changes it); a read that
+    /// must agree with the next append (a version check, a head, visibility of a fresh
+    /// truncation) uses it. Never what a snapshot stores.
+    pub(crate) pending_streams: Arc<RwLock<StreamTable>>,
     /// `None` once the syncer stopped: live subscribers then drain the log and end.
     live: Mutex<Option<broadcast::Sender<Arc<Vec<LiveRecord>>>>>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -101,17 +129,78 @@ pub(crate) struct Shared {
     next_subscriber: AtomicU64,
     dir: PathBuf,
     pub(crate) applier: Box<dyn Applier>,
-    pub(crate) index: StreamIndex,
-    /// The stream catalog as of the last applied event: what snapshots store.
-    pub(crate) catalog: Mutex<StreamTable>,
+    /// Every stream as of the last durable, applied event (the syncer changes it, in step with
+    /// the projections): what snapshots store and what compaction decides on. Never used for
+    /// an expected-version check (it lags the writer's appends).
+    pub(crate) durable_streams: Mutex<StreamTable>,
     pub(crate) snapshots: Snapshotter,
-    pub(crate) snapshot_store: Arc<SnapshotStore>,
     /// The last position applied to the projections (and published to subscribers).
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
-    /// Held for a whole compaction: one at a time.
-    pub(crate) compaction_lock: Mutex<()>,
     /// The first failure the engine cannot undo in-process (see `poison.rs`).
     pub(crate) poisoned: PoisonCell,
+}
+
+impl DurableSink for Shared {
+    /// Applies newly durable records to the durable stream table and the projections, in
+    /// position order, before their appends are acknowledged (so a caller reads its own
+    /// writes); then the snapshot thread follows them. A record the catalog or the projections
+    /// cannot take (or that did not decode) poisons the engine: the records before it are
+    /// applied, it and the rest are not, and the error names it.
+    fn apply(
+        &self,
+        batch: &[LiveRecord],
+        decoded: &DecodedBatch<'_>,
+    ) -> std::result::Result<(), Poison> {
+        if let Some(poison) = self.poison() {
+            return Err(poison.clone());
+        }
+        let outcome =
+            self.apply_records(&decoded.records)
+                .and_then(|()| match &decoded.undecoded {
+                    Some((position, error)) => {
+                        let reason = format!("not applied to the stream catalog: {error}");
+                        Err(self.poison_at(*position, reason).clone())
+                    }
+                    None => Ok(()),
+                });
+        let last_applied = match &outcome {
+            Ok(()) => batch.last().map(|(position, _)| *position),
+            Err(poison) => Some(poison.position.saturating_sub(1)),
+        };
+        if let Some(last) = last_applied.filter(|last| *last > *self.applied.borrow()) {
+            self.applied.send_replace(last);
+        }
+        if outcome.is_ok() && !batch.is_empty() {
+            self.snapshots.follow(batch);
+            let bytes = batch.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+            if self.snapshots.count(batch.len() as u64, bytes) {
+                self.take_snapshot(None, Take::UnlessBusy);
+            }
+        }
+        outcome
+    }
+
+    fn poison(&self, position: u64, reason: String) -> Poison {
+        self.poison_at(position, reason).clone()
+    }
+
+    fn poisoned(&self) -> Option<Poison> {
+        Shared::poison(self).cloned()
+    }
+
+    fn publish(&self, batch: Vec<LiveRecord>) {
+        Shared::publish(self, batch);
+    }
+
+    fn snapshot(&self, reply: SnapshotReply) {
+        self.take_snapshot(Some(reply), Take::Queued);
+    }
+
+    fn closed(&self) {
+        self.take_deferred_snapshot();
+        self.snapshots.stop();
+        self.end_live();
+    }
 }
 
 impl Shared {
@@ -127,70 +216,32 @@ impl Shared {
         }
     }
 
-    /// Applies newly durable records to the catalog, the index and the projections, in position
-    /// order, before their appends are acknowledged (so a caller reads its own writes). A record
-    /// the catalog or the projections cannot take poisons the engine: the records before it are
-    /// applied, it and the rest are not, and the error names it.
-    pub(crate) fn apply(&self, batch: &[LiveRecord]) -> std::result::Result<(), Poison> {
-        if let Some(poison) = self.poison() {
-            return Err(poison.clone());
-        }
-        let records: Vec<(u64, &[u8])> = batch
-            .iter()
-            .map(|(position, bytes)| (*position, bytes.as_slice()))
-            .collect();
-        // Derived data, rebuilt at the next open: a failure here is logged, never poison.
-        if let Err(error) = index_records(&self.index, &records) {
-            tracing::error!(%error, "stream index update failed; it is rebuilt at the next open");
-        }
-        let outcome = self.apply_records(batch);
-        let last_applied = match &outcome {
-            Ok(()) => batch.last().map(|(position, _)| *position),
-            Err(poison) => Some(poison.position.saturating_sub(1)),
-        };
-        if let Some(last) = last_applied.filter(|last| *last > *self.applied.borrow()) {
-            self.applied.send_replace(last);
-        }
-        if outcome.is_ok() && !batch.is_empty() {
-            self.snapshots.follow(batch);
-            let bytes = batch.iter().map(|(_, bytes)| bytes.len() as u64).sum();
-            if self.snapshots.count(batch.len() as u64, bytes) {
-                self.take_snapshot(None);
-            }
-        }
-        outcome
-    }
-
-    /// Applies each record to the catalog, then the projections; stops at the first failure.
-    fn apply_records(&self, batch: &[LiveRecord]) -> std::result::Result<(), Poison> {
-        for (position, bytes) in batch {
-            let position = *position;
-            let applied = self.apply_catalog(position, bytes).and_then(|()| {
-                self.applier
-                    .apply_durable(position, bytes)
-                    .map_err(|error| format!("not applied to the projections: {error}"))
-            });
-            if let Err(reason) = applied {
-                return Err(self.poison_at(position, reason).clone());
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps the durable stream catalog in step with the applied events.
-    fn apply_catalog(&self, position: u64, bytes: &[u8]) -> std::result::Result<(), String> {
+    /// Applies each record to the catalog, then the projections (the one apply of `apply.rs`);
+    /// stops at the first failure.
+    fn apply_records(&self, records: &[DurableRecord<'_>]) -> std::result::Result<(), Poison> {
+        // The durable table: these records are durable and being applied.
         let mut catalog = self
-            .catalog
+            .durable_streams
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        replay_record(&mut catalog, &self.options.compaction, position, bytes)
-            .map_err(|error| format!("not applied to the stream catalog: {error}"))?;
+        for record in records {
+            let applied = apply::apply_record(
+                &mut catalog,
+                self.applier.as_ref(),
+                &self.options.compaction,
+                record,
+                Undecodable::Fail,
+            );
+            if let Err(error) = applied {
+                return Err(self.poison_at(record.position, error.reason()).clone());
+            }
+        }
         Ok(())
     }
 
     /// Snapshots the catalog and projections as of the last applied event (syncer thread, between
     /// two applied batches); the snapshot thread encodes its replica, never the live state.
-    pub(crate) fn take_snapshot(&self, reply: Option<SnapshotReply>) {
+    pub(crate) fn take_snapshot(&self, reply: Option<SnapshotReply>, when: Take) {
         if let Some(poison) = self.poison() {
             // The state may hold half of the failed record: never persist it.
             if let Some(reply) = reply {
@@ -200,14 +251,23 @@ impl Shared {
         }
         let position = *self.applied.borrow();
         let seed = || {
+            // The durable table: a snapshot holds applied events only.
             let catalog = self
-                .catalog
+                .durable_streams
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone();
             (catalog, self.applier.replicas())
         };
-        self.snapshots.take(position, seed, reply);
+        self.snapshots.take(position, seed, reply, when);
+    }
+
+    /// At close (syncer thread, after the last applied batch): a periodic snapshot that was
+    /// deferred because another was in flight is taken now, so the next open replays less.
+    pub(crate) fn take_deferred_snapshot(&self) {
+        if self.snapshots.deferred() {
+            self.take_snapshot(None, Take::Queued);
+        }
     }
 
     /// Joins the live broadcast; `None` once the log is closed.
@@ -247,17 +307,18 @@ impl Shared {
     }
 }
 
-struct Threads {
-    writer: Option<JoinHandle<()>>,
-    syncer: Option<JoinHandle<()>>,
+/// The embedded backend's writer and syncer threads, joined at close.
+pub(crate) struct Threads {
+    pub(crate) writer: Option<JoinHandle<()>>,
+    pub(crate) syncer: Option<JoinHandle<()>>,
 }
 
 /// The event log. Cheap to clone; all clones share one writer. Dropping the last clone stops
 /// the writer after it has made every written event durable.
 pub struct Logbook<E> {
     shared: Arc<Shared>,
-    requests: mpsc::Sender<Command>,
-    threads: Arc<Mutex<Threads>>,
+    /// Storage: appends, reads, heads, durability, close all go through it.
+    backend: Arc<dyn Backend>,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -265,8 +326,7 @@ impl<E> Clone for Logbook<E> {
     fn clone(&self) -> Self {
         Logbook {
             shared: self.shared.clone(),
-            requests: self.requests.clone(),
-            threads: self.threads.clone(),
+            backend: self.backend.clone(),
             _event: PhantomData,
         }
     }
@@ -344,6 +404,111 @@ impl<E: Event> Logbook<E> {
         Ok((log, report))
     }
 
+    /// Opens the log in the PostgreSQL database at `url` (a `postgres://` URL or a libpq
+    /// `key=value` string; the schema is created or migrated), the same API as a directory's:
+    /// several replicas may open one database and append concurrently. See
+    /// [`Logbook::open_postgres_with_projections`].
+    #[cfg(feature = "postgres")]
+    pub async fn open_postgres(url: &str, options: LogbookOptions) -> Result<(Self, OpenReport)> {
+        Self::open_postgres_with_projections(url, options, Projections::new()).await
+    }
+
+    /// Opens the log in a PostgreSQL database with `projections`: the newest snapshot in the
+    /// database (shared by every replica), then the log after it replayed through the one
+    /// apply; from then on a follower task applies every durable event, whichever replica
+    /// appended it, before this replica's own appends are acknowledged. The expected-version
+    /// check runs in the database under the append lock (the authority across replicas);
+    /// `stream_version` and `stream_head` answer what this replica has applied.
+    /// [`LogbookOptions::wal`] does not apply; every append is durable once acknowledged
+    /// (PostgreSQL commits it). The report's `wal` and `index` sections are empty.
+    #[cfg(feature = "postgres")]
+    pub async fn open_postgres_with_projections(
+        url: &str,
+        options: LogbookOptions,
+        projections: Projections<E>,
+    ) -> Result<(Self, OpenReport)> {
+        use crate::backend::postgres;
+        let started = Instant::now();
+        let store = postgres::open_store(url).await?;
+        let snapshot_storage = postgres::snapshot_storage(&store);
+        let runtime = tokio::runtime::Handle::current();
+        let replay_options = options.clone();
+        let replay_store = store.clone();
+        let (applier, streams, applied, events_replayed, snapshot_report) =
+            tokio::task::spawn_blocking(move || {
+                let _span = tracing::info_span!("open_postgres").entered();
+                let applier = TypedApplier::new(projections);
+                let (start, snapshot_report) =
+                    start_from_snapshot(snapshot_storage.as_ref(), u64::MAX, &applier);
+                let (streams, applied, events_replayed) = postgres::replay_tail(
+                    &replay_store,
+                    &runtime,
+                    &applier,
+                    start,
+                    &replay_options.compaction,
+                )?;
+                applier.restored();
+                Ok::<_, Error>((applier, streams, applied, events_replayed, snapshot_report))
+            })
+            .await
+            .map_err(blocking_error)??;
+        let snapshots = Snapshotter::start(
+            postgres::snapshot_storage(&store),
+            options.snapshots.clone(),
+            options.compaction.clone(),
+        )?;
+        let (applied_sender, _) = tokio::sync::watch::channel(applied);
+        let stream_count = streams.len();
+        let (live, _) = broadcast::channel(options.subscription_buffer.max(1));
+        let location = PathBuf::from(format!("postgres://{}", store.target()));
+        let shared = Arc::new(Shared {
+            files: None,
+            pending_streams: Arc::new(RwLock::new(streams.clone())),
+            live: Mutex::new(Some(live)),
+            clock: options.clock.clone(),
+            options: options.clone(),
+            subscribers: Mutex::new(HashMap::new()),
+            next_subscriber: AtomicU64::new(1),
+            dir: location,
+            applier: Box::new(applier),
+            applied: applied_sender,
+            durable_streams: Mutex::new(streams.clone()),
+            snapshots,
+            poisoned: PoisonCell::default(),
+        });
+        let sink: Arc<dyn DurableSink> = shared.clone();
+        let backend: Arc<dyn Backend> = Arc::new(postgres::Postgres::start(
+            store,
+            sink,
+            applied,
+            streams,
+            options.compaction.clone(),
+        ));
+        let report = OpenReport {
+            wal: RecoveryReport::default(),
+            index: IndexReport {
+                complete_position: 0,
+                rebuilt: None,
+            },
+            snapshot: snapshot_report,
+            events_replayed,
+            streams: stream_count,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            events_replayed,
+            streams = stream_count,
+            "log opened on PostgreSQL"
+        );
+        let log = Logbook {
+            shared,
+            backend,
+            _event: PhantomData,
+        };
+        log.spawn_background_compaction();
+        Ok((log, report))
+    }
+
     /// Compacts every [`CompactionPolicy::every`](logbook_compaction::CompactionPolicy) in a
     /// task that holds only weak references: it never keeps a dropped log alive, and ends
     /// once the log is closed.
@@ -353,20 +518,16 @@ impl<E: Event> Logbook<E> {
             return;
         }
         let shared = Arc::downgrade(&self.shared);
-        let requests = self.requests.downgrade();
-        let threads = Arc::downgrade(&self.threads);
+        let backend = Arc::downgrade(&self.backend);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let (Some(shared), Some(requests), Some(threads)) =
-                    (shared.upgrade(), requests.upgrade(), threads.upgrade())
-                else {
+                let (Some(shared), Some(backend)) = (shared.upgrade(), backend.upgrade()) else {
                     break;
                 };
                 let log = Logbook::<E> {
                     shared,
-                    requests,
-                    threads,
+                    backend,
                     _event: PhantomData,
                 };
                 match log.compact().await {
@@ -417,7 +578,8 @@ impl<E: Event> Logbook<E> {
             tracing::warn!(%error, "snapshots past the log's end could not be removed");
             Vec::new()
         });
-        let (start, mut snapshot_report) = start_from_snapshot(&store, &wal, &applier);
+        let (start, mut snapshot_report) =
+            start_from_snapshot(store.as_ref(), wal.durable_position(), &applier);
         for path in beyond {
             let reason =
                 format!("past the log's end {log_end} (events it describes were cut): removed");
@@ -439,11 +601,18 @@ impl<E: Event> Logbook<E> {
         )?;
         let (applied, _) = tokio::sync::watch::channel(wal.durable_position());
         let stream_count = streams.len();
-        let streams_catalog = streams.clone();
+        // At open nothing is pending: both tables start as the replayed durable one.
+        let durable_streams = streams.clone();
         let (live, _) = broadcast::channel(options.subscription_buffer.max(1));
-        let shared = Arc::new(Shared {
+        let files = Arc::new(Files {
             wal,
-            streams: RwLock::new(streams),
+            index: Arc::new(index),
+            snapshot_store: store,
+            compaction_lock: Mutex::new(()),
+        });
+        let shared = Arc::new(Shared {
+            files: Some(files.clone()),
+            pending_streams: Arc::new(RwLock::new(streams)),
             live: Mutex::new(Some(live)),
             clock: options.clock.clone(),
             options: options.clone(),
@@ -451,26 +620,37 @@ impl<E: Event> Logbook<E> {
             next_subscriber: AtomicU64::new(1),
             dir,
             applier: Box::new(applier),
-            index,
             applied,
-            catalog: Mutex::new(streams_catalog),
+            durable_streams: Mutex::new(durable_streams),
             snapshots,
-            snapshot_store: store,
-            compaction_lock: Mutex::new(()),
             poisoned: PoisonCell::default(),
         });
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (jobs, job_receiver) =
             std::sync::mpsc::sync_channel::<SyncJob>(options.queue_depth.max(1));
-        let syncer_shared = shared.clone();
+        // The syncer owns the WAL's sync and the index; the rest it reaches through the sink.
+        let syncer_storage = syncer::SyncerStorage {
+            wal: files.wal.clone(),
+            index: files.index.clone(),
+            relaxed_sync_delay: options.relaxed_sync_delay,
+        };
+        // The engine's one apply, handed to the backend's syncer as its durable sink.
+        let sink: Arc<dyn DurableSink> = shared.clone();
         let syncer = std::thread::Builder::new()
             .name("logbook-syncer".into())
-            .spawn(move || syncer::run(syncer_shared, job_receiver))
+            .spawn(move || syncer::run(syncer_storage, sink, job_receiver))
             .map_err(|error| Error::Task(error.to_string()))?;
-        let writer_shared = shared.clone();
+        // The writer owns the WAL's appends and the pending stream table; the engine's poison it
+        // reaches through the sink.
+        let writer_state = writer::WriterState {
+            wal: files.wal.clone(),
+            pending_streams: shared.pending_streams.clone(),
+            clock: shared.clock.clone(),
+            sink: shared.clone(),
+        };
         let writer = std::thread::Builder::new()
             .name("logbook-writer".into())
-            .spawn(move || writer::run(writer_shared, receiver, jobs))
+            .spawn(move || writer::run(writer_state, receiver, jobs))
             .map_err(|error| Error::Task(error.to_string()))?;
         let report = OpenReport {
             snapshot: snapshot_report,
@@ -481,29 +661,31 @@ impl<E: Event> Logbook<E> {
             duration: started.elapsed(),
         };
         tracing::info!(events_replayed, streams = stream_count, "log opened");
-        let threads = Threads {
+        let threads = Arc::new(Mutex::new(Threads {
             writer: Some(writer),
             syncer: Some(syncer),
-        };
+        }));
+        let backend: Arc<dyn Backend> = Arc::new(Embedded {
+            shared: shared.clone(),
+            files,
+            requests,
+            threads,
+        });
         let logbook = Logbook {
             shared,
-            requests,
-            threads: Arc::new(Mutex::new(threads)),
+            backend,
             _event: PhantomData,
         };
         Ok((logbook, report))
     }
 
-    async fn request<T>(&self, command: Command, reply: oneshot::Receiver<Result<T>>) -> Result<T> {
-        self.requests
-            .send(command)
-            .await
-            .map_err(|_| Error::Closed)?;
-        reply.await.map_err(|_| Error::Closed)?
-    }
-
     /// Appends events to one stream as one atomic batch, if the stream is at `expected`.
     /// Returns once the log's sync policy is met.
+    ///
+    /// Every event is decoded back with `E::decode_payload` before anything is queued: one that
+    /// would not read back as itself refuses the whole batch with
+    /// `Error::Event(EventError::Unreadable { .. })`, naming the serde feature at fault (the
+    /// rules are on [`Event`]).
     pub async fn append(
         &self,
         stream: &StreamId,
@@ -535,7 +717,7 @@ impl<E: Event> Logbook<E> {
                 actual: events.len() as u64,
             });
         }
-        let record_max = self.shared.wal.options().record_bytes_max as usize;
+        let record_max = self.shared.options.wal.record_bytes_max as usize;
         let mut data = Vec::with_capacity(events.len());
         for event in &events {
             let encoded = event.to_data()?;
@@ -549,43 +731,75 @@ impl<E: Event> Logbook<E> {
             }
             data.push(encoded);
         }
-        let (reply, receiver) = oneshot::channel();
-        let command = Command::Append {
+        let request = AppendRequest {
             stream: stream.clone(),
             expected,
             events: data,
             durability,
-            reply,
         };
-        self.request(command, receiver).await
+        self.backend.append(request).await
     }
 
-    /// Deletes a stream: a tombstone; reads return [`Error::StreamDeleted`] and appends fail.
-    /// Compaction purges its events physically.
+    /// Deletes a stream for good: a tombstone. Reads and `stream_version` then return
+    /// [`Error::StreamDeleted`], and so does every later append, delete or truncation of it:
+    /// the id can never be used again (see [`Logbook::soft_delete_stream`] for a delete that
+    /// lets it be reused). Projections drop the stream's entity (`Projection::stream_deleted`,
+    /// observers' `deleted` hook), and compaction purges its events physically.
+    ///
+    /// `expected` is checked as for an append. A stream that never had an event is
+    /// [`Error::StreamNotFound`] (nothing is written), except with
+    /// [`ExpectedVersion::NoStream`], which says it explicitly: the tombstone then reserves
+    /// the unused name. Deleting a deleted stream again is [`Error::StreamDeleted`] (not
+    /// idempotent: the caller learns it was already gone).
     pub async fn delete_stream(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
+    ) -> Result<AppendResult> {
+        self.delete_with(stream, expected, DeleteMode::Hard).await
+    }
+
+    /// Soft-deletes a stream, as KurrentDB does: every event it has is hidden from reads
+    /// (`read_stream` returns nothing) and its entity is dropped from the projections
+    /// (`Projection::stream_deleted`, observers' `deleted` hook), and compaction purges those
+    /// events physically, like [`Logbook::delete_stream`]. Unlike it, the id stays usable: the
+    /// next append continues the versions (last + 1) and accepts [`ExpectedVersion::Any`],
+    /// [`ExpectedVersion::NoStream`] (no visible events) or [`ExpectedVersion::Exact`] of the
+    /// last version before the delete; [`ExpectedVersion::StreamExists`] is refused until then.
+    /// `stream_version` keeps answering that last version.
+    ///
+    /// `expected` is checked as for an append. A stream that never had an event is
+    /// [`Error::StreamNotFound`]; a hard-deleted one [`Error::StreamDeleted`]; soft-deleting
+    /// it again before anything was appended writes one more marker and changes nothing.
+    pub async fn soft_delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult> {
+        self.delete_with(stream, expected, DeleteMode::Soft).await
+    }
+
+    async fn delete_with(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
     ) -> Result<AppendResult> {
         if system::is_reserved(stream.as_str()) {
             return Err(Error::ReservedStream {
                 stream: stream.to_string(),
             });
         }
-        let (reply, receiver) = oneshot::channel();
-        self.request(
-            Command::Delete {
-                stream: stream.clone(),
-                expected,
-                reply,
-            },
-            receiver,
-        )
-        .await
+        self.backend
+            .delete_stream(stream.clone(), expected, mode)
+            .await
     }
 
     /// Hides the stream's events below `before_version` (a session reset); the stream stays
-    /// usable. Compaction purges them physically.
+    /// usable. Compaction purges them physically. A truncation at the stream's end
+    /// (`before_version` = last version + 1) hides every event: [`ExpectedVersion::NoStream`]
+    /// then holds, as after [`Logbook::soft_delete_stream`], but the projections keep the
+    /// entity (`Projection::stream_truncated`, not `stream_deleted`).
     pub async fn truncate_stream(
         &self,
         stream: &StreamId,
@@ -596,23 +810,15 @@ impl<E: Event> Logbook<E> {
                 stream: stream.to_string(),
             });
         }
-        let (reply, receiver) = oneshot::channel();
-        self.request(
-            Command::Truncate {
-                stream: stream.clone(),
-                before_version,
-                reply,
-            },
-            receiver,
-        )
-        .await
+        self.backend
+            .truncate_stream(stream.clone(), before_version)
+            .await
     }
 
     /// Writes a snapshot of the stream catalog and every projection now (after every event
     /// written so far is durable and applied). Appends carry on meanwhile.
     pub async fn snapshot(&self) -> Result<SnapshotInfo> {
-        let (reply, receiver) = oneshot::channel();
-        self.request(Command::Snapshot { reply }, receiver).await
+        self.backend.snapshot().await
     }
 
     /// Compacts the log: seals the active segment, writes a snapshot, then rewrites every
@@ -622,26 +828,46 @@ impl<E: Event> Logbook<E> {
     /// subscriptions carry on meanwhile.
     pub async fn compact(&self) -> Result<crate::compaction::CompactionReport> {
         self.sync().await?;
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || crate::compaction::seal_if_needed(&shared))
+        let Some(files) = self.shared.files.clone() else {
+            return self.compact_shared_store().await;
+        };
+        let (shared, sealing) = (self.shared.clone(), files.clone());
+        tokio::task::spawn_blocking(move || crate::compaction::seal_if_needed(&shared, &sealing))
             .await
             .map_err(blocking_error)??;
-        if !crate::compaction::has_work(&self.shared) {
+        if !crate::compaction::has_work(&self.shared, &files) {
             // Nothing died and nothing was sealed since the last compaction: no snapshot, no
             // segment read, no file written.
             return Ok(crate::compaction::CompactionReport::default());
         }
         let snapshot = self.snapshot().await?;
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || crate::compaction::compact(&shared, &snapshot))
+        tokio::task::spawn_blocking(move || crate::compaction::compact(&shared, &files, &snapshot))
             .await
             .map_err(blocking_error)?
     }
 
+    /// Compaction on a shared store (PostgreSQL), where a delete or a truncation already
+    /// removed the rows: a fresh snapshot replaces the older ones (they may hold what was
+    /// projected from removed rows), then the store reclaims the space (`VACUUM`).
+    async fn compact_shared_store(&self) -> Result<crate::compaction::CompactionReport> {
+        let snapshot = self.snapshot().await?;
+        let snapshots = self.backend.snapshots();
+        let position = snapshot.position;
+        let removed = tokio::task::spawn_blocking(move || snapshots.remove_below(position))
+            .await
+            .map_err(blocking_error)??;
+        self.backend.vacuum().await?;
+        Ok(crate::compaction::CompactionReport {
+            snapshot_position: position,
+            snapshots_removed: removed,
+            ..Default::default()
+        })
+    }
+
     /// Makes every appended event durable; returns the durable position.
     pub async fn sync(&self) -> Result<u64> {
-        let (reply, receiver) = oneshot::channel();
-        self.request(Command::Sync { reply }, receiver).await
+        self.backend.sync().await
     }
 
     /// Reads up to `max` durable events of a stream from `from_version`, forward or backward.
@@ -652,28 +878,10 @@ impl<E: Event> Logbook<E> {
         direction: Direction,
         max: usize,
     ) -> Result<Vec<RecordedEvent<E>>> {
-        let visible_from = {
-            let streams = self
-                .shared
-                .streams
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            streams.visible_from(stream)?
-        };
-        let Some(visible_from) = visible_from else {
-            return Ok(Vec::new());
-        };
-        let shared = self.shared.clone();
-        let stream = stream.to_string();
-        let raws = tokio::task::spawn_blocking(move || {
-            let selected =
-                shared
-                    .index
-                    .range(&stream, from_version, visible_from, direction, max)?;
-            read_positions(&shared, &selected)
-        })
-        .await
-        .map_err(blocking_error)??;
+        let raws = self
+            .backend
+            .read_stream(stream.clone(), from_version, direction, max)
+            .await?;
         raws.iter().map(|raw| Ok(raw.decode::<E>()?)).collect()
     }
 
@@ -691,46 +899,51 @@ impl<E: Event> Logbook<E> {
     /// Reads up to `max` durable records of the whole log from `from_position`, payloads not
     /// decoded, the engine's own events included: what tools use.
     pub async fn read_all_raw(&self, from_position: u64, max: usize) -> Result<Vec<RawEvent>> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut raws = Vec::new();
-            for record in shared.wal.read_from(from_position).take(max) {
-                let record = record?;
-                let raw =
-                    RawEvent::decode_record(record.position, &record.payload).map_err(|error| {
-                        Error::Corrupted {
-                            position: record.position,
-                            reason: error.to_string(),
-                        }
-                    })?;
-                raws.push(raw);
-            }
-            Ok(raws)
-        })
-        .await
-        .map_err(blocking_error)?
+        let records = self.backend.read_all(from_position, max).await?;
+        records
+            .iter()
+            .map(|(position, bytes)| {
+                RawEvent::decode_record(*position, bytes).map_err(|error| Error::Corrupted {
+                    position: *position,
+                    reason: error.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Every durable event from `from_position` on, then live, in position order, without gap
     /// or duplicate.
     pub fn subscribe(&self, from_position: u64) -> Subscription<E> {
-        Subscription::new(self.shared.clone(), from_position)
+        // A shared store's catch-up reads go through the backend; the embedded one reads the
+        // WAL it shares with the engine.
+        let backend = self.shared.files.is_none().then(|| self.backend.clone());
+        Subscription::new(self.shared.clone(), backend, from_position)
     }
 
-    /// The current version of a stream (`None` when it has no events).
+    /// The current version of a stream (`None` when it never had an event). After
+    /// [`Logbook::soft_delete_stream`] it stays the last version written (hidden events
+    /// count: the next append continues after it); after `delete_stream` it is
+    /// [`Error::StreamDeleted`].
     pub fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>> {
-        let streams = self
-            .shared
-            .streams
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match streams.get(stream) {
-            Some(state) if state.deleted => Err(Error::StreamDeleted {
+        match self.backend.stream_head(stream) {
+            Some(head) if head.deleted => Err(Error::StreamDeleted {
                 stream: stream.to_string(),
             }),
-            Some(state) => Ok(state.last_version()),
+            Some(head) => Ok(head.last_version),
             None => Ok(None),
         }
+    }
+
+    /// Checks `expected` against the stream now, by the rule an append applies (after a soft
+    /// delete, `NoStream` holds and `StreamExists` does not), without writing anything;
+    /// returns the version the stream's next event gets. A tool's dry run: a concurrent
+    /// append may change the answer before the next call.
+    pub fn check_expected_version(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<u64> {
+        self.backend.check_expected_version(stream, expected)
     }
 
     /// Waits until the projections have applied every event up to `position`.
@@ -740,12 +953,8 @@ impl<E: Event> Logbook<E> {
             return Ok(());
         }
         self.shared.check_poison()?;
-        // Events are applied once durable. Under `SyncPolicy::Never` (and for relaxed appends
-        // until their delay passes) nothing else would make `position` durable: sync now.
-        // (Found by tests/compaction_purge.rs: execute() with `Never` waited forever.)
-        if self.shared.wal.durable_position() < position {
-            self.sync().await?;
-        }
+        // Events are applied once durable: make sure `position` becomes durable.
+        self.backend.wait_durable(position).await?;
         let mut applied = self.shared.applied.subscribe();
         let reached = *applied
             .wait_for(|applied| *applied >= position || self.shared.poison().is_some())
@@ -761,14 +970,8 @@ impl<E: Event> Logbook<E> {
 
     /// The position of a stream's last event (`None` when it has none).
     pub fn stream_head(&self, stream: &StreamId) -> Option<(u64, u64)> {
-        let streams = self
-            .shared
-            .streams
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        streams
-            .get(stream)
-            .and_then(|state| Some((state.last_version()?, state.last_position()?)))
+        let head = self.backend.stream_head(stream)?;
+        Some((head.last_version?, head.last_position?))
     }
 
     /// Now, by the log's clock.
@@ -776,16 +979,16 @@ impl<E: Event> Logbook<E> {
         self.shared.clock.now_ms()
     }
 
-    /// Events the projections could not decode (skipped on every replay alike).
+    /// Events the projections could not decode (skipped on every replay alike). `append`
+    /// refuses an event that does not decode, so only an event type changed since the event
+    /// was written can make this non-zero.
     pub fn undecodable_events(&self) -> u64 {
         self.shared.applier.undecodable()
     }
 
     /// Health figures.
     pub fn stats(&self) -> Stats {
-        let wal = &self.shared.wal;
-        let durable = wal.durable_position();
-        let segments = wal.segments();
+        let durable = self.backend.durable_position();
         let subscribers = self
             .shared
             .subscribers
@@ -804,19 +1007,13 @@ impl<E: Event> Logbook<E> {
             .collect();
         subscribers.sort_by_key(|subscriber| subscriber.id);
         Stats {
-            head_position: wal.last_position(),
+            head_position: self.backend.head_position(),
             durable_position: durable,
-            segments: segments.len(),
-            segment_bytes: segments.iter().map(|segment| segment.bytes).sum(),
-            streams: self
-                .shared
-                .streams
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .len(),
+            streams: self.backend.stream_count(),
             subscribers,
             poisoned: self.shared.adopt_wal_poison().cloned(),
             observer_panics: self.shared.applier.observer_panics(),
+            backend: self.backend.stats(),
         }
     }
 
@@ -825,69 +1022,15 @@ impl<E: Event> Logbook<E> {
         &self.shared.dir
     }
 
-    /// Makes everything durable, stops the writer and syncer threads and waits for them.
-    /// Other clones of this handle fail with [`Error::Closed`] afterwards. Dropping every clone
-    /// without `close` also makes everything written durable, in the background.
+    /// Makes everything durable, stops the writer and syncer threads and waits for them, and
+    /// releases the directory (the WAL's lock and files, the stream index): once it returns
+    /// `Ok`, the log can be opened again at once, even while clones of this handle or
+    /// subscriptions live on. Other clones fail with [`Error::Closed`] afterwards; a live
+    /// [`Subscription`] delivers the events that were durable and then ends. Dropping every
+    /// clone without `close` also makes everything written durable, in the background.
     pub async fn close(self) -> Result<()> {
-        let synced = self.sync().await;
-        let (reply, receiver) = oneshot::channel();
-        if self.requests.send(Command::Close { reply }).await.is_ok() {
-            let _ = receiver.await;
-        }
-        let handles = {
-            let mut threads = self
-                .threads
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            (threads.writer.take(), threads.syncer.take())
-        };
-        tokio::task::spawn_blocking(move || {
-            let (writer, syncer) = handles;
-            for handle in [writer, syncer].into_iter().flatten() {
-                if handle.join().is_err() {
-                    tracing::error!("a background thread panicked");
-                }
-            }
-        })
-        .await
-        .map_err(blocking_error)?;
-        synced.map(|_| ())
+        self.backend.close().await
     }
-}
-
-/// Reads the records at `positions` (ascending or descending), each checked.
-fn read_positions(shared: &Shared, selected: &[(u64, u64)]) -> Result<Vec<RawEvent>> {
-    let mut raws = Vec::with_capacity(selected.len());
-    let mut reader: Option<logbook_wal::WalReader> = None;
-    for &(_, position) in selected {
-        // The next position continues the same reader; anything else seeks (a binary search
-        // and a sparse-index scan of at most one index interval).
-        let reuse = reader
-            .as_ref()
-            .is_some_and(|reader| reader.next_position() == position);
-        if !reuse {
-            reader = Some(shared.wal.read_from(position));
-        }
-        let Some(current) = reader.as_mut() else {
-            break;
-        };
-        match current.next() {
-            Some(Ok(record)) if record.position == position => {
-                let raw = RawEvent::decode_record(position, &record.payload).map_err(|error| {
-                    Error::Corrupted {
-                        position,
-                        reason: error.to_string(),
-                    }
-                })?;
-                raws.push(raw);
-            }
-            // Compaction dropped it (a superseded record): skip it, seek afresh for the next.
-            Some(Ok(record)) if record.position > position => reader = None,
-            Some(Ok(_)) | None => break, // not durable yet
-            Some(Err(error)) => return Err(error.into()),
-        }
-    }
-    Ok(raws)
 }
 
 /// Rebuilds the stream table and the projections from the whole log, and brings the stream
@@ -903,54 +1046,30 @@ fn replay(
     let _span = tracing::info_span!("replay").entered();
     let (mut streams, snapshot_position) = start;
     let mut count = 0u64;
-    let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut index_batch = IndexBatch::default();
     for record in wal.read_from(index_complete.min(snapshot_position) + 1) {
         let record = record?;
-        let position = record.position;
-        if position > snapshot_position {
-            replay_record(&mut streams, compaction, position, &record.payload)?;
-            applier.apply_record(position, &record.payload)?;
+        let durable = DurableRecord::decode(record.position, &record.payload)?;
+        if durable.position > snapshot_position {
+            apply::apply_record(
+                &mut streams,
+                applier,
+                compaction,
+                &durable,
+                Undecodable::Skip,
+            )
+            .map_err(ApplyError::into_error)?;
             count += 1;
         }
-        if position > index_complete {
-            pending.push((position, record.payload));
-            if pending.len() >= INDEX_BATCH_RECORDS {
-                let records: Vec<(u64, &[u8])> = pending
-                    .iter()
-                    .map(|(position, bytes)| (*position, bytes.as_slice()))
-                    .collect();
-                index_records(index, &records)?;
-                pending.clear();
+        if durable.position > index_complete {
+            index_batch.add(index, &durable)?;
+            if index_batch.len() >= INDEX_BATCH_RECORDS {
+                index_batch.flush(index)?;
             }
         }
     }
-    let records: Vec<(u64, &[u8])> = pending
-        .iter()
-        .map(|(position, bytes)| (*position, bytes.as_slice()))
-        .collect();
-    index_records(index, &records)?;
+    index_batch.flush(index)?;
     Ok((streams, count))
-}
-
-/// Applies one record to a stream table (versions, tombstones, truncations); returns its
-/// decoded envelope.
-pub(crate) fn replay_record<'a>(
-    streams: &mut StreamTable,
-    compaction: &CompactionPolicy,
-    position: u64,
-    bytes: &'a [u8],
-) -> Result<EnvelopeRef<'a>> {
-    let envelope = EnvelopeRef::decode(bytes).map_err(|error| Error::Corrupted {
-        position,
-        reason: error.to_string(),
-    })?;
-    streams.replay(envelope.stream, envelope.stream_version, position)?;
-    if envelope.stream == system::SYSTEM_STREAM {
-        apply_system(streams, position, envelope.event_type, envelope.payload)?;
-    } else if compaction.is_finished(envelope.event_type) {
-        streams.finished(envelope.stream, position);
-    }
-    Ok(envelope)
 }
 
 /// A snapshot at position P proves every position up to P was durable (snapshots hold only
@@ -973,17 +1092,15 @@ fn refuse_snapshots_past(store: &SnapshotStore, log_end: u64) -> Result<()> {
 /// Restores the newest usable snapshot; `(empty table, 0)` means a full replay. Never fails:
 /// a snapshot problem is reported and open replays more instead.
 pub(crate) fn start_from_snapshot(
-    store: &SnapshotStore,
-    wal: &Wal,
+    store: &dyn SnapshotStorage,
+    durable_position: u64,
     applier: &dyn Applier,
 ) -> ((StreamTable, u64), SnapshotReport) {
     let mut report = SnapshotReport::default();
     let outcome = match store.load_newest() {
         Ok(outcome) => outcome,
         Err(error) => {
-            report
-                .rejected
-                .push((store.dir().to_path_buf(), error.to_string()));
+            report.rejected.push((store.location(), error.to_string()));
             return ((StreamTable::default(), 0), report);
         }
     };
@@ -991,11 +1108,10 @@ pub(crate) fn start_from_snapshot(
     let Some((info, snapshot)) = outcome.snapshot else {
         return ((StreamTable::default(), 0), report);
     };
-    if snapshot.position > wal.durable_position() {
+    if snapshot.position > durable_position {
         let reason = format!(
-            "snapshot position {} is ahead of the log's last position {}",
+            "snapshot position {} is ahead of the log's last position {durable_position}",
             snapshot.position,
-            wal.durable_position()
         );
         report.rejected.push((info.path, reason));
         return ((StreamTable::default(), 0), report);
@@ -1013,70 +1129,4 @@ pub(crate) fn start_from_snapshot(
             ((StreamTable::default(), 0), report)
         }
     }
-}
-
-/// Records indexed per sled batch during replay.
-const INDEX_BATCH_RECORDS: usize = 4096;
-
-/// Adds durable records to the stream index; tombstones and truncations remove entries.
-fn index_records(index: &StreamIndex, records: &[(u64, &[u8])]) -> Result<()> {
-    let mut entries = Vec::with_capacity(records.len());
-    let mut complete = None;
-    for &(position, bytes) in records {
-        let envelope = EnvelopeRef::decode(bytes).map_err(|error| Error::Corrupted {
-            position,
-            reason: error.to_string(),
-        })?;
-        entries.push((
-            envelope.stream.to_owned(),
-            envelope.stream_version,
-            position,
-        ));
-        complete = Some(position);
-        if envelope.stream == system::SYSTEM_STREAM {
-            index.insert(&entries, position)?;
-            entries.clear();
-            match SystemEvent::decode(envelope.payload)? {
-                SystemEvent::StreamDeleted { stream } => index.remove(&stream, u64::MAX)?,
-                SystemEvent::StreamTruncated {
-                    stream,
-                    before_version,
-                } => index.remove(&stream, before_version)?,
-            };
-        }
-    }
-    if let Some(complete) = complete {
-        index.insert(&entries, complete)?;
-    }
-    Ok(())
-}
-
-fn apply_system(
-    streams: &mut StreamTable,
-    position: u64,
-    event_type: &str,
-    payload: &[u8],
-) -> Result<()> {
-    let corrupt = |reason: String| Error::Corrupted { position, reason };
-    let event = SystemEvent::decode(payload).map_err(|error| corrupt(error.to_string()))?;
-    match (event_type, event) {
-        (STREAM_DELETED, SystemEvent::StreamDeleted { stream }) => {
-            streams.delete(&StreamId::new(stream)?, position);
-        }
-        (
-            STREAM_TRUNCATED,
-            SystemEvent::StreamTruncated {
-                stream,
-                before_version,
-            },
-        ) => {
-            streams.truncate(&StreamId::new(stream)?, before_version, position);
-        }
-        (other, _) => {
-            return Err(corrupt(format!(
-                "system event type {other} does not match its payload"
-            )));
-        }
-    }
-    Ok(())
 }

@@ -46,6 +46,13 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
+    /// `delete_stream` or `soft_delete_stream` of a stream that never had an event (and was
+    /// never deleted); nothing was written.
+    #[error("stream {stream} not found: it never had an event, nothing to delete")]
+    StreamNotFound {
+        /// The stream.
+        stream: String,
+    },
     /// A request over one of the engine's limits; nothing was written.
     #[error("limit exceeded: {what} is {actual}, limit is {limit}")]
     LimitExceeded {
@@ -87,6 +94,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A request the engine refuses as such (a copy onto itself); nothing was written.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// A snapshot could not be taken or used.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -107,6 +117,12 @@ pub enum Error {
     /// The engine was closed, or its writer stopped.
     #[error("the log is closed")]
     Closed,
+    /// The PostgreSQL backend failed: [`logbook_postgres::Error::is_retryable`] says whether
+    /// trying again can help (a dropped connection, a restarting server, a statement timeout).
+    /// A version conflict, a deleted or a missing stream are reported as their own variants.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(logbook_postgres::Error),
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

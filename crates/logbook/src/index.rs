@@ -60,7 +60,9 @@ struct Tail {
 }
 
 pub(crate) struct StreamIndex {
-    db: sled::Db,
+    /// `None` once [`StreamIndex::release`] closed it (at the engine's close), so that no
+    /// handle the service still holds keeps sled's lock on the directory.
+    db: RwLock<Option<sled::Db>>,
     path: PathBuf,
     tail: RwLock<Tail>,
     /// Serialises every writer (the syncer's inserts and removals, compaction's removals), so a
@@ -168,26 +170,22 @@ impl StreamIndex {
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|error| sled_error(path, error))?;
-        let index = StreamIndex::new(db, path.to_path_buf());
-        let format = index
-            .db
+        let index = StreamIndex::new(db.clone(), path.to_path_buf());
+        let format = db
             .get(FORMAT_KEY)
             .map_err(|error| sled_error(path, error))?;
         match format.as_deref().and_then(u64_value) {
             Some(FORMAT) => {}
-            None if index.db.is_empty() => {
+            None if db.is_empty() => {
                 let mut batch = sled::Batch::default();
                 batch.insert(FORMAT_KEY, &FORMAT.to_le_bytes());
                 batch.insert(COMPLETE_KEY, &0u64.to_le_bytes());
-                index
-                    .db
-                    .apply_batch(batch)
+                db.apply_batch(batch)
                     .map_err(|error| sled_error(path, error))?;
             }
             _ => return Ok(None),
         }
-        let complete = index
-            .db
+        let complete = db
             .get(COMPLETE_KEY)
             .map_err(|error| sled_error(path, error))?;
         let Some(complete) = complete.as_deref().and_then(u64_value) else {
@@ -199,12 +197,39 @@ impl StreamIndex {
 
     fn new(db: sled::Db, path: PathBuf) -> StreamIndex {
         StreamIndex {
-            db,
+            db: RwLock::new(Some(db)),
             path,
             tail: RwLock::new(Tail::default()),
             writer: Mutex::new(()),
             tail_max: TAIL_ENTRIES_MAX,
         }
+    }
+
+    /// The sled database; [`Error::Closed`] once released. (A clone of sled's handle: it lives
+    /// only for the call that asked for it.)
+    fn db(&self) -> Result<sled::Db> {
+        self.db
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    /// Flushes (as [`StreamIndex::flush`]) and closes the database, releasing its lock on the
+    /// directory; later calls fail with [`Error::Closed`]. A second call does nothing.
+    pub(crate) fn release(&self) -> Result<()> {
+        let flushed = if self.db.read().unwrap_or_else(|p| p.into_inner()).is_some() {
+            self.flush()
+        } else {
+            Ok(())
+        };
+        drop(
+            self.db
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+        flushed
     }
 
     fn tail_read(&self) -> std::sync::RwLockReadGuard<'_, Tail> {
@@ -235,7 +260,7 @@ impl StreamIndex {
     /// The decoded chunk `chunk` of `stream` (empty when absent).
     fn chunk(&self, stream: &str, chunk: u64) -> Result<Vec<(u64, u64)>> {
         let value = self
-            .db
+            .db()?
             .get(chunk::key(stream, chunk))
             .map_err(|error| sled_error(&self.path, error))?;
         match value {
@@ -297,7 +322,7 @@ impl StreamIndex {
             tail.complete
         };
         batch.insert(COMPLETE_KEY, &complete.to_le_bytes());
-        self.db
+        self.db()?
             .apply_batch(batch)
             .map_err(|error| sled_error(&self.path, error))?;
         let mut tail = self.tail_write();
@@ -348,7 +373,7 @@ impl StreamIndex {
             Direction::Forward => {
                 let low = from_version.max(visible_from);
                 'chunks: for item in self
-                    .db
+                    .db()?
                     .range(chunk::key(stream, chunk::chunk_of(low))..=chunk::key(stream, u64::MAX))
                 {
                     let (_, entries) = self.chunk_item(stream, item)?;
@@ -377,7 +402,7 @@ impl StreamIndex {
                 }
                 let keys = chunk::key(stream, chunk::chunk_of(visible_from))
                     ..=chunk::key(stream, chunk::chunk_of(from_version));
-                'back: for item in self.db.range(keys).rev() {
+                'back: for item in self.db()?.range(keys).rev() {
                     let (_, entries) = self.chunk_item(stream, item)?;
                     for entry in entries.into_iter().rev() {
                         if in_range(entry.0) && below.is_none_or(|below| entry.0 < below) {
@@ -414,7 +439,7 @@ impl StreamIndex {
         let mut touched = 0;
         let last = chunk::chunk_of(before_version);
         for item in self
-            .db
+            .db()?
             .range(chunk::key(stream, 0)..=chunk::key(stream, last))
         {
             let (key, value) = item.map_err(|error| sled_error(&self.path, error))?;
@@ -436,7 +461,7 @@ impl StreamIndex {
                 batch.insert(key, chunk::encode(&kept));
             }
         }
-        self.db
+        self.db()?
             .apply_batch(batch)
             .map_err(|error| sled_error(&self.path, error))?;
         Ok(touched)
@@ -463,10 +488,11 @@ impl StreamIndex {
             return Ok(());
         }
         let key = chunk::key(stream, number);
+        let db = self.db()?;
         let outcome = if entries.is_empty() {
-            self.db.remove(key).map(|_| ())
+            db.remove(key).map(|_| ())
         } else {
-            self.db.insert(key, chunk::encode(&entries)).map(|_| ())
+            db.insert(key, chunk::encode(&entries)).map(|_| ())
         };
         outcome.map_err(|error| sled_error(&self.path, error))
     }
@@ -476,7 +502,7 @@ impl StreamIndex {
     pub(crate) fn flush(&self) -> Result<()> {
         let _writer = self.lock_writer();
         self.write_tail()?;
-        self.db
+        self.db()?
             .flush()
             .map(|_| ())
             .map_err(|error| sled_error(&self.path, error))

@@ -34,12 +34,16 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(feature = "postgres")]
+mod remote;
 mod repair;
 mod scan;
 mod state;
 mod stats;
 mod verify;
 
+#[cfg(feature = "postgres")]
+pub use remote::{REMOTE_PAGE_EVENTS, RemoteEvents};
 pub use repair::{
     DroppedFrame, RepairMode, RepairReport, repair, repair_keep_intact,
     repair_keep_intact_with_storage, repair_with_storage,

@@ -60,9 +60,10 @@ impl Shared {
         if let Some(poison) = self.poison() {
             return Some(poison);
         }
-        let reason = self.wal.poisoned_reason()?;
+        let wal = &self.files.as_ref()?.wal;
+        let reason = wal.poisoned_reason()?;
         let reason = format!("a WAL write or sync failed: {reason}");
-        Some(self.poison_at(self.wal.durable_position() + 1, reason))
+        Some(self.poison_at(wal.durable_position() + 1, reason))
     }
 
     /// Poisons the engine at `position` (first failure wins) and wakes `wait_applied` callers.

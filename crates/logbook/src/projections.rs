@@ -1,24 +1,40 @@
 //! Projections in the engine: registration, replay, applying durable events, and hooks.
 //!
 //! Owns: the registry of projections a log was opened with, the handles services query them
-//! through, the observers (`restored`, `upserted`, `deleted`), and the replicas the snapshot
-//! thread keeps (a private copy of each projection that follows the applied events, so a
-//! snapshot is encoded from it and never from the live state). Must never: apply an event that
-//! is not durable, apply one twice, skip on the live path an event the engine itself wrote
-//! (that is an error: the engine poisons), or clone state for anything but seeding the replicas
-//! (once per process, at its first snapshot): hooks get a reference to the state and the
+//! through, the published versions readers get, the observers (`restored`, `upserted`,
+//! `deleted`), and the replicas the snapshot thread keeps (a private copy of each projection
+//! that follows the applied events, so a snapshot is encoded from it and never from the live
+//! state). Must never: apply an event that is not durable, apply one twice to a copy, skip on
+//! the live path an event the engine itself wrote (that is an error: the engine poisons), let
+//! the applier wait for a reader, or change a version a reader holds.
+//!
+//! A reader never blocks the applier nor an acknowledgement (issue 12 item 4): `read()` returns
+//! the version published last, an `Arc<P>` that is never changed once a reader may hold it.
+//! The syncer applies each record copy-on-write: to the published version in place when no
+//! reader holds it (the common case: one copy, no extra work), else to a second copy (the
+//! *spare*: an older version, brought up to date by re-applying the records it lacks), else,
+//! when readers hold both, to a clone of the published version; then it publishes the result.
+//! It never waits for a reader; a reader waits at most for one record's `apply`.
+//! [`ProjectionHandle::state_clones`] counts the clones. Each copy sees each event once, in
+//! position order. Clones happen only in that fallback and to seed the replicas (once per
+//! process, at its first snapshot); hooks get a reference to the published state and the
 //! event, and nothing is built at all when no observer is registered. An observer that panics
 //! is isolated: the panic is caught around that one hook call, logged and counted
 //! ([`ProjectionHandle::observer_panics`], `Stats::observer_panics`), and the engine goes on;
 //! it never poisons the engine nor fails an append (the event was durable and applied).
 
+use crate::apply::{DurableRecord, Undecodable};
 use crate::error::Result;
 use logbook_projection::{Event, Projection, RecordedEvent, StreamId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Callbacks on a projection's durable state. They run on the engine's syncer thread, in
-/// position order, while the state is read-locked: keep them short (hand work to a channel).
+/// position order, each once its event is applied and published (the state a hook gets is the
+/// version [`ProjectionHandle::read`] returns from then on, and
+/// [`ProjectionHandle::applied_position`] is the event's) and before its append is
+/// acknowledged: keep them short (hand work to a channel), acknowledgements wait for them.
+/// Readers do not: `read()` never waits for a hook.
 ///
 /// The syncer thread has no async runtime: to start async work from a hook, send to a channel
 /// (or use a `tokio::runtime::Handle` you captured) instead of calling `tokio::spawn`.
@@ -42,21 +58,89 @@ pub trait Observer<P: Projection>: Send + Sync + 'static {
         let _ = (state, event);
     }
 
-    /// The entity of `stream` was deleted with its stream.
+    /// The entity of `stream` was deleted with its stream (`delete_stream` or
+    /// `soft_delete_stream`): `Projection::stream_deleted` dropped it and returned true.
     fn deleted(&self, state: &P, stream: &StreamId) {
         let _ = (state, stream);
     }
 }
 
+/// A boxed observer is an observer (a service that picks its observer at run time).
+impl<P: Projection> Observer<P> for Box<dyn Observer<P>> {
+    fn restored(&self, state: &P) {
+        (**self).restored(state);
+    }
+
+    fn upserted(&self, state: &P, event: &RecordedEvent<P::Event>) {
+        (**self).upserted(state, event);
+    }
+
+    fn deleted(&self, state: &P, stream: &StreamId) {
+        (**self).deleted(state, stream);
+    }
+}
+
+/// A shared observer is an observer (one observer registered on several logs).
+impl<P: Projection, O: Observer<P> + ?Sized> Observer<P> for Arc<O> {
+    fn restored(&self, state: &P) {
+        (**self).restored(state);
+    }
+
+    fn upserted(&self, state: &P, event: &RecordedEvent<P::Event>) {
+        (**self).upserted(state, event);
+    }
+
+    fn deleted(&self, state: &P, stream: &StreamId) {
+        (**self).deleted(state, stream);
+    }
+}
+
 struct Cell<P: Projection> {
-    state: RwLock<P>,
+    id: &'static str,
+    /// The version readers get. Readers hold the lock only to clone the `Arc`; the applier
+    /// holds it to replace the `Arc`, or to apply one record in place to a version no reader
+    /// holds (then no reader can take it meanwhile). Never held across an observer's code.
+    published: Mutex<Arc<P>>,
+    /// The applier's side: the spare copy. Taken by the syncer (and at open, and by `observe`,
+    /// so that no record is published between the state `restored` gets and the
+    /// registration), never by `read()`.
+    writer: Mutex<Writer<P>>,
     observers: RwLock<Vec<Arc<dyn Observer<P>>>>,
     has_observers: AtomicBool,
     restored: AtomicBool,
-    /// The last position applied (0 before any).
+    /// The last position applied and published (0 before any).
     applied_position: AtomicU64,
     /// Observer hook calls that panicked (caught; see [`Observer`]).
     observer_panics: AtomicU64,
+    /// Clones of the whole state the applier made (see [`ProjectionHandle::state_clones`]).
+    clones: AtomicU64,
+}
+
+/// Records a spare may lag behind the published version before it is dropped (re-applying
+/// more would cost more than it saves; memory is freed unless a reader still holds it).
+const SPARE_LAG_RECORDS_MAX: usize = 256;
+
+/// The applier's side of one projection.
+struct Writer<P: Projection> {
+    /// The last position applied, for the order check.
+    position: u64,
+    /// An older version (one a reader held when the applier needed it) and the records it
+    /// lacks; `None` until a reader held the published version during an apply, and when the
+    /// records are not kept (replay) or it lags too far.
+    spare: Option<Spare<P>>,
+}
+
+struct Spare<P: Projection> {
+    state: Arc<P>,
+    lag: Vec<Arc<Op<P::Event>>>,
+}
+
+/// Locks a mutex; a poisoned one (a projection's `apply` panicked, which stops the syncer) is
+/// used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The observer hooks, to name them in logs.
@@ -78,8 +162,78 @@ impl Hook {
 }
 
 impl<P: Projection> Cell<P> {
+    /// The version published last.
+    fn published(&self) -> Arc<P> {
+        lock(&self.published).clone()
+    }
+
+    /// Applies one record's change (`change`) and publishes the result; `kept` is the record
+    /// when it is kept for the spare (live), `None` at replay. Returns `change`'s result and
+    /// the version published. Never waits for a reader: the published version is changed in
+    /// place only when no reader holds it, else the spare (when no reader holds it either) or
+    /// a clone takes the change, and the version a reader holds becomes the spare.
+    fn change<T>(
+        &self,
+        writer: &mut Writer<P>,
+        kept: Option<&Arc<Op<P::Event>>>,
+        change: impl FnOnce(&mut P) -> T,
+    ) -> (T, Arc<P>) {
+        let mut published = lock(&self.published);
+        if let Some(state) = Arc::get_mut(&mut published) {
+            // No reader holds it, and none can take it while the lock is held.
+            let outcome = change(state);
+            let current = published.clone();
+            drop(published);
+            match (kept, &mut writer.spare) {
+                (Some(op), Some(spare)) if spare.lag.len() < SPARE_LAG_RECORDS_MAX => {
+                    spare.lag.push(op.clone());
+                }
+                _ => writer.spare = None,
+            }
+            return (outcome, current);
+        }
+        // A reader holds the published version: leave it as it is.
+        let current = published.clone();
+        drop(published);
+        // Unique (no reader holds it; none can take it any more: it is not published).
+        let free = writer.spare.take().filter(|spare| {
+            Arc::strong_count(&spare.state) == 1 && Arc::weak_count(&spare.state) == 0
+        });
+        let mut next = match free {
+            Some(mut spare) => {
+                // Unique: `make_mut` does not clone.
+                let state = Arc::make_mut(&mut spare.state);
+                for op in &spare.lag {
+                    op.apply_to(state);
+                }
+                spare.state
+            }
+            // Held by a reader too (it keeps it alive; we let go of it), or none yet.
+            None => {
+                self.clones.fetch_add(1, Ordering::Relaxed);
+                Arc::new(P::clone(&current))
+            }
+        };
+        // Unique (the spare checked above, or the fresh clone): `make_mut` does not clone.
+        let outcome = change(Arc::make_mut(&mut next));
+        *lock(&self.published) = next.clone();
+        writer.spare = kept.map(|op| Spare {
+            state: current,
+            lag: vec![op.clone()],
+        });
+        (outcome, next)
+    }
+
+    /// Whether `upserted` and `deleted` fire: for live records only (replayed ones are summed
+    /// up by the one `restored` that follows the replay, so an observer registered before open
+    /// sees what one registered after open sees: `restored`, then each new event; found by
+    /// tests/projection_hooks.rs), and only when someone observes.
+    fn live_hooks(&self) -> bool {
+        self.has_observers.load(Ordering::Acquire) && self.restored.load(Ordering::Acquire)
+    }
+
     /// Calls `call` (one hook) on every registered observer, each call isolated (see
-    /// [`Cell::isolated`]). The observer list is read-locked here, the state by the caller.
+    /// [`Cell::isolated`]). The observer list is read-locked here.
     fn notify(&self, state: &P, hook: Hook, call: impl Fn(&dyn Observer<P>)) {
         let observers = self
             .observers
@@ -92,8 +246,8 @@ impl<P: Projection> Cell<P> {
 
     /// Runs one observer hook call; a panic in it is caught, logged and counted, and the
     /// engine goes on. Nothing of the engine's state is borrowed mutably across the call (the
-    /// state and the observer list are read-locked, and a read guard is not poisoned by a
-    /// panic), so unwinding out of an observer leaves nothing half-done.
+    /// state is a published version, the observer list is read-locked, and a read guard is not
+    /// poisoned by a panic), so unwinding out of an observer leaves nothing half-done.
     fn isolated(&self, state: &P, hook: Hook, call: impl FnOnce()) {
         if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
             self.observer_panics.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +273,40 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// A version of a projection's state, as [`ProjectionHandle::read`] returned it: nobody changes
+/// it while this value lives (whole records applied, never half of one). Dereferences to the
+/// state; `Send` and `Sync`, so it may be held across an `.await`, also in a spawned task (it
+/// never blocks the engine; see [`ProjectionHandle::read`] for what holding it costs). Not
+/// `Clone`, so `handle.read().clone()` clones the state itself, as it did before.
+pub struct ProjectionRead<P>(Arc<P>);
+
+impl<P> std::ops::Deref for ProjectionRead<P> {
+    type Target = P;
+
+    fn deref(&self) -> &P {
+        &self.0
+    }
+}
+
+impl<P> AsRef<P> for ProjectionRead<P> {
+    fn as_ref(&self) -> &P {
+        &self.0
+    }
+}
+
+impl<P: std::fmt::Debug> std::fmt::Debug for ProjectionRead<P> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+impl<P> ProjectionRead<P> {
+    /// The version as a shared pointer (to keep or hand on; the same cost as keeping `self`).
+    pub fn into_arc(self) -> Arc<P> {
+        self.0
+    }
+}
+
 /// A registered projection: query it with [`ProjectionHandle::read`].
 pub struct ProjectionHandle<P: Projection> {
     cell: Arc<Cell<P>>,
@@ -136,31 +324,50 @@ impl<P: Projection> std::fmt::Debug for ProjectionHandle<P> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("ProjectionHandle")
-            .field("id", &self.read().id())
+            .field("id", &self.cell.id)
             .finish()
     }
 }
 
 impl<P: Projection> ProjectionHandle<P> {
-    /// The durable state, read-locked. Hold the guard briefly: the engine waits for it to
-    /// apply new events.
-    pub fn read(&self) -> RwLockReadGuard<'_, P> {
-        self.cell
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The durable state: the version published last, as of this call. It holds every
+    /// acknowledged append (an append is acknowledged only once its events are applied and
+    /// published here: read-your-writes).
+    ///
+    /// The engine never waits for a reader, so no acknowledgement does: hold the value as long
+    /// as you like, across `.await` too (a call waits at most for the one record being applied
+    /// in place). The rule that remains: it is a consistent version as of the call and does not
+    /// see later appends (call `read()` again for those); while held, that version stays alive
+    /// in memory beside the current one, and the engine applies new events to another copy: the
+    /// spare when it has one no reader holds, else a clone of the current state, once
+    /// ([`ProjectionHandle::state_clones`]). A long-held value costs one extra copy in memory
+    /// and at most one clone, never a stalled append.
+    pub fn read(&self) -> ProjectionRead<P> {
+        ProjectionRead(self.cell.published())
     }
 
-    /// The last position applied to this projection.
+    /// The last position applied to this projection and published to [`ProjectionHandle::read`].
     pub fn applied_position(&self) -> u64 {
         self.cell.applied_position.load(Ordering::Acquire)
     }
 
+    /// How many times the engine cloned this projection's whole state since open to apply an
+    /// event without waiting for readers: each time readers held both the published version
+    /// and the spare copy (0 when no reader holds a version while events are applied). Not
+    /// counted: the clone that seeds the snapshot thread's replica.
+    pub fn state_clones(&self) -> u64 {
+        self.cell.clones.load(Ordering::Relaxed)
+    }
+
     /// Registers an observer. When the log is already open its `restored` runs now, on the
-    /// caller's thread (a panic in it is caught and counted, like on the syncer).
+    /// caller's thread (a panic in it is caught and counted, like on the syncer), with the
+    /// version published last; the applier does not publish meanwhile, so the observer then
+    /// gets `upserted`/`deleted` for exactly the events after that version.
     pub fn observe(&self, observer: impl Observer<P>) {
         let observer: Arc<dyn Observer<P>> = Arc::new(observer);
-        let state = self.read();
+        // Holds the applier's side (not the readers'): no record is published, and no hook
+        // fires, between the state `restored` gets and the registration.
+        let _writer = lock(&self.cell.writer);
         self.cell
             .observers
             .write()
@@ -168,6 +375,7 @@ impl<P: Projection> ProjectionHandle<P> {
             .push(observer.clone());
         self.cell.has_observers.store(true, Ordering::Release);
         if self.cell.restored.load(Ordering::Acquire) {
+            let state = self.cell.published();
             self.cell
                 .isolated(&state, Hook::Restored, || observer.restored(&state));
         }
@@ -183,9 +391,10 @@ impl<P: Projection> ProjectionHandle<P> {
 /// A projection with its type erased to the event type: what the engine drives.
 pub(crate) trait Runner<E>: Send + Sync {
     fn id(&self) -> &'static str;
-    fn apply(&self, event: &RecordedEvent<E>);
-    fn stream_deleted(&self, stream: &StreamId, position: u64);
-    fn stream_truncated(&self, stream: &StreamId, before_version: u64, position: u64);
+    /// Applies one durable record's operation and publishes the result, then fires its hooks
+    /// (live). `kept` is the same operation, shared, when it is kept for the spare copy
+    /// (live); `None` at replay.
+    fn apply(&self, op: &Op<E>, position: u64, kept: Option<&Arc<Op<E>>>);
     fn restored(&self);
     /// Observer hook calls that panicked (caught).
     fn observer_panics(&self) -> u64;
@@ -199,74 +408,44 @@ pub(crate) trait Runner<E>: Send + Sync {
 
 impl<P: Projection> Runner<P::Event> for Cell<P> {
     fn id(&self) -> &'static str {
-        self.state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .id()
+        self.id
     }
 
-    fn apply(&self, event: &RecordedEvent<P::Event>) {
-        let previous = self.applied_position.load(Ordering::Acquire);
-        assert!(
-            event.position > previous,
-            "events are applied once, in position order"
-        );
-        self.state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .apply(event);
+    fn apply(&self, op: &Op<P::Event>, position: u64, kept: Option<&Arc<Op<P::Event>>>) {
+        let mut writer = lock(&self.writer);
+        if let Op::Event(_) = op {
+            assert!(
+                position > writer.position,
+                "events are applied once, in position order"
+            );
+        }
+        let (removed, state) = self.change(&mut writer, kept, |state| op.apply_to(state));
+        writer.position = writer.position.max(position);
         self.applied_position
-            .store(event.position, Ordering::Release);
-        // Hooks fire for live events only: the replay at open is summed up by the one
-        // `restored` that follows it, so an observer registered before open sees what one
-        // registered after open sees (`restored`, then each new event), not one `upserted` per
-        // replayed event. (Found by tests/projection_hooks.rs.)
-        if self.has_observers.load(Ordering::Acquire) && self.restored.load(Ordering::Acquire) {
-            let state = self
-                .state
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.notify(&state, Hook::Upserted, |observer| {
-                observer.upserted(&state, event)
-            });
+            .store(writer.position, Ordering::Release);
+        // Hooks run with the writer side held: `observe` cannot slip in between.
+        if !self.live_hooks() {
+            return;
         }
-    }
-
-    fn stream_deleted(&self, stream: &StreamId, position: u64) {
-        let removed = self
-            .state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .stream_deleted(stream);
-        self.applied_position.fetch_max(position, Ordering::AcqRel);
-        // Live deletions only, like `upserted` (see `apply`).
-        if removed
-            && self.has_observers.load(Ordering::Acquire)
-            && self.restored.load(Ordering::Acquire)
-        {
-            let state = self
-                .state
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.notify(&state, Hook::Deleted, |observer| {
-                observer.deleted(&state, stream)
-            });
+        match op {
+            Op::Event(event) => {
+                self.notify(&state, Hook::Upserted, |observer| {
+                    observer.upserted(&state, event)
+                });
+            }
+            // Deletions that removed something only.
+            Op::Deleted(stream) if removed => {
+                self.notify(&state, Hook::Deleted, |observer| {
+                    observer.deleted(&state, stream)
+                });
+            }
+            Op::Deleted(_) | Op::Truncated(..) => {}
         }
-    }
-
-    fn stream_truncated(&self, stream: &StreamId, before_version: u64, position: u64) {
-        self.state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .stream_truncated(stream, before_version);
-        self.applied_position.fetch_max(position, Ordering::AcqRel);
     }
 
     fn restored(&self) {
-        let state = self
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = lock(&self.writer);
+        let state = self.published();
         self.restored.store(true, Ordering::Release);
         self.notify(&state, Hook::Restored, |observer| observer.restored(&state));
     }
@@ -276,27 +455,21 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
     }
 
     fn snapshot(&self) -> Result<(u16, Vec<u8>)> {
-        let state = self
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self.published();
         Ok((state.state_version(), state.snapshot()?))
     }
 
     fn replica(&self) -> Box<dyn Replica<P::Event>> {
-        let state = self
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Box::new(ProjectionReplica(P::clone(&state)))
+        Box::new(ProjectionReplica(P::clone(&self.published())))
     }
 
     fn restore(&self, state_version: u16, bytes: &[u8], position: u64) -> Result<()> {
-        let mut state = self
-            .state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.restore(state_version, bytes)?;
+        let mut writer = lock(&self.writer);
+        let (restored, _) = self.change(&mut writer, None, |state| {
+            state.restore(state_version, bytes)
+        });
+        restored?;
+        writer.position = position;
         self.applied_position.store(position, Ordering::Release);
         Ok(())
     }
@@ -338,8 +511,8 @@ impl<P: Projection> Replica<P::Event> for ProjectionReplica<P> {
 
 /// Every projection's replica, type-erased to records: what the snapshot thread drives.
 pub(crate) trait Replicas: Send {
-    /// Applies a record the live projections applied (envelope bytes).
-    fn apply_record(&mut self, position: u64, bytes: &[u8]) -> Result<()>;
+    /// Applies a record the live projections applied.
+    fn apply_record(&mut self, record: &DurableRecord<'_>) -> Result<()>;
     /// Every replica's state, keyed by projection id.
     fn sections(&self) -> Result<Vec<logbook_compaction::SnapshotSection>>;
 }
@@ -349,18 +522,20 @@ struct TypedReplicas<E> {
 }
 
 impl<E: Event> Replicas for TypedReplicas<E> {
-    fn apply_record(&mut self, position: u64, bytes: &[u8]) -> Result<()> {
+    fn apply_record(&mut self, record: &DurableRecord<'_>) -> Result<()> {
         if self.replicas.is_empty() {
             return Ok(());
         }
-        match decode::<E>(position, bytes)? {
-            Decoded::Event(event) => self.replicas.iter_mut().for_each(|r| r.apply(&event)),
-            Decoded::Deleted(stream) => {
+        match decode::<E>(record)? {
+            Decoded::Op(Op::Event(event)) => {
+                self.replicas.iter_mut().for_each(|r| r.apply(&event));
+            }
+            Decoded::Op(Op::Deleted(stream)) => {
                 self.replicas
                     .iter_mut()
                     .for_each(|r| r.stream_deleted(&stream));
             }
-            Decoded::Truncated(stream, before) => {
+            Decoded::Op(Op::Truncated(stream, before)) => {
                 self.replicas
                     .iter_mut()
                     .for_each(|r| r.stream_truncated(&stream, before));
@@ -380,37 +555,52 @@ impl<E: Event> Replicas for TypedReplicas<E> {
     }
 }
 
-/// A durable record, decoded for the projections.
-enum Decoded<E> {
+/// What a durable record does to a projection; live, the records a spare copy lacks are kept
+/// (re-applied once, to that copy).
+pub(crate) enum Op<E> {
     Event(RecordedEvent<E>),
     Deleted(StreamId),
     Truncated(StreamId, u64),
+}
+
+impl<E: Event> Op<E> {
+    /// Applies it to one copy of a projection; true when a deletion removed something.
+    fn apply_to<P: Projection<Event = E>>(&self, state: &mut P) -> bool {
+        match self {
+            Op::Event(event) => {
+                state.apply(event);
+                false
+            }
+            Op::Deleted(stream) => state.stream_deleted(stream),
+            Op::Truncated(stream, before_version) => {
+                state.stream_truncated(stream, *before_version);
+                false
+            }
+        }
+    }
+}
+
+/// A durable record, decoded for the projections.
+enum Decoded<E> {
+    Op(Op<E>),
     /// The projections' event type cannot decode it.
     Undecodable(logbook_projection::Error),
 }
 
-fn decode<E: Event>(position: u64, bytes: &[u8]) -> Result<Decoded<E>> {
-    let raw = logbook_projection::RawEvent::decode_record(position, bytes).map_err(|error| {
-        crate::Error::Corrupted {
-            position,
-            reason: error.to_string(),
-        }
-    })?;
-    if raw.envelope.stream().as_str() == crate::system::SYSTEM_STREAM {
-        return Ok(
-            match crate::system::SystemEvent::decode(raw.envelope.payload())? {
-                crate::system::SystemEvent::StreamDeleted { stream } => {
-                    Decoded::Deleted(StreamId::new(stream)?)
-                }
-                crate::system::SystemEvent::StreamTruncated {
-                    stream,
-                    before_version,
-                } => Decoded::Truncated(StreamId::new(stream)?, before_version),
-            },
-        );
+fn decode<E: Event>(record: &DurableRecord<'_>) -> Result<Decoded<E>> {
+    if let Some(event) = &record.system {
+        let stream = StreamId::new(event.stream())?;
+        // A soft delete drops the entity too (its versions continue, the entity starts over),
+        // so `Projection::stream_deleted` and the `deleted` hook run for both deletions.
+        let op = if event.drops_entity() {
+            Op::Deleted(stream)
+        } else {
+            Op::Truncated(stream, event.hides().before_version())
+        };
+        return Ok(Decoded::Op(op));
     }
-    Ok(match raw.decode::<E>() {
-        Ok(event) => Decoded::Event(event),
+    Ok(match record.event::<E>() {
+        Ok(event) => Decoded::Op(Op::Event(event)),
         Err(error) => Decoded::Undecodable(error),
     })
 }
@@ -442,32 +632,26 @@ impl<E: Event> Projections<E> {
             "projection id {id} registered twice"
         );
         let cell = Arc::new(Cell {
-            state: RwLock::new(projection),
+            id,
+            published: Mutex::new(Arc::new(projection)),
+            writer: Mutex::new(Writer {
+                position: 0,
+                spare: None,
+            }),
             observers: RwLock::new(Vec::new()),
             has_observers: AtomicBool::new(false),
             restored: AtomicBool::new(false),
             applied_position: AtomicU64::new(0),
             observer_panics: AtomicU64::new(0),
+            clones: AtomicU64::new(0),
         });
         self.runners.push(cell.clone());
         ProjectionHandle { cell }
     }
 
-    pub(crate) fn apply(&self, event: &RecordedEvent<E>) {
+    pub(crate) fn apply(&self, op: &Op<E>, position: u64, kept: Option<&Arc<Op<E>>>) {
         for runner in &self.runners {
-            runner.apply(event);
-        }
-    }
-
-    pub(crate) fn stream_deleted(&self, stream: &StreamId, position: u64) {
-        for runner in &self.runners {
-            runner.stream_deleted(stream, position);
-        }
-    }
-
-    pub(crate) fn stream_truncated(&self, stream: &StreamId, before_version: u64, position: u64) {
-        for runner in &self.runners {
-            runner.stream_truncated(stream, before_version, position);
+            runner.apply(op, position, kept);
         }
     }
 
@@ -485,14 +669,14 @@ impl<E: Event> Projections<E> {
 /// Decodes durable records once and applies them to every projection; type-erased so the
 /// engine's shared state does not depend on the event type.
 pub(crate) trait Applier: Send + Sync {
-    /// Applies the record at `position` (envelope bytes). Engine events are applied as
-    /// stream deletions and truncations; an event the projections' type cannot decode is skipped, counted and
-    /// logged, the same way on every replay.
-    fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()>;
-    /// [`Applier::apply_record`] for a record the engine itself just wrote and made durable:
-    /// an event the projections' type cannot decode is an error (a bug in the event type's
-    /// encoding: the bytes came from its own `encode_payload`), not a skip.
-    fn apply_durable(&self, position: u64, bytes: &[u8]) -> Result<()>;
+    /// Applies a durable record. Engine events are applied as stream deletions and
+    /// truncations. An event the projections' type cannot decode is, with
+    /// [`Undecodable::Skip`] (replay), skipped, counted and logged, the same way on every
+    /// replay; with [`Undecodable::Fail`] (a record the engine itself just wrote and made
+    /// durable) an error: a bug in the event type's decoding, since the bytes came from its own
+    /// `encode_payload` and `NewEvent::to_data` decoded them back before they were written.
+    fn apply(&self, record: &DurableRecord<'_>, undecodable: Undecodable) -> Result<()>;
+    /// Fires `restored`; from then on records are kept for the spare copies.
     fn restored(&self);
     fn undecodable(&self) -> u64;
     /// Observer hook calls that panicked (caught), summed over the projections.
@@ -510,6 +694,8 @@ pub(crate) trait Applier: Send + Sync {
 pub(crate) struct TypedApplier<E> {
     pub(crate) projections: Projections<E>,
     undecodable: AtomicU64,
+    /// Set by `restored`: the replay is over, records are kept for the spare copies.
+    live: AtomicBool,
 }
 
 impl<E: Event> TypedApplier<E> {
@@ -517,31 +703,23 @@ impl<E: Event> TypedApplier<E> {
         TypedApplier {
             projections,
             undecodable: AtomicU64::new(0),
+            live: AtomicBool::new(false),
         }
     }
 }
 
-/// What to do with an event the projections' type cannot decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Undecodable {
-    /// Replay: skip it, count it, log it (the same way on every replay).
-    Skip,
-    /// Live: fail (the engine wrote these bytes itself).
-    Fail,
-}
-
-impl<E: Event> TypedApplier<E> {
-    fn apply(&self, position: u64, bytes: &[u8], undecodable: Undecodable) -> Result<()> {
+impl<E: Event> Applier for TypedApplier<E> {
+    fn apply(&self, record: &DurableRecord<'_>, undecodable: Undecodable) -> Result<()> {
         if self.projections.is_empty() {
             return Ok(());
         }
-        match decode::<E>(position, bytes)? {
-            Decoded::Event(event) => self.projections.apply(&event),
-            Decoded::Deleted(stream) => self.projections.stream_deleted(&stream, position),
-            Decoded::Truncated(stream, before_version) => {
-                self.projections
-                    .stream_truncated(&stream, before_version, position);
+        let position = record.position;
+        match decode::<E>(record)? {
+            Decoded::Op(op) if self.live.load(Ordering::Acquire) => {
+                let kept = Arc::new(op);
+                self.projections.apply(&kept, position, Some(&kept));
             }
+            Decoded::Op(op) => self.projections.apply(&op, position, None),
             Decoded::Undecodable(error) if undecodable == Undecodable::Fail => {
                 return Err(error.into());
             }
@@ -552,18 +730,9 @@ impl<E: Event> TypedApplier<E> {
         }
         Ok(())
     }
-}
-
-impl<E: Event> Applier for TypedApplier<E> {
-    fn apply_record(&self, position: u64, bytes: &[u8]) -> Result<()> {
-        self.apply(position, bytes, Undecodable::Skip)
-    }
-
-    fn apply_durable(&self, position: u64, bytes: &[u8]) -> Result<()> {
-        self.apply(position, bytes, Undecodable::Fail)
-    }
 
     fn restored(&self) {
+        self.live.store(true, Ordering::Release);
         self.projections.restored();
     }
 

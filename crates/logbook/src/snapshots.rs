@@ -14,15 +14,17 @@
 //! snapshot on), the projections' apply work done a second time (on this thread, not the
 //! syncer), and one clone of the state on the syncer at the first snapshot of a process. A
 //! periodic snapshot due while one is in flight is deferred to the next applied batch (its
-//! counters are kept), not skipped.
+//! counters are kept), not skipped; one still deferred when the log closes is taken at close,
+//! queued behind the one in flight (tests/snapshot_open.rs, tests/snapshot_background.rs).
 
-use crate::engine::replay_record;
+use crate::apply::{DurableRecord, apply_catalog};
+use crate::backend::SnapshotStorage;
 use crate::error::{Error, Result};
 use crate::projections::{Applier, Replicas};
 use crate::streams::StreamTable;
 use crate::syncer::LiveRecord;
 use logbook_compaction::{
-    CompactionPolicy, Snapshot, SnapshotInfo, SnapshotPolicy, SnapshotSection, SnapshotStore,
+    CompactionPolicy, Snapshot, SnapshotInfo, SnapshotPolicy, SnapshotSection,
 };
 use logbook_projection::codec;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -59,6 +61,15 @@ enum Message {
     },
 }
 
+/// Whether a snapshot asked for may wait for the one in flight.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Take {
+    /// A periodic snapshot: deferred to the next applied batch while one is in flight.
+    UnlessBusy,
+    /// Queued behind the one in flight (asked for explicitly, or still deferred at close).
+    Queued,
+}
+
 struct Counters {
     events: u64,
     bytes: u64,
@@ -75,11 +86,13 @@ pub(crate) struct Snapshotter {
     seeded: AtomicBool,
     /// Snapshots asked for and not yet written (queued, being encoded or being written).
     in_flight: Arc<AtomicUsize>,
+    /// True while a periodic snapshot that was due waits for the one in flight.
+    deferred: AtomicBool,
 }
 
 impl Snapshotter {
     pub(crate) fn start(
-        store: Arc<SnapshotStore>,
+        store: Arc<dyn SnapshotStorage>,
         policy: SnapshotPolicy,
         compaction: CompactionPolicy,
     ) -> Result<Snapshotter> {
@@ -91,7 +104,7 @@ impl Snapshotter {
         let writing = in_flight.clone();
         let thread = std::thread::Builder::new()
             .name("logbook-snapshots".into())
-            .spawn(move || run(&store, keep, &compaction, receiver, &writing))
+            .spawn(move || run(store.as_ref(), keep, &compaction, receiver, &writing))
             .map_err(|error| Error::Task(error.to_string()))?;
         Ok(Snapshotter {
             policy,
@@ -104,6 +117,7 @@ impl Snapshotter {
             thread: Mutex::new(Some(thread)),
             seeded: AtomicBool::new(false),
             in_flight,
+            deferred: AtomicBool::new(false),
         })
     }
 
@@ -139,21 +153,32 @@ impl Snapshotter {
             .due(counters.events, counters.bytes, counters.since.elapsed())
     }
 
+    /// True when a periodic snapshot was due and still waits for the one in flight.
+    pub(crate) fn deferred(&self) -> bool {
+        self.deferred.load(Ordering::Acquire)
+    }
+
     /// Asks for a snapshot at `position`, the last applied one (syncer thread, between two
     /// applied batches). The first one seeds the replica with a copy of the catalog and the
     /// projections (`seed`); the snapshot itself is encoded and written by the snapshot thread.
+    /// `when` says whether a periodic one may wait for the one in flight.
     pub(crate) fn take(
         &self,
         position: u64,
         seed: impl FnOnce() -> (StreamTable, Box<dyn Replicas>),
         reply: Option<SnapshotReply>,
+        when: Take,
     ) {
-        if reply.is_none() && self.in_flight.load(Ordering::Acquire) > 0 {
+        if reply.is_none() && when == Take::UnlessBusy && self.in_flight.load(Ordering::Acquire) > 0
+        {
             // A snapshot is still being encoded or written: this periodic one waits for the
-            // next applied batch (the counters are kept, so it is not skipped, only deferred).
+            // next applied batch (the counters are kept, so it is not skipped, only deferred;
+            // at close it is queued behind the one in flight).
             tracing::debug!("a snapshot is still being written; the periodic one is deferred");
+            self.deferred.store(true, Ordering::Release);
             return;
         }
+        self.deferred.store(false, Ordering::Release);
         if !self.seeded.load(Ordering::Acquire) {
             let _span = tracing::info_span!("snapshot_seed", position).entered();
             let (catalog, projections) = seed();
@@ -219,8 +244,10 @@ impl Replica {
             if self.broken.is_some() || *position <= self.position {
                 continue;
             }
-            let applied = replay_record(&mut self.catalog, compaction, *position, bytes)
-                .and_then(|_| self.projections.apply_record(*position, bytes));
+            let applied = DurableRecord::decode(*position, bytes).and_then(|record| {
+                apply_catalog(&mut self.catalog, compaction, &record)?;
+                self.projections.apply_record(&record)
+            });
             match applied {
                 Ok(()) => self.position = *position,
                 Err(error) => {
@@ -255,7 +282,7 @@ impl Replica {
 }
 
 fn run(
-    store: &SnapshotStore,
+    store: &dyn SnapshotStorage,
     keep: usize,
     compaction: &CompactionPolicy,
     messages: Receiver<Message>,
@@ -297,14 +324,14 @@ fn run(
 
 /// Encodes and writes one snapshot, then prunes older ones.
 fn write(
-    store: &SnapshotStore,
+    store: &dyn SnapshotStorage,
     keep: usize,
     replica: &Replica,
     position: u64,
 ) -> Result<SnapshotInfo> {
     let result = replica
         .build(position)
-        .and_then(|snapshot| store.write(&snapshot).map_err(Error::from));
+        .and_then(|snapshot| store.store(&snapshot));
     match &result {
         Ok(info) => {
             tracing::info!(

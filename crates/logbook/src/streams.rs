@@ -13,9 +13,11 @@ use std::collections::HashMap;
 pub enum ExpectedVersion {
     /// No check.
     Any,
-    /// The stream has no events yet.
+    /// The stream has no visible events: it never had one, or every version it had is
+    /// hidden (a soft delete, or a truncation past its last version). Its next event then
+    /// continues its versions.
     NoStream,
-    /// The stream has at least one event.
+    /// The stream has at least one visible event.
     StreamExists,
     /// The stream's last event has this version (0-based).
     Exact(u64),
@@ -68,6 +70,17 @@ impl StreamState {
         self.next_version.checked_sub(1)
     }
 
+    /// True when the stream has an event no deletion or truncation hides.
+    fn has_visible_events(&self) -> bool {
+        !self.deleted && self.next_version > self.truncated_before
+    }
+
+    /// True when the stream ever had an event, or was deleted: what `delete_stream` and
+    /// `soft_delete_stream` accept.
+    pub(crate) fn existed(&self) -> bool {
+        self.deleted || self.next_version > 0
+    }
+
     pub(crate) fn last_position(&self) -> Option<u64> {
         (self.last_position > 0).then_some(self.last_position)
     }
@@ -96,6 +109,12 @@ impl StreamTable {
         self.streams.get(stream)
     }
 
+    /// Every stream and its state, in no particular order.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&StreamId, &StreamState)> {
+        self.streams.iter()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.streams.len()
     }
@@ -109,10 +128,11 @@ impl StreamTable {
             });
         }
         let actual = state.and_then(StreamState::last_version);
+        let visible = state.is_some_and(StreamState::has_visible_events);
         let matches = match expected {
             ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => actual.is_none(),
-            ExpectedVersion::StreamExists => actual.is_some(),
+            ExpectedVersion::NoStream => !visible,
+            ExpectedVersion::StreamExists => visible,
             ExpectedVersion::Exact(version) => actual == Some(version),
         };
         if !matches {
@@ -215,6 +235,13 @@ impl StreamTable {
             state.next_version = before_version;
             state.last_position = state.last_position.max(position);
         }
+    }
+
+    /// Soft-deletes `stream` at `position`: every version below `before_version` (the next
+    /// version when it was written) is hidden and dead, like a truncation there, and the
+    /// stream's versions continue from `before_version`.
+    pub(crate) fn soft_delete(&mut self, stream: &StreamId, before_version: u64, position: u64) {
+        self.truncate(stream, before_version, position);
     }
 
     /// Where a read of `stream` may start: the first visible version. `None` when the stream

@@ -10,6 +10,7 @@
 //! returns it; a record published after the join arrives live. Records seen twice are skipped
 //! by position.
 
+use crate::backend::Backend;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::syncer::LiveRecord;
@@ -36,6 +37,10 @@ pub(crate) struct SubscriberSlot {
 /// [`Subscription::into_stream`] for a `Stream`.
 pub struct Subscription<E> {
     shared: Arc<Shared>,
+    /// Where catch-up reads go when the engine has no files of its own (a shared store): the
+    /// backend. `None` on the embedded backend, whose catch-up reads the WAL through `shared`
+    /// (holding the backend would keep its writer alive after the last `Logbook` is dropped).
+    backend: Option<Arc<dyn Backend>>,
     slot: Arc<SubscriberSlot>,
     id: u64,
     next_position: u64,
@@ -47,10 +52,15 @@ pub struct Subscription<E> {
 }
 
 impl<E: Event> Subscription<E> {
-    pub(crate) fn new(shared: Arc<Shared>, from_position: u64) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        backend: Option<Arc<dyn Backend>>,
+        from_position: u64,
+    ) -> Self {
         let (id, slot) = shared.register_subscriber(from_position.max(1));
         Subscription {
             shared,
+            backend,
             slot,
             id,
             next_position: from_position.max(1),
@@ -132,9 +142,18 @@ impl<E: Event> Subscription<E> {
 
     /// Reads up to one chunk of durable records from the log into `pending`.
     async fn read_log(&mut self) -> Result<usize> {
+        let Some(files) = self.shared.files.clone() else {
+            let Some(backend) = &self.backend else {
+                return Err(Error::Closed);
+            };
+            let records = backend.read_all(self.next_position, CATCH_UP_CHUNK).await?;
+            let count = records.len();
+            self.pending.extend(records);
+            return Ok(count);
+        };
         let mut reader = match self.reader.take() {
             Some(reader) if reader.next_position() == self.next_position => reader,
-            _ => self.shared.wal.read_from(self.next_position),
+            _ => files.wal.read_from(self.next_position),
         };
         let (reader, records) = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();

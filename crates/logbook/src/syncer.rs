@@ -5,15 +5,44 @@
 //! subscribers; poisoning the engine when a sync fails. Must never: acknowledge or publish a
 //! record above the durable position, acknowledge an append whose events were not applied to
 //! the catalog and every projection, or encode or write a snapshot (it only takes the cut).
+//! It holds only the WAL and the stream index ([`SyncerStorage`]); the engine's state (apply,
+//! poison, snapshots, subscribers) it reaches only through the [`DurableSink`] it was handed.
 
-use crate::engine::Shared;
+use crate::apply::IndexBatch;
+use crate::backend::{DecodedBatch, DurableSink};
 use crate::error::{Error, Result};
+use crate::index::StreamIndex;
 use crate::writer::AppendResult;
 use logbook_wal::SyncPolicy;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
+
+/// What the syncer owns of the embedded storage: the WAL it syncs and the stream index it
+/// keeps up to date; everything above the storage (apply, poison, snapshots, subscribers) it
+/// reaches only through the engine's [`DurableSink`].
+pub(crate) struct SyncerStorage {
+    pub(crate) wal: Arc<logbook_wal::Wal>,
+    pub(crate) index: Arc<StreamIndex>,
+    /// How long relaxed appends may wait for a sync.
+    pub(crate) relaxed_sync_delay: std::time::Duration,
+}
+
+/// Updates the stream index (the embedded backend's derived data) from newly durable
+/// records, decoded once. A failure is logged, never poison: the index is rebuilt at the next
+/// open.
+fn index_durable(index: &StreamIndex, decoded: &DecodedBatch<'_>) {
+    let mut batch = IndexBatch::default();
+    let indexed = decoded
+        .records
+        .iter()
+        .try_for_each(|record| batch.add(index, record))
+        .and_then(|()| batch.flush(index));
+    if let Err(error) = indexed {
+        tracing::error!(%error, "stream index update failed; it is rebuilt at the next open");
+    }
+}
 
 /// A durable record as live subscribers receive it: position and envelope bytes.
 pub(crate) type LiveRecord = (u64, Arc<Vec<u8>>);
@@ -66,9 +95,11 @@ impl Pending {
     }
 }
 
-pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<SyncJob>) {
+/// Runs the syncer until the writer hung up and everything pending was settled; durable
+/// records go to `sink`, the engine's one apply.
+pub(crate) fn run(storage: SyncerStorage, sink: Arc<dyn DurableSink>, jobs: Receiver<SyncJob>) {
     let mut pending = Pending::default();
-    let delay = shared.options.relaxed_sync_delay;
+    let delay = storage.relaxed_sync_delay;
     let mut open = true;
     while open || !pending.is_empty() {
         let job = if !open {
@@ -101,31 +132,35 @@ pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<SyncJob>) {
             || !open;
         let relaxed_due = timed_out
             && !pending.records.is_empty()
-            && shared.wal.options().sync_policy != SyncPolicy::Never;
+            && storage.wal.options().sync_policy != SyncPolicy::Never;
         let outcome = if must_sync || relaxed_due {
-            shared.wal.sync().map_err(Error::from)
+            storage.wal.sync().map_err(Error::from)
         } else {
-            Ok(shared.wal.durable_position())
+            Ok(storage.wal.durable_position())
         };
-        settle(&shared, &mut pending, outcome);
+        settle(&storage, sink.as_ref(), &mut pending, outcome);
     }
-    shared.snapshots.stop();
-    shared.end_live();
-    if let Err(error) = shared.index.flush() {
+    sink.closed();
+    if let Err(error) = storage.index.flush() {
         tracing::warn!(%error, "stream index flush at close failed; it catches up at the next open");
     }
     tracing::debug!("syncer stopped");
 }
 
 /// Answers and publishes everything the outcome of a sync allows.
-fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
+fn settle(
+    storage: &SyncerStorage,
+    sink: &dyn DurableSink,
+    pending: &mut Pending,
+    outcome: Result<u64>,
+) {
     let durable = match outcome {
         Ok(durable) => durable,
         Err(error) => {
             // Durability: the fsync failed, so nothing above the durable position may be
             // acknowledged; the WAL never retries it, and the engine refuses writes from now on.
             let reason = format!("a WAL sync failed: {error}");
-            let poison = shared.poison_at(shared.wal.durable_position() + 1, reason);
+            let poison = sink.poison(storage.wal.durable_position() + 1, reason);
             fail_all(pending, &|| poison.error());
             // Records that never became durable are never published.
             pending.records.clear();
@@ -142,9 +177,12 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
             batch.push(record);
         }
     }
+    // Decoded once, for the stream index (this backend's derived data) and the engine's apply.
+    let decoded = DecodedBatch::decode(&batch);
+    index_durable(&storage.index, &decoded);
     // Projections first: an acknowledged append is visible in them. A record they cannot take
     // poisons the engine: the appends before it are acknowledged, it and the rest fail.
-    let applied_below = match shared.apply(&batch) {
+    let applied_below = match sink.apply(&batch, &decoded) {
         Ok(()) => durable + 1,
         Err(poison) => poison.position,
     };
@@ -157,7 +195,7 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
             let _ = ack.reply.send(Ok(ack.result));
         }
     }
-    match shared.poison() {
+    match sink.poisoned() {
         Some(poison) => fail_all(pending, &|| poison.error()),
         None => {
             for reply in pending.sync_replies.drain(..) {
@@ -167,12 +205,12 @@ fn settle(shared: &Shared, pending: &mut Pending, outcome: Result<u64>) {
     }
     // Subscribers follow the log, not the projections: every durable record is published.
     if !batch.is_empty() {
-        shared.publish(batch);
+        sink.publish(batch);
     }
     // On-demand snapshots: everything before them is durable and applied now (refused when
     // poisoned).
     for reply in pending.snapshot_replies.drain(..) {
-        shared.take_snapshot(Some(reply));
+        sink.snapshot(reply);
     }
 }
 

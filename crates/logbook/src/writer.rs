@@ -1,22 +1,57 @@
 //! The writer: the one thread that owns appends to the WAL.
 //!
-//! Owns: taking requests in arrival order, checking expected versions against the stream table,
+//! Owns: taking requests in arrival order, checking expected versions against the pending stream
+//! table (`WriterState::pending_streams`, which includes its own appends not yet durable: the only
+//! table that knows the next version; every read of it here is that table),
 //! stamping versions and timestamps, and handing the encoded batch to the WAL's buffer. Must
 //! never: wait for a sync (the syncer does, so appends keep landing while a group is synced),
 //! write anything for a request that failed its checks, or write anything once the engine is
 //! poisoned.
 
-use crate::engine::Shared;
+use crate::backend::DeleteMode;
+use crate::backend::DurableSink;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::options::AppendDurability;
+use crate::poison::Poison;
 use crate::streams::ExpectedVersion;
+use crate::streams::StreamTable;
 use crate::syncer::{Ack, SyncJob};
 use crate::system::{self, SystemEvent};
 use logbook_projection::{Envelope, EventData, StreamId};
-use logbook_wal::{Durability, SyncPolicy};
-use std::sync::Arc;
+use logbook_wal::{Durability, SyncPolicy, Wal};
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot};
+
+/// What the writer owns: the WAL it appends to, the pending stream table (its expected-version
+/// authority), the clock it stamps with; the engine's poison it reads and sets only through the
+/// [`DurableSink`] (it never applies anything).
+pub(crate) struct WriterState {
+    pub(crate) wal: Arc<Wal>,
+    pub(crate) pending_streams: Arc<RwLock<StreamTable>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) sink: Arc<dyn DurableSink>,
+}
+
+impl WriterState {
+    /// The engine's poison, once set.
+    fn poison(&self) -> Option<Poison> {
+        self.sink.poisoned()
+    }
+
+    /// [`WriterState::poison`], adopting a WAL poisoned behind the engine's back (a failed
+    /// buffer write or segment roll under an append, or the `Interval` sync thread) at the
+    /// first position that is not durable.
+    fn adopt_wal_poison(&self) -> Option<Poison> {
+        if let Some(poison) = self.poison() {
+            return Some(poison);
+        }
+        let reason = self.wal.poisoned_reason()?;
+        let reason = format!("a WAL write or sync failed: {reason}");
+        Some(self.sink.poison(self.wal.durable_position() + 1, reason))
+    }
+}
 
 /// Requests the writer takes at once before handing a job to the syncer.
 pub(crate) const WRITER_BATCH_MAX: usize = 512;
@@ -45,6 +80,7 @@ pub(crate) enum Command {
     Delete {
         stream: StreamId,
         expected: ExpectedVersion,
+        mode: DeleteMode,
         reply: oneshot::Sender<Result<AppendResult>>,
     },
     Truncate {
@@ -66,7 +102,7 @@ pub(crate) enum Command {
 }
 
 pub(crate) fn run(
-    shared: Arc<Shared>,
+    state: WriterState,
     mut requests: mpsc::Receiver<Command>,
     jobs: SyncSender<SyncJob>,
 ) {
@@ -81,7 +117,7 @@ pub(crate) fn run(
                 closing = Some(reply);
                 break;
             }
-            handle(&shared, command, &mut job);
+            handle(&state, command, &mut job);
             taken += 1;
             if taken < WRITER_BATCH_MAX {
                 next = requests.try_recv().ok();
@@ -106,16 +142,16 @@ pub(crate) fn run(
     tracing::debug!("writer stopped");
 }
 
-fn waits_for_sync(shared: &Shared, durability: AppendDurability) -> bool {
+fn waits_for_sync(state: &WriterState, durability: AppendDurability) -> bool {
     durability == AppendDurability::Policy
         && matches!(
-            shared.wal.options().sync_policy,
+            state.wal.options().sync_policy,
             SyncPolicy::Always | SyncPolicy::GroupCommit { .. }
         )
 }
 
-fn handle(shared: &Shared, command: Command, job: &mut SyncJob) {
-    if let Some(poison) = shared.poison() {
+fn handle(state: &WriterState, command: Command, job: &mut SyncJob) {
+    if let Some(poison) = state.poison() {
         // Nothing more is written once the engine is poisoned (see poison.rs).
         refuse(command, &|| poison.error());
         return;
@@ -128,19 +164,20 @@ fn handle(shared: &Shared, command: Command, job: &mut SyncJob) {
             durability,
             reply,
         } => {
-            let waits = waits_for_sync(shared, durability);
-            let result = append(shared, &stream, expected, events, job);
+            let waits = waits_for_sync(state, durability);
+            let result = append(state, &stream, expected, events, job);
             finish(result, waits, reply, job);
         }
         Command::Delete {
             stream,
             expected,
+            mode,
             reply,
         } => {
-            let result = delete(shared, &stream, expected, job);
+            let result = delete(state, &stream, expected, mode, job);
             finish(
                 result,
-                waits_for_sync(shared, AppendDurability::Policy),
+                waits_for_sync(state, AppendDurability::Policy),
                 reply,
                 job,
             );
@@ -150,10 +187,10 @@ fn handle(shared: &Shared, command: Command, job: &mut SyncJob) {
             before_version,
             reply,
         } => {
-            let result = truncate(shared, &stream, before_version, job);
+            let result = truncate(state, &stream, before_version, job);
             finish(
                 result,
-                waits_for_sync(shared, AppendDurability::Policy),
+                waits_for_sync(state, AppendDurability::Policy),
                 reply,
                 job,
             );
@@ -202,18 +239,18 @@ fn finish(
 }
 
 fn append(
-    shared: &Shared,
+    state: &WriterState,
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<EventData>,
     job: &mut SyncJob,
 ) -> Result<AppendResult> {
-    let mut streams = shared
-        .streams
+    let mut streams = state
+        .pending_streams
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let first_version = streams.check(stream, expected)?;
-    let result = write(shared, stream, first_version, events, job)?;
+    let result = write(state, stream, first_version, events, job)?;
     streams.record(
         stream,
         first_version,
@@ -224,7 +261,7 @@ fn append(
 
 /// Encodes envelopes and hands them to the WAL as one atomic batch.
 fn write(
-    shared: &Shared,
+    state: &WriterState,
     stream: &StreamId,
     first_version: u64,
     events: Vec<EventData>,
@@ -235,7 +272,7 @@ fn write(
         count > 0,
         "empty appends are refused before they reach the writer"
     );
-    let timestamp_ms = shared.clock.now_ms();
+    let timestamp_ms = state.clock.now_ms();
     let payloads: Vec<Vec<u8>> = events
         .into_iter()
         .enumerate()
@@ -249,10 +286,10 @@ fn write(
             .encode()
         })
         .collect();
-    let receipt = shared
+    let receipt = state
         .wal
         .append_batch_with(&payloads, Durability::Relaxed)
-        .map_err(|error| match shared.adopt_wal_poison() {
+        .map_err(|error| match state.adopt_wal_poison() {
             // The write failed and poisoned the WAL: the engine refuses writes from now on.
             Some(poison) => poison.error(),
             None => Error::from(error),
@@ -274,14 +311,18 @@ fn write(
     })
 }
 
-fn system_append(shared: &Shared, event: &SystemEvent, job: &mut SyncJob) -> Result<AppendResult> {
-    let mut streams = shared
-        .streams
+fn system_append(
+    state: &WriterState,
+    event: &SystemEvent,
+    job: &mut SyncJob,
+) -> Result<AppendResult> {
+    let mut streams = state
+        .pending_streams
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let system_stream = system::system_stream();
     let version = streams.check(&system_stream, ExpectedVersion::Any)?;
-    let result = write(shared, &system_stream, version, vec![event.to_data()?], job)?;
+    let result = write(state, &system_stream, version, vec![event.to_data()?], job)?;
     streams.record(
         &system_stream,
         version,
@@ -291,40 +332,59 @@ fn system_append(shared: &Shared, event: &SystemEvent, job: &mut SyncJob) -> Res
 }
 
 fn delete(
-    shared: &Shared,
+    state: &WriterState,
     stream: &StreamId,
     expected: ExpectedVersion,
+    mode: DeleteMode,
     job: &mut SyncJob,
 ) -> Result<AppendResult> {
-    shared
-        .streams
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .check(stream, expected)?;
-    let result = system_append(
-        shared,
-        &SystemEvent::StreamDeleted {
+    let next_version = {
+        let streams = state
+            .pending_streams
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A stream that never had an event is an error, not a silent tombstone (whatever
+        // was expected of it), except when the caller says so: a hard delete expecting
+        // `NoStream` reserves the name for good.
+        let existed = streams.get(stream).is_some_and(|state| state.existed());
+        let reserves = mode == DeleteMode::Hard && expected == ExpectedVersion::NoStream;
+        if !existed && !reserves {
+            return Err(Error::StreamNotFound {
+                stream: stream.to_string(),
+            });
+        }
+        streams.check(stream, expected)?
+    };
+    let event = match mode {
+        DeleteMode::Hard => SystemEvent::StreamDeleted {
             stream: stream.to_string(),
         },
-        job,
-    )?;
-    shared
-        .streams
+        DeleteMode::Soft => SystemEvent::StreamSoftDeleted {
+            stream: stream.to_string(),
+            before_version: next_version,
+        },
+    };
+    let result = system_append(state, &event, job)?;
+    let mut streams = state
+        .pending_streams
         .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .delete(stream, result.last_position);
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match mode {
+        DeleteMode::Hard => streams.delete(stream, result.last_position),
+        DeleteMode::Soft => streams.soft_delete(stream, next_version, result.last_position),
+    }
     Ok(result)
 }
 
 fn truncate(
-    shared: &Shared,
+    state: &WriterState,
     stream: &StreamId,
     before_version: u64,
     job: &mut SyncJob,
 ) -> Result<AppendResult> {
     let current = {
-        let streams = shared
-            .streams
+        let streams = state
+            .pending_streams
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         streams.check(stream, ExpectedVersion::Any)?
@@ -340,9 +400,9 @@ fn truncate(
         stream: stream.to_string(),
         before_version,
     };
-    let result = system_append(shared, &event, job)?;
-    shared
-        .streams
+    let result = system_append(state, &event, job)?;
+    state
+        .pending_streams
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .truncate(stream, before_version, result.first_position);

@@ -1,7 +1,9 @@
 //! `dump` (events or raw frames) and `tail` (the last events, then follow).
 
+use crate::Io;
+use crate::model::Model;
 use crate::output::{self, Out};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use logbook::inspect::{self, EventFilter, FrameEntry};
 use serde_json::json;
@@ -14,7 +16,7 @@ const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {
-    /// The log directory.
+    /// The log directory, or a `postgres://` URL (read-only: no schema change, no write).
     dir: PathBuf,
     /// The first position (inclusive).
     #[arg(long)]
@@ -51,12 +53,15 @@ impl DumpArgs {
     }
 }
 
-pub fn dump(args: DumpArgs) -> Result<ExitCode> {
+pub fn dump<M: Model>(args: DumpArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     if args.frames {
-        return dump_frames(&args);
+        return dump_frames(&args, io);
+    }
+    if let Some(url) = super::postgres_url(&args.dir) {
+        return dump_postgres::<M>(&url, &args, io);
     }
     let inspector = super::inspector(&args.dir)?;
-    let mut out = Out::new();
+    let mut out = Out::to(&mut *io.stdout);
     for raw in inspector.events(&args.filter()) {
         let raw = match raw {
             Ok(raw) => raw,
@@ -66,9 +71,41 @@ pub fn dump(args: DumpArgs) -> Result<ExitCode> {
             }
         };
         if args.json {
-            out.json(&output::event_json(&raw))?;
+            out.json(&output::event_json::<M>(&raw))?;
         } else {
-            out.line(output::event_line(&raw))?;
+            out.line(output::event_line::<M>(&raw))?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dump` of a log in a PostgreSQL database: the same lines, read page by page.
+fn dump_postgres<M: Model>(url: &str, args: &DumpArgs, io: &mut Io<'_>) -> Result<ExitCode> {
+    if args.frames {
+        return Err(super::Usage(
+            "--frames shows WAL frames: a PostgreSQL database has none".to_string(),
+        )
+        .into());
+    }
+    let runtime = super::runtime()?;
+    let mut events = runtime
+        .block_on(inspect::RemoteEvents::open(url, args.filter()))
+        .context("cannot read the log in the PostgreSQL database")?;
+    let mut out = Out::to(&mut *io.stdout);
+    loop {
+        let page = runtime
+            .block_on(events.next_page())
+            .context("reading the PostgreSQL database failed")?;
+        if page.is_empty() {
+            break;
+        }
+        for raw in &page {
+            if args.json {
+                out.json(&output::event_json::<M>(raw))?;
+            } else {
+                out.line(output::event_line::<M>(raw))?;
+            }
         }
     }
     out.flush()?;
@@ -92,14 +129,14 @@ fn frame_selected(filter: &EventFilter, entry: &FrameEntry) -> bool {
             .is_none_or(|wanted| event.is_some_and(|(_, _, event_type)| event_type == wanted))
 }
 
-fn dump_frames(args: &DumpArgs) -> Result<ExitCode> {
+fn dump_frames(args: &DumpArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     super::require_log(&args.dir)?;
     let filter = args.filter();
     let entries = inspect::frames(&args.dir)?;
     if inspect::creation_unfinished(&args.dir)? {
         super::note_unfinished(&args.dir);
     }
-    let mut out = Out::new();
+    let mut out = Out::to(&mut *io.stdout);
     let selected = entries
         .iter()
         .filter(|entry| frame_selected(&filter, entry))
@@ -167,13 +204,13 @@ pub struct TailArgs {
     json: bool,
 }
 
-pub fn tail(args: TailArgs) -> Result<ExitCode> {
+pub fn tail<M: Model>(args: TailArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     let inspector = super::inspector(&args.dir)?;
-    let mut out = Out::new();
-    let print = |out: &mut Out, raw: &logbook::RawEvent| -> Result<()> {
+    let mut out = Out::to(&mut *io.stdout);
+    let print = |out: &mut Out<'_>, raw: &logbook::RawEvent| -> Result<()> {
         match args.json {
-            true => out.json(&output::event_json(raw))?,
-            false => out.line(output::event_line(raw))?,
+            true => out.json(&output::event_json::<M>(raw))?,
+            false => out.line(output::event_line::<M>(raw))?,
         }
         out.flush()
     };

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct MaintenanceArgs {
-    /// The log directory.
+    /// The log directory, or a `postgres://` URL.
     dir: PathBuf,
     /// One JSON document.
     #[arg(long)]
@@ -27,11 +27,21 @@ fn with_log<T>(
     dir: &Path,
     operation: impl AsyncFnOnce(&BuiltinLog) -> logbook::Result<T>,
 ) -> Result<T> {
-    super::require_log(dir)?;
     let runtime = super::runtime()?;
-    let (log, _) = runtime
-        .block_on(BuiltinLog::open(dir, LogbookOptions::default()))
-        .with_context(|| format!("cannot open the log in {} for writing", dir.display()))?;
+    let options = LogbookOptions::default();
+    let opened = match super::postgres_url(dir) {
+        Some(url) => runtime.block_on(BuiltinLog::open_postgres(&url, options)),
+        None => {
+            super::require_log(dir)?;
+            runtime.block_on(BuiltinLog::open(dir, options))
+        }
+    };
+    let (log, _) = opened.with_context(|| {
+        format!(
+            "cannot open the log in {} for writing",
+            super::display_target(dir)
+        )
+    })?;
     let result = runtime.block_on(operation(&log));
     let closed = runtime.block_on(log.close());
     let value = result?;

@@ -1,5 +1,6 @@
 //! One module per command (or family of commands), and what they share.
 
+pub mod copy;
 pub mod dump;
 pub mod maintenance;
 pub mod repair;
@@ -69,6 +70,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// A path that cannot be looked at (permission denied, a name too long) is that error, not
 /// "no such directory" or "not a logbook directory".
 pub fn require_log(dir: &Path) -> Result<()> {
+    refuse_url(dir)?;
     match look(dir)? {
         None => Err(Usage(format!("{}: no such directory", dir.display())).into()),
         Some(false) => Err(Usage(format!("{}: not a directory", dir.display())).into()),
@@ -85,7 +87,53 @@ pub fn require_log(dir: &Path) -> Result<()> {
 
 /// Refuses a directory `append` would create a log in although it holds other files: it must
 /// be missing, empty or a log.
+/// A usage error for a PostgreSQL URL given to a command that works on directories only
+/// (never a directory named after the URL).
+fn refuse_url(target: &Path) -> Result<()> {
+    if postgres_url(target).is_none() {
+        return Ok(());
+    }
+    Err(Usage(format!(
+        "{}: a PostgreSQL URL; this command works on directories only so far (`dump` and `copy` \
+         take a URL: `logbook copy <url> <dir>` copies the log into a directory)",
+        redacted(target)
+    ))
+    .into())
+}
+
+/// The `postgres://` (or `postgresql://`) URL `target` is, if it is one.
+pub fn postgres_url(target: &Path) -> Option<String> {
+    let text = target.to_str()?;
+    (text.starts_with("postgres://") || text.starts_with("postgresql://")).then(|| text.to_string())
+}
+
+/// A directory or URL for messages: a URL's password, if any, left out.
+pub fn display_target(target: &Path) -> String {
+    redacted(target)
+}
+
+/// A URL for messages: the password, if any, left out.
+fn redacted(target: &Path) -> String {
+    let text = target.display().to_string();
+    match (text.find("://"), text.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &text[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &text[..scheme + 3],
+                    &credentials[..colon],
+                    &text[at..]
+                ),
+                None => text,
+            }
+        }
+        _ => text,
+    }
+}
+
 pub fn require_log_or_empty(dir: &Path) -> Result<()> {
+    refuse_url(dir)?;
     match look(dir)? {
         None => Ok(()),
         Some(false) => Err(Usage(format!("{}: not a directory", dir.display())).into()),

@@ -3,6 +3,7 @@
 //! By default it cuts the log at the first corruption; with `--keep-intact` it drops only the
 //! damaged frames and keeps every intact frame after them, naming the positions given up.
 
+use crate::Io;
 use crate::output::Out;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -32,7 +33,7 @@ fn name(path: &Path) -> String {
     path.display().to_string()
 }
 
-pub fn repair(args: RepairArgs) -> Result<ExitCode> {
+pub fn repair(args: RepairArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     super::require_log(&args.dir)?;
     let mode = if args.yes {
         RepairMode::Apply
@@ -44,7 +45,7 @@ pub fn repair(args: RepairArgs) -> Result<ExitCode> {
         false => inspect::repair(&args.dir, mode),
     }
     .with_context(|| format!("cannot repair the log in {}", args.dir.display()))?;
-    let mut out = Out::new();
+    let mut out = Out::to(&mut *io.stdout);
     if args.json {
         out.json(&to_json(&report))?;
     } else {

@@ -1,5 +1,6 @@
 //! `stats`: what is in a log, for people or (`--json`) scripts.
 
+use crate::Io;
 use crate::output::Out;
 use crate::progress::Bar;
 use anyhow::Result;
@@ -28,13 +29,13 @@ fn file_name(path: &Path) -> String {
     )
 }
 
-pub fn stats(args: StatsArgs) -> Result<ExitCode> {
+pub fn stats(args: StatsArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     let inspector = super::inspector(&args.dir)?;
     let stats = inspector
         .stats(&Bar::new())
         .map_err(|error| super::read_error(&args.dir, error))?;
     let index = args.dir.join(INDEX_DIR_NAME).is_dir();
-    let mut out = Out::new();
+    let mut out = Out::to(&mut *io.stdout);
     if args.json {
         out.json(&to_json(&stats, index))?;
     } else {

@@ -1,5 +1,6 @@
 //! `verify`: exit 0 when nothing is corrupt, 1 when anything is, 2 for usage or I/O errors.
 
+use crate::Io;
 use crate::output::Out;
 use crate::progress::Bar;
 use anyhow::Result;
@@ -18,10 +19,10 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
+pub fn verify(args: VerifyArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     super::require_log(&args.dir)?;
     let report = inspect::verify(&args.dir, &Bar::new())?;
-    let mut out = Out::new();
+    let mut out = Out::to(&mut *io.stdout);
     if args.json {
         if report.creation_unfinished {
             super::note_unfinished(&args.dir);

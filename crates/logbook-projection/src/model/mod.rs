@@ -256,7 +256,7 @@ builtin_events!(
 fn unknown(event_type: &str, schema_version: Option<u16>) -> Error {
     Error::UnknownEventType {
         event_type: escape_lossy(event_type),
-        schema_version: schema_version.unwrap_or_default(),
+        schema_version,
     }
 }
 

@@ -378,7 +378,7 @@ fn unknown_types_and_versions_are_refused() {
         matches!(
             error,
             Error::UnknownEventType {
-                schema_version: 1,
+                schema_version: Some(1),
                 ..
             }
         ),
@@ -389,6 +389,20 @@ fn unknown_types_and_versions_are_refused() {
         matches!(error, Error::UnsupportedSchemaVersion { .. }),
         "{error}"
     );
+    // A caller who gave no schema version is not told about "schema version 0" (issue 12
+    // item 10): the message names only the type.
+    let error = BuiltinEvent::from_json("room.exploded", serde_json::json!({})).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::UnknownEventType {
+                schema_version: None,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.to_string(), r#"unknown event type "room.exploded""#);
 }
 
 #[test]

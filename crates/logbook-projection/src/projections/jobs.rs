@@ -486,6 +486,14 @@ impl Projection for Jobs {
         }
         removed
     }
+
+    fn stream_truncated(&mut self, _stream: &StreamId, _before_version: u64) -> bool {
+        // Keeps the job as it is. Its state folds every event, its input from `job.queued`
+        // included, so a truncated job stream keeps those bytes in the state and in
+        // snapshots: the known gap of tests/snapshot_replay_property.rs (truncation is meant
+        // for room sessions). To purge a job, delete its stream.
+        false
+    }
 }
 
 #[cfg(test)]

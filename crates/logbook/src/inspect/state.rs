@@ -6,11 +6,12 @@
 //! message bodies.
 
 use super::{EventFilter, Inspector, Progress};
+use crate::apply::{DurableRecord, Undecodable};
 use crate::builtin::{HISTORY_LIMIT_MAX, HistoryPage, Message, RoomEdits};
 use crate::engine::{SnapshotReport, start_from_snapshot};
 use crate::error::{Error, Result};
 use crate::projections::{Applier, Projections, TypedApplier};
-use crate::system::{self, SystemEvent};
+use crate::system::{self, Hidden, SystemEvent};
 use logbook_compaction::SnapshotStore;
 use logbook_projection::model::RoomMessagePosted;
 use logbook_projection::projections::{Interrupted, interrupted};
@@ -63,7 +64,8 @@ impl Inspector {
         let edits = projections.register(RoomEdits::default());
         let applier = TypedApplier::new(projections);
         let store = SnapshotStore::new(self.storage.clone(), &self.dir);
-        let ((_, start), snapshot) = start_from_snapshot(&store, &self.wal, &applier);
+        let ((_, start), snapshot) =
+            start_from_snapshot(&store, self.wal.durable_position(), &applier);
         let last = self.last_position();
         progress.start("replay", last.saturating_sub(start));
         let mut events = 0u64;
@@ -77,7 +79,8 @@ impl Inspector {
             if record.position > last {
                 break;
             }
-            applier.apply_record(record.position, &record.payload)?;
+            let durable = DurableRecord::decode(record.position, &record.payload)?;
+            applier.apply(&durable, Undecodable::Skip)?;
             progress.advance(record.position - position);
             position = record.position;
             events += 1;
@@ -123,7 +126,13 @@ impl Inspector {
             let raw = raw?;
             let envelope = raw.envelope.stream().as_str();
             if envelope == system::SYSTEM_STREAM {
-                page.system(&stream, SystemEvent::decode(raw.envelope.payload())?);
+                let event =
+                    SystemEvent::decode_record(raw.envelope.event_type(), raw.envelope.payload())
+                        .map_err(|reason| Error::Corrupted {
+                        position: raw.position,
+                        reason,
+                    })?;
+                page.system(&stream, &event);
                 continue;
             }
             if envelope != stream.as_str() {
@@ -152,18 +161,17 @@ struct RoomScan {
 }
 
 impl RoomScan {
-    fn system(&mut self, stream: &StreamId, event: SystemEvent) {
-        match event {
-            SystemEvent::StreamDeleted { stream: deleted } if deleted == stream.as_str() => {
-                self.deleted = true;
-            }
-            SystemEvent::StreamTruncated {
-                stream: truncated,
-                before_version,
-            } if truncated == stream.as_str() => {
+    fn system(&mut self, stream: &StreamId, event: &SystemEvent) {
+        if event.stream() != stream.as_str() {
+            return;
+        }
+        match event.hides() {
+            Hidden::All => self.deleted = true,
+            // A soft delete hides every version before it: the room's earlier history is
+            // gone from reads, its later messages are shown.
+            Hidden::Below(before_version) => {
                 self.truncated_before = self.truncated_before.max(before_version);
             }
-            _ => {}
         }
     }
 

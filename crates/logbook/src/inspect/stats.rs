@@ -6,7 +6,7 @@
 
 use super::{Inspector, Progress};
 use crate::error::{Error, Result};
-use crate::system::{self, SystemEvent};
+use crate::system::{self, Hidden, SystemEvent};
 use logbook_compaction::{SnapshotInfo, SnapshotStore};
 use logbook_projection::{EnvelopeRef, StreamId, StreamKind};
 use logbook_wal::frame::FRAME_HEADER_BYTES;
@@ -145,7 +145,7 @@ impl Inspector {
                 current.positions = Some((first, position));
                 current.records += 1;
             }
-            count(&mut stats, &mut streams, &envelope, bytes)?;
+            count(&mut stats, &mut streams, position, &envelope, bytes)?;
             progress.advance(position - previous);
             previous = position;
         }
@@ -219,6 +219,7 @@ impl Inspector {
 fn count(
     stats: &mut LogStats,
     streams: &mut HashMap<String, StreamTally>,
+    position: u64,
     envelope: &EnvelopeRef<'_>,
     bytes: u64,
 ) -> Result<()> {
@@ -235,15 +236,14 @@ fn count(
     tally.events += 1;
     tally.bytes += bytes;
     if envelope.stream == system::SYSTEM_STREAM {
-        match SystemEvent::decode(envelope.payload)? {
-            SystemEvent::StreamDeleted { stream } => {
-                streams.entry(stream).or_default().deleted = true;
-            }
-            SystemEvent::StreamTruncated {
-                stream,
-                before_version,
-            } => {
-                let tally = streams.entry(stream).or_default();
+        let event = SystemEvent::decode_record(envelope.event_type, envelope.payload)
+            .map_err(|reason| Error::Corrupted { position, reason })?;
+        let tally = streams.entry(event.stream().to_owned()).or_default();
+        match event.hides() {
+            Hidden::All => tally.deleted = true,
+            // A soft delete hides the stream's versions like a truncation does: its events
+            // are garbage a compaction reclaims, and the stream lives on.
+            Hidden::Below(before_version) => {
                 tally.truncated_before = tally.truncated_before.max(before_version);
             }
         }

@@ -14,7 +14,7 @@
 use super::Progress;
 use super::scan::{self, FrameWalker, SegmentFile, Walk};
 use crate::error::Result;
-use crate::system::{self, STREAM_DELETED, STREAM_TRUNCATED, SystemEvent};
+use crate::system::{self, SystemEvent};
 use logbook_compaction::{Error as CompactionError, SnapshotStore, decode_snapshot};
 use logbook_projection::EnvelopeRef;
 use logbook_wal::manifest;
@@ -665,21 +665,8 @@ impl SegmentCheck<'_> {
     }
 
     fn system_event(&mut self, offset: u64, position: u64, envelope: &EnvelopeRef<'_>) {
-        let matches = match SystemEvent::decode(envelope.payload) {
-            Ok(SystemEvent::StreamDeleted { .. }) => envelope.event_type == STREAM_DELETED,
-            Ok(SystemEvent::StreamTruncated { .. }) => envelope.event_type == STREAM_TRUNCATED,
-            Err(error) => {
-                let reason =
-                    format!("engine event at position {position} does not decode: {error}");
-                self.find(Severity::Corruption, offset, reason);
-                return;
-            }
-        };
-        if !matches {
-            let reason = format!(
-                "engine event type {} at position {position} does not match its payload",
-                envelope.event_type
-            );
+        if let Err(reason) = SystemEvent::decode_record(envelope.event_type, envelope.payload) {
+            let reason = format!("position {position}: {reason}");
             self.find(Severity::Corruption, offset, reason);
         }
     }

@@ -1,0 +1,181 @@
+//! Following the global log: catch-up from any position, live pages woken by the listener,
+//! the poll as the safety net, and the listener reconnecting by itself.
+
+mod common;
+
+use common::{fresh_database, open, request};
+use logbook_pgtest::Cluster;
+use logbook_postgres::{ExpectedVersion, FollowOptions, PgStore};
+use logbook_projection::Envelope;
+use std::time::{Duration, Instant};
+
+/// Long enough that a test passing within it was woken, not polled.
+const NO_POLL: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn positions_until(
+    follower: &mut logbook_postgres::Follower,
+    last: u64,
+    within: Duration,
+) -> Vec<u64> {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while seen.last().copied().unwrap_or(0) < last {
+        let left = within.saturating_sub(started.elapsed());
+        assert!(!left.is_zero(), "only {seen:?} seen within {within:?}");
+        let page = follower.next_page_within(left).await.expect("follow");
+        seen.extend(page.iter().map(|raw| raw.position));
+    }
+    seen
+}
+
+async fn append(store: &PgStore, name: &str, count: usize) {
+    store
+        .append(request(name, ExpectedVersion::Any, count))
+        .await
+        .expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_then_follows_live_appends_woken_not_polled() {
+    let database = fresh_database();
+    let store = open(&database).await;
+    append(&store, "room/a", 5).await;
+    let options = FollowOptions {
+        poll_interval: NO_POLL,
+        page_max: 2,
+    };
+    let mut follower = store.follow(3, options);
+    assert_eq!(positions_until(&mut follower, 5, WAIT).await, vec![3, 4, 5]);
+    let writer = store.clone();
+    let appender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        append(&writer, "room/b", 3).await;
+    });
+    assert_eq!(positions_until(&mut follower, 8, WAIT).await, vec![6, 7, 8]);
+    appender.await.expect("appender");
+    assert_eq!(follower.next_position(), 9);
+}
+
+/// Waits until `count` listener connections are in the database's sessions.
+async fn wait_for_listeners(database: &logbook_pgtest::TestDatabase, count: usize) {
+    let started = Instant::now();
+    loop {
+        let listeners = Cluster::shared().psql(
+            database.name(),
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE query LIKE 'LISTEN%' AND datname = current_database()",
+        );
+        if listeners == count.to_string() {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{listeners} listeners, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes one event at `position` by plain SQL, as logbook would but without a NOTIFY.
+async fn insert_without_notify(client: &tokio_postgres::Client, position: i64) {
+    let stream = common::stream("room/silent");
+    let version = position - 1;
+    let data = common::event("silent");
+    let envelope = Envelope::new(stream.clone(), version as u64, 0, data.clone()).encode();
+    client
+        .execute(
+            "INSERT INTO logbook_events VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+            &[
+                &position,
+                &stream.as_str(),
+                &version,
+                &data.event_type(),
+                &i32::from(data.schema_version()),
+                &i16::from(data.codec()),
+                &envelope,
+            ],
+        )
+        .await
+        .expect("insert");
+    client
+        .execute("UPDATE logbook_log SET last_position = $1", &[&position])
+        .await
+        .expect("log head");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wake_ups_the_poll_still_finds_new_events() {
+    let database = fresh_database();
+    let store = open(&database).await;
+    let options = FollowOptions {
+        poll_interval: Duration::from_millis(100),
+        ..FollowOptions::default()
+    };
+    let mut follower = store.follow(1, options);
+    // Let the listener connect, so its first wake-up is spent.
+    assert!(
+        follower
+            .next_page_within(Duration::from_millis(500))
+            .await
+            .expect("follow")
+            .is_empty()
+    );
+    let (client, connection) =
+        tokio_postgres::connect(&database.connection_string(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    let driver = tokio::spawn(connection);
+    insert_without_notify(&client, 1).await;
+    insert_without_notify(&client, 2).await;
+    assert_eq!(
+        positions_until(&mut follower, 2, Duration::from_secs(3)).await,
+        vec![1, 2]
+    );
+    driver.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_reconnects_after_its_connection_is_killed() {
+    let database = fresh_database();
+    let store = open(&database).await;
+    let options = FollowOptions {
+        poll_interval: NO_POLL,
+        ..FollowOptions::default()
+    };
+    let mut follower = store.follow(1, options);
+    append(&store, "room/before", 1).await;
+    assert_eq!(positions_until(&mut follower, 1, WAIT).await, vec![1]);
+    wait_for_listeners(&database, 1).await;
+    let killed = Cluster::shared().psql(
+        database.name(),
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE query LIKE 'LISTEN%' AND datname = current_database()",
+    );
+    assert_eq!(killed, "1", "one listener connection per store");
+    // Appended while the listener is down: its NOTIFY is lost; the reconnect wakes followers.
+    append(&store, "room/during", 1).await;
+    assert_eq!(positions_until(&mut follower, 2, WAIT).await, vec![2]);
+    // And later wake-ups arrive on the new connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    append(&store, "room/after", 2).await;
+    assert_eq!(positions_until(&mut follower, 4, WAIT).await, vec![3, 4]);
+    wait_for_listeners(&database, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_of_one_store_share_one_listener_connection() {
+    let database = fresh_database();
+    let store = open(&database).await;
+    let mut followers: Vec<_> = (0..5)
+        .map(|_| store.clone().follow(1, FollowOptions::default()))
+        .collect();
+    append(&store, "room/x", 3).await;
+    for follower in &mut followers {
+        assert_eq!(positions_until(follower, 3, WAIT).await, vec![1, 2, 3]);
+    }
+    wait_for_listeners(&database, 1).await;
+    // Still one a moment later: no follower opened a second one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_listeners(&database, 1).await;
+}

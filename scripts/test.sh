@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The test command of README.md: installs what the tests need and a fresh machine lacks, then
+# runs every test. `.ci/run` calls this same script. Arguments go to `cargo test --workspace`.
+#     bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The PostgreSQL backend's tests start throwaway clusters (crates/logbook-pgtest) and need the
+# server binaries; they fail, never skip, without them. Install the distribution's package when
+# initdb is neither in PATH nor in /usr/lib/postgresql/*/bin, and put its bin dir first in PATH.
+postgres_bin_dir() {
+    local dir
+    if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+        dirname "$(readlink -f "$(command -v initdb)")"
+        return 0
+    fi
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    return 1
+}
+echo "==> PostgreSQL server binaries"
+if ! PG_BIN_DIR=$(postgres_bin_dir); then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: initdb/pg_ctl not found and not root: install the postgresql package" >&2
+        exit 1
+    fi
+    echo "initdb not found: apt-get install postgresql"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update </dev/null
+    apt-get install -y --no-install-recommends postgresql </dev/null
+    if ! PG_BIN_DIR=$(postgres_bin_dir); then
+        echo "error: the postgresql package installed no initdb in /usr/lib/postgresql/*/bin" >&2
+        exit 1
+    fi
+fi
+export PATH="$PG_BIN_DIR:$PATH"
+echo "PostgreSQL binaries: $PG_BIN_DIR ($("$PG_BIN_DIR/pg_ctl" --version))"
+
+# The workspace: unit, integration and doc tests of every crate.
+cargo test --workspace "$@"
+
+# The newcomer trial (issue 12): a crate outside the workspace, written from the docs alone with
+# `logbook` as its one dependency. It shares the workspace's target directory (same profiles) so
+# that common dependencies are built once; --locked: its Cargo.lock is committed.
+cargo test --locked --manifest-path tests/newcomer/Cargo.toml \
+    --target-dir "${CARGO_TARGET_DIR:-$PWD/target}"
