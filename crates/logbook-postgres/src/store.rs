@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::follower::{FollowOptions, Follower, WakeHub};
 use crate::{Direction, ExpectedVersion, schema};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use logbook_projection::{Envelope, EventData, RawEvent, StreamId};
+use logbook_projection::{Envelope, EnvelopeRef, EventData, RawEvent, StreamId};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -405,7 +405,8 @@ impl PgStore {
     }
 
     /// [`PgStore::read_all`] as stored: each event's position and envelope bytes (checked
-    /// against the row's columns), what the engine applies and subscriptions decode.
+    /// against the row's columns, without decoding a copy), what the engine applies and
+    /// subscriptions decode.
     pub async fn read_all_records(
         &self,
         from_position: u64,
@@ -413,19 +414,21 @@ impl PgStore {
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         let driver = |error| Error::from_driver("read_all", error);
         let client = self.client("read_all").await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT position, stream, version, payload FROM logbook_events
                  WHERE position >= $1 ORDER BY position LIMIT $2",
-                &[&to_i64(from_position), &page_limit(max)],
             )
+            .await
+            .map_err(driver)?;
+        let rows = client
+            .query(&statement, &[&to_i64(from_position), &page_limit(max)])
             .await
             .map_err(driver)?;
         rows.iter()
             .map(|row| {
-                let raw = decode_row(row)?;
-                let payload: Vec<u8> = row.try_get(3).map_err(driver)?;
-                Ok((raw.position, payload))
+                let (position, bytes, _) = check_row(row)?;
+                Ok((position, bytes.to_vec()))
             })
             .collect()
     }
@@ -965,6 +968,14 @@ fn head_from_row_at(row: &tokio_postgres::Row, first: usize, stream: &str) -> Re
 
 /// One `logbook_events` row back to a [`RawEvent`], checking the envelope against the columns.
 fn decode_row(row: &tokio_postgres::Row) -> Result<RawEvent> {
+    let (position, _, envelope) = check_row(row)?;
+    Ok(RawEvent::new(position, envelope.to_envelope()))
+}
+
+/// A row of `SELECT position, stream, version, payload`: its position, its envelope bytes and
+/// the envelope decoded in place (nothing copied), checked to be of the row's stream and
+/// version.
+fn check_row(row: &tokio_postgres::Row) -> Result<(u64, &[u8], EnvelopeRef<'_>)> {
     let driver = |error| Error::from_driver("read", error);
     let position: i64 = row.try_get(0).map_err(driver)?;
     // The key is formatted only for an error: this runs once per event read.
@@ -978,17 +989,14 @@ fn decode_row(row: &tokio_postgres::Row) -> Result<RawEvent> {
     let stream: &str = row.try_get(1).map_err(driver)?;
     let version: i64 = row.try_get(2).map_err(driver)?;
     let payload: &[u8] = row.try_get(3).map_err(driver)?;
-    let envelope = Envelope::decode(payload).map_err(|error| corrupted(error.to_string()))?;
-    if envelope.stream().as_str() != stream
-        || Some(envelope.stream_version()) != u64::try_from(version).ok()
-    {
+    let envelope = EnvelopeRef::decode(payload).map_err(|error| corrupted(error.to_string()))?;
+    if envelope.stream != stream || Some(envelope.stream_version) != u64::try_from(version).ok() {
         return Err(corrupted(format!(
             "the envelope says {}@{}, the columns {stream}@{version}",
-            envelope.stream(),
-            envelope.stream_version()
+            envelope.stream, envelope.stream_version
         )));
     }
-    Ok(RawEvent::new(position, envelope))
+    Ok((position, payload, envelope))
 }
 
 fn to_u64(value: i64, table: &'static str, key: &str) -> Result<u64> {

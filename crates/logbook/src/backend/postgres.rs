@@ -323,7 +323,7 @@ async fn follow(
 ) {
     loop {
         let page = tokio::select! {
-            page = follower.next_page() => page,
+            page = follower.next_records() => page,
             Some(reply) = snapshot_requests.recv() => {
                 // Between two applied pages: the state is as of `applied`, whole.
                 sink.snapshot(reply);
@@ -351,8 +351,8 @@ async fn follow(
         };
         // The sink takes envelope bytes: the rows hold exactly these (the WAL's format).
         let batch: Vec<(u64, Arc<Vec<u8>>)> = page
-            .iter()
-            .map(|raw| (raw.position, Arc::new(raw.envelope.encode())))
+            .into_iter()
+            .map(|(position, bytes)| (position, Arc::new(bytes)))
             .collect();
         let decoded = DecodedBatch::decode(&batch);
         let outcome = sink.apply(&batch, &decoded);
