@@ -145,49 +145,55 @@ impl Follower {
     /// Waits for and returns the next non-empty page. An error (retryable ones included)
     /// leaves the cursor where it was: call again to retry.
     pub async fn next_page(&mut self) -> Result<Vec<RawEvent>> {
-        let store = self.store.clone();
-        self.next(|from, max| {
-            let store = store.clone();
-            async move { store.read_all(from, max).await }
-        })
-        .await
-    }
-
-    /// [`Follower::next_page`] as stored ([`PgStore::read_all_records`]): each event's
-    /// position and envelope bytes, checked against the row but not copied into an
-    /// [`logbook_projection::Envelope`]. What the engine applies.
-    pub async fn next_records(&mut self) -> Result<Vec<(u64, Vec<u8>)>> {
-        let store = self.store.clone();
-        self.next(|from, max| {
-            let store = store.clone();
-            async move { store.read_all_records(from, max).await }
-        })
-        .await
-    }
-
-    /// Reads pages with `read` until one is not empty, waiting between empty ones for a
-    /// wake-up or the poll interval.
-    async fn next<T: Positioned, F, R>(&mut self, read: R) -> Result<Vec<T>>
-    where
-        R: Fn(u64, usize) -> F,
-        F: std::future::Future<Output = Result<Vec<T>>>,
-    {
         loop {
             // Marked before the read: a wake-up that arrives during the read is not lost.
             self.wakes.borrow_and_update();
-            let page = read(self.next_position, self.options.page_max).await?;
+            let page = self
+                .store
+                .read_all(self.next_position, self.options.page_max)
+                .await?;
             if let Some(last) = page.last() {
-                debug_assert!(
-                    page.windows(2)
-                        .all(|pair| pair[0].position() < pair[1].position())
-                );
-                assert!(
-                    last.position() >= self.next_position,
-                    "a page went backwards"
-                );
-                self.next_position = last.position() + 1;
+                assert!(last.position >= self.next_position, "a page went backwards");
+                self.next_position = last.position + 1;
                 return Ok(page);
             }
+            let woken = tokio::time::timeout(self.options.poll_interval, self.wakes.changed());
+            if let Ok(Err(_)) = woken.await {
+                // The listener task is gone (the runtime is shutting down): poll only.
+                tokio::time::sleep(self.options.poll_interval).await;
+            }
+        }
+    }
+
+    /// [`Follower::next_page`] as stored ([`PgStore::read_all_records_through`]): each
+    /// event's position and envelope bytes, checked against the row but not copied into an
+    /// [`logbook_projection::Envelope`], and the position the page covers the log through
+    /// (purged positions included). Returns when the cursor moved: a page can hold no record
+    /// when only purged positions were passed. What the engine applies.
+    pub async fn next_records(&mut self) -> Result<(Vec<(u64, Vec<u8>)>, u64)> {
+        loop {
+            // Marked before the read: a wake-up that arrives during the read is not lost.
+            self.wakes.borrow_and_update();
+            let (records, through) = self
+                .store
+                .read_all_records_through(self.next_position, self.options.page_max)
+                .await?;
+            debug_assert!(records.windows(2).all(|pair| pair[0].0 < pair[1].0));
+            if through >= self.next_position {
+                assert!(
+                    records
+                        .first()
+                        .is_none_or(|(first, _)| *first >= self.next_position),
+                    "a page went backwards"
+                );
+                assert!(
+                    records.last().is_none_or(|(last, _)| *last <= through),
+                    "a page beyond what it covers"
+                );
+                self.next_position = through + 1;
+                return Ok((records, through));
+            }
+            assert!(records.is_empty(), "records but no progress");
             let woken = tokio::time::timeout(self.options.poll_interval, self.wakes.changed());
             if let Ok(Err(_)) = woken.await {
                 // The listener task is gone (the runtime is shutting down): poll only.
@@ -202,22 +208,5 @@ impl Follower {
             Ok(page) => page,
             Err(_) => Ok(Vec::new()),
         }
-    }
-}
-
-/// An item of a page: where it is in the global log.
-trait Positioned {
-    fn position(&self) -> u64;
-}
-
-impl Positioned for RawEvent {
-    fn position(&self) -> u64 {
-        self.position
-    }
-}
-
-impl Positioned for (u64, Vec<u8>) {
-    fn position(&self) -> u64 {
-        self.0
     }
 }

@@ -433,6 +433,76 @@ impl PgStore {
             .collect()
     }
 
+    /// [`PgStore::read_all_records`] and, read in the same statement (one snapshot), how far
+    /// the page covers the log: its last position when the page is full, else the log's head
+    /// (`logbook_log.last_position`). Positions up to there that the page does not hold were
+    /// purged: every row up to the head committed before the head did (the append lock), so
+    /// no row at or below it can appear later. What a follower needs to never wait for a
+    /// purged position.
+    pub async fn read_all_records_through(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<(Vec<(u64, Vec<u8>)>, u64)> {
+        let driver = |error| Error::from_driver("read_all", error);
+        let client = self.client("read_all").await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT e.position, e.stream, e.version, e.payload, l.last_position
+                 FROM logbook_log l LEFT JOIN LATERAL (
+                     SELECT position, stream, version, payload FROM logbook_events
+                     WHERE position >= $1 ORDER BY position LIMIT $2) e ON true
+                 ORDER BY e.position",
+            )
+            .await
+            .map_err(driver)?;
+        let limit = page_limit(max);
+        let rows = client
+            .query(&statement, &[&to_i64(from_position), &limit])
+            .await
+            .map_err(driver)?;
+        let Some(first) = rows.first() else {
+            return Err(Error::Corrupted {
+                table: "logbook_log",
+                key: "singleton".to_string(),
+                reason: "no row".to_string(),
+            });
+        };
+        let head: i64 = first.try_get(4).map_err(driver)?;
+        let head = to_u64(head, "logbook_log", "singleton")?;
+        let empty = first
+            .try_get::<_, Option<i64>>(0)
+            .map_err(driver)?
+            .is_none();
+        let records: Vec<(u64, Vec<u8>)> = if empty {
+            Vec::new()
+        } else {
+            rows.iter()
+                .map(|row| {
+                    let (position, bytes, _) = check_row(row)?;
+                    Ok((position, bytes.to_vec()))
+                })
+                .collect::<Result<_>>()?
+        };
+        let last = records.last().map(|(position, _)| *position);
+        let through = match last {
+            Some(last) if records.len() as i64 >= limit => last,
+            Some(last) => last.max(head),
+            None if limit > 0 => head.max(from_position.saturating_sub(1)),
+            None => from_position.saturating_sub(1),
+        };
+        if let Some(last) = last
+            && last > head
+        {
+            return Err(Error::Corrupted {
+                table: "logbook_log",
+                key: "singleton".to_string(),
+                reason: format!("last_position {head} is below the stored position {last}"),
+            });
+        }
+        Ok((records, through))
+    }
+
     /// Reads up to `max` events of `stream` from `from_version` (inclusive), forward or
     /// backward. A deleted stream is [`Error::StreamDeleted`].
     pub async fn read_stream(

@@ -179,3 +179,56 @@ async fn followers_of_one_store_share_one_listener_connection() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_for_listeners(&database, 1).await;
 }
+
+/// Rows purged before a follower read them leave a gap no append will fill: `next_records`
+/// moves past it (to the log's head, read in the same statement) instead of waiting for it,
+/// also when the gap is at the end of the log; `next_page` returns the rows that are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_passes_positions_purged_before_it_read_them() {
+    let database = fresh_database();
+    let store = open(&database).await;
+    append(&store, "room/kept", 2).await; // positions 1, 2
+    append(&store, "room/gone", 3).await; // 3..=5
+    append(&store, "room/kept", 1).await; // 6
+    append(&store, "room/tail", 2).await; // 7, 8: the end of the log
+    for name in ["room/gone", "room/tail"] {
+        store
+            .delete_stream(&common::stream(name), ExpectedVersion::Any)
+            .await
+            .expect("delete");
+    }
+    assert_eq!(store.head_position().await.expect("head"), 8);
+    let options = FollowOptions {
+        poll_interval: NO_POLL,
+        page_max: 2,
+    };
+    let mut follower = store.follow(1, options);
+    let mut pages = Vec::new();
+    while follower.next_position() <= 8 {
+        let (records, through) = tokio::time::timeout(WAIT, follower.next_records())
+            .await
+            .expect("a purged position was waited for")
+            .expect("follow");
+        let positions: Vec<u64> = records.iter().map(|(position, _)| *position).collect();
+        for (position, bytes) in &records {
+            Envelope::decode(bytes).unwrap_or_else(|error| panic!("{position}: {error}"));
+        }
+        pages.push((positions, through));
+    }
+    // Full pages end at their last row; the short page covers the log through its head.
+    assert_eq!(
+        pages,
+        vec![(vec![1, 2], 2), (vec![6], 8)],
+        "pages and how far each covers the log"
+    );
+    assert_eq!(follower.next_position(), 9);
+
+    // Live: an append after the gap is read next, with no wait for 7 or 8.
+    append(&store, "room/kept", 1).await;
+    let (records, through) = tokio::time::timeout(WAIT, follower.next_records())
+        .await
+        .expect("woken")
+        .expect("follow");
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].0, through), (9, 9));
+}

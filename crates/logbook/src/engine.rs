@@ -188,6 +188,12 @@ impl DurableSink for Shared {
         Shared::poison(self).cloned()
     }
 
+    fn passed(&self, through: u64) {
+        if self.poison().is_none() && through > *self.applied.borrow() {
+            self.applied.send_replace(through);
+        }
+    }
+
     fn publish(&self, batch: Vec<LiveRecord>) {
         Shared::publish(self, batch);
     }

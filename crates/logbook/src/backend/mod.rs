@@ -137,6 +137,11 @@ pub trait DurableSink: Send + Sync {
     /// The engine's poison, once set: the backend acknowledges nothing more.
     fn poisoned(&self) -> Option<Poison>;
 
+    /// Positions up to `through` hold nothing more to apply: a shared log's rows purged before
+    /// this replica read them (they leave gaps no append fills). The applied position moves
+    /// there, so that no wait for it hangs. Nothing happens once poisoned.
+    fn passed(&self, through: u64);
+
     /// Hands newly durable records to live subscribers, after their appends were acknowledged.
     fn publish(&self, batch: Vec<Record>);
 

@@ -349,15 +349,17 @@ async fn follow(
                 return;
             }
         };
+        let (records, through) = page;
         // The sink takes envelope bytes: the rows hold exactly these (the WAL's format).
-        let batch: Vec<(u64, Arc<Vec<u8>>)> = page
+        let batch: Vec<(u64, Arc<Vec<u8>>)> = records
             .into_iter()
             .map(|(position, bytes)| (position, Arc::new(bytes)))
             .collect();
         let decoded = DecodedBatch::decode(&batch);
         let outcome = sink.apply(&batch, &decoded);
         let applied_through = match &outcome {
-            Ok(()) => batch.last().map(|(position, _)| *position),
+            // Through the page's coverage: positions purged before they were read included.
+            Ok(()) => Some(through),
             Err(poison) => Some(poison.position.saturating_sub(1)),
         };
         {
@@ -384,7 +386,14 @@ async fn follow(
         }
         match outcome {
             // Live subscribers get the records once they are applied.
-            Ok(()) => sink.publish(batch),
+            Ok(()) => {
+                if batch.last().is_none_or(|(last, _)| *last < through) {
+                    sink.passed(through);
+                }
+                if !batch.is_empty() {
+                    sink.publish(batch);
+                }
+            }
             Err(poison) => {
                 followed.fail_with(poison.position, poison.reason.clone());
                 return;
@@ -690,7 +699,13 @@ pub(crate) fn replay_tail(
         let page = runtime
             .block_on(store.read_all_records(applied + 1, OPEN_REPLAY_PAGE))
             .map_err(from_store)?;
-        let Some(&(last, _)) = page.last() else { break };
+        let Some(&(last, _)) = page.last() else {
+            // Every row up to `head` committed before `head` was read (positions commit in
+            // order under the append lock): the ones this read did not find were purged
+            // since (a stream deleted outside the engine), and nothing will ever fill them.
+            applied = head;
+            break;
+        };
         for (position, bytes) in &page {
             let record = crate::apply::DurableRecord::decode(*position, bytes)?;
             crate::apply::apply_record(
