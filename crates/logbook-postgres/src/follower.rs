@@ -178,7 +178,7 @@ impl Follower {
                 .store
                 .read_all_records_through(self.next_position, self.options.page_max)
                 .await?;
-            debug_assert!(records.windows(2).all(|pair| pair[0].0 < pair[1].0));
+            debug_assert!(records.is_sorted_by(|a, b| a.0 < b.0));
             if through >= self.next_position {
                 assert!(
                     records
