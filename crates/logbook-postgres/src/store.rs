@@ -179,6 +179,14 @@ impl PgStore {
                 supported: schema::SCHEMA_VERSION,
             });
         }
+        if found == 0 {
+            return Err(Error::SchemaDamaged {
+                target: store.target.clone(),
+                reason: "it has no logbook schema: no log was ever created there (a writer \
+                         creates it: `logbook append` or `logbook copy` into the database)"
+                    .to_string(),
+            });
+        }
         if found < schema::SCHEMA_VERSION {
             return Err(Error::SchemaDamaged {
                 target: store.target.clone(),
