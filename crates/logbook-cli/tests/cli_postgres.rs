@@ -476,3 +476,62 @@ fn read_commands_on_a_bad_target_say_so_in_one_line() {
         failed.stderr
     );
 }
+
+#[test]
+fn verify_notes_the_version_gaps_a_copied_in_compacted_log_keeps_and_fails_on_removed_rows() {
+    // A directory whose compaction dropped superseded progress events: job/j1 keeps versions
+    // 0, 1, 4 and 5 (2 and 3 were superseded by 4 and the job finished after them).
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("log");
+    let mut lines = vec![
+        r#"{"stream":"job/j1","type":"job.queued","data":{"kind":"embed"}}"#.to_owned(),
+        r#"{"stream":"job/j1","type":"job.claimed","data":{"worker":"w1","lease_expires_at_ms":99999999999999}}"#.to_owned(),
+    ];
+    for percent in [10, 50, 90] {
+        lines.push(format!(
+            r#"{{"stream":"job/j1","type":"job.progress","data":{{"percent":{percent}}}}}"#
+        ));
+    }
+    lines.push(r#"{"stream":"job/j1","type":"job.succeeded","data":{}}"#.to_owned());
+    common::append(&dir, &lines);
+    run(&["compact", dir.to_str().unwrap()]).ok();
+    let kept: Vec<u64> = run(&["dump", dir.to_str().unwrap(), "--json"])
+        .ok()
+        .json_lines()
+        .iter()
+        .map(|event| event["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, vec![0, 1, 4, 5], "compaction left a gap");
+
+    let database = Cluster::shared().create_database();
+    let url = database.url();
+    run(&["copy", dir.to_str().unwrap(), &url]).ok();
+    let report = run(&["verify", &url]).ok();
+    assert!(
+        report
+            .stdout
+            .contains("note: logbook_streams stream job/j1: versions missing"),
+        "a legitimate gap is a note: {}",
+        report.stdout
+    );
+    assert!(
+        report.stdout.contains("ok: PostgreSQL"),
+        "{}",
+        report.stdout
+    );
+
+    // A row removed behind logbook's back from the top of a stream: the head disagrees.
+    Cluster::shared().psql(
+        database.name(),
+        "DELETE FROM logbook_events WHERE stream = 'job/j1' AND version = 5",
+    );
+    let damaged = run(&["verify", &url]);
+    assert_eq!(damaged.code, 1, "{}", damaged.stdout);
+    assert!(
+        damaged
+            .stdout
+            .contains("stream job/j1: head_version 5, but the newest row is version 4"),
+        "{}",
+        damaged.stdout
+    );
+}
