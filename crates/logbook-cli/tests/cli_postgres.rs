@@ -451,8 +451,9 @@ fn read_commands_on_a_bad_target_say_so_in_one_line() {
     let empty = Cluster::shared().create_database();
     for command in ["stats", "verify", "tail", "repair"] {
         let failed = run(&[command, &empty.url()]).failed();
+        assert_eq!(failed.code, 2, "as a directory that is not a log");
         assert!(
-            failed.stderr.contains("no logbook schema"),
+            failed.stderr.contains("holds no logbook schema"),
             "{command}: {}",
             failed.stderr
         );

@@ -180,11 +180,8 @@ impl PgStore {
             });
         }
         if found == 0 {
-            return Err(Error::SchemaDamaged {
+            return Err(Error::NoSchema {
                 target: store.target.clone(),
-                reason: "it has no logbook schema: no log was ever created there (a writer \
-                         creates it: `logbook append` or `logbook copy` into the database)"
-                    .to_string(),
             });
         }
         if found < schema::SCHEMA_VERSION {
