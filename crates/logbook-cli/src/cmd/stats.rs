@@ -276,10 +276,10 @@ fn remote_human(out: &mut Out, target: &Path, stats: &RemoteStats) -> Result<()>
             format_time(newest.created_ms)
         ))?,
     }
-    out.line("tables")?;
+    out.line("tables     (on disk with indexes and TOAST; dead rows: removed, not yet reclaimed by VACUUM)")?;
     for table in &stats.tables {
         out.line(format!(
-            "           {:<28} {:>12} bytes {:>10} rows {:>8} dead (VACUUM reclaims)",
+            "           {:<28} {:>12} bytes {:>10} rows {:>8} dead",
             table.table, table.total_bytes, table.live_rows, table.dead_rows
         ))?;
     }
