@@ -44,7 +44,12 @@
 //! with [`run_with`], which reads and writes the given streams instead of the process's.
 //!
 //! Exit codes: 0 success; 1 a failed operation or, for `verify`, a corrupt log; 2 usage and
-//! I/O errors (a missing directory, a directory that is not a log).
+//! I/O errors (a missing directory, a directory that is not a log, a PostgreSQL URL that cannot
+//! be parsed, a server that cannot be reached).
+//!
+//! Every command that takes a log directory also takes a `postgres://` URL; `dump`, `stats`,
+//! `verify`, `tail`, `state` and `repair` open it read-only (`logbook::inspect::RemoteLog`,
+//! `RemoteEvents`).
 //!
 //! Owns: argument parsing, formatting and exit codes. Every read goes through
 //! `logbook::inspect` (read-only, no lock, never a byte written), every write through the

@@ -65,12 +65,38 @@ pub fn lock_holder_note(error: &anyhow::Error) -> String {
     }
 }
 
-/// 2 for usage and I/O errors, 1 for everything else.
+/// 2 for usage and I/O errors, 1 for everything else. On a PostgreSQL URL, a URL that cannot
+/// be parsed and a database without a logbook schema are usage errors and a server that cannot
+/// be reached (or went away) an I/O error.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    let usage_or_io = error
-        .chain()
-        .any(|cause| cause.is::<Usage>() || cause.is::<io::Error>());
+    let usage_or_io = error.chain().any(|cause| {
+        cause.is::<Usage>()
+            || cause.is::<io::Error>()
+            || cause
+                .downcast_ref::<logbook::Error>()
+                .is_some_and(unreachable_database)
+            || cause
+                .downcast_ref::<logbook_postgres::Error>()
+                .is_some_and(unreachable)
+    });
     if usage_or_io { 2 } else { 1 }
+}
+
+fn unreachable_database(error: &logbook::Error) -> bool {
+    match error {
+        logbook::Error::Postgres(error) => unreachable(error),
+        _ => false,
+    }
+}
+
+/// A URL that cannot be parsed, a server that cannot be reached or went away, a database that
+/// holds no log (as a directory that is not a log).
+fn unreachable(error: &logbook_postgres::Error) -> bool {
+    error.is_retryable()
+        || matches!(
+            error,
+            logbook_postgres::Error::InvalidUrl { .. } | logbook_postgres::Error::NoSchema { .. }
+        )
 }
 
 /// Buffered output (stdout, or the writer a caller of `run_with` gave). Call [`Out::flush`]

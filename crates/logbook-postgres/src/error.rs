@@ -94,6 +94,16 @@ pub enum Error {
         /// Up to [`crate::schema::FOREIGN_TABLES_LISTED_MAX`] of the tables found.
         tables: Vec<String>,
     },
+    /// A read-only open of a database that holds no logbook schema: no log was ever created
+    /// there (a read-only store never creates one).
+    #[error(
+        "the database {target} holds no logbook schema: no log was ever created there (a writer \
+         creates it: `logbook append`, or `logbook copy` into the database)"
+    )]
+    NoSchema {
+        /// Where.
+        target: String,
+    },
     /// The logbook schema in the database is not one this code wrote (a missing version row,
     /// a missing table).
     #[error("the logbook schema in {target} is damaged: {reason}")]

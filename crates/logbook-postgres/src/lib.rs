@@ -38,6 +38,7 @@ pub mod committer;
 pub mod error;
 pub mod follower;
 pub mod import;
+pub mod inspect;
 pub mod listener;
 mod pipeline;
 pub mod purge;
@@ -47,6 +48,9 @@ pub mod store;
 pub use error::{Error, Result};
 pub use follower::{FOLLOW_POLL_INTERVAL_DEFAULT, FollowOptions, Follower};
 pub use import::{ImportPart, Imported, ImportedStream};
+pub use inspect::{
+    EventRow, EventTotals, KeyCount, SnapshotRow, StreamRow, StreamTotals, TableSize,
+};
 pub use listener::Listener;
 pub use purge::{PurgeKind, PurgeOutcome};
 pub use store::{

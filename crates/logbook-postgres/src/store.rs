@@ -179,6 +179,11 @@ impl PgStore {
                 supported: schema::SCHEMA_VERSION,
             });
         }
+        if found == 0 {
+            return Err(Error::NoSchema {
+                target: store.target.clone(),
+            });
+        }
         if found < schema::SCHEMA_VERSION {
             return Err(Error::SchemaDamaged {
                 target: store.target.clone(),

@@ -1,5 +1,6 @@
-//! Read-only inspection of a log directory: what `logbook dump`, `verify`, `stats`, `tail`,
-//! `state` and `repair` are built on.
+//! Read-only inspection of a log directory, or (with the `postgres` feature) of a log in a
+//! PostgreSQL database (`RemoteLog`, `RemoteEvents`): what `logbook dump`, `verify`,
+//! `stats`, `tail`, `state` and `repair` are built on.
 //!
 //! Owns: opening a log without the directory lock and without writing a byte ([`Inspector`]),
 //! so it works beside a live writer; filtered reads of raw events; rebuilding the built-in
@@ -36,6 +37,10 @@
 
 #[cfg(feature = "postgres")]
 mod remote;
+#[cfg(feature = "postgres")]
+mod remote_stats;
+#[cfg(feature = "postgres")]
+mod remote_verify;
 mod repair;
 mod scan;
 mod state;
@@ -43,7 +48,11 @@ mod stats;
 mod verify;
 
 #[cfg(feature = "postgres")]
-pub use remote::{REMOTE_PAGE_EVENTS, RemoteEvents};
+pub use remote::{REMOTE_PAGE_EVENTS, RemoteEvents, RemoteFollower, RemoteLog};
+#[cfg(feature = "postgres")]
+pub use remote_stats::{REMOTE_SNAPSHOTS_LISTED, RemoteSnapshot, RemoteStats, RemoteTable};
+#[cfg(feature = "postgres")]
+pub use remote_verify::{REMOTE_FINDINGS_MAX, RemoteFinding, RemoteVerifyReport};
 pub use repair::{
     DroppedFrame, RepairMode, RepairReport, repair, repair_keep_intact,
     repair_keep_intact_with_storage, repair_with_storage,

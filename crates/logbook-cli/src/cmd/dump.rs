@@ -1,4 +1,5 @@
-//! `dump` (events or raw frames) and `tail` (the last events, then follow).
+//! `dump` (events or raw frames) and `tail` (the last events, then follow), on a directory or
+//! a `postgres://` URL (read-only: `logbook::inspect::RemoteEvents` and `RemoteLog`).
 
 use crate::Io;
 use crate::model::Model;
@@ -54,11 +55,11 @@ impl DumpArgs {
 }
 
 pub fn dump<M: Model>(args: DumpArgs, io: &mut Io<'_>) -> Result<ExitCode> {
-    if args.frames {
-        return dump_frames(&args, io);
-    }
     if let Some(url) = super::postgres_url(&args.dir) {
         return dump_postgres::<M>(&url, &args, io);
+    }
+    if args.frames {
+        return dump_frames(&args, io);
     }
     let inspector = super::inspector(&args.dir)?;
     let mut out = Out::to(&mut *io.stdout);
@@ -191,7 +192,7 @@ fn dump_frames(args: &DumpArgs, io: &mut Io<'_>) -> Result<ExitCode> {
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// The log directory.
+    /// The log directory, or a `postgres://` URL (read-only: no schema change, no write).
     dir: PathBuf,
     /// How many of the last events to print.
     #[arg(short = 'n', long = "lines", default_value_t = 10)]
@@ -205,6 +206,9 @@ pub struct TailArgs {
 }
 
 pub fn tail<M: Model>(args: TailArgs, io: &mut Io<'_>) -> Result<ExitCode> {
+    if let Some(url) = super::postgres_url(&args.dir) {
+        return tail_postgres::<M>(&url, &args, io);
+    }
     let inspector = super::inspector(&args.dir)?;
     let mut out = Out::to(&mut *io.stdout);
     let print = |out: &mut Out<'_>, raw: &logbook::RawEvent| -> Result<()> {
@@ -244,5 +248,68 @@ pub fn tail<M: Model>(args: TailArgs, io: &mut Io<'_>) -> Result<ExitCode> {
         }
         std::thread::sleep(FOLLOW_POLL_INTERVAL);
         inspector.refresh()?;
+    }
+}
+
+/// How long `tail -f` on a URL waits for a page before it looks again (the follower wakes at
+/// once on the writers' `NOTIFY`; this only bounds a wait).
+const REMOTE_FOLLOW_WAIT: Duration = Duration::from_secs(1);
+
+/// `tail` of a log in a PostgreSQL database: the last events, then (with `-f`) every new one
+/// in position order, woken by the writers' `NOTIFY` and polling as a safety net. A server
+/// that goes away while following is waited for (retried), as a replica's follower does.
+fn tail_postgres<M: Model>(url: &str, args: &TailArgs, io: &mut Io<'_>) -> Result<ExitCode> {
+    let runtime = super::runtime()?;
+    let log = super::remote_log(&runtime, &args.dir, url)?;
+    let failed = || {
+        format!(
+            "reading the PostgreSQL database {} failed",
+            super::display_target(&args.dir)
+        )
+    };
+    let mut out = Out::to(&mut *io.stdout);
+    let print = |out: &mut Out<'_>, raw: &logbook::RawEvent| -> Result<()> {
+        match args.json {
+            true => out.json(&output::event_json::<M>(raw)),
+            false => out.line(output::event_line::<M>(raw)),
+        }
+    };
+    let head = runtime.block_on(log.last_position()).with_context(failed)?;
+    let start = runtime
+        .block_on(log.start_of_last(args.count))
+        .with_context(failed)?;
+    if let Some(mut next) = start {
+        while next <= head {
+            let page = runtime
+                .block_on(log.events_from(next, inspect::REMOTE_PAGE_EVENTS))
+                .with_context(failed)?;
+            let Some(last) = page.last().map(|raw| raw.position) else {
+                break;
+            };
+            for raw in page.iter().filter(|raw| raw.position <= head) {
+                print(&mut out, raw)?;
+            }
+            next = last + 1;
+        }
+    }
+    out.flush()?;
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _guard = runtime.enter();
+    let mut follower = log.follow(head + 1);
+    loop {
+        match runtime.block_on(follower.next_page_within(REMOTE_FOLLOW_WAIT)) {
+            Ok(page) => {
+                for raw in &page {
+                    print(&mut out, raw)?;
+                }
+                out.flush()?;
+            }
+            Err(logbook::Error::Postgres(error)) if error.is_retryable() => {
+                std::thread::sleep(FOLLOW_POLL_INTERVAL);
+            }
+            Err(error) => return Err(anyhow::Error::new(error).context(failed())),
+        }
     }
 }

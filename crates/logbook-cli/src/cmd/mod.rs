@@ -85,20 +85,35 @@ pub fn require_log(dir: &Path) -> Result<()> {
     }
 }
 
-/// Refuses a directory `append` would create a log in although it holds other files: it must
-/// be missing, empty or a log.
-/// A usage error for a PostgreSQL URL given to a command that works on directories only
-/// (never a directory named after the URL).
+/// A usage error for a PostgreSQL URL given to a command (or an option) that works on
+/// directories only (never a directory named after the URL).
 fn refuse_url(target: &Path) -> Result<()> {
     if postgres_url(target).is_none() {
         return Ok(());
     }
     Err(Usage(format!(
-        "{}: a PostgreSQL URL; this command works on directories only so far (`dump` and `copy` \
-         take a URL: `logbook copy <url> <dir>` copies the log into a directory)",
+        "{}: a PostgreSQL URL; this works on directories only (`logbook copy <url> <dir>` copies \
+         the log into a directory)",
         redacted(target)
     ))
     .into())
+}
+
+/// Opens the log in the PostgreSQL database at `url` (`target` as given, for messages)
+/// read-only: no DDL, no write, the schema must exist and be the version this tool reads.
+pub fn remote_log(
+    runtime: &tokio::runtime::Runtime,
+    target: &Path,
+    url: &str,
+) -> Result<inspect::RemoteLog> {
+    runtime
+        .block_on(inspect::RemoteLog::open(url))
+        .with_context(|| {
+            format!(
+                "cannot read the log in the PostgreSQL database {}",
+                display_target(target)
+            )
+        })
 }
 
 /// The `postgres://` (or `postgresql://`) URL `target` is, if it is one.
@@ -132,6 +147,8 @@ fn redacted(target: &Path) -> String {
     }
 }
 
+/// Refuses a directory `append` would create a log in although it holds other files: it must
+/// be missing, empty or a log.
 pub fn require_log_or_empty(dir: &Path) -> Result<()> {
     refuse_url(dir)?;
     match look(dir)? {

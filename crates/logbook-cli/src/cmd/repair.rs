@@ -2,6 +2,12 @@
 //! exits 1 when that is anything); with `--yes` it repairs and prints exactly what was dropped.
 //! By default it cuts the log at the first corruption; with `--keep-intact` it drops only the
 //! damaged frames and keeps every intact frame after them, naming the positions given up.
+//!
+//! On a `postgres://` URL there is nothing for `repair` to do: PostgreSQL commits whole
+//! transactions (no torn tail, no half-written frame), and logbook never rewrites shared rows.
+//! It runs `verify`'s checks read-only, prints them, and says so: exit 0 when the database is
+//! clean, 1 when it is damaged (damage in a database is restored from the server's backups,
+//! never patched by logbook); `--yes` and `--keep-intact` change nothing there.
 
 use crate::Io;
 use crate::output::Out;
@@ -15,7 +21,7 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct RepairArgs {
-    /// The log directory.
+    /// The log directory, or a `postgres://` URL (checked read-only: nothing to repair there).
     dir: PathBuf,
     /// Really repair. Without it nothing changes: the report says what would be dropped.
     #[arg(long)]
@@ -34,6 +40,9 @@ fn name(path: &Path) -> String {
 }
 
 pub fn repair(args: RepairArgs, io: &mut Io<'_>) -> Result<ExitCode> {
+    if let Some(url) = super::postgres_url(&args.dir) {
+        return repair_remote(&args, &url, io);
+    }
     super::require_log(&args.dir)?;
     let mode = if args.yes {
         RepairMode::Apply
@@ -277,4 +286,46 @@ fn human(out: &mut Out, dir: &Path, report: &RepairReport) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// What `repair` says of a database: nothing to repair.
+const REMOTE_NOTHING_TO_DO: &str = "PostgreSQL has no torn tails and no half-written frames: it \
+     commits whole transactions, so there is nothing for `repair` to cut, and logbook never \
+     rewrites shared rows; nothing was changed";
+
+/// What `repair` says of a damaged database.
+const REMOTE_RESTORE: &str = "the damage above is not repaired by logbook: restore the \
+     database from the server's backups (or point-in-time recovery) to before it";
+
+fn repair_remote(args: &RepairArgs, url: &str, io: &mut Io<'_>) -> Result<ExitCode> {
+    let report = super::verify::verify_remote(&args.dir, url)?;
+    let mut out = Out::to(&mut *io.stdout);
+    if args.json {
+        out.json(&json!({
+            "applied": false,
+            "drops_anything": false,
+            "backend": "postgres",
+            "target": report.target,
+            "clean": report.is_clean(),
+            "last_position": report.head_position,
+            "findings": super::verify::remote_findings_json(&report),
+            "findings_not_listed": report.findings_not_listed,
+            "note": if report.is_clean() { REMOTE_NOTHING_TO_DO } else { REMOTE_RESTORE },
+        }))?;
+    } else {
+        super::verify::remote_finding_lines(&mut out, &report)?;
+        match report.is_clean() {
+            true => out.line(format!(
+                "nothing to repair in PostgreSQL {} (last position given {}): {REMOTE_NOTHING_TO_DO}",
+                report.target, report.head_position
+            ))?,
+            false => out.line(format!(
+                "CORRUPT ({} problems) in PostgreSQL {}: {REMOTE_RESTORE}; {REMOTE_NOTHING_TO_DO}",
+                report.corruptions(),
+                report.target
+            ))?,
+        }
+    }
+    out.flush()?;
+    Ok(super::verify::remote_exit_code(&report))
 }

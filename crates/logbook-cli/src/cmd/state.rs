@@ -1,8 +1,10 @@
-//! `state runs|workflows|rooms|jobs [ID]`: the built-in projections, rebuilt read-only.
+//! `state runs|workflows|rooms|jobs [ID]`: the built-in projections, rebuilt read-only from a
+//! directory or a `postgres://` URL (there from the newest shared snapshot plus the rows after
+//! it: `logbook::inspect::RemoteLog::replay_builtin`; no snapshot is stored, nothing written).
 
 use crate::output::{Out, Usage, format_time, shorten};
 use crate::progress::Bar;
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use clap::{Args, ValueEnum};
 use logbook::builtin_projections::{
     AgentRun, Job, JobProgressState, RelaunchReason, Room, RunFilter, TelemetryTotals, WorkflowRun,
@@ -10,7 +12,7 @@ use logbook::builtin_projections::{
 use logbook::inspect::BuiltinState;
 use logbook::{HistoryPage, PageRequest, ResumePlan};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,7 +26,8 @@ enum Entity {
 #[derive(Debug, Args)]
 #[command(override_usage = "logbook state <DIR> <runs|workflows|rooms|jobs> [ID] [OPTIONS]")]
 pub struct StateArgs {
-    /// The log directory (the entity may also come first: `state runs <DIR>`).
+    /// The log directory or a `postgres://` URL, read-only (the entity may also come first:
+    /// `state runs <DIR>`).
     dir: String,
     /// runs, workflows, rooms or jobs.
     entity: String,
@@ -87,6 +90,9 @@ pub fn state(args: StateArgs) -> Result<ExitCode> {
     if args.history && (entity != Entity::Rooms || args.id.is_none()) {
         return Err(Usage("--history needs `rooms ROOM`".to_owned()).into());
     }
+    if let Some(url) = super::postgres_url(&dir) {
+        return state_postgres(&args, &dir, &url, entity);
+    }
     let inspector = super::inspector(&dir)?;
     let mut out = Out::new();
     if args.history {
@@ -108,20 +114,7 @@ pub fn state(args: StateArgs) -> Result<ExitCode> {
     let state = inspector
         .replay_builtin(&Bar::new())
         .map_err(|error| super::read_error(&dir, error))?;
-    if state.undecodable > 0 && !args.json {
-        eprintln!(
-            "note: {} events could not be decoded by the built-in model and were skipped",
-            state.undecodable
-        );
-    }
-    let id = args.id.as_deref();
-    match entity {
-        Entity::Runs => runs(&mut out, &state, id, args.json)?,
-        Entity::Workflows => workflows(&mut out, &state, id, args.json)?,
-        Entity::Rooms => rooms(&mut out, &state, id, args.json)?,
-        Entity::Jobs => jobs(&mut out, &state, id, args.json)?,
-    }
-    out.flush()?;
+    print_state(&mut out, &state, entity, &args)?;
     if let Some(damage) = &state.damage {
         // State up to the damage, never one that skips an event: labelled, and a failure.
         let note = format!(
@@ -130,6 +123,62 @@ pub fn state(args: StateArgs) -> Result<ExitCode> {
         );
         return Err(super::damage_error(&dir, damage, &note));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The entity (or entities) asked for, as the directory and the database both print them.
+fn print_state(
+    out: &mut Out,
+    state: &BuiltinState,
+    entity: Entity,
+    args: &StateArgs,
+) -> Result<()> {
+    if state.undecodable > 0 && !args.json {
+        eprintln!(
+            "note: {} events could not be decoded by the built-in model and were skipped",
+            state.undecodable
+        );
+    }
+    let id = args.id.as_deref();
+    match entity {
+        Entity::Runs => runs(out, state, id, args.json)?,
+        Entity::Workflows => workflows(out, state, id, args.json)?,
+        Entity::Rooms => rooms(out, state, id, args.json)?,
+        Entity::Jobs => jobs(out, state, id, args.json)?,
+    }
+    out.flush()
+}
+
+/// `state` of a log in a PostgreSQL database (`target` as given, for messages).
+fn state_postgres(args: &StateArgs, target: &Path, url: &str, entity: Entity) -> Result<ExitCode> {
+    let runtime = super::runtime()?;
+    let log = super::remote_log(&runtime, target, url)?;
+    let failed = || {
+        format!(
+            "reading the PostgreSQL database {} failed",
+            super::display_target(target)
+        )
+    };
+    let mut out = Out::new();
+    if args.history {
+        let room = args.id.as_deref().unwrap_or_default();
+        let page = runtime
+            .block_on(log.room_history(room, args.before, args.limit))
+            .with_context(failed)?;
+        history(&mut out, room, &page, args.json)?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state = runtime
+        .block_on(log.replay_builtin())
+        .with_context(failed)?;
+    for (snapshot, reason) in &state.snapshot.rejected {
+        eprintln!(
+            "note: snapshot {} not used ({reason}); the whole log was replayed",
+            snapshot.display()
+        );
+    }
+    print_state(&mut out, &state, entity, args)?;
     Ok(ExitCode::SUCCESS)
 }
 

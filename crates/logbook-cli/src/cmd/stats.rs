@@ -1,18 +1,20 @@
-//! `stats`: what is in a log, for people or (`--json`) scripts.
+//! `stats`: what is in a log (a directory or a `postgres://` URL), for people or (`--json`)
+//! scripts. On a URL the figures come from `logbook::inspect::RemoteLog::stats` (read-only);
+//! the keys the directory output has keep their meaning, PostgreSQL-only figures have their own.
 
 use crate::Io;
-use crate::output::Out;
+use crate::output::{Out, format_time};
 use crate::progress::Bar;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use logbook::inspect::LogStats;
+use logbook::inspect::{LogStats, RemoteStats};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// The log directory.
+    /// The log directory, or a `postgres://` URL (read-only: no schema change, no write).
     dir: PathBuf,
     /// One JSON document.
     #[arg(long)]
@@ -30,6 +32,24 @@ fn file_name(path: &Path) -> String {
 }
 
 pub fn stats(args: StatsArgs, io: &mut Io<'_>) -> Result<ExitCode> {
+    if let Some(url) = super::postgres_url(&args.dir) {
+        let runtime = super::runtime()?;
+        let log = super::remote_log(&runtime, &args.dir, &url)?;
+        let stats = runtime.block_on(log.stats()).with_context(|| {
+            format!(
+                "reading the PostgreSQL database {} failed",
+                super::display_target(&args.dir)
+            )
+        })?;
+        let mut out = Out::to(&mut *io.stdout);
+        if args.json {
+            out.json(&remote_json(&stats))?;
+        } else {
+            remote_human(&mut out, &args.dir, &stats)?;
+        }
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let inspector = super::inspector(&args.dir)?;
     let stats = inspector
         .stats(&Bar::new())
@@ -154,5 +174,114 @@ fn human(out: &mut Out, dir: &Path, stats: &LogStats, index: bool) -> Result<()>
             "no stream index on disk (stream table rebuilt in memory at open)"
         }
     ))?;
+    Ok(())
+}
+
+fn remote_json(stats: &RemoteStats) -> serde_json::Value {
+    let largest: Vec<_> = stats
+        .largest_streams
+        .iter()
+        .map(|stream| json!({"stream": stream.stream, "events": stream.events, "bytes": stream.bytes}))
+        .collect();
+    json!({
+        "backend": "postgres",
+        "target": stats.target,
+        "schema_version": stats.schema_version,
+        "first_position": stats.positions.map(|(first, _)| first),
+        "last_position": stats.positions.map(|(_, last)| last),
+        "head_position": stats.head_position,
+        "events": stats.events,
+        "payload_bytes": stats.payload_bytes,
+        "oldest_timestamp_ms": stats.timestamps.map(|(oldest, _)| oldest),
+        "newest_timestamp_ms": stats.timestamps.map(|(_, newest)| newest),
+        "events_by_type": stats.events_by_type,
+        "events_by_stream_kind": stats.events_by_kind,
+        "streams": stats.streams,
+        "live_streams": stats.live_streams,
+        "streams_with_events": stats.streams_with_events,
+        "largest_streams": largest,
+        "deleted_streams": stats.deleted_streams,
+        "truncated_streams": stats.truncated_streams,
+        "snapshot_count": stats.snapshot_count,
+        "newest_snapshot_position": stats.snapshots.first().map(|snapshot| snapshot.position),
+        "snapshots": stats.snapshots.iter().map(|snapshot| json!({
+            "position": snapshot.position,
+            "bytes": snapshot.bytes,
+            "created_ms": snapshot.created_ms,
+        })).collect::<Vec<_>>(),
+        "tables": stats.tables.iter().map(|table| json!({
+            "table": table.table,
+            "total_bytes": table.total_bytes,
+            "live_rows": table.live_rows,
+            "dead_rows": table.dead_rows,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn remote_human(out: &mut Out, target: &Path, stats: &RemoteStats) -> Result<()> {
+    let range = stats.positions.map_or_else(
+        || "none".to_owned(),
+        |(first, last)| format!("{first}..={last}"),
+    );
+    out.line(format!(
+        "log        {} (PostgreSQL {}, schema version {})",
+        super::display_target(target),
+        stats.target,
+        stats.schema_version
+    ))?;
+    out.line(format!(
+        "positions  {range} in the rows; last position given {} (purged events leave gaps)",
+        stats.head_position
+    ))?;
+    let times = stats
+        .timestamps
+        .map_or_else(String::new, |(oldest, newest)| {
+            format!(", {} .. {}", format_time(oldest), format_time(newest))
+        });
+    out.line(format!(
+        "events     {} ({} payload bytes{times})",
+        stats.events, stats.payload_bytes
+    ))?;
+    out.line("by kind")?;
+    for (kind, count) in &stats.events_by_kind {
+        out.line(format!("           {kind:<28} {count:>10}"))?;
+    }
+    out.line("by type")?;
+    for (event_type, count) in &stats.events_by_type {
+        out.line(format!("           {event_type:<28} {count:>10}"))?;
+    }
+    out.line(format!(
+        "streams    {} ({} live, {} deleted, {} truncated; {} with events)",
+        stats.streams,
+        stats.live_streams,
+        stats.deleted_streams,
+        stats.truncated_streams,
+        stats.streams_with_events
+    ))?;
+    out.line("largest")?;
+    for stream in &stats.largest_streams {
+        out.line(format!(
+            "           {:<28} {:>10} events {:>12} bytes",
+            stream.stream, stream.events, stream.bytes
+        ))?;
+    }
+    match stats.snapshots.first() {
+        None => out.line("snapshots  none (an open replays the whole log)")?,
+        Some(newest) => out.line(format!(
+            "snapshots  {} (newest at position {}, {} bytes, stored {}: an open replays only \
+             what follows)",
+            stats.snapshot_count,
+            newest.position,
+            newest.bytes,
+            format_time(newest.created_ms)
+        ))?,
+    }
+    out.line("tables     (on disk with indexes and TOAST; dead rows: removed, not yet reclaimed by VACUUM)")?;
+    for table in &stats.tables {
+        out.line(format!(
+            "           {:<28} {:>12} bytes {:>10} rows {:>8} dead",
+            table.table, table.total_bytes, table.live_rows, table.dead_rows
+        ))?;
+    }
     Ok(())
 }

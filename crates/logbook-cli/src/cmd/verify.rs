@@ -1,18 +1,21 @@
-//! `verify`: exit 0 when nothing is corrupt, 1 when anything is, 2 for usage or I/O errors.
+//! `verify`: exit 0 when nothing is corrupt, 1 when anything is, 2 for usage or I/O errors (on a
+//! `postgres://` URL: a URL that cannot be parsed, a server that cannot be reached). On a URL
+//! the checks are `logbook::inspect::RemoteLog::verify`'s, read-only; findings name the table
+//! and the row (`logbook_events position 5`).
 
 use crate::Io;
 use crate::output::Out;
 use crate::progress::Bar;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use logbook::inspect::{self, Severity};
+use logbook::inspect::{self, RemoteVerifyReport, Severity};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The log directory.
+    /// The log directory, or a `postgres://` URL (read-only: no schema change, no write).
     dir: PathBuf,
     /// One JSON document: the verdict, what was checked, every finding.
     #[arg(long)]
@@ -20,6 +23,16 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(args: VerifyArgs, io: &mut Io<'_>) -> Result<ExitCode> {
+    if let Some(url) = super::postgres_url(&args.dir) {
+        let report = verify_remote(&args.dir, &url)?;
+        let mut out = Out::to(&mut *io.stdout);
+        match args.json {
+            true => out.json(&remote_json(&report))?,
+            false => remote_human(&mut out, &report)?,
+        }
+        out.flush()?;
+        return Ok(remote_exit_code(&report));
+    }
     super::require_log(&args.dir)?;
     let report = inspect::verify(&args.dir, &Bar::new())?;
     let mut out = Out::to(&mut *io.stdout);
@@ -97,4 +110,98 @@ pub fn verify(args: VerifyArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Runs the checks on the log in the database at `url` (`target` as given, for messages).
+pub fn verify_remote(target: &Path, url: &str) -> Result<RemoteVerifyReport> {
+    let runtime = super::runtime()?;
+    let log = super::remote_log(&runtime, target, url)?;
+    runtime.block_on(log.verify()).with_context(|| {
+        format!(
+            "verifying the PostgreSQL database {} failed before every row was checked",
+            super::display_target(target)
+        )
+    })
+}
+
+/// 0 when the database's log is clean, 1 (as for a corrupt directory) when it is not.
+pub fn remote_exit_code(report: &RemoteVerifyReport) -> ExitCode {
+    match report.is_clean() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    }
+}
+
+/// The report's findings as JSON objects.
+pub fn remote_findings_json(report: &RemoteVerifyReport) -> Vec<serde_json::Value> {
+    report
+        .findings
+        .iter()
+        .map(|finding| {
+            json!({
+                "severity": finding.severity.as_str(),
+                "table": finding.table,
+                "row": finding.row,
+                "reason": finding.reason,
+            })
+        })
+        .collect()
+}
+
+fn remote_json(report: &RemoteVerifyReport) -> serde_json::Value {
+    json!({
+        "clean": report.is_clean(),
+        "backend": "postgres",
+        "target": report.target,
+        "schema_version": report.schema_version,
+        "head_position": report.head_position,
+        "events": report.events,
+        "bytes": report.bytes,
+        "streams": report.streams,
+        "snapshots": report.snapshots,
+        "checks": report.checks,
+        "findings": remote_findings_json(report),
+        "findings_not_listed": report.findings_not_listed,
+    })
+}
+
+/// One line per finding (`corrupt: logbook_events position 5: ...`).
+pub fn remote_finding_lines(out: &mut Out, report: &RemoteVerifyReport) -> Result<()> {
+    for finding in &report.findings {
+        out.line(format!(
+            "{}: {} {}: {}",
+            finding.severity.as_str(),
+            finding.table,
+            finding.row,
+            finding.reason
+        ))?;
+    }
+    if report.findings_not_listed > 0 {
+        out.line(format!(
+            "corrupt: {} more findings not listed ({} of them corruption)",
+            report.findings_not_listed, report.corruptions_not_listed
+        ))?;
+    }
+    Ok(())
+}
+
+fn remote_human(out: &mut Out, report: &RemoteVerifyReport) -> Result<()> {
+    remote_finding_lines(out, report)?;
+    let verdict = match report.is_clean() {
+        true => "ok".to_owned(),
+        false => format!("CORRUPT ({} problems)", report.corruptions()),
+    };
+    out.line(format!(
+        "{verdict}: PostgreSQL {} (schema version {}): {} events, {} streams, {} snapshots, {} \
+         bytes checked; last position given {}",
+        report.target,
+        report.schema_version,
+        report.events,
+        report.streams,
+        report.snapshots,
+        report.bytes,
+        report.head_position
+    ))?;
+    out.line(format!("checked: {}", report.checks.join("; ")))?;
+    Ok(())
 }

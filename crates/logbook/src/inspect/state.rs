@@ -15,7 +15,7 @@ use crate::system::{self, Hidden, SystemEvent};
 use logbook_compaction::SnapshotStore;
 use logbook_projection::model::RoomMessagePosted;
 use logbook_projection::projections::{Interrupted, interrupted};
-use logbook_projection::{BuiltinEvent, Jobs, Rooms, RunLedger, StreamId};
+use logbook_projection::{BuiltinEvent, Jobs, RawEvent, Rooms, RunLedger, StreamId};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// The built-in projections as of the last durable position.
@@ -56,50 +56,36 @@ impl Inspector {
     /// it stops before the damage and says so in [`BuiltinState::damage`]: the state is then
     /// the one as of the last intact event before it (never one that skips an event).
     pub fn replay_builtin(&self, progress: &dyn Progress) -> Result<BuiltinState> {
-        let mut projections = Projections::<BuiltinEvent>::new();
-        // The order a `BuiltinLog` registers them in.
-        let runs = projections.register(RunLedger::new());
-        let rooms = projections.register(Rooms::new());
-        let jobs = projections.register(Jobs::new());
-        let edits = projections.register(RoomEdits::default());
-        let applier = TypedApplier::new(projections);
-        let store = SnapshotStore::new(self.storage.clone(), &self.dir);
-        let ((_, start), snapshot) =
-            start_from_snapshot(&store, self.wal.durable_position(), &applier);
-        let last = self.last_position();
-        progress.start("replay", last.saturating_sub(start));
-        let mut events = 0u64;
-        let mut position = start;
-        let mut reader = self.wal.read_from(start + 1);
-        while reader.next_position() <= last {
-            let Some(record) = reader.next() else {
-                break;
-            };
-            let record = record?;
-            if record.position > last {
-                break;
+        replay_builtin_with(|applier| {
+            let store = SnapshotStore::new(self.storage.clone(), &self.dir);
+            let ((_, start), snapshot) =
+                start_from_snapshot(&store, self.wal.durable_position(), applier);
+            let last = self.last_position();
+            progress.start("replay", last.saturating_sub(start));
+            let mut events = 0u64;
+            let mut position = start;
+            let mut reader = self.wal.read_from(start + 1);
+            while reader.next_position() <= last {
+                let Some(record) = reader.next() else {
+                    break;
+                };
+                let record = record?;
+                if record.position > last {
+                    break;
+                }
+                let durable = DurableRecord::decode(record.position, &record.payload)?;
+                applier.apply(&durable, Undecodable::Skip)?;
+                progress.advance(record.position - position);
+                position = record.position;
+                events += 1;
             }
-            let durable = DurableRecord::decode(record.position, &record.payload)?;
-            applier.apply(&durable, Undecodable::Skip)?;
-            progress.advance(record.position - position);
-            position = record.position;
-            events += 1;
-        }
-        progress.finish();
-        let runs = runs.read().clone();
-        let rooms = rooms.read().clone();
-        let jobs = jobs.read().clone();
-        let edits = edits.read().clone();
-        Ok(BuiltinState {
-            runs,
-            rooms,
-            jobs,
-            edits,
-            position,
-            snapshot,
-            events,
-            undecodable: applier.undecodable(),
-            damage: self.damage().cloned(),
+            progress.finish();
+            Ok(Replayed {
+                position,
+                snapshot,
+                events,
+                damage: self.damage().cloned(),
+            })
         })
     }
 
@@ -123,33 +109,57 @@ impl Inspector {
             ..EventFilter::default()
         };
         for raw in self.events(&filter) {
-            let raw = raw?;
-            let envelope = raw.envelope.stream().as_str();
-            if envelope == system::SYSTEM_STREAM {
-                let event =
-                    SystemEvent::decode_record(raw.envelope.event_type(), raw.envelope.payload())
-                        .map_err(|reason| Error::Corrupted {
-                        position: raw.position,
-                        reason,
-                    })?;
-                page.system(&stream, &event);
-                continue;
-            }
-            if envelope != stream.as_str() {
-                continue;
-            }
-            let Ok(event) = raw.decode::<BuiltinEvent>() else {
-                continue; // Skipped, as the projections skip it.
-            };
-            page.event(event, before, limit);
+            page.feed(&stream, &raw?, before, limit)?;
         }
         page.finish(&stream, limit)
     }
 }
 
+/// What a replay through [`replay_builtin_with`]'s applier reached.
+pub(super) struct Replayed {
+    /// The last position applied.
+    pub(super) position: u64,
+    /// The snapshot the replay started from.
+    pub(super) snapshot: SnapshotReport,
+    /// Events applied after the snapshot.
+    pub(super) events: u64,
+    /// The damage the replay stopped before.
+    pub(super) damage: Option<logbook_wal::Damage>,
+}
+
+/// The built-in projections, registered as a `BuiltinLog` registers them, fed by `replay`
+/// (which restores a snapshot into the applier and applies what follows it).
+pub(super) fn replay_builtin_with(
+    replay: impl FnOnce(&dyn Applier) -> Result<Replayed>,
+) -> Result<BuiltinState> {
+    let mut projections = Projections::<BuiltinEvent>::new();
+    // The order a `BuiltinLog` registers them in.
+    let runs = projections.register(RunLedger::new());
+    let rooms = projections.register(Rooms::new());
+    let jobs = projections.register(Jobs::new());
+    let edits = projections.register(RoomEdits::default());
+    let applier = TypedApplier::new(projections);
+    let replayed = replay(&applier)?;
+    let runs = runs.read().clone();
+    let rooms = rooms.read().clone();
+    let jobs = jobs.read().clone();
+    let edits = edits.read().clone();
+    Ok(BuiltinState {
+        runs,
+        rooms,
+        jobs,
+        edits,
+        position: replayed.position,
+        snapshot: replayed.snapshot,
+        events: replayed.events,
+        undecodable: applier.undecodable(),
+        damage: replayed.damage,
+    })
+}
+
 /// The state of one room scan.
 #[derive(Debug, Default)]
-struct RoomScan {
+pub(super) struct RoomScan {
     deleted: bool,
     truncated_before: u64,
     /// The newest posts seen, at most one page plus one (to know whether more exist).
@@ -161,6 +171,35 @@ struct RoomScan {
 }
 
 impl RoomScan {
+    /// Takes the next event of the log (in position order) into the page of `stream`.
+    pub(super) fn feed(
+        &mut self,
+        stream: &StreamId,
+        raw: &RawEvent,
+        before: u64,
+        limit: usize,
+    ) -> Result<()> {
+        let envelope = raw.envelope.stream().as_str();
+        if envelope == system::SYSTEM_STREAM {
+            let event =
+                SystemEvent::decode_record(raw.envelope.event_type(), raw.envelope.payload())
+                    .map_err(|reason| Error::Corrupted {
+                        position: raw.position,
+                        reason,
+                    })?;
+            self.system(stream, &event);
+            return Ok(());
+        }
+        if envelope != stream.as_str() {
+            return Ok(());
+        }
+        // An undecodable event is skipped, as the projections skip it.
+        if let Ok(event) = raw.decode::<BuiltinEvent>() {
+            self.event(event, before, limit);
+        }
+        Ok(())
+    }
+
     fn system(&mut self, stream: &StreamId, event: &SystemEvent) {
         if event.stream() != stream.as_str() {
             return;
@@ -221,7 +260,7 @@ impl RoomScan {
             .any(|message| message.message_id == message_id)
     }
 
-    fn finish(mut self, stream: &StreamId, limit: usize) -> Result<HistoryPage> {
+    pub(super) fn finish(mut self, stream: &StreamId, limit: usize) -> Result<HistoryPage> {
         if self.deleted {
             return Err(Error::StreamDeleted {
                 stream: stream.to_string(),
