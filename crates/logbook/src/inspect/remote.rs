@@ -33,15 +33,7 @@ pub struct RemoteEvents {
 impl RemoteEvents {
     /// Opens the database at `url` read-only and starts at the filter's `from`.
     pub async fn open(url: &str, filter: EventFilter) -> Result<RemoteEvents> {
-        let store = logbook_postgres::PgStore::open_read_only(
-            url,
-            logbook_postgres::StoreOptions {
-                pool_size: 1,
-                ..logbook_postgres::StoreOptions::default()
-            },
-        )
-        .await
-        .map_err(from_store)?;
+        let store = open_read_only(url).await?;
         Ok(RemoteEvents {
             store,
             next: filter.from.unwrap_or(1).max(1),
@@ -142,15 +134,7 @@ impl RemoteLog {
     /// Opens the database at `url` read-only (one pooled connection; `tail -f` adds its
     /// `LISTEN` connection).
     pub async fn open(url: &str) -> Result<RemoteLog> {
-        let store = logbook_postgres::PgStore::open_read_only(
-            url,
-            logbook_postgres::StoreOptions {
-                pool_size: 1,
-                ..logbook_postgres::StoreOptions::default()
-            },
-        )
-        .await
-        .map_err(from_store)?;
+        let store = open_read_only(url).await?;
         Ok(RemoteLog { store })
     }
 
@@ -247,4 +231,17 @@ impl RemoteLog {
         }
         page.finish(&stream, limit)
     }
+}
+
+/// The store at `url`, read-only, with one pooled connection: what every inspection opens.
+async fn open_read_only(url: &str) -> Result<logbook_postgres::PgStore> {
+    logbook_postgres::PgStore::open_read_only(
+        url,
+        logbook_postgres::StoreOptions {
+            pool_size: 1,
+            ..logbook_postgres::StoreOptions::default()
+        },
+    )
+    .await
+    .map_err(from_store)
 }
