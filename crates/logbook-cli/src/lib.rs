@@ -130,14 +130,17 @@ struct CustomCli {
 enum CommonCommand {
     /// Print events in position order (or raw frames with --frames).
     Dump(cmd::dump::DumpArgs),
-    /// Check every segment header, frame checksum and event; exit 1 when anything is corrupt.
+    /// Check every segment header, frame checksum and event (on a postgres:// URL every row,
+    /// read-only); exit 1 when anything is corrupt.
     Verify(cmd::verify::VerifyArgs),
-    /// Segments, events by type and stream kind, largest streams, reclaimable garbage.
+    /// Segments, events by type and stream kind, largest streams, reclaimable garbage (on a
+    /// postgres:// URL: rows, streams, snapshots and table sizes, read-only).
     Stats(cmd::stats::StatsArgs),
     /// The last events; with -f, follow new ones as they become durable.
     Tail(cmd::dump::TailArgs),
     /// Salvage a damaged log: cut a torn tail, and cut at the first corruption or, with
-    /// --keep-intact, drop only the damaged frames (only with --yes).
+    /// --keep-intact, drop only the damaged frames (only with --yes). On a postgres:// URL it
+    /// only checks: PostgreSQL has nothing to cut.
     Repair(cmd::repair::RepairArgs),
     /// Append newline-delimited JSON events from stdin, acknowledging each once durable.
     #[command(after_help = cmd::write::APPEND_HELP)]
