@@ -392,20 +392,7 @@ impl PgStore {
     /// Reads up to `max` events of the whole log from `from_position` (inclusive), in
     /// position order.
     pub async fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<RawEvent>> {
-        let driver = |error| Error::from_driver("read_all", error);
-        let client = self.client("read_all").await?;
-        // Prepared once per pooled connection: a page is one round trip, not two.
-        let statement = client
-            .prepare_cached(
-                "SELECT position, stream, version, payload FROM logbook_events
-                 WHERE position >= $1 ORDER BY position LIMIT $2",
-            )
-            .await
-            .map_err(driver)?;
-        let rows = client
-            .query(&statement, &[&to_i64(from_position), &page_limit(max)])
-            .await
-            .map_err(driver)?;
+        let rows = self.page_rows(from_position, max).await?;
         rows.iter().map(decode_row).collect()
     }
 
@@ -417,6 +404,18 @@ impl PgStore {
         from_position: u64,
         max: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let rows = self.page_rows(from_position, max).await?;
+        rows.iter()
+            .map(|row| {
+                let (position, bytes, _) = check_row(row)?;
+                Ok((position, bytes.to_vec()))
+            })
+            .collect()
+    }
+
+    /// The rows of one page of the global log (`SELECT position, stream, version, payload`),
+    /// read with a statement prepared once per pooled connection: one round trip per page.
+    async fn page_rows(&self, from_position: u64, max: usize) -> Result<Vec<tokio_postgres::Row>> {
         let driver = |error| Error::from_driver("read_all", error);
         let client = self.client("read_all").await?;
         let statement = client
@@ -426,16 +425,10 @@ impl PgStore {
             )
             .await
             .map_err(driver)?;
-        let rows = client
+        client
             .query(&statement, &[&to_i64(from_position), &page_limit(max)])
             .await
-            .map_err(driver)?;
-        rows.iter()
-            .map(|row| {
-                let (position, bytes, _) = check_row(row)?;
-                Ok((position, bytes.to_vec()))
-            })
-            .collect()
+            .map_err(driver)
     }
 
     /// [`PgStore::read_all_records`] and, read in the same statement (one snapshot), how far
