@@ -6,7 +6,7 @@
 //! and the logbook-postgres peer (`PgStore::append` through the group committer), both driven
 //! by the plan's writer counts (1, 16, 256 by default; the goal is stated for 16) for
 //! the plan's append duration, each writer with one append outstanding; and catch-up reads of
-//! the same rows: `read_all` pages against `SELECT ... WHERE position > $1 ORDER BY position
+//! the same rows: a `Follower` (pages of `read_all`, read ahead) against `SELECT ... WHERE position > $1 ORDER BY position
 //! LIMIT n` pages. Both readers decode every payload into a [`BenchEvent`].
 //! Never: runs unless named on the command line (it starts a server), turns `fsync` off, or
 //! compares against a database the other peer has written to (each run gets a fresh one).
@@ -16,7 +16,7 @@ use crate::report::Table;
 use crate::workload::{Peer, Plan};
 use crate::{BenchError, BenchResult};
 use logbook_pgtest::{Cluster, ClusterOptions, TestDatabase};
-use logbook_postgres::{AppendRequest, ExpectedVersion, PgStore, StoreOptions};
+use logbook_postgres::{AppendRequest, ExpectedVersion, FollowOptions, PgStore, StoreOptions};
 use logbook_projection::{EventData, StreamId, codec};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -77,7 +77,7 @@ pub fn run(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<()>
         for index in 0..peers.len() {
             let peer = peers[(index + round) % peers.len()];
             let started = Instant::now();
-            let read = runtime.block_on(read(peer, &database))?;
+            let read = runtime.block_on(read(peer, &database, events))?;
             let elapsed = started.elapsed();
             if read != events {
                 return Err(
@@ -325,18 +325,23 @@ async fn load(database: &TestDatabase, events: u64, pool: &EventPool) -> BenchRe
     Ok(())
 }
 
-/// Reads the whole log in pages, decoding every payload; returns the events read.
-async fn read(peer: Peer, database: &TestDatabase) -> BenchResult<u64> {
+/// Reads the whole log (`expected` events) in pages, decoding every payload; returns the
+/// events read. The logbook-postgres reader follows the log (it would wait for more at its
+/// end), so it stops after `expected` events; the plain reader stops at an empty page.
+async fn read(peer: Peer, database: &TestDatabase, expected: u64) -> BenchResult<u64> {
     let url = database.connection_string();
     let mut read = 0u64;
     match peer {
         Peer::LogbookPostgres => {
+            // How a logbook-postgres reader catches up: a follower (pages read ahead).
             let store = PgStore::open_read_only(&url, StoreOptions::default()).await?;
-            let mut from = 1;
-            loop {
-                let page = store.read_all(from, READ_PAGE).await?;
-                let Some(last) = page.last() else { break };
-                from = last.position + 1;
+            let options = FollowOptions {
+                page_max: READ_PAGE,
+                ..FollowOptions::default()
+            };
+            let mut follower = store.follow(1, options);
+            while read < expected {
+                let page = follower.next_page().await?;
                 for raw in &page {
                     let decoded: BenchEvent = event::decode(raw.envelope.payload())?;
                     std::hint::black_box(decoded);

@@ -6,6 +6,9 @@
 //! process), outside the pool, started by the first follower, reconnected by itself after a
 //! dropped connection (every follower re-reads then, since notifications sent meanwhile are
 //! lost), and closed when the last follower and store handle are gone.
+//! Catching up, a follower reads ahead: while its caller handles a full page, the next
+//! [`FollowOptions::read_ahead`] pages are already being read, each on its own pooled
+//! connection (see [`Follower`] for why a page read ahead is never a gap).
 //! Never: learns of events from a notification's payload (a wake-up only says "read from your
 //! position"), relies on notifications alone (each follower polls every
 //! [`FollowOptions::poll_interval`]), or skips a position: positions are given in commit
@@ -13,11 +16,13 @@
 
 use crate::error::Result;
 use crate::listener::Listener;
-use crate::store::PgStore;
+use crate::store::{PgStore, READ_PAGE_MAX};
 use logbook_projection::RawEvent;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How often a follower reads even without a wake-up (notifications are lost while the
 /// listener reconnects, or when a NOTIFY could not be sent).
@@ -26,6 +31,10 @@ pub const FOLLOW_POLL_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 pub const FOLLOW_PAGE_DEFAULT: usize = 1000;
 /// The wait before the listener connects again after losing its connection.
 pub const LISTENER_RECONNECT_DELAY: Duration = Duration::from_millis(200);
+/// Pages a catching-up follower reads ahead by default (see [`FollowOptions::read_ahead`]).
+pub const FOLLOW_READ_AHEAD_DEFAULT: usize = 2;
+/// The most pages a follower reads ahead (a larger [`FollowOptions::read_ahead`] is clamped).
+pub const FOLLOW_READ_AHEAD_MAX: usize = 8;
 
 /// How a [`Follower`] reads.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +43,12 @@ pub struct FollowOptions {
     pub poll_interval: Duration,
     /// Events per page (clamped to [`crate::READ_PAGE_MAX`]).
     pub page_max: usize,
+    /// Pages read ahead while catching up (0: none; clamped to [`FOLLOW_READ_AHEAD_MAX`]).
+    /// Each is read on a connection of the store's pool, so a follower holds up to
+    /// `1 + read_ahead` pages in memory and up to `read_ahead` pooled connections. Pages are
+    /// read ahead only after a full page (when the log's head is near, a follower reads
+    /// one page at a time, as without read-ahead).
+    pub read_ahead: usize,
 }
 
 impl Default for FollowOptions {
@@ -41,6 +56,7 @@ impl Default for FollowOptions {
         FollowOptions {
             poll_interval: FOLLOW_POLL_INTERVAL_DEFAULT,
             page_max: FOLLOW_PAGE_DEFAULT,
+            read_ahead: FOLLOW_READ_AHEAD_DEFAULT,
         }
     }
 }
@@ -105,11 +121,53 @@ async fn listen(config: tokio_postgres::Config, target: String, sender: watch::S
 
 /// A cursor on the global log: [`Follower::next_page`] returns the next events in position
 /// order, waiting for them.
+///
+/// Read-ahead: after a full page ending at position `L` (read from `s`, `page` rows), the
+/// follower starts reading the next pages at `s + page`, `s + 2 * page`, ... without waiting
+/// for `L`. A page read from `s'` is a contiguous run of the log from `s'`; it continues the
+/// previous full page when `s' <= L + 1`, which always holds (the previous page holds `page`
+/// distinct positions from `s' - page`, so `L >= s' - 1`); rows it repeats (at or below `L`,
+/// only where positions were purged) are dropped. After a page that is not full (the head was
+/// reached at that read's snapshot), every page read ahead is thrown away: a later read from
+/// beyond that head could miss positions committed in between.
 pub struct Follower {
     store: PgStore,
     wakes: watch::Receiver<u64>,
     next_position: u64,
     options: FollowOptions,
+    /// Pages being read ahead, in position order; each starts where the one before it (or
+    /// the cursor, for the first) would continue if full.
+    ahead: VecDeque<Ahead>,
+}
+
+/// A page being read ahead: where its read starts, and the read.
+struct Ahead {
+    from: u64,
+    kind: Kind,
+    read: JoinHandle<Result<Fetched>>,
+}
+
+/// What a page read returns: [`PgStore::read_all`] or [`PgStore::read_all_records_through`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Events,
+    Records,
+}
+
+/// One page as read.
+enum Fetched {
+    Events(Vec<RawEvent>),
+    /// The records and the position the page covers the log through.
+    Records(Vec<(u64, Vec<u8>)>, u64),
+}
+
+impl Fetched {
+    fn len(&self) -> usize {
+        match self {
+            Fetched::Events(events) => events.len(),
+            Fetched::Records(records, _) => records.len(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Follower {
@@ -117,7 +175,25 @@ impl std::fmt::Debug for Follower {
         formatter
             .debug_struct("Follower")
             .field("next_position", &self.next_position)
+            .field("pages_ahead", &self.ahead.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.drop_ahead();
+    }
+}
+
+/// Reads one page of `kind` from `from`.
+async fn read_page(store: PgStore, kind: Kind, from: u64, limit: usize) -> Result<Fetched> {
+    match kind {
+        Kind::Events => store.read_all(from, limit).await.map(Fetched::Events),
+        Kind::Records => store
+            .read_all_records_through(from, limit)
+            .await
+            .map(|(records, through)| Fetched::Records(records, through)),
     }
 }
 
@@ -134,6 +210,7 @@ impl Follower {
             wakes,
             next_position: from_position.max(1),
             options,
+            ahead: VecDeque::new(),
         }
     }
 
@@ -142,20 +219,96 @@ impl Follower {
         self.next_position
     }
 
+    /// Rows per page: the options' page size as the store clamps it.
+    fn page_limit(&self) -> usize {
+        self.options.page_max.min(READ_PAGE_MAX)
+    }
+
+    fn drop_ahead(&mut self) {
+        for ahead in self.ahead.drain(..) {
+            ahead.read.abort();
+        }
+    }
+
+    /// Reads the page at the cursor: the oldest page read ahead when it fits (same kind,
+    /// starting at or before the cursor), else a read made now. Returns the page as read
+    /// (rows before the cursor included) and whether it was full. Cancel-safe: a page read
+    /// ahead stays queued until its read has returned.
+    async fn fetch(&mut self, kind: Kind) -> Result<(Fetched, bool)> {
+        let limit = self.page_limit();
+        if self
+            .ahead
+            .front()
+            .is_some_and(|front| front.kind != kind || front.from > self.next_position)
+        {
+            self.drop_ahead();
+        }
+        let fetched = match self.ahead.front_mut() {
+            Some(front) => {
+                let joined = (&mut front.read).await;
+                self.ahead.pop_front();
+                match joined {
+                    Ok(Ok(fetched)) => fetched,
+                    Ok(Err(error)) => {
+                        self.drop_ahead();
+                        return Err(error);
+                    }
+                    Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                    Err(_) => {
+                        // Cancelled: only `drop_ahead` aborts, and it empties the queue first.
+                        self.drop_ahead();
+                        read_page(self.store.clone(), kind, self.next_position, limit).await?
+                    }
+                }
+            }
+            None => read_page(self.store.clone(), kind, self.next_position, limit).await?,
+        };
+        let full = limit > 0 && fetched.len() >= limit;
+        Ok((fetched, full))
+    }
+
+    /// After a full page: keeps [`FollowOptions::read_ahead`] pages being read, each from
+    /// where the previous one would continue if full. After any other page: reads none.
+    fn read_ahead(&mut self, kind: Kind, full: bool) {
+        if !full {
+            self.drop_ahead();
+            return;
+        }
+        let limit = self.page_limit() as u64;
+        let wanted = self.options.read_ahead.min(FOLLOW_READ_AHEAD_MAX);
+        while self.ahead.len() < wanted {
+            let from = match self.ahead.back() {
+                Some(back) => back.from.saturating_add(limit),
+                None => self.next_position,
+            };
+            let read = tokio::spawn(read_page(self.store.clone(), kind, from, limit as usize));
+            self.ahead.push_back(Ahead { from, kind, read });
+        }
+    }
+
     /// Waits for and returns the next non-empty page. An error (retryable ones included)
     /// leaves the cursor where it was: call again to retry.
     pub async fn next_page(&mut self) -> Result<Vec<RawEvent>> {
         loop {
             // Marked before the read: a wake-up that arrives during the read is not lost.
             self.wakes.borrow_and_update();
-            let page = self
-                .store
-                .read_all(self.next_position, self.options.page_max)
-                .await?;
+            let (fetched, full) = self.fetch(Kind::Events).await?;
+            let Fetched::Events(mut page) = fetched else {
+                unreachable!("an events read returned records")
+            };
+            let cursor = self.next_position;
+            page.retain(|event| event.position >= cursor);
+            debug_assert!(page.is_sorted_by(|a, b| a.position < b.position));
             if let Some(last) = page.last() {
-                assert!(last.position >= self.next_position, "a page went backwards");
                 self.next_position = last.position + 1;
+            }
+            self.read_ahead(Kind::Events, full);
+            if !page.is_empty() {
                 return Ok(page);
+            }
+            if full {
+                // Every row of a full page read ahead was before the cursor: read on.
+                continue;
             }
             let woken = tokio::time::timeout(self.options.poll_interval, self.wakes.changed());
             if let Ok(Err(_)) = woken.await {
@@ -174,26 +327,27 @@ impl Follower {
         loop {
             // Marked before the read: a wake-up that arrives during the read is not lost.
             self.wakes.borrow_and_update();
-            let (records, through) = self
-                .store
-                .read_all_records_through(self.next_position, self.options.page_max)
-                .await?;
+            let (fetched, full) = self.fetch(Kind::Records).await?;
+            let Fetched::Records(mut records, through) = fetched else {
+                unreachable!("a records read returned events")
+            };
+            let cursor = self.next_position;
+            records.retain(|(position, _)| *position >= cursor);
             debug_assert!(records.is_sorted_by(|a, b| a.0 < b.0));
             if through >= self.next_position {
-                assert!(
-                    records
-                        .first()
-                        .is_none_or(|(first, _)| *first >= self.next_position),
-                    "a page went backwards"
-                );
                 assert!(
                     records.last().is_none_or(|(last, _)| *last <= through),
                     "a page beyond what it covers"
                 );
                 self.next_position = through + 1;
+                self.read_ahead(Kind::Records, full);
                 return Ok((records, through));
             }
             assert!(records.is_empty(), "records but no progress");
+            self.read_ahead(Kind::Records, full);
+            if full {
+                continue;
+            }
             let woken = tokio::time::timeout(self.options.poll_interval, self.wakes.changed());
             if let Ok(Err(_)) = woken.await {
                 // The listener task is gone (the runtime is shutting down): poll only.

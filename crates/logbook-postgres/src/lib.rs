@@ -46,7 +46,10 @@ pub mod schema;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use follower::{FOLLOW_POLL_INTERVAL_DEFAULT, FollowOptions, Follower};
+pub use follower::{
+    FOLLOW_POLL_INTERVAL_DEFAULT, FOLLOW_READ_AHEAD_DEFAULT, FOLLOW_READ_AHEAD_MAX, FollowOptions,
+    Follower,
+};
 pub use import::{ImportPart, Imported, ImportedStream};
 pub use inspect::{
     EventRow, EventTotals, KeyCount, SnapshotRow, StreamRow, StreamTotals, TableSize,

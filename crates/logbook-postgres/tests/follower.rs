@@ -44,6 +44,7 @@ async fn a_follower_catches_up_then_follows_live_appends_woken_not_polled() {
     let options = FollowOptions {
         poll_interval: NO_POLL,
         page_max: 2,
+        ..FollowOptions::default()
     };
     let mut follower = store.follow(3, options);
     assert_eq!(positions_until(&mut follower, 5, WAIT).await, vec![3, 4, 5]);
@@ -201,6 +202,7 @@ async fn a_follower_passes_positions_purged_before_it_read_them() {
     let options = FollowOptions {
         poll_interval: NO_POLL,
         page_max: 2,
+        ..FollowOptions::default()
     };
     let mut follower = store.follow(1, options);
     let mut pages = Vec::new();
@@ -231,4 +233,88 @@ async fn a_follower_passes_positions_purged_before_it_read_them() {
         .expect("follow");
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].0, through), (9, 9));
+}
+
+/// Read-ahead over a log with purged gaps of every size, followed with both page kinds, some
+/// calls cancelled mid-read: every kept position exactly once, in order, and live appends
+/// after catching up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_reading_ahead_over_purged_gaps_sees_every_kept_position_once() {
+    let database = fresh_database();
+    let store = open(&database).await;
+    // 40 batches of 1..=7 events over 5 streams; streams 1 and 3 are then deleted, leaving
+    // gaps from 1 to dozens of positions (including one at the end of the log).
+    for batch in 0..40usize {
+        append(&store, &format!("room/{}", batch % 5), 1 + batch % 7).await;
+    }
+    for gone in ["room/1", "room/3"] {
+        store
+            .delete_stream(&common::stream(gone), ExpectedVersion::Any)
+            .await
+            .expect("delete");
+    }
+    let mut head = store.head_position().await.expect("head");
+    let mut kept: Vec<u64> = store
+        .read_all(1, 10_000)
+        .await
+        .expect("read")
+        .iter()
+        .map(|raw| raw.position)
+        .collect();
+    assert!(kept.len() < head as usize, "the deletes left gaps");
+
+    for (page_max, read_ahead) in [(1, 3), (2, 2), (3, 8), (5, 1), (7, 0), (4, 100)] {
+        let options = FollowOptions {
+            poll_interval: NO_POLL,
+            page_max,
+            read_ahead,
+        };
+        let mut follower = store.follow(1, options);
+        let mut seen = Vec::new();
+        let mut call = 0usize;
+        while follower.next_position() <= head {
+            call += 1;
+            if call.is_multiple_of(5) {
+                // A call cancelled at once: whatever it was reading stays queued or is
+                // read again, never lost.
+                let cancelled = follower.next_page_within(Duration::ZERO).await;
+                seen.extend(cancelled.expect("follow").iter().map(|raw| raw.position));
+                continue;
+            }
+            if call.is_multiple_of(2) {
+                let page = tokio::time::timeout(WAIT, follower.next_page())
+                    .await
+                    .expect("a purged position was waited for")
+                    .expect("follow");
+                assert!(page.len() <= page_max, "a page longer than page_max");
+                seen.extend(page.iter().map(|raw| raw.position));
+            } else {
+                let (records, through) = tokio::time::timeout(WAIT, follower.next_records())
+                    .await
+                    .expect("a purged position was waited for")
+                    .expect("follow");
+                assert!(records.len() <= page_max, "a page longer than page_max");
+                assert!(records.iter().all(|(position, _)| *position <= through));
+                seen.extend(records.iter().map(|(position, _)| *position));
+            }
+        }
+        assert_eq!(
+            seen, kept,
+            "page_max {page_max}, read_ahead {read_ahead}: positions seen"
+        );
+        // Live after catching up: one new event, read next.
+        append(&store, "room/0", 1).await;
+        let page = tokio::time::timeout(WAIT, follower.next_page())
+            .await
+            .expect("woken")
+            .expect("follow");
+        let new_head = store.head_position().await.expect("head");
+        assert_eq!(
+            page.iter().map(|raw| raw.position).collect::<Vec<_>>(),
+            vec![new_head]
+        );
+        // The next run follows this live event too.
+        kept.push(new_head);
+        head = new_head;
+    }
 }

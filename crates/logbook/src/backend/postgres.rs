@@ -695,17 +695,22 @@ pub(crate) fn replay_tail(
         .block_on(store.head_position())
         .map_err(from_store)?;
     let mut count = 0u64;
+    if applied >= head {
+        return Ok((streams, applied, count));
+    }
+    // A follower reads the next pages ahead while this thread applies one. It stops at the
+    // head read above: every position up to it is covered by a page (purged ones included),
+    // so the loop never waits for a wake-up.
+    let _context = runtime.enter();
+    let options = FollowOptions {
+        page_max: OPEN_REPLAY_PAGE,
+        ..FollowOptions::default()
+    };
+    let mut follower = store.follow(applied + 1, options);
     while applied < head {
-        let page = runtime
-            .block_on(store.read_all_records(applied + 1, OPEN_REPLAY_PAGE))
+        let (page, through) = runtime
+            .block_on(follower.next_records())
             .map_err(from_store)?;
-        let Some(&(last, _)) = page.last() else {
-            // Every row up to `head` committed before `head` was read (positions commit in
-            // order under the append lock): the ones this read did not find were purged
-            // since (a stream deleted outside the engine), and nothing will ever fill them.
-            applied = head;
-            break;
-        };
         for (position, bytes) in &page {
             let record = crate::apply::DurableRecord::decode(*position, bytes)?;
             crate::apply::apply_record(
@@ -718,8 +723,10 @@ pub(crate) fn replay_tail(
             .map_err(crate::apply::ApplyError::into_error)?;
             count += 1;
         }
-        assert!(last > applied, "replay pages ascend");
-        applied = last;
+        // Positions up to `through` that the page does not hold were purged since (a stream
+        // deleted outside the engine): nothing will ever fill them.
+        assert!(through > applied, "replay pages ascend");
+        applied = through;
     }
     Ok((streams, applied, count))
 }
