@@ -36,7 +36,13 @@ WITH req AS (
            coalesce(s.head_version + 1 > s.truncated_before, false) AS visible
     FROM unnest($1::text[], $2::smallint[], $3::bigint[], $4::bigint[])
          WITH ORDINALITY AS r(stream, kind, exact, cnt, i)
-    LEFT JOIN logbook_streams s ON s.stream = r.stream
+    -- A lateral lookup with LIMIT is never flattened into a join: one index probe per
+    -- request. (As a plain join, the generic plan of this prepared statement, which guesses
+    -- 10 requests, hashes a sequential scan of every stream row while the table is small
+    -- enough: about 1,000 rows read per group at 1,000 streams.)
+    LEFT JOIN LATERAL (
+        SELECT head_version, deleted, truncated_before FROM logbook_streams
+        WHERE logbook_streams.stream = r.stream LIMIT 1) s ON true
 ), checked AS (
     SELECT req.*, (NOT deleted AND CASE kind
         WHEN 0 THEN true
@@ -69,6 +75,13 @@ WITH req AS (
         + (SELECT coalesce(sum(cnt), 0)::bigint FROM placed WHERE passed)
 )
 SELECT i, passed, deleted, head_version, before_position + 1 FROM placed ORDER BY i";
+
+/// Opens the group's transaction. The append statement always runs its generic plan (one
+/// index probe per request, see [`APPEND_SQL`]): left to choose, PostgreSQL compares the
+/// generic plan's cost for its guess of 10 requests with a custom plan's for the real count,
+/// and with one request per group it re-plans the statement on every append (measured:
+/// 1,253 appends/s against 1,959 with one writer, `benches/compare postgres`).
+const BEGIN_SQL: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// The statement with its placeholders filled (built once).
 fn append_sql() -> &'static str {
@@ -173,7 +186,7 @@ pub(crate) async fn commit_group(
     // One round trip: the four go out in this order before any answer is read. A failure
     // aborts the transaction, and the server then turns the COMMIT into a ROLLBACK.
     let (begun, locked, rows, committed) = tokio::join!(
-        client.batch_execute("BEGIN"),
+        client.batch_execute(BEGIN_SQL),
         client.execute(&lock, &[&APPEND_LOCK_KEY]),
         client.query(&append, &append_params),
         client.batch_execute("COMMIT"),
