@@ -149,13 +149,14 @@ pub fn streams_of(writer: usize, writers: usize) -> Vec<usize> {
 
 /// The durable-append loop every peer runs: `writers` threads, each appending to its own
 /// streams ([`streams_of`]) round robin until `deadline`, one `append(stream, version,
-/// encoded event)` per event, made durable before it returns. Returns the appends made.
+/// encoded event)` per event, made durable before it returns. Returns the appends made and,
+/// with one writer (one append outstanding), the latency of every append (empty otherwise).
 pub fn append_until<F>(
     writers: usize,
     deadline: std::time::Instant,
     pool: &EventPool,
     append: F,
-) -> BenchResult<u64>
+) -> BenchResult<(u64, Vec<std::time::Duration>)>
 where
     F: Fn(&str, u64, &[u8]) -> BenchResult<()> + Sync,
 {
@@ -164,26 +165,34 @@ where
         let handles: Vec<_> = (0..writers)
             .map(|writer| {
                 let (names, append) = (&names, &append);
-                scope.spawn(move || -> BenchResult<u64> {
+                scope.spawn(move || -> BenchResult<(u64, Vec<std::time::Duration>)> {
                     let mine = streams_of(writer, writers);
                     let mut versions = vec![0u64; mine.len()];
+                    let mut latencies = Vec::new();
                     let mut count = 0u64;
                     while std::time::Instant::now() < deadline {
                         let slot = count as usize % mine.len();
                         let payload = codec::encode(&pool.event(count))?;
+                        let started = std::time::Instant::now();
                         append(&names[mine[slot]], versions[slot], &payload)?;
+                        if writers == 1 {
+                            latencies.push(started.elapsed());
+                        }
                         versions[slot] += 1;
                         count += 1;
                     }
-                    Ok(count)
+                    Ok((count, latencies))
                 })
             })
             .collect();
         let mut total = 0;
+        let mut latencies = Vec::new();
         for handle in handles {
-            total += handle.join().map_err(|_| "writer panicked")??;
+            let (count, mine) = handle.join().map_err(|_| "writer panicked")??;
+            total += count;
+            latencies.extend(mine);
         }
-        Ok(total)
+        Ok((total, latencies))
     })
 }
 

@@ -63,25 +63,34 @@ pub fn append(
             tasks.spawn(async move {
                 let mine = streams_of(writer, writers);
                 let mut count = 0u64;
+                let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     let stream = &streams[mine[count as usize % mine.len()]];
                     let event = NewEvent::new(pool.event(count));
+                    let appended = Instant::now();
                     log.append(stream, ExpectedVersion::Any, vec![event])
                         .await?;
+                    if writers == 1 {
+                        latencies.push(appended.elapsed());
+                    }
                     count += 1;
                 }
-                Ok::<u64, logbook::Error>(count)
+                Ok::<(u64, Vec<Duration>), logbook::Error>((count, latencies))
             });
         }
         let mut appends = 0;
+        let mut latencies = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            appends += joined??;
+            let (count, mine) = joined??;
+            appends += count;
+            latencies.extend(mine);
         }
         let elapsed = started.elapsed();
         let syncs = measure::wal_syncs() - syncs_before;
         log.close().await?;
         Ok(AppendOutcome {
             appends,
+            latencies,
             elapsed,
             syncs: Some(syncs),
             disk: disk_bytes(dir)?,

@@ -119,14 +119,16 @@ pub fn append(dir: &Path, writers: usize, duration: Duration) -> BenchResult<App
     let pool = EventPool::new()?;
     let started = Instant::now();
     let deadline = started + duration;
-    let appends = append_until(writers, deadline, &pool, |stream, version, payload| {
-        log.append(&encode_record(stream, version, payload))
-    })?;
+    let (appends, latencies) =
+        append_until(writers, deadline, &pool, |stream, version, payload| {
+            log.append(&encode_record(stream, version, payload))
+        })?;
     let elapsed = started.elapsed();
     let syncs = log.state.lock().map_or(0, |state| state.syncs);
     drop(log);
     Ok(AppendOutcome {
         appends,
+        latencies,
         elapsed,
         syncs: Some(syncs),
         disk: disk_bytes(dir)?,

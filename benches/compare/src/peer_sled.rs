@@ -85,21 +85,23 @@ pub fn append(dir: &Path, writers: usize, duration: Duration) -> BenchResult<App
     let pool = EventPool::new()?;
     let started = Instant::now();
     let deadline = started + duration;
-    let appends = append_until(writers, deadline, &pool, |stream, version, payload| {
-        let position = store.db.generate_id()? + 1;
-        let mut batch = sled::Batch::default();
-        insert(&mut batch, position, stream, version, payload);
-        store.db.apply_batch(batch)?;
-        store.db.flush()?;
-        store.gate.sync(|| store.log_file.sync_all())?;
-        Ok(())
-    })?;
+    let (appends, latencies) =
+        append_until(writers, deadline, &pool, |stream, version, payload| {
+            let position = store.db.generate_id()? + 1;
+            let mut batch = sled::Batch::default();
+            insert(&mut batch, position, stream, version, payload);
+            store.db.apply_batch(batch)?;
+            store.db.flush()?;
+            store.gate.sync(|| store.log_file.sync_all())?;
+            Ok(())
+        })?;
     let elapsed = started.elapsed();
     let syncs = store.gate.syncs();
     store.db.flush()?;
     drop(store);
     Ok(AppendOutcome {
         appends,
+        latencies,
         elapsed,
         syncs: Some(syncs),
         disk: disk_bytes(dir)?,

@@ -63,15 +63,17 @@ pub fn append(dir: &Path, writers: usize, duration: Duration) -> BenchResult<App
     let pool = EventPool::new()?;
     let started = Instant::now();
     let deadline = started + duration;
-    let appends = append_until(writers, deadline, &pool, |stream, _version, payload| {
-        let mut connection = connection.lock().map_err(|_| "connection lock poisoned")?;
-        append_one(&mut connection, stream, payload)
-    })?;
+    let (appends, latencies) =
+        append_until(writers, deadline, &pool, |stream, _version, payload| {
+            let mut connection = connection.lock().map_err(|_| "connection lock poisoned")?;
+            append_one(&mut connection, stream, payload)
+        })?;
     let elapsed = started.elapsed();
     // Closing checkpoints the WAL file into the database and removes it.
     drop(connection);
     Ok(AppendOutcome {
         appends,
+        latencies,
         elapsed,
         // One commit, one fsync of the WAL file (plus rare checkpoint syncs).
         syncs: Some(appends),

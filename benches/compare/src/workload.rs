@@ -83,10 +83,13 @@ pub struct Plan {
 }
 
 /// One append run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AppendOutcome {
     /// Durable appends completed.
     pub appends: u64,
+    /// With one writer (one append outstanding): how long each append took until it was
+    /// acknowledged durable. Empty with more writers.
+    pub latencies: Vec<Duration>,
     /// From the first append to the last acknowledgement.
     pub elapsed: Duration,
     /// fsyncs (or `fdatasync`s) issued, when the peer can tell.
@@ -172,6 +175,15 @@ pub fn append(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<
                 let seconds = outcome.elapsed.as_secs_f64();
                 let rate = outcome.appends as f64 / seconds;
                 table.figure(&workload, peer, "appends/s", true, rate);
+                if let (Some(p50), Some(p99)) = (
+                    percentile_us(&outcome.latencies, 50),
+                    percentile_us(&outcome.latencies, 99),
+                ) {
+                    let latency = "durable append latency p50, 1 writer (one outstanding)";
+                    table.figure(latency, peer, "µs", false, p50);
+                    let latency = "durable append latency p99, 1 writer (one outstanding)";
+                    table.figure(latency, peer, "µs", false, p99);
+                }
                 if let Some(syncs) = outcome.syncs {
                     table.detail(&workload, peer, "fsyncs/s", syncs as f64 / seconds);
                     let per_sync = outcome.appends as f64 / syncs.max(1) as f64;
@@ -202,6 +214,20 @@ pub fn append(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<
         eprintln!("append: round {}/{} done", round + 1, plan.rounds);
     }
     Ok(())
+}
+
+/// The `percent`th percentile (nearest rank) of the latencies in microseconds; `None` when
+/// there are none.
+fn percentile_us(latencies: &[Duration], percent: usize) -> Option<f64> {
+    if latencies.is_empty() {
+        return None;
+    }
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    let rank = (sorted.len() * percent)
+        .div_ceil(100)
+        .clamp(1, sorted.len());
+    Some(sorted[rank - 1].as_secs_f64() * 1e6)
 }
 
 /// The peers of the read and tail workloads (the tuned logbook only differs in sync policy).
