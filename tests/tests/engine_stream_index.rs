@@ -104,3 +104,64 @@ async fn index_persists_catches_up_and_rebuilds() {
     );
     log.close().await.unwrap();
 }
+
+/// A backward page is read forward with one reader (through short runs of another stream's
+/// records, seeking past long ones, across segments) and handed back newest first: every
+/// backward page is the forward read reversed, whatever lies between the stream's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backward_pages_read_through_and_past_other_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path()).await;
+    let tail = StreamId::new("counter/tail").unwrap();
+    let other = StreamId::new("counter/other").unwrap();
+    // Runs of the other stream between the tail's events: none, short, around the read-through
+    // limit (256 records) and past it.
+    let gaps = [0usize, 1, 3, 50, 255, 256, 257, 600, 2, 0];
+    for (version, &gap) in gaps.iter().enumerate() {
+        if gap > 0 {
+            let batch = (0..gap).map(|index| added(index as u64, "x")).collect();
+            log.append(&other, ExpectedVersion::Any, batch)
+                .await
+                .unwrap();
+        }
+        log.append(
+            &tail,
+            ExpectedVersion::Any,
+            vec![added(version as u64, "tail")],
+        )
+        .await
+        .unwrap();
+    }
+    let forward = log
+        .read_stream(&tail, 0, Direction::Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        forward
+            .iter()
+            .map(|event| event.version)
+            .collect::<Vec<_>>(),
+        (0..gaps.len() as u64).collect::<Vec<_>>()
+    );
+    for from in (0..gaps.len() as u64).chain([u64::MAX]) {
+        for max in 1..=gaps.len() + 1 {
+            let backward = log
+                .read_stream(&tail, from, Direction::Backward, max)
+                .await
+                .unwrap();
+            let newest = from.min(gaps.len() as u64 - 1) as usize;
+            let expected: Vec<_> = forward[..=newest].iter().rev().take(max).cloned().collect();
+            assert_eq!(backward, expected, "from {from}, max {max}");
+        }
+    }
+    // Forward pages that start mid-stream agree too.
+    for from in 0..gaps.len() as u64 {
+        let page = log
+            .read_stream(&tail, from, Direction::Forward, 3)
+            .await
+            .unwrap();
+        let expected: Vec<_> = forward[from as usize..].iter().take(3).cloned().collect();
+        assert_eq!(page, expected, "from {from}");
+    }
+    log.close().await.unwrap();
+}

@@ -224,6 +224,61 @@ pub struct EnvelopeRef<'a> {
 impl<'a> EnvelopeRef<'a> {
     /// Decodes and validates an envelope that fills `bytes` exactly.
     pub fn decode(bytes: &'a [u8]) -> Result<EnvelopeRef<'a>> {
+        let parts = EnvelopeParts::split(bytes)?;
+        let stream = text("stream id", parts.stream)?;
+        stream::validate(stream)?;
+        let event_type = text("event type", parts.event_type)?;
+        validate_event_type(event_type)?;
+        let (correlation_id, causation_id) = parts.ids()?;
+        Ok(EnvelopeRef {
+            stream,
+            stream_version: parts.stream_version,
+            timestamp_ms: parts.timestamp_ms,
+            event_type,
+            schema_version: parts.schema_version,
+            codec: parts.codec,
+            correlation_id,
+            causation_id,
+            payload: parts.payload,
+        })
+    }
+
+    /// Copies into an owned [`Envelope`]; allocates exactly the variable fields' bytes.
+    pub fn to_envelope(&self) -> Envelope {
+        Envelope {
+            stream: StreamId::from_validated(self.stream),
+            stream_version: self.stream_version,
+            timestamp_ms: self.timestamp_ms,
+            data: EventData::from_validated(
+                self.event_type.to_owned(),
+                self.schema_version,
+                self.codec,
+                self.correlation_id.map(str::to_owned),
+                self.causation_id.map(str::to_owned),
+                self.payload.to_vec(),
+            ),
+        }
+    }
+}
+
+/// An envelope whose header, limits and lengths are checked, its texts not yet: what
+/// [`EnvelopeRef::decode`] and [`crate::event::RecordDecoder`] (which checks each distinct
+/// stream id and event type of a run of records once) share.
+pub(crate) struct EnvelopeParts<'a> {
+    pub(crate) stream: &'a [u8],
+    pub(crate) stream_version: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) event_type: &'a [u8],
+    pub(crate) schema_version: u16,
+    pub(crate) codec: u8,
+    correlation_id: &'a [u8],
+    causation_id: &'a [u8],
+    pub(crate) payload: &'a [u8],
+}
+
+impl<'a> EnvelopeParts<'a> {
+    /// Splits an envelope that fills `bytes` exactly into its fields.
+    pub(crate) fn split(bytes: &'a [u8]) -> Result<EnvelopeParts<'a>> {
         let mut reader = Reader { rest: bytes };
         let [magic, format_version, codec, flags] = reader.array::<4>()?;
         if magic != ENVELOPE_MAGIC {
@@ -278,42 +333,43 @@ impl<'a> EnvelopeRef<'a> {
                 reader.rest.len()
             )));
         }
-        let stream = reader.text("stream id", stream_len)?;
-        stream::validate(stream)?;
-        let event_type = reader.text("event type", usize::from(event_type_len))?;
-        validate_event_type(event_type)?;
-        let correlation_id = reader.optional_id("correlation id", correlation_len)?;
-        let causation_id = reader.optional_id("causation id", causation_len)?;
-        let payload = reader.take(payload_len)?;
-        Ok(EnvelopeRef {
-            stream,
+        Ok(EnvelopeParts {
+            stream: reader.take(stream_len)?,
             stream_version,
             timestamp_ms,
-            event_type,
+            event_type: reader.take(usize::from(event_type_len))?,
             schema_version,
             codec,
-            correlation_id,
-            causation_id,
-            payload,
+            correlation_id: reader.take(usize::from(correlation_len))?,
+            causation_id: reader.take(usize::from(causation_len))?,
+            payload: reader.take(payload_len)?,
         })
     }
 
-    /// Copies into an owned [`Envelope`]; allocates exactly the variable fields' bytes.
-    pub fn to_envelope(&self) -> Envelope {
-        Envelope {
-            stream: StreamId::from_validated(self.stream.to_owned()),
-            stream_version: self.stream_version,
-            timestamp_ms: self.timestamp_ms,
-            data: EventData::from_validated(
-                self.event_type.to_owned(),
-                self.schema_version,
-                self.codec,
-                self.correlation_id.map(str::to_owned),
-                self.causation_id.map(str::to_owned),
-                self.payload.to_vec(),
-            ),
-        }
+    /// The correlation and causation ids, each checked (an empty one is absent).
+    pub(crate) fn ids(&self) -> Result<(Option<&'a str>, Option<&'a str>)> {
+        Ok((
+            optional_id("correlation id", self.correlation_id)?,
+            optional_id("causation id", self.causation_id)?,
+        ))
     }
+}
+
+/// `bytes` as UTF-8; `what` names the field in the error.
+pub(crate) fn text<'a>(what: &'static str, bytes: &'a [u8]) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|_| Error::Decode {
+        what,
+        reason: format!("not UTF-8: {:?}", escape_bytes_lossy(bytes)),
+    })
+}
+
+fn optional_id<'a>(what: &'static str, bytes: &'a [u8]) -> Result<Option<&'a str>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let id = text(what, bytes)?;
+    validate_correlation_id(what, id)?;
+    Ok(Some(id))
 }
 
 /// Checks an event type name: ASCII `[a-z0-9_.]`, 1 to [`EVENT_TYPE_BYTES_MAX`] bytes.
@@ -402,23 +458,6 @@ impl<'a> Reader<'a> {
         };
         self.rest = tail;
         Ok(*head)
-    }
-
-    fn text(&mut self, what: &'static str, len: usize) -> Result<&'a str> {
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| Error::Decode {
-            what,
-            reason: format!("not UTF-8: {:?}", escape_bytes_lossy(bytes)),
-        })
-    }
-
-    fn optional_id(&mut self, what: &'static str, len: u8) -> Result<Option<&'a str>> {
-        if len == 0 {
-            return Ok(None);
-        }
-        let id = self.text(what, usize::from(len))?;
-        validate_correlation_id(what, id)?;
-        Ok(Some(id))
     }
 }
 

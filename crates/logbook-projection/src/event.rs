@@ -10,8 +10,8 @@ use std::fmt;
 
 use crate::codec::CODEC_BINCODE2;
 use crate::envelope::{
-    ENVELOPE_HEADER_BYTES, Envelope, PAYLOAD_BYTES_MAX, validate_correlation_id,
-    validate_event_type,
+    ENVELOPE_HEADER_BYTES, Envelope, EnvelopeParts, EnvelopeRef, PAYLOAD_BYTES_MAX, text,
+    validate_correlation_id, validate_event_type,
 };
 use crate::error::{Error, Result};
 use crate::stream::StreamId;
@@ -292,6 +292,130 @@ pub struct RecordedEvent<E> {
     pub event: E,
 }
 
+impl<E: Event> RecordedEvent<E> {
+    /// Decodes the payload of a borrowed envelope (from [`EnvelopeRef::decode`]) into `E`,
+    /// upcasting older schema versions: the read path's one copy of the strings, with no owned
+    /// [`Envelope`] (and no copy of the payload bytes) in between.
+    pub fn from_envelope_ref(position: u64, envelope: &EnvelopeRef<'_>) -> Result<Self> {
+        if envelope.codec != E::CODEC {
+            return Err(Error::UnsupportedCodec {
+                codec: envelope.codec,
+            });
+        }
+        let event = E::decode_payload(
+            envelope.event_type,
+            envelope.schema_version,
+            envelope.payload,
+        )?;
+        Ok(RecordedEvent {
+            position,
+            // `EnvelopeRef::decode` validated it.
+            stream: StreamId::from_validated(envelope.stream),
+            version: envelope.stream_version,
+            event_type: envelope.event_type.to_owned(),
+            schema_version: envelope.schema_version,
+            timestamp_ms: envelope.timestamp_ms,
+            correlation_id: envelope.correlation_id.map(str::to_owned),
+            causation_id: envelope.causation_id.map(str::to_owned),
+            event,
+        })
+    }
+
+    /// Decodes the envelope bytes of the record at `position` and its payload into `E`, the
+    /// same as [`RawEvent::decode_record`] then [`RawEvent::decode`], without the owned
+    /// envelope.
+    pub fn decode_record(position: u64, bytes: &[u8]) -> Result<Self> {
+        Self::from_envelope_ref(position, &EnvelopeRef::decode(bytes)?)
+    }
+}
+
+/// Decodes a run of records (a page of a stream, a catch-up chunk) into typed events, checking
+/// each distinct stream id and event type once rather than once per record.
+///
+/// Every record is checked as [`EnvelopeRef::decode`] checks it: a stream id or event type
+/// equal, byte for byte, to the previous record's is the same valid text (so it is copied from
+/// the one already checked); any other is checked in full. Correlation and causation ids are
+/// checked every time.
+#[derive(Debug, Default)]
+pub struct RecordDecoder {
+    stream: Option<StreamId>,
+    event_type: Option<String>,
+}
+
+impl RecordDecoder {
+    /// A decoder that has checked nothing yet.
+    pub fn new() -> RecordDecoder {
+        RecordDecoder::default()
+    }
+
+    /// Decodes the envelope bytes of the record at `position` and its payload into `E`, as
+    /// [`RecordedEvent::decode_record`] does. The outer error is the envelope's (the record is
+    /// corrupt); the inner one is `E`'s refusal of the payload (an unknown type, another codec).
+    pub fn decode<E: Event>(
+        &mut self,
+        position: u64,
+        bytes: &[u8],
+    ) -> Result<Result<RecordedEvent<E>>> {
+        Ok(self
+            .decode_unless(position, bytes, None)?
+            .unwrap_or_else(|| {
+                Err(Error::Decode {
+                    what: "envelope",
+                    reason: "skipped with no stream to skip".to_owned(),
+                })
+            }))
+    }
+
+    /// As [`RecordDecoder::decode`], but `Ok(None)` when the record's stream is `skip_stream`
+    /// (the envelope is checked, its payload is not decoded).
+    pub fn decode_unless<E: Event>(
+        &mut self,
+        position: u64,
+        bytes: &[u8],
+        skip_stream: Option<&str>,
+    ) -> Result<Option<Result<RecordedEvent<E>>>> {
+        let parts = EnvelopeParts::split(bytes)?;
+        let stream = match &self.stream {
+            Some(stream) if stream.as_str().as_bytes() == parts.stream => stream,
+            _ => {
+                let stream = text("stream id", parts.stream)?;
+                crate::stream::validate(stream)?;
+                self.stream.insert(StreamId::from_validated(stream))
+            }
+        };
+        let event_type = match &self.event_type {
+            Some(event_type) if event_type.as_bytes() == parts.event_type => event_type,
+            _ => {
+                let event_type = text("event type", parts.event_type)?;
+                validate_event_type(event_type)?;
+                self.event_type.insert(event_type.to_owned())
+            }
+        };
+        let (correlation_id, causation_id) = parts.ids()?;
+        if skip_stream.is_some_and(|skip| skip.as_bytes() == parts.stream) {
+            return Ok(None);
+        }
+        if parts.codec != E::CODEC {
+            return Ok(Some(Err(Error::UnsupportedCodec { codec: parts.codec })));
+        }
+        let event = match E::decode_payload(event_type, parts.schema_version, parts.payload) {
+            Ok(event) => event,
+            Err(error) => return Ok(Some(Err(error))),
+        };
+        Ok(Some(Ok(RecordedEvent {
+            position,
+            stream: stream.clone(),
+            version: parts.stream_version,
+            event_type: event_type.clone(),
+            schema_version: parts.schema_version,
+            timestamp_ms: parts.timestamp_ms,
+            correlation_id: correlation_id.map(str::to_owned),
+            causation_id: causation_id.map(str::to_owned),
+            event,
+        })))
+    }
+}
+
 /// An event read from the log, payload not decoded: what tools that do not know the event
 /// types (`logbook dump`) and the engine's own indexes work with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,5 +599,92 @@ mod tests {
             })
         ));
         assert!(EventData::new("a.b", 1, vec![0; PAYLOAD_BYTES_MAX]).is_ok());
+    }
+
+    fn shop_record(stream: &str, version: u64, event: Shop, correlation: Option<&str>) -> Vec<u8> {
+        let mut new_event = NewEvent::new(event);
+        if let Some(id) = correlation {
+            new_event = new_event.with_correlation_id(id);
+        }
+        let data = new_event.to_data().expect("data");
+        Envelope::new(StreamId::new(stream).expect("stream"), version, 7, data).encode()
+    }
+
+    /// A run of records decoded by one `RecordDecoder` (stream ids and event types repeating,
+    /// changing, and the skipped stream in between) is what the owned path decodes.
+    #[test]
+    fn the_record_decoder_decodes_as_the_owned_path_does() {
+        let ordered = || Shop::Ordered {
+            sku: "tea".into(),
+            quantity: 2,
+        };
+        let records = [
+            shop_record("orders/1", 0, ordered(), None),
+            shop_record("orders/1", 1, Shop::Shipped, Some("req")),
+            shop_record("$logbook", 0, Shop::Shipped, None),
+            shop_record("orders/1", 2, ordered(), None),
+            shop_record("orders/2", 0, ordered(), None),
+            shop_record("orders/2", 1, ordered(), None),
+        ];
+        let mut decoder = RecordDecoder::new();
+        for (position, bytes) in (1u64..).zip(&records) {
+            let owned = RawEvent::decode_record(position, bytes).expect("envelope");
+            let decoded = decoder
+                .decode_unless::<Shop>(position, bytes, Some("$logbook"))
+                .expect("envelope");
+            if owned.envelope.stream().as_str() == "$logbook" {
+                assert!(decoded.is_none());
+                continue;
+            }
+            let expected = owned.decode::<Shop>().expect("payload");
+            assert_eq!(decoded.expect("not skipped").expect("payload"), expected);
+        }
+        // An unknown codec is the payload's refusal (inner), not a corrupt envelope (outer).
+        let foreign = EventData::new("shop.shipped", 1, Vec::new())
+            .and_then(|data| data.with_codec(200))
+            .expect("data");
+        let bytes =
+            Envelope::new(StreamId::new("orders/1").expect("stream"), 3, 0, foreign).encode();
+        let decoded = decoder.decode::<Shop>(9, &bytes).expect("envelope");
+        assert!(matches!(
+            decoded,
+            Err(Error::UnsupportedCodec { codec: 200 })
+        ));
+    }
+
+    /// Checking each distinct text once checks no less: after a valid record has warmed the
+    /// decoder, every one-byte change of another record is refused (or accepted) exactly as
+    /// `EnvelopeRef::decode` refuses (or accepts) it, and nothing panics.
+    #[test]
+    fn the_record_decoder_refuses_what_the_envelope_decoder_refuses() {
+        let warm = shop_record("orders/1", 0, Shop::Shipped, None);
+        let record = shop_record("orders/1", 1, Shop::Shipped, Some("req-1"));
+        let replacements = [0u8, 0x01, b'A', b'/', b'.', 0x7f, 0xC3, 0xFF];
+        for index in 0..record.len() {
+            for &byte in &replacements {
+                let mut changed = record.clone();
+                changed[index] = byte;
+                let mut decoder = RecordDecoder::new();
+                decoder
+                    .decode::<Shop>(1, &warm)
+                    .expect("warm")
+                    .expect("payload");
+                let mine = decoder.decode_unless::<Shop>(2, &changed, None);
+                let envelope = EnvelopeRef::decode(&changed);
+                assert_eq!(
+                    mine.is_err(),
+                    envelope.is_err(),
+                    "byte {index} = {byte:#04x}: {mine:?} / {envelope:?}"
+                );
+            }
+        }
+        for len in 0..record.len() {
+            let mut decoder = RecordDecoder::new();
+            decoder
+                .decode::<Shop>(1, &warm)
+                .expect("warm")
+                .expect("payload");
+            assert!(decoder.decode::<Shop>(2, &record[..len]).is_err());
+        }
     }
 }

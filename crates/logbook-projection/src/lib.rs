@@ -62,7 +62,7 @@ pub use envelope::{
     PAYLOAD_BYTES_MAX,
 };
 pub use error::{Error, RejectReason, Result};
-pub use event::{Event, EventData, NewEvent, RawEvent, RecordedEvent};
+pub use event::{Event, EventData, NewEvent, RawEvent, RecordDecoder, RecordedEvent};
 pub use model::{BuiltinEvent, EventPayload};
 pub use projection::{Order, Page, PageRequest, Projection};
 pub use projections::{Jobs, Rooms, RunLedger, ValidateCommand};

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -63,21 +64,24 @@ impl StreamKind {
 /// assert!("".parse::<StreamId>().is_err());
 /// # Ok::<(), logbook_projection::Error>(())
 /// ```
+///
+/// The name is shared, not copied, by clones (an `Arc<str>`): every event read back from a
+/// stream carries its id, and a page of them holds one allocation of it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId(String);
+pub struct StreamId(Arc<str>);
 
 impl StreamId {
     /// Validates `name` and wraps it.
     pub fn new(name: impl Into<String>) -> Result<StreamId> {
         let name = name.into();
         validate(&name)?;
-        Ok(StreamId(name))
+        Ok(StreamId(name.into()))
     }
 
     /// Wraps a name this crate already validated (decoded envelopes).
-    pub(crate) fn from_validated(name: String) -> StreamId {
-        debug_assert!(validate(&name).is_ok(), "{name:?}");
-        StreamId(name)
+    pub(crate) fn from_validated(name: &str) -> StreamId {
+        debug_assert!(validate(name).is_ok(), "{name:?}");
+        StreamId(name.into())
     }
 
     /// `run/<id>`.
@@ -107,7 +111,7 @@ impl StreamId {
 
     /// The name, by value.
     pub fn into_string(self) -> String {
-        self.0
+        self.0.as_ref().to_owned()
     }
 
     /// The family read from the prefix.

@@ -90,7 +90,17 @@ impl WalReader {
         segments.get(after).cloned()
     }
 
-    fn step(&mut self) -> Option<Result<Record>> {
+    /// The next record handed to `read` as its position and a borrow of its bytes (checked
+    /// like every record [`Iterator::next`] returns), without copying them out of the reader's
+    /// buffer; `read`'s result is returned. `None` and errors as for `next`.
+    pub fn next_with<T>(&mut self, read: impl FnOnce(u64, &[u8]) -> T) -> Option<Result<T>> {
+        if self.failed {
+            return None;
+        }
+        self.step(read)
+    }
+
+    fn step<T>(&mut self, read: impl FnOnce(u64, &[u8]) -> T) -> Option<Result<T>> {
         let durable = self.inner.durable();
         if self.next_position > self.last {
             return None;
@@ -145,11 +155,7 @@ impl WalReader {
                 continue;
             }
             self.next_position = header.position + 1;
-            let record = Record {
-                position: header.position,
-                payload: payload.to_vec(),
-            };
-            return Some(Ok(record));
+            return Some(Ok(read(header.position, payload)));
         }
     }
 }
@@ -158,9 +164,9 @@ impl Iterator for WalReader {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        self.step()
+        self.next_with(|position, payload| Record {
+            position,
+            payload: payload.to_vec(),
+        })
     }
 }

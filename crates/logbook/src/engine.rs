@@ -29,7 +29,7 @@ use crate::syncer::{self, LiveRecord, SyncJob};
 use crate::system;
 use crate::writer::{self, AppendResult};
 use logbook_compaction::{CompactionPolicy, SnapshotInfo, SnapshotStore};
-use logbook_projection::{Event, NewEvent, RawEvent, RecordedEvent, StreamId};
+use logbook_projection::{Event, NewEvent, RawEvent, RecordDecoder, RecordedEvent, StreamId};
 use logbook_wal::{FileStorage, RecoveryMode, RecoveryReport, Storage, Wal};
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -884,6 +884,29 @@ impl<E: Event> Logbook<E> {
         direction: Direction,
         max: usize,
     ) -> Result<Vec<RecordedEvent<E>>> {
+        if let Some(files) = &self.shared.files {
+            // Embedded: each event decoded straight from the WAL reader's buffer, with no
+            // owned envelope (or payload copy) in between.
+            return crate::backend::embedded::read_stream_with(
+                &self.shared,
+                files,
+                stream.clone(),
+                from_version,
+                direction,
+                max,
+                {
+                    let mut decoder = RecordDecoder::new();
+                    move |position, bytes: &[u8]| match decoder.decode::<E>(position, bytes) {
+                        Ok(decoded) => Ok(decoded?),
+                        Err(error) => Err(Error::Corrupted {
+                            position,
+                            reason: error.to_string(),
+                        }),
+                    }
+                },
+            )
+            .await;
+        }
         let raws = self
             .backend
             .read_stream(stream.clone(), from_version, direction, max)

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::syncer::LiveRecord;
 use crate::system::SYSTEM_STREAM;
 use futures_core::Stream;
-use logbook_projection::{Event, RawEvent, RecordedEvent};
+use logbook_projection::{Event, RecordDecoder, RecordedEvent};
 use logbook_wal::WalReader;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -47,6 +47,11 @@ pub struct Subscription<E> {
     live: Option<broadcast::Receiver<Arc<Vec<LiveRecord>>>>,
     reader: Option<WalReader>,
     pending: VecDeque<LiveRecord>,
+    /// Catch-up records read from the embedded WAL, decoded on the blocking thread straight from
+    /// the reader's buffer (`None` for the engine's own events); taken before `pending`.
+    caught_up: VecDeque<(u64, Result<Option<RecordedEvent<E>>>)>,
+    /// Decodes live records (and a shared store's catch-up reads).
+    decoder: RecordDecoder,
     catching_up: bool,
     _event: PhantomData<fn() -> E>,
 }
@@ -67,6 +72,8 @@ impl<E: Event> Subscription<E> {
             live: None,
             reader: None,
             pending: VecDeque::new(),
+            caught_up: VecDeque::new(),
+            decoder: RecordDecoder::new(),
             catching_up: true,
             _event: PhantomData,
         }
@@ -80,15 +87,23 @@ impl<E: Event> Subscription<E> {
     /// The next event; `None` once the log is closed and every durable event was delivered.
     pub async fn next(&mut self) -> Option<Result<RecordedEvent<E>>> {
         loop {
+            if let Some((position, decoded)) = self.caught_up.pop_front() {
+                if position < self.next_position {
+                    continue;
+                }
+                self.advance(position);
+                match decoded {
+                    Ok(Some(event)) => return Some(Ok(event)),
+                    Ok(None) => continue,
+                    Err(error) => return Some(Err(error)),
+                }
+            }
             if let Some((position, bytes)) = self.pending.pop_front() {
                 if position < self.next_position {
                     continue;
                 }
-                self.next_position = position + 1;
-                self.slot
-                    .next_position
-                    .store(self.next_position, Ordering::Relaxed);
-                match decode::<E>(position, &bytes) {
+                self.advance(position);
+                match decode_with::<E>(&mut self.decoder, position, &bytes) {
                     Ok(Some(event)) => return Some(Ok(event)),
                     Ok(None) => continue,
                     Err(error) => return Some(Err(error)),
@@ -140,7 +155,16 @@ impl<E: Event> Subscription<E> {
         }
     }
 
-    /// Reads up to one chunk of durable records from the log into `pending`.
+    /// Marks `position` delivered.
+    fn advance(&mut self, position: u64) {
+        self.next_position = position + 1;
+        self.slot
+            .next_position
+            .store(self.next_position, Ordering::Relaxed);
+    }
+
+    /// Reads up to one chunk of durable records from the log into `pending` (a shared store)
+    /// or `caught_up` (the embedded WAL).
     async fn read_log(&mut self) -> Result<usize> {
         let Some(files) = self.shared.files.clone() else {
             let Some(backend) = &self.backend else {
@@ -156,11 +180,16 @@ impl<E: Event> Subscription<E> {
             _ => files.wal.read_from(self.next_position),
         };
         let (reader, records) = tokio::task::spawn_blocking(move || {
-            let mut records = Vec::new();
-            for record in reader.by_ref().take(CATCH_UP_CHUNK) {
-                match record {
-                    Ok(record) => records.push((record.position, Arc::new(record.payload))),
-                    Err(error) => return (reader, Err(Error::from(error))),
+            let mut records = Vec::with_capacity(CATCH_UP_CHUNK);
+            let mut decoder = RecordDecoder::new();
+            while records.len() < CATCH_UP_CHUNK {
+                let read = reader.next_with(|position, bytes| {
+                    (position, decode_with::<E>(&mut decoder, position, bytes))
+                });
+                match read {
+                    Some(Ok(record)) => records.push(record),
+                    Some(Err(error)) => return (reader, Err(Error::from(error))),
+                    None => break,
                 }
             }
             (reader, Ok(records))
@@ -170,7 +199,7 @@ impl<E: Event> Subscription<E> {
         let records = records?;
         self.reader = Some(reader);
         let count = records.len();
-        self.pending.extend(records);
+        self.caught_up.extend(records);
         Ok(count)
     }
 
@@ -189,14 +218,19 @@ impl<E> Drop for Subscription<E> {
     }
 }
 
-/// Decodes a record into a typed event; `None` for the engine's own events.
-pub(crate) fn decode<E: Event>(position: u64, bytes: &[u8]) -> Result<Option<RecordedEvent<E>>> {
-    let raw = RawEvent::decode_record(position, bytes).map_err(|error| Error::Corrupted {
-        position,
-        reason: error.to_string(),
-    })?;
-    if raw.envelope.stream().as_str() == SYSTEM_STREAM {
-        return Ok(None);
+/// Decodes a record into a typed event; `None` for the engine's own events. `decoder` checks
+/// each distinct stream id and event type of a run of records once.
+fn decode_with<E: Event>(
+    decoder: &mut RecordDecoder,
+    position: u64,
+    bytes: &[u8],
+) -> Result<Option<RecordedEvent<E>>> {
+    match decoder.decode_unless::<E>(position, bytes, Some(SYSTEM_STREAM)) {
+        Ok(Some(decoded)) => Ok(Some(decoded?)),
+        Ok(None) => Ok(None),
+        Err(error) => Err(Error::Corrupted {
+            position,
+            reason: error.to_string(),
+        }),
     }
-    Ok(Some(raw.decode::<E>()?))
 }

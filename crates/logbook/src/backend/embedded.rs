@@ -149,33 +149,15 @@ impl Backend for Embedded {
         direction: Direction,
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<RawEvent>>> {
-        Box::pin(async move {
-            // The pending table: a truncation or delete hides events as soon as it is
-            // accepted (the index only ever holds durable positions, so nothing non-durable
-            // is read).
-            let visible_from = self
-                .shared
-                .pending_streams
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .visible_from(&stream)?;
-            let Some(visible_from) = visible_from else {
-                return Ok(Vec::new());
-            };
-            let files = self.files.clone();
-            tokio::task::spawn_blocking(move || {
-                let selected = files.index.range(
-                    stream.as_str(),
-                    from_version,
-                    visible_from,
-                    direction,
-                    max,
-                )?;
-                read_positions(&files, &selected)
-            })
-            .await
-            .map_err(blocking_error)?
-        })
+        Box::pin(read_stream_with(
+            &self.shared,
+            &self.files,
+            stream,
+            from_version,
+            direction,
+            max,
+            decode_raw,
+        ))
     }
 
     fn read_all(&self, from_position: u64, max: usize) -> BoxFuture<'_, Result<Vec<Record>>> {
@@ -284,31 +266,126 @@ fn decode_raw(position: u64, payload: &[u8]) -> Result<RawEvent> {
     })
 }
 
-/// Reads the records at `positions` (ascending or descending), each checked.
-fn read_positions(files: &Files, selected: &[(u64, u64)]) -> Result<Vec<RawEvent>> {
-    let mut raws = Vec::with_capacity(selected.len());
+/// The most records of other streams a read goes through, rather than seeking past them, to
+/// reach the next selected position: a seek is a binary search, a sparse-index lookup, a read
+/// and a short scan, where a record read through is a CRC over bytes already buffered.
+const READ_THROUGH_MAX: u64 = 256;
+
+/// Up to `max` durable, visible events of a stream from `from_version`, each record's bytes
+/// handed to `decode` borrowed from the WAL reader's buffer: [`Embedded::read_stream`] and the
+/// facade's typed read (which decodes straight into `RecordedEvent`s) share it.
+pub(crate) async fn read_stream_with<T: Send + 'static>(
+    shared: &Shared,
+    files: &Arc<Files>,
+    stream: StreamId,
+    from_version: u64,
+    direction: Direction,
+    max: usize,
+    decode: impl FnMut(u64, &[u8]) -> Result<T> + Send + 'static,
+) -> Result<Vec<T>> {
+    // The pending table: a truncation or delete hides events as soon as it is accepted (the
+    // index only ever holds durable positions, so nothing non-durable is read).
+    let visible_from = shared
+        .pending_streams
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .visible_from(&stream)?;
+    let Some(visible_from) = visible_from else {
+        return Ok(Vec::new());
+    };
+    let files = files.clone();
+    tokio::task::spawn_blocking(move || {
+        let selected =
+            files
+                .index
+                .range(stream.as_str(), from_version, visible_from, direction, max)?;
+        read_positions(&files, &selected, decode)
+    })
+    .await
+    .map_err(blocking_error)?
+}
+
+/// What the reader found while looking for one selected position.
+enum Found<T> {
+    /// The selected record, decoded.
+    Record(Result<T>),
+    /// A record before it (another stream's): read through.
+    Before,
+    /// A record after it: compaction dropped the selected one (a superseded record).
+    After,
+}
+
+/// Reads the records at the selected positions (ascending or descending), each checked, and
+/// returns them in the order selected.
+///
+/// A backward page is read forward: one reader from the lowest position, reading through short
+/// runs of other streams' records and seeking only past long ones, then the results are put
+/// back in the requested order (seeking once per event made the newest 50 of a stream cost 50
+/// seeks).
+fn read_positions<T>(
+    files: &Files,
+    selected: &[(u64, u64)],
+    mut decode: impl FnMut(u64, &[u8]) -> Result<T>,
+) -> Result<Vec<T>> {
+    let descending = selected
+        .first()
+        .zip(selected.last())
+        .is_some_and(|(first, last)| first.1 > last.1);
+    let mut positions: Vec<u64> = selected.iter().map(|&(_, position)| position).collect();
+    if descending {
+        positions.reverse();
+    }
+    // The index hands out one order or the other; anything else is read sorted all the same.
+    if !positions.is_sorted() {
+        positions.sort_unstable();
+    }
+    let mut found = Vec::with_capacity(positions.len());
     let mut reader: Option<logbook_wal::WalReader> = None;
-    for &(_, position) in selected {
-        // The next position continues the same reader; anything else seeks (a binary search
-        // and a sparse-index scan of at most one index interval).
-        let reuse = reader
-            .as_ref()
-            .is_some_and(|reader| reader.next_position() == position);
+    let mut complete = true;
+    'positions: for &position in &positions {
+        let reuse = reader.as_ref().is_some_and(|reader| {
+            let next = reader.next_position();
+            next <= position && position - next <= READ_THROUGH_MAX
+        });
         if !reuse {
             reader = Some(files.wal.read_from(position));
         }
         let Some(current) = reader.as_mut() else {
             break;
         };
-        match current.next() {
-            Some(Ok(record)) if record.position == position => {
-                raws.push(decode_raw(position, &record.payload)?);
+        loop {
+            let step = current.next_with(|at, bytes| match at.cmp(&position) {
+                std::cmp::Ordering::Equal => Found::Record(decode(at, bytes)),
+                std::cmp::Ordering::Less => Found::Before,
+                std::cmp::Ordering::Greater => Found::After,
+            });
+            match step {
+                Some(Ok(Found::Record(event))) => {
+                    found.push(event?);
+                    break;
+                }
+                Some(Ok(Found::Before)) => {}
+                // Compaction dropped it: skip it, seek afresh for the next.
+                Some(Ok(Found::After)) => {
+                    reader = None;
+                    break;
+                }
+                // Not durable yet.
+                None => {
+                    complete = false;
+                    break 'positions;
+                }
+                Some(Err(error)) => return Err(error.into()),
             }
-            // Compaction dropped it (a superseded record): skip it, seek afresh for the next.
-            Some(Ok(record)) if record.position > position => reader = None,
-            Some(Ok(_)) | None => break, // not durable yet
-            Some(Err(error)) => return Err(error.into()),
         }
     }
-    Ok(raws)
+    if descending {
+        if !complete {
+            // Read newest first, the first record missing ended the page before anything:
+            // what read in the requested order would return.
+            found.clear();
+        }
+        found.reverse();
+    }
+    Ok(found)
 }

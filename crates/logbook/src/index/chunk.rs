@@ -111,7 +111,10 @@ pub(crate) fn decode(chunk: u64, value: &[u8]) -> Result<Vec<(u64, u64)>, String
     let (Some(mut version), Some(mut position)) = (u64_at(0), u64_at(8)) else {
         return Err(format!("chunk {chunk}: short first entry"));
     };
-    let mut entries = Vec::with_capacity(8);
+    // Every entry after the first takes at least two bytes: room for all of them at once (a
+    // full chunk grew its vector eight times, on every read of it).
+    let most = 1 + (value.len() - FIRST_ENTRY_BYTES) / 2;
+    let mut entries = Vec::with_capacity(most.min(CHUNK_VERSIONS as usize));
     let mut at = FIRST_ENTRY_BYTES;
     loop {
         if chunk_of(version) != chunk {
