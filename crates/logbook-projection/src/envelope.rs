@@ -298,6 +298,11 @@ impl<'a> EnvelopeRef<'a> {
         })
     }
 
+    /// The stream id, owned: one allocation, no second validation (`decode` validated it).
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::from_validated(self.stream.to_owned())
+    }
+
     /// Copies into an owned [`Envelope`]; allocates exactly the variable fields' bytes.
     pub fn to_envelope(&self) -> Envelope {
         Envelope {

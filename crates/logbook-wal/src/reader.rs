@@ -7,6 +7,7 @@
 
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
+use crate::frame::FRAME_HEADER_BYTES;
 use crate::segment::{SEGMENT_HEADER_BYTES, Segment};
 use crate::wal::{Inner, Record};
 use std::sync::Arc;
@@ -90,7 +91,50 @@ impl WalReader {
         segments.get(after).cloned()
     }
 
+    /// The next record, borrowed from the reader's buffer: no copy and no allocation per
+    /// record, for scans that decode each record and let it go (the replay at open). The same
+    /// records, checks and errors as [`Iterator::next`].
+    pub fn next_ref(&mut self) -> Option<Result<(u64, &[u8])>> {
+        if self.failed {
+            return None;
+        }
+        let (position, offset, len) = match self.step_frame()? {
+            Ok(found) => found,
+            Err(error) => return Some(Err(error)),
+        };
+        match self.cursor.buffered(offset, len) {
+            Some(payload) => Some(Ok((position, payload))),
+            None => {
+                // `step_frame` just read this frame through the cursor: unreachable, but a
+                // failure, never a panic.
+                self.failed = true;
+                let path = self.segment.as_ref().map(|segment| segment.path.clone());
+                let path = path.unwrap_or_default();
+                Some(Err(Error::corrupted(path, offset, "frame not buffered")))
+            }
+        }
+    }
+
     fn step(&mut self) -> Option<Result<Record>> {
+        let (position, offset, len) = match self.step_frame()? {
+            Ok(found) => found,
+            Err(error) => return Some(Err(error)),
+        };
+        let Some(payload) = self.cursor.buffered(offset, len) else {
+            self.failed = true;
+            let path = self.segment.as_ref().map(|segment| segment.path.clone());
+            let path = path.unwrap_or_default();
+            return Some(Err(Error::corrupted(path, offset, "frame not buffered")));
+        };
+        Some(Ok(Record {
+            position,
+            payload: payload.to_vec(),
+        }))
+    }
+
+    /// Finds the next record and checks its frame: its position, and the file offset and
+    /// length of its payload, which the cursor holds until the next read.
+    fn step_frame(&mut self) -> Option<Result<(u64, u64, usize)>> {
         let durable = self.inner.durable();
         if self.next_position > self.last {
             return None;
@@ -145,11 +189,8 @@ impl WalReader {
                 continue;
             }
             self.next_position = header.position + 1;
-            let record = Record {
-                position: header.position,
-                payload: payload.to_vec(),
-            };
-            return Some(Ok(record));
+            let payload_offset = self.offset - header.frame_len() + FRAME_HEADER_BYTES as u64;
+            return Some(Ok((header.position, payload_offset, payload.len())));
         }
     }
 }
