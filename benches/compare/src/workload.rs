@@ -100,6 +100,8 @@ pub struct AppendOutcome {
 pub struct ReadOutcome {
     /// Events per second.
     pub events_per_second: f64,
+    /// Allocations per event read (process-wide, during the run), where the peer counts them.
+    pub allocations_per_event: Option<f64>,
 }
 
 impl ReadOutcome {
@@ -110,7 +112,14 @@ impl ReadOutcome {
         }
         Ok(ReadOutcome {
             events_per_second: read as f64 / elapsed.as_secs_f64(),
+            allocations_per_event: None,
         })
+    }
+
+    /// With the allocations made during the run (`read` events).
+    pub fn with_allocations(mut self, allocations: u64, read: u64) -> ReadOutcome {
+        self.allocations_per_event = Some(allocations as f64 / read.max(1) as f64);
+        self
     }
 }
 
@@ -281,6 +290,14 @@ pub fn read(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<()
             table.figure(&stream_workload, *peer, "events/s", true, rate);
             let rate = catch_up.events_per_second;
             table.figure(&catch_up_workload, *peer, "events/s", true, rate);
+            for (workload, outcome) in [
+                (&stream_workload, read_stream),
+                (&catch_up_workload, catch_up),
+            ] {
+                if let Some(allocations) = outcome.allocations_per_event {
+                    table.detail(workload, *peer, "allocs/event", allocations);
+                }
+            }
         }
         eprintln!("read: round {}/{} done", round + 1, plan.rounds);
     }
