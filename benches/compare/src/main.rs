@@ -28,6 +28,11 @@ use logbook::SyncPolicy;
 use std::time::{Duration, Instant};
 use workload::{Peer, Plan};
 
+/// Every allocation is counted (two relaxed atomic adds each, for every peer alike): the
+/// replay workload reports allocations per replayed event.
+#[global_allocator]
+static ALLOCATOR: logbook_alloc_count::CountingAllocator = logbook_alloc_count::CountingAllocator;
+
 /// Any error, with its message: this is a benchmark binary, errors end the run.
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 /// A result with [`BenchError`].
@@ -45,6 +50,14 @@ fn main() {
 }
 
 fn run() -> BenchResult<()> {
+    // `logbook-bench-compare replay-rss DIR EVENTS` (internal): one replay in a fresh process,
+    // printing its peak RSS (see `replay::rss_child`).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [command, dir, events] = args.as_slice()
+        && command == "replay-rss"
+    {
+        return replay::rss_child(dir.as_ref(), events.parse()?);
+    }
     let (plan, workloads) = parse(std::env::args().skip(1).collect())?;
     measure::install_sync_counter()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

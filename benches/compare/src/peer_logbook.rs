@@ -127,6 +127,7 @@ pub fn read(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<[ReadOutc
     runtime.block_on(async {
         let (log, _) = Log::open(dir, LogbookOptions::default()).await?;
         let stream = StreamId::new(READ_STREAM)?;
+        let before = logbook_alloc_count::counts();
         let started = Instant::now();
         let mut from = 0u64;
         loop {
@@ -141,7 +142,11 @@ pub fn read(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<[ReadOutc
                 from += 1;
             }
         }
-        let read_stream = ReadOutcome::new(from, started.elapsed(), events)?;
+        let elapsed = started.elapsed();
+        let allocations = logbook_alloc_count::counts().since(before).allocations;
+        let read_stream =
+            ReadOutcome::new(from, elapsed, events)?.with_allocations(allocations, from);
+        let before = logbook_alloc_count::counts();
         let started = Instant::now();
         let mut subscription = log.subscribe(1);
         let mut delivered = 0u64;
@@ -152,7 +157,10 @@ pub fn read(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<[ReadOutc
             check_recorded(&event?, delivered)?;
             delivered += 1;
         }
-        let catch_up = ReadOutcome::new(delivered, started.elapsed(), events)?;
+        let elapsed = started.elapsed();
+        let allocations = logbook_alloc_count::counts().since(before).allocations;
+        let catch_up =
+            ReadOutcome::new(delivered, elapsed, events)?.with_allocations(allocations, delivered);
         drop(subscription);
         log.close().await?;
         Ok([read_stream, catch_up])

@@ -101,13 +101,23 @@ pub fn build(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<()> {
     })
 }
 
+/// What one full replay took: its time and the allocations made meanwhile (process-wide).
+pub struct Replayed {
+    /// From `BuiltinLog::open` until every event is applied.
+    pub elapsed: Duration,
+    /// Allocations (`alloc`, `alloc_zeroed`, `realloc`) made meanwhile.
+    pub allocations: u64,
+}
+
 /// `BuiltinLog::open` of `dir` until every event is applied: the time of a full replay.
-pub fn open(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<Duration> {
+pub fn open(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<Replayed> {
     runtime.block_on(async {
+        let before = logbook_alloc_count::counts();
         let started = Instant::now();
         let (log, report) = BuiltinLog::open(dir, options(SyncPolicy::Never)).await?;
         log.log().wait_applied(events).await?;
         let elapsed = started.elapsed();
+        let allocations = logbook_alloc_count::counts().since(before).allocations;
         if report.log.snapshot.used.is_some() || report.log.events_replayed != events {
             return Err(format!(
                 "open replayed {} events (snapshot {:?}), expected {events} and none",
@@ -116,8 +126,52 @@ pub fn open(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<Duration>
             .into());
         }
         log.close().await?;
-        Ok(elapsed)
+        Ok(Replayed {
+            elapsed,
+            allocations,
+        })
     })
+}
+
+/// The child of [`peak_rss`]: replays `dir` (a log of `events` events) once and prints its
+/// peak resident set size (`VmHWM` of `/proc/self/status`, in KiB) on stdout.
+pub fn rss_child(dir: &Path, events: u64) -> BenchResult<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    open(&runtime, dir, events)?;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .ok_or("no VmHWM in /proc/self/status")?;
+    println!("{kib}");
+    Ok(())
+}
+
+/// The peak RSS (KiB) of a fresh process of this binary that replays `dir` once: the
+/// runtime, the engine, the projections' state and whatever the replay buffers.
+pub fn peak_rss(dir: &Path, events: u64) -> BenchResult<u64> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .arg("replay-rss")
+        .arg(dir)
+        .arg(events.to_string())
+        .output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "replay-rss failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().parse()?)
 }
 
 fn segments(dir: &Path) -> BenchResult<Vec<PathBuf>> {

@@ -103,6 +103,8 @@ pub struct AppendOutcome {
 pub struct ReadOutcome {
     /// Events per second.
     pub events_per_second: f64,
+    /// Allocations per event read (process-wide, during the run), where the peer counts them.
+    pub allocations_per_event: Option<f64>,
 }
 
 impl ReadOutcome {
@@ -113,7 +115,14 @@ impl ReadOutcome {
         }
         Ok(ReadOutcome {
             events_per_second: read as f64 / elapsed.as_secs_f64(),
+            allocations_per_event: None,
         })
+    }
+
+    /// With the allocations made during the run (`read` events).
+    pub fn with_allocations(mut self, allocations: u64, read: u64) -> ReadOutcome {
+        self.allocations_per_event = Some(allocations as f64 / read.max(1) as f64);
+        self
     }
 }
 
@@ -307,6 +316,14 @@ pub fn read(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<()
             table.figure(&stream_workload, *peer, "events/s", true, rate);
             let rate = catch_up.events_per_second;
             table.figure(&catch_up_workload, *peer, "events/s", true, rate);
+            for (workload, outcome) in [
+                (&stream_workload, read_stream),
+                (&catch_up_workload, catch_up),
+            ] {
+                if let Some(allocations) = outcome.allocations_per_event {
+                    table.detail(workload, *peer, "allocs/event", allocations);
+                }
+            }
         }
         eprintln!("read: round {}/{} done", round + 1, plan.rounds);
     }
@@ -370,16 +387,74 @@ pub fn replay(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<
     let workload = format!("replay of {events} built-in events (no snapshot) vs raw scan");
     for round in 0..plan.rounds {
         for peer in rotated(&peers, round) {
-            let elapsed = match peer {
-                Peer::Raw => replay::scan(dir.path(), events)?,
-                _ => replay::open(runtime, dir.path(), events)?,
+            let (elapsed, allocations) = match peer {
+                Peer::Raw => (replay::scan(dir.path(), events)?, None),
+                _ => {
+                    let replayed = replay::open(runtime, dir.path(), events)?;
+                    (replayed.elapsed, Some(replayed.allocations))
+                }
             };
             let seconds = elapsed.as_secs_f64();
             eprintln!("replay: {} {:.1} ms", peer.name(), seconds * 1e3);
             table.figure(&workload, peer, "events/s", true, events as f64 / seconds);
             table.detail(&workload, peer, "ms", seconds * 1e3);
+            if let Some(allocations) = allocations {
+                table.detail(
+                    &workload,
+                    peer,
+                    "allocs/event",
+                    allocations as f64 / events as f64,
+                );
+            }
         }
         eprintln!("replay: round {}/{} done", round + 1, plan.rounds);
+    }
+    if plan.peers.contains(&Peer::Logbook) {
+        replay_rss(runtime, plan, dir.path(), table)?;
+    }
+    Ok(())
+}
+
+/// Events of the small log the replay's peak RSS is compared with.
+const RSS_SMALL_EVENTS: u64 = 10_000;
+
+/// Peak RSS of one replay in a fresh process, of a 10k-event log and of the workload's log
+/// (the projections' state is the same in both: [`replay::ROOMS`] rooms, each with its last
+/// message), so the ratio shows what replay itself holds as the log grows.
+fn replay_rss(runtime: &Runtime, plan: &Plan, big: &Path, table: &mut Table) -> BenchResult<()> {
+    let small = TempDir::new_in(&plan.base_dir)?;
+    replay::build(runtime, small.path(), RSS_SMALL_EVENTS)?;
+    let workload = format!(
+        "peak RSS of a replay in a fresh process: {} vs {RSS_SMALL_EVENTS} events",
+        plan.replay_events
+    );
+    for round in 0..plan.rounds {
+        let small_kib = replay::peak_rss(small.path(), RSS_SMALL_EVENTS)?;
+        let big_kib = replay::peak_rss(big, plan.replay_events)?;
+        eprintln!(
+            "replay rss: {RSS_SMALL_EVENTS} events {small_kib} KiB, {} events {big_kib} KiB",
+            plan.replay_events
+        );
+        table.figure(
+            &workload,
+            Peer::Logbook,
+            "MiB",
+            false,
+            big_kib as f64 / 1024.0,
+        );
+        table.detail(
+            &workload,
+            Peer::Logbook,
+            "small MiB",
+            small_kib as f64 / 1024.0,
+        );
+        table.detail(
+            &workload,
+            Peer::Logbook,
+            "big/small",
+            big_kib as f64 / small_kib as f64,
+        );
+        eprintln!("replay rss: round {}/{} done", round + 1, plan.rounds);
     }
     Ok(())
 }

@@ -78,6 +78,38 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T> 
     Ok(value)
 }
 
+/// Deserializes a `String` through `deserialize_str` (for `#[serde(deserialize_with)]` on hot
+/// event fields): bincode over a slice lends the bytes, so the string is allocated once at its
+/// length and copied once, instead of through a zero-filled buffer as bincode decodes a
+/// `String`. The same encoding and the same UTF-8 check (invalid bytes are an error).
+pub(crate) fn string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<String, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a string")
+        }
+
+        fn visit_str<Error: serde::de::Error>(
+            self,
+            value: &str,
+        ) -> std::result::Result<String, Error> {
+            Ok(value.to_owned())
+        }
+
+        fn visit_string<Error: serde::de::Error>(
+            self,
+            value: String,
+        ) -> std::result::Result<String, Error> {
+            Ok(value)
+        }
+    }
+    deserializer.deserialize_str(Text)
+}
+
 fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<(T, usize)> {
     let config = config().with_limit::<LIMIT>();
     bincode::serde::decode_from_slice(bytes, config).map_err(|error| Error::Decode {
@@ -126,6 +158,32 @@ mod tests {
         // length-prefixed strings, 0/1 option tags.
         let bytes = encode(&("ab", 250u64, 251u64, Some(1u8))).expect("encode");
         assert_eq!(bytes, [2, b'a', b'b', 250, 251, 251, 0, 1, 1]);
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Lent {
+        #[serde(deserialize_with = "super::string")]
+        text: String,
+    }
+
+    /// A `String` decoded through `string` reads what a plain `String` wrote (from bincode
+    /// and from JSON), and invalid UTF-8 is an error, never a panic.
+    #[test]
+    fn a_lent_string_decodes_like_a_string_and_checks_utf8() {
+        let value = Lent {
+            text: "grüße".to_owned(),
+        };
+        let bytes = encode(&value).unwrap();
+        assert_eq!(bytes, encode(&"grüße".to_owned()).unwrap());
+        assert_eq!(decode::<Lent>(&bytes, usize::MAX).unwrap(), value);
+        let json = serde_json::to_string(&value).unwrap();
+        assert_eq!(serde_json::from_str::<Lent>(&json).unwrap(), value);
+        let escaped = r#"{"text":"a\nb"}"#;
+        assert_eq!(serde_json::from_str::<Lent>(escaped).unwrap().text, "a\nb");
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] = 0xff;
+        assert!(decode::<Lent>(&bad, usize::MAX).is_err());
     }
 
     #[test]

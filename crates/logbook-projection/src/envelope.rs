@@ -243,6 +243,11 @@ impl<'a> EnvelopeRef<'a> {
         })
     }
 
+    /// The stream id, owned: one allocation, no second validation (`decode` validated it).
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::from_validated(self.stream)
+    }
+
     /// Copies into an owned [`Envelope`]; allocates exactly the variable fields' bytes.
     pub fn to_envelope(&self) -> Envelope {
         Envelope {

@@ -184,6 +184,14 @@ impl TryFrom<&str> for StreamId {
     }
 }
 
+/// A map keyed by `StreamId` can be looked up by `&str` without allocating: the derived `Eq`,
+/// `Ord` and `Hash` are the inner `Arc<str>`'s, which agree with `str`'s.
+impl std::borrow::Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for StreamId {
     fn as_ref(&self) -> &str {
         &self.0

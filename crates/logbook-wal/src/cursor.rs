@@ -93,6 +93,13 @@ impl Cursor {
             .ok_or_else(|| io::Error::other("cursor bounds"))
     }
 
+    /// Bytes `[offset, offset + len)` if they are buffered (the payload of the frame
+    /// [`Cursor::read_frame`] returned last, for a borrowing reader).
+    pub(crate) fn buffered(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let at = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.buffer.get(at..at.checked_add(len)?)
+    }
+
     /// Reads and checks the frame at `offset`; `limit` is the end of the readable bytes.
     /// The outer `Result` is I/O; the inner one says whether the bytes are a valid frame.
     pub(crate) fn read_frame(

@@ -7,6 +7,7 @@
 
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
+use crate::frame::FRAME_HEADER_BYTES;
 use crate::segment::{SEGMENT_HEADER_BYTES, Segment};
 use crate::wal::{Inner, Record};
 use std::sync::Arc;
@@ -94,13 +95,39 @@ impl WalReader {
     /// like every record [`Iterator::next`] returns), without copying them out of the reader's
     /// buffer; `read`'s result is returned. `None` and errors as for `next`.
     pub fn next_with<T>(&mut self, read: impl FnOnce(u64, &[u8]) -> T) -> Option<Result<T>> {
+        Some(
+            self.next_ref()?
+                .map(|(position, payload)| read(position, payload)),
+        )
+    }
+
+    /// The next record, borrowed from the reader's buffer: no copy and no allocation per
+    /// record, for scans that decode each record and let it go (the replay at open). The same
+    /// records, checks and errors as [`Iterator::next`].
+    pub fn next_ref(&mut self) -> Option<Result<(u64, &[u8])>> {
         if self.failed {
             return None;
         }
-        self.step(read)
+        let (position, offset, len) = match self.step_frame()? {
+            Ok(found) => found,
+            Err(error) => return Some(Err(error)),
+        };
+        match self.cursor.buffered(offset, len) {
+            Some(payload) => Some(Ok((position, payload))),
+            None => {
+                // `step_frame` just read this frame through the cursor: unreachable, but a
+                // failure, never a panic.
+                self.failed = true;
+                let path = self.segment.as_ref().map(|segment| segment.path.clone());
+                let path = path.unwrap_or_default();
+                Some(Err(Error::corrupted(path, offset, "frame not buffered")))
+            }
+        }
     }
 
-    fn step<T>(&mut self, read: impl FnOnce(u64, &[u8]) -> T) -> Option<Result<T>> {
+    /// Finds the next record and checks its frame: its position, and the file offset and
+    /// length of its payload, which the cursor holds until the next read.
+    fn step_frame(&mut self) -> Option<Result<(u64, u64, usize)>> {
         let durable = self.inner.durable();
         if self.next_position > self.last {
             return None;
@@ -155,7 +182,8 @@ impl WalReader {
                 continue;
             }
             self.next_position = header.position + 1;
-            return Some(Ok(read(header.position, payload)));
+            let payload_offset = self.offset - header.frame_len() + FRAME_HEADER_BYTES as u64;
+            return Some(Ok((header.position, payload_offset, payload.len())));
         }
     }
 }

@@ -62,7 +62,7 @@ impl<'a> DurableRecord<'a> {
         )?;
         Ok(RecordedEvent {
             position: self.position,
-            stream: StreamId::new(envelope.stream)?,
+            stream: envelope.stream_id(),
             version: envelope.stream_version,
             event_type: envelope.event_type.to_owned(),
             schema_version: envelope.schema_version,
@@ -71,6 +71,50 @@ impl<'a> DurableRecord<'a> {
             causation_id: envelope.causation_id.map(str::to_owned),
             event,
         })
+    }
+}
+
+impl DurableRecord<'_> {
+    /// As [`DurableRecord::event`], reusing `spent`, an event applied before: its stream id
+    /// (when the stream is the same), event type and correlation ids' buffers are kept, so a
+    /// replay allocates only what the decoded payload itself needs.
+    pub(crate) fn event_reusing<E: Event>(
+        &self,
+        spent: Option<RecordedEvent<E>>,
+    ) -> logbook_projection::Result<RecordedEvent<E>> {
+        let Some(mut recorded) = spent else {
+            return self.event();
+        };
+        let envelope = &self.envelope;
+        if envelope.codec != E::CODEC {
+            return Err(logbook_projection::Error::UnsupportedCodec {
+                codec: envelope.codec,
+            });
+        }
+        recorded.event = E::decode_payload(
+            envelope.event_type,
+            envelope.schema_version,
+            envelope.payload,
+        )?;
+        if AsRef::<str>::as_ref(&recorded.stream) != envelope.stream {
+            recorded.stream = envelope.stream_id();
+        }
+        recorded.position = self.position;
+        recorded.version = envelope.stream_version;
+        envelope.event_type.clone_into(&mut recorded.event_type);
+        recorded.schema_version = envelope.schema_version;
+        recorded.timestamp_ms = envelope.timestamp_ms;
+        reuse(&mut recorded.correlation_id, envelope.correlation_id);
+        reuse(&mut recorded.causation_id, envelope.causation_id);
+        Ok(recorded)
+    }
+}
+
+/// Sets `slot` to `value`, in the buffer it holds when it holds one.
+fn reuse(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(held), Some(value)) => value.clone_into(held),
+        (_, value) => *slot = value.map(str::to_owned),
     }
 }
 

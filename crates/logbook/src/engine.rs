@@ -1076,9 +1076,11 @@ fn replay(
     let (mut streams, snapshot_position) = start;
     let mut count = 0u64;
     let mut index_batch = IndexBatch::default();
-    for record in wal.read_from(index_complete.min(snapshot_position) + 1) {
-        let record = record?;
-        let durable = DurableRecord::decode(record.position, &record.payload)?;
+    // Each record is borrowed from the reader's buffer, decoded once and let go.
+    let mut reader = wal.read_from(index_complete.min(snapshot_position) + 1);
+    while let Some(record) = reader.next_ref() {
+        let (position, payload) = record?;
+        let durable = DurableRecord::decode(position, payload)?;
         if durable.position > snapshot_position {
             apply::apply_record(
                 &mut streams,

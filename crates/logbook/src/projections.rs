@@ -178,11 +178,28 @@ impl<P: Projection> Cell<P> {
         kept: Option<&Arc<Op<P::Event>>>,
         change: impl FnOnce(&mut P) -> T,
     ) -> (T, Arc<P>) {
+        let (outcome, published) = self.change_in_place(writer, kept, true, change);
+        match published {
+            Some(published) => (outcome, published),
+            // Unreachable (asked for), but never a panic: the published version.
+            None => (outcome, self.published()),
+        }
+    }
+
+    /// [`Cell::change`]; the version published is returned only when `want_published` (the
+    /// replay, with no hook to call, saves an `Arc` clone and drop per record).
+    fn change_in_place<T>(
+        &self,
+        writer: &mut Writer<P>,
+        kept: Option<&Arc<Op<P::Event>>>,
+        want_published: bool,
+        change: impl FnOnce(&mut P) -> T,
+    ) -> (T, Option<Arc<P>>) {
         let mut published = lock(&self.published);
         if let Some(state) = Arc::get_mut(&mut published) {
             // No reader holds it, and none can take it while the lock is held.
             let outcome = change(state);
-            let current = published.clone();
+            let current = want_published.then(|| published.clone());
             drop(published);
             match (kept, &mut writer.spare) {
                 (Some(op), Some(spare)) if spare.lag.len() < SPARE_LAG_RECORDS_MAX => {
@@ -221,7 +238,7 @@ impl<P: Projection> Cell<P> {
             state: current,
             lag: vec![op.clone()],
         });
-        (outcome, next)
+        (outcome, Some(next))
     }
 
     /// Whether `upserted` and `deleted` fire: for live records only (replayed ones are summed
@@ -419,14 +436,17 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
                 "events are applied once, in position order"
             );
         }
-        let (removed, state) = self.change(&mut writer, kept, |state| op.apply_to(state));
+        // Hooks run with the writer side held: `observe` cannot slip in between (nor between
+        // this check and the hooks below).
+        let hooks = self.live_hooks();
+        let (removed, state) =
+            self.change_in_place(&mut writer, kept, hooks, |state| op.apply_to(state));
         writer.position = writer.position.max(position);
         self.applied_position
             .store(writer.position, Ordering::Release);
-        // Hooks run with the writer side held: `observe` cannot slip in between.
-        if !self.live_hooks() {
+        let Some(state) = state.filter(|_| hooks) else {
             return;
-        }
+        };
         match op {
             Op::Event(event) => {
                 self.notify(&state, Hook::Upserted, |observer| {
@@ -696,6 +716,9 @@ pub(crate) struct TypedApplier<E> {
     undecodable: AtomicU64,
     /// Set by `restored`: the replay is over, records are kept for the spare copies.
     live: AtomicBool,
+    /// At replay, the event applied last: the next one is decoded into its buffers
+    /// ([`DurableRecord::event_reusing`]), so replay allocates only what payloads need.
+    spent: Mutex<Option<RecordedEvent<E>>>,
 }
 
 impl<E: Event> TypedApplier<E> {
@@ -704,6 +727,7 @@ impl<E: Event> TypedApplier<E> {
             projections,
             undecodable: AtomicU64::new(0),
             live: AtomicBool::new(false),
+            spent: Mutex::new(None),
         }
     }
 }
@@ -714,8 +738,29 @@ impl<E: Event> Applier for TypedApplier<E> {
             return Ok(());
         }
         let position = record.position;
+        let live = self.live.load(Ordering::Acquire);
+        if !live && record.system.is_none() {
+            // Replay: decode into the event applied last, apply by reference, keep it.
+            let mut spent = lock(&self.spent);
+            match record.event_reusing::<E>(spent.take()) {
+                Ok(event) => {
+                    let op = Op::Event(event);
+                    self.projections.apply(&op, position, None);
+                    if let Op::Event(event) = op {
+                        *spent = Some(event);
+                    }
+                    return Ok(());
+                }
+                Err(error) if undecodable == Undecodable::Fail => return Err(error.into()),
+                Err(error) => {
+                    self.undecodable.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(position, %error, "event not decodable by the projections; skipped");
+                    return Ok(());
+                }
+            }
+        }
         match decode::<E>(record)? {
-            Decoded::Op(op) if self.live.load(Ordering::Acquire) => {
+            Decoded::Op(op) if live => {
                 let kept = Arc::new(op);
                 self.projections.apply(&kept, position, Some(&kept));
             }
@@ -732,6 +777,8 @@ impl<E: Event> Applier for TypedApplier<E> {
     }
 
     fn restored(&self) {
+        // Live records are kept whole (`Op` in an `Arc`): the replay's buffers go.
+        *lock(&self.spent) = None;
         self.live.store(true, Ordering::Release);
         self.projections.restored();
     }

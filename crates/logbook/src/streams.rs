@@ -169,8 +169,13 @@ impl StreamTable {
 
     /// Replays one event read from the log at open.
     pub(crate) fn replay(&mut self, stream: &str, version: u64, position: u64) -> Result<()> {
-        let key = StreamId::new(stream)?;
-        let state = self.streams.entry(key).or_default();
+        // Looked up by `&str` first: a stream seen before costs no allocation and no second
+        // validation (the envelope's decode validated the name).
+        let state = if let Some(state) = self.streams.get_mut(stream) {
+            state
+        } else {
+            self.streams.entry(StreamId::new(stream)?).or_default()
+        };
         // Compaction may have dropped versions (gaps are fine); going backwards is not.
         if version < state.next_version || position <= state.last_position {
             return Err(Error::Corrupted {

@@ -78,10 +78,13 @@ impl EventPayload for RoomMemberLeft {
 #[serde(deny_unknown_fields)]
 pub struct RoomMessagePosted {
     /// The message id, unique in the room.
+    #[serde(deserialize_with = "crate::codec::string")]
     pub message_id: String,
     /// Who wrote it.
+    #[serde(deserialize_with = "crate::codec::string")]
     pub author: String,
     /// The text.
+    #[serde(deserialize_with = "crate::codec::string")]
     pub body: String,
 }
 

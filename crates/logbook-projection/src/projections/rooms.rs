@@ -176,14 +176,28 @@ impl Rooms {
             }
             BuiltinEvent::RoomMessagePosted(e) => {
                 room.messages_posted = room.messages_posted.saturating_add(1);
-                room.last_message = Some(LastMessage {
-                    message_id: e.message_id.clone(),
-                    author: e.author.clone(),
-                    body: e.body.clone(),
-                    posted_at_ms: at_ms,
-                    stream_version: event.version,
-                    edited: false,
-                });
+                // The last message's buffers are reused: a replay of a busy room allocates
+                // only when a message outgrows them.
+                match &mut room.last_message {
+                    Some(last) => {
+                        last.message_id.clone_from(&e.message_id);
+                        last.author.clone_from(&e.author);
+                        last.body.clone_from(&e.body);
+                        last.posted_at_ms = at_ms;
+                        last.stream_version = event.version;
+                        last.edited = false;
+                    }
+                    None => {
+                        room.last_message = Some(LastMessage {
+                            message_id: e.message_id.clone(),
+                            author: e.author.clone(),
+                            body: e.body.clone(),
+                            posted_at_ms: at_ms,
+                            stream_version: event.version,
+                            edited: false,
+                        });
+                    }
+                }
             }
             BuiltinEvent::RoomMessageEdited(e) => {
                 if let Some(last) = &mut room.last_message

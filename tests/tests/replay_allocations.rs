@@ -1,0 +1,123 @@
+//! The allocation budget of replay: opening a log with no snapshot replays every event into
+//! the built-in projections, and per event it may allocate no more than the decoded event
+//! itself needs (a `room.message_posted` payload holds three `String`s: message id, author,
+//! body). Counted with a counting global allocator, so this file is its own test binary and
+//! holds one test (the counters are process-wide). Counts, not time: deterministic up to the
+//! background threads' few allocations, which the budget's margin covers.
+
+use logbook::model::{RoomCreated, RoomMessagePosted};
+use logbook::{
+    BuiltinEvent, BuiltinLog, ExpectedVersion, LogbookOptions, NewEvent, StreamId, SyncPolicy,
+};
+use logbook_alloc_count::{CountingAllocator, counts};
+use std::path::Path;
+use std::time::Duration;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+const ROOMS: u64 = 20;
+const BATCH: u64 = 500;
+
+fn options() -> LogbookOptions {
+    let mut options = LogbookOptions::default();
+    options.wal.sync_policy = SyncPolicy::Never;
+    options.snapshots.every_events = 0;
+    options.snapshots.every_bytes = 0;
+    options.snapshots.every = Duration::ZERO;
+    options
+}
+
+fn room(index: u64) -> StreamId {
+    StreamId::room(&format!("r{index:03}")).expect("room id")
+}
+
+/// Writes `ROOMS` rooms and `messages` messages (in batches, one room per batch).
+async fn build(dir: &Path, messages: u64) {
+    let (log, _) = BuiltinLog::open(dir, options()).await.expect("open");
+    for index in 0..ROOMS {
+        let created = BuiltinEvent::RoomCreated(RoomCreated {
+            name: format!("room{index}"),
+            topic: None,
+            created_by: Some("ada".into()),
+        });
+        log.log()
+            .append(
+                &room(index),
+                ExpectedVersion::Any,
+                vec![NewEvent::new(created)],
+            )
+            .await
+            .expect("create");
+    }
+    let mut written = 0;
+    while written < messages {
+        let count = (messages - written).min(BATCH);
+        let batch = (written..written + count)
+            .map(|index| {
+                NewEvent::new(BuiltinEvent::RoomMessagePosted(RoomMessagePosted {
+                    message_id: format!("m{index:08}"),
+                    author: "ada".into(),
+                    body: format!("message {index} {}", "x".repeat(150)),
+                }))
+            })
+            .collect();
+        log.log()
+            .append(
+                &room((written / BATCH) % ROOMS),
+                ExpectedVersion::Any,
+                batch,
+            )
+            .await
+            .expect("append");
+        written += count;
+    }
+    log.close().await.expect("close");
+}
+
+/// Allocations of one full replay of `dir` (`events` events), from open until every event is
+/// applied.
+async fn replay_allocations(dir: &Path, events: u64) -> u64 {
+    let before = counts();
+    let (log, report) = BuiltinLog::open(dir, options()).await.expect("reopen");
+    log.log().wait_applied(events).await.expect("applied");
+    let allocations = counts().since(before).allocations;
+    assert_eq!(report.log.events_replayed, events);
+    assert!(report.log.snapshot.used.is_none());
+    log.close().await.expect("close");
+    allocations
+}
+
+/// The marginal allocations per replayed message (the difference between replays of two
+/// logs, so open's fixed costs cancel out) stay within the decoded event's three strings plus
+/// a margin for background threads.
+#[test]
+fn replay_allocates_per_event_only_what_the_decoded_event_needs() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let small_dir = tempfile::tempdir().expect("tempdir");
+        let big_dir = tempfile::tempdir().expect("tempdir");
+        let (small, big) = (2_000, 22_000);
+        build(small_dir.path(), small).await;
+        build(big_dir.path(), big).await;
+        // A first replay warms up whatever is allocated once per process.
+        replay_allocations(small_dir.path(), ROOMS + small).await;
+        let small_allocations = replay_allocations(small_dir.path(), ROOMS + small).await;
+        let big_allocations = replay_allocations(big_dir.path(), ROOMS + big).await;
+        let per_event =
+            big_allocations.saturating_sub(small_allocations) as f64 / (big - small) as f64;
+        eprintln!(
+            "replay: {small_allocations} allocations for {small} messages, \
+             {big_allocations} for {big}: {per_event:.2} per message"
+        );
+        // Three `String`s of the decoded `RoomMessagePosted`, plus half an allocation of
+        // margin (before the budget, replay made about ten per event).
+        assert!(
+            per_event <= 3.5,
+            "{per_event:.2} allocations per replayed event (budget 3.5)"
+        );
+    });
+}
