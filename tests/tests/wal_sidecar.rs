@@ -415,3 +415,43 @@ fn a_segment_shorter_than_its_checkpoint_is_lost_records_not_a_torn_tail() {
     assert_eq!(read_everything(&wal, 1).len(), 399);
     wal.close().unwrap();
 }
+
+/// A failed retirement of the kept checkpoint (its directory fsync fails) poisons the WAL
+/// before any byte of the segment changes: the append fails, the segment is as it was, and
+/// after a power loss the next open finds every record and appends carry on.
+#[test]
+fn a_failed_checkpoint_retirement_poisons_before_the_segment_changes() {
+    use logbook_wal::{FaultKind, FaultOp};
+    let storage = MemoryStorage::new();
+    build(&storage);
+    let segment = files_with(&storage, "seg").pop().unwrap();
+    let before = storage.file_contents(&segment).unwrap();
+    let unbuffered = WalOptions {
+        buffer_bytes_max: 1,
+        ..options()
+    };
+    let (wal, _) = Wal::open_with_storage(
+        Arc::new(storage.clone()),
+        Path::new("/log"),
+        unbuffered.clone(),
+    )
+    .unwrap();
+    storage.inject_fault(FaultOp::Sync, 0, FaultKind::Eio);
+    let error = wal.append(b"never written").unwrap_err();
+    assert!(error.to_string().contains("wal"), "{error}");
+    assert!(wal.poisoned_reason().is_some(), "the WAL is poisoned");
+    assert!(matches!(
+        wal.append(b"refused"),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(storage.file_contents(&segment).unwrap(), before);
+    storage.clear_faults();
+    storage.crash(CrashMode::LoseUnsynced);
+    drop(wal);
+    let (wal, report) =
+        Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), unbuffered).unwrap();
+    assert_eq!(report.last_position, 400);
+    assert_eq!(read_everything(&wal, 1).len(), 400);
+    assert_eq!(wal.append(b"after").unwrap(), 401);
+    wal.close().unwrap();
+}
