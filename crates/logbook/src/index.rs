@@ -76,12 +76,16 @@ pub(crate) struct StreamIndex {
     tail_max: usize,
 }
 
+/// What [`StreamIndex::try_open`] found: the index and its marker, or `None` for contents
+/// this code did not write.
+type Opened = Result<Option<(StreamIndex, u64)>>;
+
 /// An index being opened on a thread of its own ([`StreamIndex::open_in_background`]).
 /// Dropped without [`IndexOpening::finish`] (the open failed elsewhere), it waits for the
 /// thread, so no sled handle outlives the failed open and keeps the directory locked.
 pub(crate) struct IndexOpening {
     path: PathBuf,
-    handle: Option<std::thread::JoinHandle<Result<Option<(StreamIndex, u64)>>>>,
+    handle: Option<std::thread::JoinHandle<Opened>>,
 }
 
 impl IndexOpening {
@@ -175,7 +179,7 @@ impl StreamIndex {
     /// rebuilt (it would point at positions that new appends reuse).
     fn settle(
         path: PathBuf,
-        opened: Result<Option<(StreamIndex, u64)>>,
+        opened: Opened,
         log_end: u64,
         salvaged: bool,
     ) -> Result<(StreamIndex, IndexReport)> {
@@ -229,7 +233,7 @@ impl StreamIndex {
     }
 
     /// Opens; `Ok(None)` when the contents are not an index this code wrote.
-    fn try_open(path: &Path) -> Result<Option<(StreamIndex, u64)>> {
+    fn try_open(path: &Path) -> Opened {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::LowSpace)
