@@ -681,6 +681,49 @@ mod tests {
         );
     }
 
+    /// A flush (a close) that would write an empty tail with the marker sled already holds
+    /// writes nothing: sled then has no bytes to flush, and its next open no new snapshot to
+    /// generate and sync. After a reopen the marker read back counts as written too.
+    #[test]
+    fn a_flush_that_changes_nothing_writes_nothing_to_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INDEX_DIR_NAME);
+        let flushed_bytes = |index: &StreamIndex| index.db().unwrap().flush().unwrap();
+        {
+            let (index, complete) = StreamIndex::try_open(&path).unwrap().unwrap();
+            assert_eq!(complete, 0);
+            index
+                .insert(
+                    &[("room/a".to_owned(), 0, 1), ("room/a".to_owned(), 1, 2)],
+                    2,
+                )
+                .unwrap();
+            index.flush().unwrap();
+            index.write_tail().unwrap();
+            assert_eq!(flushed_bytes(&index), 0, "the second write wrote nothing");
+            // A marker that moved (records of other streams) is written.
+            index.insert(&[], 3).unwrap();
+            index.write_tail().unwrap();
+            assert!(flushed_bytes(&index) > 0, "the new marker was written");
+            index.release().unwrap();
+        }
+        let (index, complete) = StreamIndex::try_open(&path).unwrap().unwrap();
+        assert_eq!(complete, 3);
+        flushed_bytes(&index);
+        index.write_tail().unwrap();
+        assert_eq!(
+            flushed_bytes(&index),
+            0,
+            "a reopen with nothing new writes nothing"
+        );
+        assert_eq!(
+            index
+                .range("room/a", u64::MAX, 0, Direction::Backward, 10)
+                .unwrap(),
+            vec![(1, 2), (0, 1)]
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// The index (tail + chunks, with flushes at any point) answers every range query like
