@@ -2,7 +2,8 @@
 //! scan sealed segments (cost independent of history), reads are identical, a damaged sidecar
 //! only costs a scan, and a damaged sealed frame is still reported (on read) with its segment
 //! and offset. The active segment's checkpoint (its sidecar written at a clean close) spares
-//! open the rescan of its prefix, and is removed durably before the segment changes again.
+//! open the rescan of its prefix, is kept by an open that changes nothing (so such an open
+//! syncs and rewrites nothing), and is removed durably before the segment changes again.
 
 use logbook_wal::{CrashMode, Error, MemoryStorage, RecoveryMode, SyncPolicy, Wal, WalOptions};
 use std::path::{Path, PathBuf};
@@ -152,14 +153,26 @@ fn the_checkpoint_is_removed_durably_before_the_active_segment_changes() {
     let storage = MemoryStorage::new();
     build(&storage);
     let checkpoint = active_checkpoint(&storage);
-    assert!(storage.file_contents(&checkpoint).is_some());
-    let (wal, _) =
-        Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), options()).unwrap();
+    let saved = storage.file_contents(&checkpoint).unwrap();
+    let unbuffered = WalOptions {
+        // Every append reaches the file at once: the first append is the segment's change.
+        buffer_bytes_max: 1,
+        ..options()
+    };
+    let (wal, report) =
+        Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), unbuffered).unwrap();
+    assert_eq!(report.bytes_scanned, 0, "{report:?}");
+    assert_eq!(
+        storage.file_contents(&checkpoint),
+        Some(saved),
+        "an open that changed nothing keeps the checkpoint that describes the whole segment"
+    );
+    assert_eq!(wal.append(b"the first change").unwrap(), 401);
     assert!(
         storage.file_contents(&checkpoint).is_none(),
-        "a writable open removes the active segment's checkpoint"
+        "the first write to the active segment retires its checkpoint"
     );
-    // The removal survives a power loss even though nothing else was synced.
+    // The removal survives a power loss even though the append itself was never synced.
     storage.crash(CrashMode::LoseUnsynced);
     assert!(storage.file_contents(&checkpoint).is_none());
     drop(wal);
@@ -173,6 +186,82 @@ fn the_checkpoint_is_removed_durably_before_the_active_segment_changes() {
     assert_eq!(read_everything(&reader, 1).len(), 400);
     drop(reader);
     assert!(storage.file_contents(&checkpoint).is_some());
+}
+
+/// An open followed by no append and a close syncs no file: the checkpoint that open kept still
+/// describes the segment, so close does not rewrite it; the next open trusts it as before.
+#[test]
+fn an_open_that_appends_nothing_syncs_and_rewrites_nothing() {
+    let storage = MemoryStorage::new();
+    build(&storage);
+    let checkpoint = active_checkpoint(&storage);
+    let saved = storage.file_contents(&checkpoint).unwrap();
+    let files_before = storage.files();
+    for _ in 0..3 {
+        let syncs = storage.sync_calls();
+        let (wal, report) =
+            Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), options())
+                .unwrap();
+        assert_eq!(report.bytes_scanned, 0, "{report:?}");
+        assert_eq!(read_everything(&wal, 1).len(), 400);
+        wal.close().unwrap();
+        assert_eq!(storage.sync_calls(), syncs, "no file was synced");
+        assert_eq!(storage.file_contents(&checkpoint).as_ref(), Some(&saved));
+        assert_eq!(
+            storage.files(),
+            files_before,
+            "no file was added or removed"
+        );
+    }
+}
+
+/// A crash at any point after an open that kept the checkpoint (with or without appends, synced
+/// or not) loses no synced record, and the next open is as correct as one after a scan.
+#[test]
+fn a_crash_after_an_open_that_kept_the_checkpoint_loses_nothing_synced() {
+    for seed in 0..24u64 {
+        let storage = MemoryStorage::new();
+        build(&storage);
+        let options = WalOptions {
+            buffer_bytes_max: if seed % 2 == 0 { 1 } else { 1 << 20 },
+            ..options()
+        };
+        let (wal, _) = Wal::open_with_storage(
+            Arc::new(storage.clone()),
+            Path::new("/log"),
+            options.clone(),
+        )
+        .unwrap();
+        let synced = seed % 3;
+        let unsynced = seed % 4;
+        let mut position = 400;
+        for _ in 0..synced {
+            position += 1;
+            assert_eq!(wal.append(&payload(position)).unwrap(), position);
+        }
+        wal.sync().unwrap();
+        let durable = position;
+        for _ in 0..unsynced {
+            position += 1;
+            assert_eq!(wal.append(&payload(position)).unwrap(), position);
+        }
+        storage.crash(CrashMode::Tear { seed });
+        drop(wal);
+        let (wal, report) =
+            Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), options).unwrap();
+        assert!(
+            report.last_position >= durable && report.last_position <= position,
+            "seed {seed}: {report:?}"
+        );
+        let records = read_everything(&wal, 1);
+        assert_eq!(records.len() as u64, report.last_position, "seed {seed}");
+        for (at, bytes) in records {
+            assert_eq!(bytes, payload(at), "seed {seed}");
+        }
+        let next = wal.append(b"after").unwrap();
+        assert_eq!(next, report.last_position + 1, "seed {seed}");
+        wal.close().unwrap();
+    }
 }
 
 fn build_more_and_close(storage: &MemoryStorage, more: u64) {
@@ -324,5 +413,45 @@ fn a_segment_shorter_than_its_checkpoint_is_lost_records_not_a_torn_tail() {
     let (wal, _report) =
         Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), salvage).unwrap();
     assert_eq!(read_everything(&wal, 1).len(), 399);
+    wal.close().unwrap();
+}
+
+/// A failed retirement of the kept checkpoint (its directory fsync fails) poisons the WAL
+/// before any byte of the segment changes: the append fails, the segment is as it was, and
+/// after a power loss the next open finds every record and appends carry on.
+#[test]
+fn a_failed_checkpoint_retirement_poisons_before_the_segment_changes() {
+    use logbook_wal::{FaultKind, FaultOp};
+    let storage = MemoryStorage::new();
+    build(&storage);
+    let segment = files_with(&storage, "seg").pop().unwrap();
+    let before = storage.file_contents(&segment).unwrap();
+    let unbuffered = WalOptions {
+        buffer_bytes_max: 1,
+        ..options()
+    };
+    let (wal, _) = Wal::open_with_storage(
+        Arc::new(storage.clone()),
+        Path::new("/log"),
+        unbuffered.clone(),
+    )
+    .unwrap();
+    storage.inject_fault(FaultOp::Sync, 0, FaultKind::Eio);
+    let error = wal.append(b"never written").unwrap_err();
+    assert!(error.to_string().contains("wal"), "{error}");
+    assert!(wal.poisoned_reason().is_some(), "the WAL is poisoned");
+    assert!(matches!(
+        wal.append(b"refused"),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(storage.file_contents(&segment).unwrap(), before);
+    storage.clear_faults();
+    storage.crash(CrashMode::LoseUnsynced);
+    drop(wal);
+    let (wal, report) =
+        Wal::open_with_storage(Arc::new(storage.clone()), Path::new("/log"), unbuffered).unwrap();
+    assert_eq!(report.last_position, 400);
+    assert_eq!(read_everything(&wal, 1).len(), 400);
+    assert_eq!(wal.append(b"after").unwrap(), 401);
     wal.close().unwrap();
 }

@@ -51,21 +51,20 @@ pub fn create_dir_all_durable(storage: &dyn Storage, dir: &Path) -> Result<Vec<P
 /// have left unsynced durable before this open appends anything:
 /// - the entries of an existing `wal/` (a process killed after creating a segment file and
 ///   before its directory fsync leaves a name that recovery accepts, and new appends would go
-///   behind it);
+///   behind it): when the log has a complete segment, that fsync is left to the caller (this
+///   returns `true`: see [`sync_existing_wal_dir`]);
 /// - when the log holds no complete segment yet (a new log, or one whose creation a crash cut
 ///   short), the entries of the log directory and of its parent, whoever created them.
-pub(crate) fn create_log_dirs(storage: &dyn Storage, dir: &Path) -> Result<()> {
+pub(crate) fn create_log_dirs(storage: &dyn Storage, dir: &Path) -> Result<bool> {
     let wal_dir = dir.join(WAL_DIR_NAME);
     let created = create_dir_all_durable(storage, &wal_dir)?;
-    if created.is_empty() {
-        // Durability: fsync `wal/` so segment names a dead process never synced survive a
-        // crash before appends are acknowledged behind them.
-        storage
-            .sync_dir(&wal_dir)
-            .map_err(|source| Error::io(&wal_dir, source))?;
-    }
+    let existed = created.is_empty();
     if !creation_unfinished(storage, &wal_dir)? {
-        return Ok(());
+        return Ok(existed);
+    }
+    if existed {
+        // Durability: deepest first, `wal/`'s own entries before the directories above it.
+        sync_existing_wal_dir(storage, &wal_dir, false)?;
     }
     let synced = |target: &Path| {
         created
@@ -81,7 +80,26 @@ pub(crate) fn create_log_dirs(storage: &dyn Storage, dir: &Path) -> Result<()> {
                 .map_err(|source| Error::io(target, source))?;
         }
     }
-    Ok(())
+    Ok(false)
+}
+
+/// Makes the entries of an existing `wal/` durable (see [`create_log_dirs`]), unless the open
+/// kept the active segment's checkpoint: then the writer's first write is preceded by the
+/// checkpoint's removal and an fsync of `wal/`, which makes those names durable before anything
+/// is appended behind them, and an open that appends nothing needs no fsync at all.
+pub(crate) fn sync_existing_wal_dir(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    checkpoint_kept: bool,
+) -> Result<()> {
+    if checkpoint_kept {
+        return Ok(());
+    }
+    // Durability: fsync `wal/` so segment names a dead process never synced survive a crash
+    // before appends are acknowledged behind them.
+    storage
+        .sync_dir(wal_dir)
+        .map_err(|source| Error::io(wal_dir, source))
 }
 
 /// True when the log whose segments live in `wal_dir` was never finished: `wal_dir` holds no

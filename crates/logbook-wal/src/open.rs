@@ -29,6 +29,15 @@ pub(crate) struct Opened {
     /// exists.
     pub(crate) manifest: Manifest,
     pub(crate) manifest_dirty: bool,
+    /// True when a writable open kept the active segment's checkpoint on disk.
+    ///
+    /// A checkpoint that covers every byte of the active segment proves two things: those
+    /// bytes were synced (a clean close writes it only after its final sync), and nothing
+    /// changed the file since (a writer removes it durably before its first write). Such a
+    /// checkpoint is kept, so an open followed by no append neither removes it (a directory
+    /// fsync) nor rewrites it at close (a file fsync); the writer retires it before its first
+    /// write to the segment.
+    pub(crate) checkpoint_kept: bool,
 }
 
 pub(crate) fn segment_paths(storage: &dyn Storage, wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
@@ -106,6 +115,7 @@ pub(crate) fn open_segments(
         options.verify_sealed_segments_on_open || options.recovery_mode == RecoveryMode::Salvage;
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let mut last_position = 0u64;
+    let mut checkpoint_kept = false;
     let mut index = 0;
     while index < paths.len() {
         let (base, path) = paths[index].clone();
@@ -241,6 +251,12 @@ pub(crate) fn open_segments(
             }
         }
         report.segments += 1;
+        // The checkpoint covers the whole file and nothing followed it: the segment is as the
+        // clean close left it (synced, unchanged), so the checkpoint stays true until the
+        // writer's first write, which retires it.
+        let covers_file = checkpoint
+            .as_ref()
+            .is_some_and(|checkpoint| checkpoint.segment_len == len && scan.problem.is_none());
         if let Some(checkpoint) = checkpoint {
             report.bytes_scanned += len - checkpoint.segment_len;
             let mut index = checkpoint.entries;
@@ -310,10 +326,15 @@ pub(crate) fn open_segments(
             }
         }
         if is_last && !read_only {
-            // Appends (and any cut above) change this segment: no sidecar of it may outlive
-            // this open, or a later open could trust a prefix that was rewritten since. Done
-            // only once the open cannot fail: a failed open changes nothing.
-            remove_active_sidecar(storage, wal_dir, base)?;
+            if covers_file {
+                checkpoint_kept = true;
+            } else {
+                // Appends (and any cut above) change this segment: no sidecar of it that
+                // describes another length may outlive this open, or a later open could trust
+                // a prefix that was rewritten since. Done only once the open cannot fail: a
+                // failed open changes nothing.
+                remove_active_sidecar(storage, wal_dir, base)?;
+            }
         }
         install_scan(&segment, &scan);
         if !is_last && !read_only {
@@ -352,6 +373,7 @@ pub(crate) fn open_segments(
         report,
         manifest,
         manifest_dirty,
+        checkpoint_kept,
     })
 }
 
@@ -647,7 +669,11 @@ fn load_checkpoint(storage: &dyn Storage, wal_dir: &Path, base: u64, len: u64) -
 }
 
 /// Removes the sidecar of the segment about to receive appends, durably (directory fsync).
-fn remove_active_sidecar(storage: &dyn Storage, wal_dir: &Path, base: u64) -> Result<()> {
+pub(crate) fn remove_active_sidecar(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    base: u64,
+) -> Result<()> {
     let path = wal_dir.join(sidecar::file_name(base));
     if !storage.exists(&path) {
         return Ok(());

@@ -90,6 +90,10 @@ struct WriterState {
     gathering: bool,
     poisoned: Option<String>,
     closed: bool,
+    /// True while the active segment's checkpoint sidecar, kept by open, is on disk: it is
+    /// removed durably before the first byte is written to the segment (see
+    /// [`Inner::retire_checkpoint`]), and a close that finds it still there need not rewrite it.
+    checkpoint_kept: bool,
 }
 
 impl WriterState {
@@ -177,7 +181,7 @@ impl Wal {
         let wal_dir = dir.join(WAL_DIR_NAME);
         // Durability: every directory entry of a new log is made durable before the first
         // append can be acknowledged (see `creation`).
-        creation::create_log_dirs(storage.as_ref(), dir)?;
+        let wal_dir_sync_pending = creation::create_log_dirs(storage.as_ref(), dir)?;
         let lock_path = dir.join(LOCK_FILE_NAME);
         let guard = storage
             .try_lock(&lock_path)
@@ -189,15 +193,22 @@ impl Wal {
             mut report,
             mut manifest,
             mut manifest_dirty,
+            checkpoint_kept,
         } = open::open_segments(&storage, &wal_dir, &options, false)?;
+        if wal_dir_sync_pending {
+            creation::sync_existing_wal_dir(storage.as_ref(), &wal_dir, checkpoint_kept)?;
+        }
         let active = match segments.last() {
             Some(last) => {
                 // Durability: a process crash leaves written-but-unsynced frames in the page
                 // cache, and recovery accepted them; sync them before any new frame's durable
-                // mark claims they are durable.
-                last.file
-                    .sync_data()
-                    .map_err(|source| Error::io(&last.path, source))?;
+                // mark claims they are durable. A kept checkpoint covers the whole file and
+                // was written after the file's last sync: nothing is left to sync.
+                if !checkpoint_kept {
+                    last.file
+                        .sync_data()
+                        .map_err(|source| Error::io(&last.path, source))?;
+                }
                 last.clone()
             }
             None => {
@@ -232,6 +243,7 @@ impl Wal {
             gathering: false,
             poisoned: None,
             closed: false,
+            checkpoint_kept,
         };
         let inner = Arc::new(Inner {
             storage,
@@ -315,6 +327,7 @@ impl Wal {
             gathering: false,
             poisoned: None,
             closed: false,
+            checkpoint_kept: false,
         };
         let inner = Arc::new(Inner {
             storage,
@@ -777,9 +790,15 @@ impl Wal {
         if result.is_ok() && !inner.read_only {
             // Sidecars of the segments sealed since open spare the next open their scan; the
             // active segment's (a checkpoint of its synced prefix) spares it the rescan.
-            let active_base = lock_state(inner).active.base;
+            // A checkpoint kept since open still describes the active segment: nothing was
+            // written to it, so it is not rewritten (and synced) again.
+            let (active_base, checkpoint_kept) = {
+                let state = lock_state(inner);
+                (state.active.base, state.checkpoint_kept)
+            };
             for segment in inner.segments().iter() {
-                if segment.base == active_base || !segment.has_sidecar() {
+                let active = segment.base == active_base;
+                if (active && !checkpoint_kept) || (!active && !segment.has_sidecar()) {
                     open::write_sidecar(inner.storage.as_ref(), &inner.wal_dir, segment);
                 }
             }
@@ -942,6 +961,27 @@ impl Inner {
         Ok(())
     }
 
+    /// Removes the active segment's checkpoint kept by open, durably, before the segment's
+    /// first write (see `open::Opened::checkpoint_kept`). Runs under the writer lock, once per
+    /// open at most. A failure poisons the WAL: the directory's state is unknown.
+    fn retire_checkpoint(&self, state: &mut WriterState) -> Result<()> {
+        if !state.checkpoint_kept {
+            return Ok(());
+        }
+        // Durability: the checkpoint's removal is on disk (directory fsync) before any byte of
+        // the segment it describes changes, or a later open could trust a stale prefix.
+        match open::remove_active_sidecar(self.storage.as_ref(), &self.wal_dir, state.active.base) {
+            Ok(()) => {
+                state.checkpoint_kept = false;
+                Ok(())
+            }
+            Err(error) => {
+                self.poison_with(state, error.to_string());
+                Err(error)
+            }
+        }
+    }
+
     fn poison(&self, state: &mut WriterState, path: &Path, error: &std::io::Error) {
         self.poison_with(state, format!("{} on {}", error, path.display()));
     }
@@ -990,6 +1030,7 @@ impl Inner {
 
     /// Hands the buffer to the OS without syncing (the buffer grew past its limit).
     fn write_out(&self, state: &mut WriterState) -> Result<()> {
+        self.retire_checkpoint(state)?;
         let bytes = std::mem::take(&mut state.buffer);
         let segment = state.active.clone();
         let result = segment.file.write_all_at(state.written_offset, &bytes);
@@ -1070,6 +1111,14 @@ impl Inner {
             let error = Error::Poisoned {
                 reason: reason.clone(),
             };
+            state.sync_in_progress = false;
+            drop(state);
+            self.changed.notify_all();
+            return Err(error);
+        }
+        if !state.buffer.is_empty()
+            && let Err(error) = self.retire_checkpoint(&mut state)
+        {
             state.sync_in_progress = false;
             drop(state);
             self.changed.notify_all();

@@ -560,6 +560,10 @@ impl<E: Event> Logbook<E> {
         let storage_is_files = storage.is_file_system();
         let (wal, wal_report) = Wal::open_with_storage(storage.clone(), &dir, options.wal.clone())?;
         let wal = Arc::new(wal);
+        // sled's open runs on a thread of its own while the snapshot loads (started only now:
+        // the WAL's open took the log's lock, which keeps every other writer away from the
+        // index directory).
+        let index_opening = storage_is_files.then(|| StreamIndex::open_in_background(&dir));
         let applier = TypedApplier::new(projections);
         // A segment's base minus one was reached when it was created (compaction may have
         // dropped the records just before it).
@@ -573,11 +577,6 @@ impl<E: Event> Logbook<E> {
         if !salvaged {
             refuse_snapshots_past(&store, log_end)?;
         }
-        let (index, index_report) = if storage_is_files {
-            StreamIndex::open(&dir, log_end, salvaged)?
-        } else {
-            StreamIndex::temporary()?
-        };
         // After an explicit salvage, snapshots past the log's end describe events the cut
         // dropped; once new appends pass their position they would look valid: remove them.
         let beyond = store.remove_above(log_end).unwrap_or_else(|error| {
@@ -591,6 +590,10 @@ impl<E: Event> Logbook<E> {
                 format!("past the log's end {log_end} (events it describes were cut): removed");
             snapshot_report.rejected.push((path, reason));
         }
+        let (index, index_report) = match index_opening {
+            Some(opening) => opening.finish(log_end, salvaged)?,
+            None => StreamIndex::temporary()?,
+        };
         let (streams, events_replayed) = replay(
             &wal,
             &applier,

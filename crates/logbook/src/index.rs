@@ -57,6 +57,10 @@ struct Tail {
     entries: usize,
     /// The position the index (sled and tail together) is complete up to.
     complete: u64,
+    /// The completeness marker sled holds (read at open, or last written): a write of an
+    /// empty tail with this same marker would change nothing, so it is skipped (every sled
+    /// write makes sled's next open regenerate and sync its snapshot).
+    stored_complete: u64,
 }
 
 pub(crate) struct StreamIndex {
@@ -70,6 +74,47 @@ pub(crate) struct StreamIndex {
     writer: Mutex<()>,
     /// Entries the tail holds before it is written ([`TAIL_ENTRIES_MAX`]; smaller in tests).
     tail_max: usize,
+}
+
+/// What [`StreamIndex::try_open`] found: the index and its marker, or `None` for contents
+/// this code did not write.
+type Opened = Result<Option<(StreamIndex, u64)>>;
+
+/// An index being opened on a thread of its own ([`StreamIndex::open_in_background`]).
+/// Dropped without [`IndexOpening::finish`] (the open failed elsewhere), it waits for the
+/// thread, so no sled handle outlives the failed open and keeps the directory locked.
+pub(crate) struct IndexOpening {
+    path: PathBuf,
+    handle: Option<std::thread::JoinHandle<Opened>>,
+}
+
+impl IndexOpening {
+    /// Waits for the open and decides as [`StreamIndex::settle`] does (`log_end` and `salvaged`
+    /// as there): a sled error or an unknown format means wipe and rebuild, a marker past the
+    /// log's end is an error unless the log was salvaged. A thread that panicked is an
+    /// [`Error::Index`], never a rebuild.
+    pub(crate) fn finish(
+        mut self,
+        log_end: u64,
+        salvaged: bool,
+    ) -> Result<(StreamIndex, IndexReport)> {
+        let opened = match self.handle.take() {
+            Some(handle) => handle.join().map_err(|_| Error::Index {
+                path: self.path.clone(),
+                reason: "the index open thread panicked".to_owned(),
+            })?,
+            None => StreamIndex::try_open(&self.path),
+        };
+        StreamIndex::settle(self.path.clone(), opened, log_end, salvaged)
+    }
+}
+
+impl Drop for IndexOpening {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 fn sled_error(path: &Path, error: sled::Error) -> Error {
@@ -102,18 +147,43 @@ impl StreamIndex {
         ))
     }
 
-    /// Opens the index in `<log_dir>/index`; any sled error means wipe and rebuild. A marker
+    /// Starts opening the index of `log_dir` on a thread of its own (sled's open is most of
+    /// the CPU an open with a snapshot spends), so it runs while the caller loads the
+    /// snapshot; [`IndexOpening::finish`] takes its outcome and decides (see
+    /// [`StreamIndex::settle`]). The caller must hold the log's lock: the thread only opens,
+    /// it never wipes (a wipe is decided by `finish`, on the caller's thread).
+    pub(crate) fn open_in_background(log_dir: &Path) -> IndexOpening {
+        let path = log_dir.join(INDEX_DIR_NAME);
+        let thread_path = path.clone();
+        let handle = std::thread::Builder::new()
+            .name("logbook-index-open".into())
+            .spawn(move || Self::try_open(&thread_path));
+        match handle {
+            Ok(handle) => IndexOpening {
+                path,
+                handle: Some(handle),
+            },
+            Err(error) => {
+                // No thread: open on the caller's thread at `finish`.
+                tracing::debug!(%error, "index open thread not started; opening in line");
+                IndexOpening { path, handle: None }
+            }
+        }
+    }
+
+    /// Decides on the outcome of [`StreamIndex::try_open`] of `path` (`<log_dir>/index`): any
+    /// sled error means wipe and rebuild. A marker
     /// past `log_end` proves the log once held durable records it no longer has: with
     /// `salvaged` false that is [`logbook_wal::Error::LogBehind`] (acknowledged events are
     /// missing: never a reason to drop the evidence); after an explicit salvage the index is
     /// rebuilt (it would point at positions that new appends reuse).
-    pub(crate) fn open(
-        log_dir: &Path,
+    fn settle(
+        path: PathBuf,
+        opened: Opened,
         log_end: u64,
         salvaged: bool,
     ) -> Result<(StreamIndex, IndexReport)> {
-        let path = log_dir.join(INDEX_DIR_NAME);
-        match Self::try_open(&path) {
+        match opened {
             Ok(Some((index, complete_position))) if complete_position > log_end && !salvaged => {
                 drop(index);
                 Err(Error::Wal(logbook_wal::Error::LogBehind {
@@ -163,7 +233,7 @@ impl StreamIndex {
     }
 
     /// Opens; `Ok(None)` when the contents are not an index this code wrote.
-    fn try_open(path: &Path) -> Result<Option<(StreamIndex, u64)>> {
+    fn try_open(path: &Path) -> Opened {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::LowSpace)
@@ -191,7 +261,11 @@ impl StreamIndex {
         let Some(complete) = complete.as_deref().and_then(u64_value) else {
             return Ok(None);
         };
-        index.tail_write().complete = complete;
+        {
+            let mut tail = index.tail_write();
+            tail.complete = complete;
+            tail.stored_complete = complete;
+        }
         Ok(Some((index, complete)))
     }
 
@@ -311,6 +385,9 @@ impl StreamIndex {
         let mut batch = sled::Batch::default();
         let complete = {
             let tail = self.tail_read();
+            if tail.streams.is_empty() && tail.complete == tail.stored_complete {
+                return Ok(());
+            }
             for (stream, versions) in &tail.streams {
                 for group in versions.chunk_by(|a, b| chunk::chunk_of(a.0) == chunk::chunk_of(b.0))
                 {
@@ -328,6 +405,7 @@ impl StreamIndex {
         let mut tail = self.tail_write();
         tail.streams.clear();
         tail.entries = 0;
+        tail.stored_complete = complete;
         Ok(())
     }
 
@@ -600,6 +678,49 @@ mod tests {
                 .range("room/", 0, 0, Direction::Forward, 10)
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    /// A flush (a close) that would write an empty tail with the marker sled already holds
+    /// writes nothing: sled then has no bytes to flush, and its next open no new snapshot to
+    /// generate and sync. After a reopen the marker read back counts as written too.
+    #[test]
+    fn a_flush_that_changes_nothing_writes_nothing_to_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INDEX_DIR_NAME);
+        let flushed_bytes = |index: &StreamIndex| index.db().unwrap().flush().unwrap();
+        {
+            let (index, complete) = StreamIndex::try_open(&path).unwrap().unwrap();
+            assert_eq!(complete, 0);
+            index
+                .insert(
+                    &[("room/a".to_owned(), 0, 1), ("room/a".to_owned(), 1, 2)],
+                    2,
+                )
+                .unwrap();
+            index.flush().unwrap();
+            index.write_tail().unwrap();
+            assert_eq!(flushed_bytes(&index), 0, "the second write wrote nothing");
+            // A marker that moved (records of other streams) is written.
+            index.insert(&[], 3).unwrap();
+            index.write_tail().unwrap();
+            assert!(flushed_bytes(&index) > 0, "the new marker was written");
+            index.release().unwrap();
+        }
+        let (index, complete) = StreamIndex::try_open(&path).unwrap().unwrap();
+        assert_eq!(complete, 3);
+        flushed_bytes(&index);
+        index.write_tail().unwrap();
+        assert_eq!(
+            flushed_bytes(&index),
+            0,
+            "a reopen with nothing new writes nothing"
+        );
+        assert_eq!(
+            index
+                .range("room/a", u64::MAX, 0, Direction::Backward, 10)
+                .unwrap(),
+            vec![(1, 2), (0, 1)]
         );
     }
 
