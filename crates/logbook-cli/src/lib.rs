@@ -32,7 +32,7 @@
 //! ```
 //!
 //! What a custom binary gets ([`run`]): `dump`, `tail`, `append`, `verify`, `stats`, `repair`,
-//! `delete-stream`, `truncate-stream` and `copy`, as in `logbook` (same options, exit codes and output
+//! `delete-stream`, `truncate-stream`, `copy` and `consumers`, as in `logbook` (same options, exit codes and output
 //! keys). An event's `data` is its serde JSON (`serde_json::to_value(&event)`), and an `append`
 //! line's `data` is read back with `serde_json::from_value`, so `dump --json` piped through
 //! `jq -c '{stream, type, data}'` appends the same events again; an `append` line's `type` may be

@@ -309,6 +309,67 @@ pub fn consumer_stream(name: &str) -> Result<StreamId> {
 /// checkpoint every [`ConsumerOptions::checkpoint_every_events`] positions or
 /// [`ConsumerOptions::checkpoint_interval`], on [`Consumer::checkpoint`] and on
 /// [`Consumer::close`]. A crash replays what was acknowledged after the last checkpoint.
+///
+/// Delivery is **at least once**, so the handler is idempotent: here it records each effect
+/// under the event's position and skips a position it has already handled, so an event
+/// delivered again after a crash sends no second email.
+///
+/// ```
+/// use logbook::{
+///     BuiltinEvent, ConsumerFilter, ConsumerOptions, ExpectedVersion, Logbook, LogbookOptions,
+///     MemoryStorage, StreamId,
+/// };
+/// use std::collections::BTreeSet;
+/// use std::sync::Arc;
+///
+/// /// The service's own store of effects, keyed by the event's position (in a real service:
+/// /// a table with a unique key, written in the same transaction as the effect).
+/// #[derive(Default)]
+/// struct Mailer {
+///     sent: BTreeSet<u64>,
+/// }
+///
+/// impl Mailer {
+///     /// Idempotent: a position already handled is skipped.
+///     fn handle(&mut self, position: u64) -> bool {
+///         self.sent.insert(position)
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let storage = Arc::new(MemoryStorage::new());
+/// let options = LogbookOptions::default();
+/// let (log, _) =
+///     Logbook::<BuiltinEvent>::open_with_storage(storage.clone(), "/log", options.clone())
+///         .await?;
+/// let room = StreamId::room("lobby")?;
+/// let created = BuiltinEvent::from_json("room.created", serde_json::json!({"name": "Lobby"}))?;
+/// log.append(&room, ExpectedVersion::NoStream, vec![created.into()]).await?;
+///
+/// let consumer_options = ConsumerOptions {
+///     filter: ConsumerFilter::streams("room/*")?,
+///     ..ConsumerOptions::default()
+/// };
+/// let mut mailer = Mailer::default();
+/// let mut consumer = log.consumer("mailer", consumer_options.clone()).await?;
+/// let event = consumer.next().await.expect("the room's event")?;
+/// assert!(mailer.handle(event.position));
+/// consumer.ack(event.position).await?; // in memory; checkpointed in batches
+/// drop(consumer); // no close: the acknowledgement was never checkpointed (like a crash)
+/// log.close().await?;
+///
+/// // After the restart the event comes again (at least once); the handler skips it.
+/// let (log, _) = Logbook::<BuiltinEvent>::open_with_storage(storage, "/log", options).await?;
+/// let mut consumer = log.consumer("mailer", consumer_options).await?;
+/// let again = consumer.next().await.expect("delivered again")?;
+/// assert_eq!(again.position, event.position);
+/// assert!(!mailer.handle(again.position), "handled once, effect not repeated");
+/// consumer.ack(again.position).await?;
+/// consumer.close().await?; // writes the checkpoint: the next open starts after it
+/// log.close().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub struct Consumer<E> {
     log: Logbook<E>,
     name: String,
