@@ -369,3 +369,46 @@ async fn the_interval_checkpoints_while_waiting() {
     drop(consumer);
     log.close().await.unwrap();
 }
+
+/// The checkpoint stream stays small: every 64 checkpoints it is truncated behind the newest
+/// one, compaction purges the rest, and the consumer still resumes after its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_checkpoints_are_truncated_and_compacted_away() {
+    let storage = Arc::new(MemoryStorage::new());
+    let (log, _) =
+        Logbook::<CounterEvent>::open_with_storage(storage.clone(), "/log", test_options())
+            .await
+            .unwrap();
+    let positions = append_counts(&log, "counter/a", 130).await;
+    let every_event = ConsumerOptions {
+        checkpoint_every_events: 1,
+        checkpoint_interval: Duration::from_secs(3600),
+        ..ConsumerOptions::default()
+    };
+    let mut consumer = log.consumer("chatty", every_event.clone()).await.unwrap();
+    for _ in 0..positions.len() {
+        let position = next_position(&mut consumer).await;
+        consumer.ack(position).await.unwrap();
+    }
+    assert_eq!(consumer.checkpointed(), 130);
+    consumer.close().await.unwrap();
+    log.compact().await.unwrap();
+    let raw = log.read_all_raw(1, 10_000).await.unwrap();
+    let versions: Vec<u64> = raw
+        .iter()
+        .filter(|raw| raw.envelope.stream().as_str() == "$consumer/chatty")
+        .map(|raw| raw.envelope.stream_version())
+        .collect();
+    // The claim (0) and 130 checkpoints (1..=130); truncated below 128 after the 128th.
+    assert_eq!(versions, vec![128, 129, 130]);
+    log.close().await.unwrap();
+    let (log, _) = Logbook::<CounterEvent>::open_with_storage(storage, "/log", test_options())
+        .await
+        .unwrap();
+    assert_eq!(log.stats().consumers[0].position, 130);
+    let mut consumer = log.consumer("chatty", every_event).await.unwrap();
+    let later = append_counts(&log, "counter/a", 1).await;
+    assert_eq!(next_position(&mut consumer).await, later[0]);
+    drop(consumer);
+    log.close().await.unwrap();
+}

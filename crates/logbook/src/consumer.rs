@@ -684,7 +684,10 @@ impl<E: Event> Consumer<E> {
         self.checkpointed = position;
         self.slot.store(position, Ordering::Relaxed);
         self.checkpoints_written += 1;
-        if self.checkpoints_written % CHECKPOINTS_PER_TRUNCATION == 0 {
+        if self
+            .checkpoints_written
+            .is_multiple_of(CHECKPOINTS_PER_TRUNCATION)
+        {
             // Hides the older checkpoints (compaction then purges them); the newest stays.
             self.log
                 .backend_ref()
