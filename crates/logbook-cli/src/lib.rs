@@ -32,7 +32,7 @@
 //! ```
 //!
 //! What a custom binary gets ([`run`]): `dump`, `tail`, `append`, `verify`, `stats`, `repair`,
-//! `delete-stream`, `truncate-stream` and `copy`, as in `logbook` (same options, exit codes and output
+//! `delete-stream`, `truncate-stream`, `copy` and `consumers`, as in `logbook` (same options, exit codes and output
 //! keys). An event's `data` is its serde JSON (`serde_json::to_value(&event)`), and an `append`
 //! line's `data` is read back with `serde_json::from_value`, so `dump --json` piped through
 //! `jq -c '{stream, type, data}'` appends the same events again; an `append` line's `type` may be
@@ -153,6 +153,7 @@ enum CommonCommand {
     /// Copy a whole log between a directory and a PostgreSQL database (`postgres://...`),
     /// either way: positions, versions and payload bytes kept; the target must be new or empty.
     Copy(cmd::copy::CopyArgs),
+    Consumers(cmd::consumers::ConsumersArgs),
 }
 
 fn run_builtin_command(command: Command, io: &mut Io<'_>) -> anyhow::Result<ExitCode> {
@@ -181,6 +182,7 @@ fn run_common_command<M: Model>(
         CommonCommand::DeleteStream(args) => cmd::write::delete_stream::<M>(args, io),
         CommonCommand::TruncateStream(args) => cmd::write::truncate_stream::<M>(args, io),
         CommonCommand::Copy(args) => cmd::copy::copy(args),
+        CommonCommand::Consumers(args) => cmd::consumers::consumers::<M>(args, io),
     }
 }
 

@@ -11,7 +11,7 @@
 
 use anyhow::{Result, anyhow};
 use logbook::inspect::{DecodedPayload, decode_payload};
-use logbook::system::{SYSTEM_STREAM, SystemEvent};
+use logbook::system::{ConsumerEvent, SYSTEM_STREAM, SystemEvent};
 use logbook::{
     AppendResult, BuiltinEvent, BuiltinLog, Event, ExpectedVersion, Logbook, LogbookOptions,
     NewEvent, RawEvent, StreamId,
@@ -195,13 +195,20 @@ where
     }
 }
 
-/// The JSON data of any event of a model's log: the engine's own events (stream `$logbook`)
-/// the same way for every model, the others through the model; `None` when not decodable.
+/// The JSON data of any event of a model's log: the engine's own events (stream `$logbook`,
+/// and the consumers' checkpoints in `$consumer/<name>`) the same way for every model, the
+/// others through the model; `None` when not decodable.
 pub fn event_data<M: Model>(raw: &RawEvent) -> Option<serde_json::Value> {
-    if raw.envelope.stream().as_str() == SYSTEM_STREAM {
+    let stream = raw.envelope.stream().as_str();
+    if stream == SYSTEM_STREAM {
         return SystemEvent::decode(raw.envelope.payload())
             .ok()
             .map(|event| system_json(&event));
+    }
+    if logbook::system::is_consumer_stream(stream) {
+        return ConsumerEvent::decode_record(raw.envelope.event_type(), raw.envelope.payload())
+            .ok()
+            .map(|event| serde_json::json!({ "position": event.position() }));
     }
     M::data(raw)
 }

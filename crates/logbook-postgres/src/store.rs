@@ -396,6 +396,32 @@ impl PgStore {
         rows.iter().map(decode_row).collect()
     }
 
+    /// The newest event of every stream whose id starts with `prefix`, at most `max` streams
+    /// (by stream id): one query over the stream column instead of a scan of the log, what
+    /// `logbook consumers` lists the consumers' checkpoint streams (`$consumer/`) with.
+    pub async fn newest_by_stream_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RawEvent>> {
+        let driver = |error| Error::from_driver("newest_by_stream_prefix", error);
+        let client = self.client("newest_by_stream_prefix").await?;
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for character in prefix.chars() {
+            if matches!(character, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(character);
+        }
+        pattern.push('%');
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (stream) position, stream, version, payload
+                 FROM logbook_events WHERE stream LIKE $1 ESCAPE '\\'
+                 ORDER BY stream, position DESC LIMIT $2",
+                &[&pattern, &page_limit(max)],
+            )
+            .await
+            .map_err(driver)?;
+        rows.iter().map(decode_row).collect()
+    }
+
     /// [`PgStore::read_all`] as stored: each event's position and envelope bytes (checked
     /// against the row's columns, without decoding a copy), what the engine applies and
     /// subscriptions decode.

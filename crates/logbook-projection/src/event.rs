@@ -374,6 +374,21 @@ impl RecordDecoder {
         bytes: &[u8],
         skip_stream: Option<&str>,
     ) -> Result<Option<Result<RecordedEvent<E>>>> {
+        self.decode_if(position, bytes, |stream, _| {
+            skip_stream.is_none_or(|skip| skip != stream)
+        })
+    }
+
+    /// As [`RecordDecoder::decode`], but `Ok(None)` when `keep(stream, event_type)` is false:
+    /// the envelope's header is checked and given to `keep` before the payload is looked at,
+    /// so a record a reader filters out costs no payload decoding (what durable consumers
+    /// filter by stream kind or event type with).
+    pub fn decode_if<E: Event>(
+        &mut self,
+        position: u64,
+        bytes: &[u8],
+        keep: impl FnOnce(&str, &str) -> bool,
+    ) -> Result<Option<Result<RecordedEvent<E>>>> {
         let parts = EnvelopeParts::split(bytes)?;
         let stream = match &self.stream {
             Some(stream) if stream.as_str().as_bytes() == parts.stream => stream,
@@ -392,7 +407,7 @@ impl RecordDecoder {
             }
         };
         let (correlation_id, causation_id) = parts.ids()?;
-        if skip_stream.is_some_and(|skip| skip.as_bytes() == parts.stream) {
+        if !keep(stream.as_str(), event_type) {
             return Ok(None);
         }
         if parts.codec != E::CODEC {

@@ -46,6 +46,12 @@ impl<'a> DurableRecord<'a> {
         })
     }
 
+    /// True for a record of a reserved stream other than `$logbook` (a consumer checkpoint):
+    /// the catalog and the index keep it like any record, the projections never see it.
+    pub(crate) fn engine_private(&self) -> bool {
+        self.system.is_none() && system::is_reserved(self.envelope.stream)
+    }
+
     /// The payload decoded as `E` (upcast from older schema versions by `E::decode_payload`),
     /// with the envelope's fields: what projections apply. Not for engine events.
     pub(crate) fn event<E: Event>(&self) -> logbook_projection::Result<RecordedEvent<E>> {

@@ -17,6 +17,7 @@ use crate::backend::{
     AppendRequest, Backend, BackendStats, DeleteMode, DurableSink, SnapshotStorage,
 };
 use crate::clock::Clock;
+use crate::consumer::{ConsumerRegistry, ConsumerStats};
 use crate::error::{Error, Result};
 use crate::index::{IndexReport, StreamIndex};
 use crate::options::{AppendDurability, LogbookOptions};
@@ -97,6 +98,9 @@ pub struct Stats {
     pub observer_panics: u64,
     /// The backend's own figures (the embedded log's segments and their bytes).
     pub backend: BackendStats,
+    /// Durable consumers by name: every one with a checkpoint in the log or a handle open
+    /// here, with its position and lag.
+    pub consumers: Vec<ConsumerStats>,
 }
 
 /// The embedded log's files, as the engine's compaction and subscriptions reach them.
@@ -138,6 +142,8 @@ pub(crate) struct Shared {
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
     /// The first failure the engine cannot undo in-process (see `poison.rs`).
     pub(crate) poisoned: PoisonCell,
+    /// Durable consumers: newest checkpoints and the handles open here (`consumer.rs`).
+    pub(crate) consumers: ConsumerRegistry,
 }
 
 impl DurableSink for Shared {
@@ -240,6 +246,16 @@ impl Shared {
             );
             if let Err(error) = applied {
                 return Err(self.poison_at(record.position, error.reason()).clone());
+            }
+            let envelope = &record.envelope;
+            if record.engine_private() {
+                self.consumers.apply(
+                    envelope.stream,
+                    envelope.event_type,
+                    envelope.payload,
+                    record.position,
+                    envelope.timestamp_ms,
+                );
             }
         }
         Ok(())
@@ -347,6 +363,18 @@ impl<E> std::fmt::Debug for Logbook<E> {
     }
 }
 
+impl<E> Logbook<E> {
+    /// The engine's state (for the consumers' registry and catalog).
+    pub(crate) fn shared_ref(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The storage backend (for consumers' checkpoints).
+    pub(crate) fn backend_ref(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+}
+
 fn blocking_error(error: tokio::task::JoinError) -> Error {
     Error::Task(error.to_string())
 }
@@ -406,6 +434,7 @@ impl<E: Event> Logbook<E> {
             },
             error => error,
         })?;
+        log.restore_consumers().await?;
         log.spawn_background_compaction();
         Ok((log, report))
     }
@@ -481,6 +510,7 @@ impl<E: Event> Logbook<E> {
             durable_streams: Mutex::new(streams.clone()),
             snapshots,
             poisoned: PoisonCell::default(),
+            consumers: ConsumerRegistry::default(),
         });
         let sink: Arc<dyn DurableSink> = shared.clone();
         let backend: Arc<dyn Backend> = Arc::new(postgres::Postgres::start(
@@ -511,6 +541,7 @@ impl<E: Event> Logbook<E> {
             backend,
             _event: PhantomData,
         };
+        log.restore_consumers().await?;
         log.spawn_background_compaction();
         Ok((log, report))
     }
@@ -633,6 +664,7 @@ impl<E: Event> Logbook<E> {
             durable_streams: Mutex::new(durable_streams),
             snapshots,
             poisoned: PoisonCell::default(),
+            consumers: ConsumerRegistry::default(),
         });
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (jobs, job_receiver) =
@@ -918,12 +950,12 @@ impl<E: Event> Logbook<E> {
     }
 
     /// Reads up to `max` durable events of the whole log from `from_position` (the engine's
-    /// own `$logbook` events are skipped).
+    /// own events in reserved `$` streams, `$logbook` and consumer checkpoints, are skipped).
     pub async fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<RecordedEvent<E>>> {
         let raws = self.read_all_raw(from_position, max).await?;
         Ok(raws
             .into_iter()
-            .filter(|raw| raw.envelope.stream().as_str() != system::SYSTEM_STREAM)
+            .filter(|raw| !system::is_reserved(raw.envelope.stream().as_str()))
             .map(|raw| raw.decode::<E>())
             .collect::<std::result::Result<_, _>>()?)
     }
@@ -1046,6 +1078,7 @@ impl<E: Event> Logbook<E> {
             poisoned: self.shared.adopt_wal_poison().cloned(),
             observer_panics: self.shared.applier.observer_panics(),
             backend: self.backend.stats(),
+            consumers: self.shared.consumers.stats(durable),
         }
     }
 

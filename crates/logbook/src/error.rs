@@ -123,6 +123,30 @@ pub enum Error {
     #[cfg(feature = "postgres")]
     #[error(transparent)]
     Postgres(logbook_postgres::Error),
+    /// Another handle took the durable consumer over (another process or replica opened it,
+    /// or an operator reset it) since this handle's last checkpoint: stop using this handle.
+    #[error(
+        "consumer {name} was checkpointed by another handle (another process or replica opened \
+         it, or an operator reset it): expected checkpoint version {expected}, found {actual}; \
+         stop this handle and open the consumer again"
+    )]
+    ConsumerConflict {
+        /// The consumer.
+        name: String,
+        /// The checkpoint stream's version this handle expected.
+        expected: String,
+        /// The version found.
+        actual: String,
+    },
+    /// A handle of this durable consumer is already open in this process.
+    #[error(
+        "consumer {name} is already open in this process: close that handle (Consumer::close) \
+         before opening it again"
+    )]
+    ConsumerInUse {
+        /// The consumer.
+        name: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

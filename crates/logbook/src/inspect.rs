@@ -35,6 +35,7 @@
 //! # }).unwrap();
 //! ```
 
+mod consumers;
 #[cfg(feature = "postgres")]
 mod remote;
 #[cfg(feature = "postgres")]
@@ -47,6 +48,7 @@ mod state;
 mod stats;
 mod verify;
 
+pub use consumers::ConsumerInfo;
 #[cfg(feature = "postgres")]
 pub use remote::{REMOTE_PAGE_EVENTS, RemoteEvents, RemoteFollower, RemoteLog};
 #[cfg(feature = "postgres")]

@@ -205,6 +205,7 @@ mod builtin;
 mod clock;
 mod command;
 mod compaction;
+pub mod consumer;
 pub mod copy;
 mod engine;
 mod error;
@@ -228,6 +229,7 @@ pub use builtin::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{CommandError, EXECUTE_ATTEMPTS_MAX};
 pub use compaction::CompactionReport;
+pub use consumer::{Consumer, ConsumerFilter, ConsumerOptions, ConsumerStats};
 pub use engine::{Logbook, OpenReport, SnapshotReport, Stats, SubscriberStats};
 pub use error::{Error, Result};
 pub use index::IndexReport;

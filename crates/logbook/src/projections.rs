@@ -25,6 +25,7 @@
 
 use crate::apply::{DurableRecord, Undecodable};
 use crate::error::Result;
+use crate::system;
 use logbook_projection::{Event, Projection, RecordedEvent, StreamId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -562,7 +563,7 @@ impl<E: Event> Replicas for TypedReplicas<E> {
             }
             // The live projections skipped it the same way (at replay), or the engine poisoned
             // (live) and no snapshot is taken any more.
-            Decoded::Undecodable(_) => {}
+            Decoded::Undecodable(_) | Decoded::Skip => {}
         }
         Ok(())
     }
@@ -605,10 +606,20 @@ enum Decoded<E> {
     Op(Op<E>),
     /// The projections' event type cannot decode it.
     Undecodable(logbook_projection::Error),
+    /// A record of the engine's own reserved streams (a consumer checkpoint, or an engine event
+    /// about one): never the projections'.
+    Skip,
 }
 
 fn decode<E: Event>(record: &DurableRecord<'_>) -> Result<Decoded<E>> {
+    if record.engine_private() {
+        return Ok(Decoded::Skip);
+    }
     if let Some(event) = &record.system {
+        if system::is_reserved(event.stream()) {
+            // The truncation of a consumer's checkpoint stream: nothing of the projections'.
+            return Ok(Decoded::Skip);
+        }
         let stream = StreamId::new(event.stream())?;
         // A soft delete drops the entity too (its versions continue, the entity starts over),
         // so `Projection::stream_deleted` and the `deleted` hook run for both deletions.
@@ -738,6 +749,9 @@ impl<E: Event> Applier for TypedApplier<E> {
             return Ok(());
         }
         let position = record.position;
+        if record.engine_private() {
+            return Ok(());
+        }
         let live = self.live.load(Ordering::Acquire);
         if !live && record.system.is_none() {
             // Replay: decode into the event applied last, apply by reference, keep it.
@@ -772,6 +786,7 @@ impl<E: Event> Applier for TypedApplier<E> {
                 self.undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(position, %error, "event not decodable by the projections; skipped");
             }
+            Decoded::Skip => {}
         }
         Ok(())
     }

@@ -110,7 +110,6 @@ impl StreamTable {
     }
 
     /// Every stream and its state, in no particular order.
-    #[cfg(feature = "postgres")]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&StreamId, &StreamState)> {
         self.streams.iter()
     }

@@ -11,10 +11,11 @@
 //! by position.
 
 use crate::backend::Backend;
+use crate::consumer::ConsumerFilter;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::syncer::LiveRecord;
-use crate::system::SYSTEM_STREAM;
+use crate::system;
 use futures_core::Stream;
 use logbook_projection::{Event, RecordDecoder, RecordedEvent};
 use logbook_wal::WalReader;
@@ -48,8 +49,13 @@ pub struct Subscription<E> {
     reader: Option<WalReader>,
     pending: VecDeque<LiveRecord>,
     /// Catch-up records read from the embedded WAL, decoded on the blocking thread straight from
-    /// the reader's buffer (`None` for the engine's own events); taken before `pending`.
-    caught_up: VecDeque<(u64, Result<Option<RecordedEvent<E>>>)>,
+    /// the reader's buffer (`None` for the engine's own events and filtered-out records); taken
+    /// before `pending`.
+    caught_up: VecDeque<Filtered<E>>,
+    /// Which records are delivered (a durable consumer's filter); `None`: every user event.
+    filter: Option<Arc<ConsumerFilter>>,
+    /// The last position passed that is not a consumer checkpoint (delivered or filtered out).
+    last_counted: u64,
     /// Decodes live records (and a shared store's catch-up reads).
     decoder: RecordDecoder,
     catching_up: bool,
@@ -73,6 +79,8 @@ impl<E: Event> Subscription<E> {
             reader: None,
             pending: VecDeque::new(),
             caught_up: VecDeque::new(),
+            filter: None,
+            last_counted: from_position.saturating_sub(1),
             decoder: RecordDecoder::new(),
             catching_up: true,
             _event: PhantomData,
@@ -84,14 +92,28 @@ impl<E: Event> Subscription<E> {
         self.next_position
     }
 
+    /// Delivers only the events `filter` keeps (checked on each record's header, before its
+    /// payload is decoded).
+    pub(crate) fn with_filter(mut self, filter: ConsumerFilter) -> Self {
+        self.filter = (!filter.is_everything()).then(|| Arc::new(filter));
+        self
+    }
+
+    /// The last position passed (delivered, or skipped by the filter) that is not a consumer
+    /// checkpoint: what a durable consumer may record once it acknowledged every delivered
+    /// event.
+    pub(crate) fn last_counted(&self) -> u64 {
+        self.last_counted
+    }
+
     /// The next event; `None` once the log is closed and every durable event was delivered.
     pub async fn next(&mut self) -> Option<Result<RecordedEvent<E>>> {
         loop {
-            if let Some((position, decoded)) = self.caught_up.pop_front() {
+            if let Some((position, counted, decoded)) = self.caught_up.pop_front() {
                 if position < self.next_position {
                     continue;
                 }
-                self.advance(position);
+                self.advance(position, counted);
                 match decoded {
                     Ok(Some(event)) => return Some(Ok(event)),
                     Ok(None) => continue,
@@ -102,8 +124,10 @@ impl<E: Event> Subscription<E> {
                 if position < self.next_position {
                     continue;
                 }
-                self.advance(position);
-                match decode_with::<E>(&mut self.decoder, position, &bytes) {
+                let (counted, decoded) =
+                    decode_with::<E>(&mut self.decoder, self.filter.as_deref(), position, &bytes);
+                self.advance(position, counted);
+                match decoded {
                     Ok(Some(event)) => return Some(Ok(event)),
                     Ok(None) => continue,
                     Err(error) => return Some(Err(error)),
@@ -155,8 +179,11 @@ impl<E: Event> Subscription<E> {
         }
     }
 
-    /// Marks `position` delivered.
-    fn advance(&mut self, position: u64) {
+    /// Marks `position` delivered (or passed); `counted`: not a consumer checkpoint.
+    fn advance(&mut self, position: u64, counted: bool) {
+        if counted {
+            self.last_counted = position;
+        }
         self.next_position = position + 1;
         self.slot
             .next_position
@@ -179,12 +206,15 @@ impl<E: Event> Subscription<E> {
             Some(reader) if reader.next_position() == self.next_position => reader,
             _ => files.wal.read_from(self.next_position),
         };
+        let filter = self.filter.clone();
         let (reader, records) = tokio::task::spawn_blocking(move || {
             let mut records = Vec::with_capacity(CATCH_UP_CHUNK);
             let mut decoder = RecordDecoder::new();
             while records.len() < CATCH_UP_CHUNK {
                 let read = reader.next_with(|position, bytes| {
-                    (position, decode_with::<E>(&mut decoder, position, bytes))
+                    let (counted, decoded) =
+                        decode_with::<E>(&mut decoder, filter.as_deref(), position, bytes);
+                    (position, counted, decoded)
                 });
                 match read {
                     Some(Ok(record)) => records.push(record),
@@ -218,19 +248,32 @@ impl<E> Drop for Subscription<E> {
     }
 }
 
-/// Decodes a record into a typed event; `None` for the engine's own events. `decoder` checks
-/// each distinct stream id and event type of a run of records once.
+/// A record read ahead: its position, whether it counts (not a consumer checkpoint), and its
+/// event (`None`: skipped).
+type Filtered<E> = (u64, bool, Result<Option<RecordedEvent<E>>>);
+
+/// Decodes a record into a typed event; `None` for the engine's own events (every reserved
+/// `$` stream) and for records `filter` leaves out, whose payload is never decoded. The flag
+/// is false for a consumer checkpoint. `decoder` checks each distinct stream id and event
+/// type of a run of records once.
 fn decode_with<E: Event>(
     decoder: &mut RecordDecoder,
+    filter: Option<&ConsumerFilter>,
     position: u64,
     bytes: &[u8],
-) -> Result<Option<RecordedEvent<E>>> {
-    match decoder.decode_unless::<E>(position, bytes, Some(SYSTEM_STREAM)) {
-        Ok(Some(decoded)) => Ok(Some(decoded?)),
+) -> (bool, Result<Option<RecordedEvent<E>>>) {
+    let mut counted = true;
+    let decoded = decoder.decode_if::<E>(position, bytes, |stream, event_type| {
+        counted = !system::is_consumer_stream(stream);
+        !system::is_reserved(stream) && filter.is_none_or(|filter| filter.keeps(stream, event_type))
+    });
+    let decoded = match decoded {
+        Ok(Some(decoded)) => decoded.map(Some).map_err(Error::from),
         Ok(None) => Ok(None),
         Err(error) => Err(Error::Corrupted {
             position,
             reason: error.to_string(),
         }),
-    }
+    };
+    (counted, decoded)
 }

@@ -1,7 +1,8 @@
 //! The engine's own events, stored in the reserved stream `$logbook`.
 //!
-//! Owns: stream tombstones, soft-deletion markers and truncation markers. Must never: be decoded as a user's event
-//! type; readers of typed events skip the system stream.
+//! Owns: stream tombstones, soft-deletion markers and truncation markers, and the checkpoint
+//! event of durable consumers (`$consumer/<name>` streams). Must never: be decoded as a user's
+//! event type; readers of typed events skip every reserved (`$`) stream.
 
 use crate::error::Result;
 use logbook_projection::{EventData, StreamId, codec};
@@ -141,6 +142,57 @@ pub fn is_reserved(stream: &str) -> bool {
     stream.starts_with('$')
 }
 
+/// The prefix of a durable consumer's checkpoint stream: `$consumer/<name>` holds the
+/// consumer's checkpoints, one [`ConsumerEvent`] per checkpoint (see `consumer.rs`).
+pub const CONSUMER_STREAM_PREFIX: &str = "$consumer/";
+/// Event type of a consumer checkpoint.
+pub const CONSUMER_ACKED: &str = "logbook.consumer_acked";
+
+/// True for a consumer's checkpoint stream.
+pub fn is_consumer_stream(stream: &str) -> bool {
+    stream.starts_with(CONSUMER_STREAM_PREFIX)
+}
+
+/// An event of a consumer's checkpoint stream (`$consumer/<name>`), written by the engine
+/// only (a `Consumer`'s checkpoint, or an operator's reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerEvent {
+    /// Every event up to and including `position` was handled by the consumer: it resumes at
+    /// `position + 1`.
+    Acked {
+        /// The last position handled.
+        position: u64,
+    },
+}
+
+impl ConsumerEvent {
+    /// The position the consumer resumes after.
+    pub fn position(&self) -> u64 {
+        match self {
+            ConsumerEvent::Acked { position } => *position,
+        }
+    }
+
+    pub(crate) fn to_data(self) -> Result<EventData> {
+        Ok(EventData::new(CONSUMER_ACKED, 1, codec::encode(&self)?)?)
+    }
+
+    /// Decodes a checkpoint record's payload and checks its event type; the error is the
+    /// reason, for the caller to place (a position).
+    pub fn decode_record(
+        event_type: &str,
+        payload: &[u8],
+    ) -> std::result::Result<ConsumerEvent, String> {
+        if event_type != CONSUMER_ACKED {
+            return Err(format!(
+                "unknown event type {event_type} in a consumer checkpoint stream"
+            ));
+        }
+        codec::decode(payload, SYSTEM_PAYLOAD_BYTES_MAX)
+            .map_err(|error| format!("consumer checkpoint does not decode: {error}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +220,21 @@ mod tests {
             before_version: 3,
         };
         assert_eq!(codec::encode(&truncated).expect("encode"), [1, 1, b'a', 3]);
+    }
+
+    /// A consumer checkpoint's payload is the bytes docs/format.md shows, and it reads back
+    /// only under its own event type.
+    #[test]
+    fn consumer_checkpoint_matches_the_format_document() {
+        let acked = ConsumerEvent::Acked { position: 300 };
+        let data = acked.to_data().expect("data");
+        assert_eq!(data.event_type(), CONSUMER_ACKED);
+        assert_eq!(data.payload(), [0, 251, 44, 1]);
+        assert_eq!(
+            ConsumerEvent::decode_record(CONSUMER_ACKED, data.payload()),
+            Ok(acked)
+        );
+        assert!(ConsumerEvent::decode_record("room.created", data.payload()).is_err());
+        assert!(ConsumerEvent::decode_record(CONSUMER_ACKED, &[7]).is_err());
     }
 }

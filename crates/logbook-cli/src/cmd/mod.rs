@@ -1,5 +1,6 @@
 //! One module per command (or family of commands), and what they share.
 
+pub mod consumers;
 pub mod copy;
 pub mod dump;
 pub mod maintenance;

@@ -7,7 +7,7 @@ use crate::output::{Out, format_time};
 use crate::progress::Bar;
 use anyhow::{Context, Result};
 use clap::Args;
-use logbook::inspect::{LogStats, RemoteStats};
+use logbook::inspect::{ConsumerInfo, LogStats, RemoteStats};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,17 +35,24 @@ pub fn stats(args: StatsArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     if let Some(url) = super::postgres_url(&args.dir) {
         let runtime = super::runtime()?;
         let log = super::remote_log(&runtime, &args.dir, &url)?;
-        let stats = runtime.block_on(log.stats()).with_context(|| {
-            format!(
-                "reading the PostgreSQL database {} failed",
-                super::display_target(&args.dir)
-            )
-        })?;
+        let (stats, consumers) = runtime
+            .block_on(async {
+                Ok::<_, logbook::Error>((log.stats().await?, log.consumers().await?))
+            })
+            .with_context(|| {
+                format!(
+                    "reading the PostgreSQL database {} failed",
+                    super::display_target(&args.dir)
+                )
+            })?;
         let mut out = Out::to(&mut *io.stdout);
         if args.json {
-            out.json(&remote_json(&stats))?;
+            let mut value = remote_json(&stats);
+            value["consumers"] = consumers_json(&consumers);
+            out.json(&value)?;
         } else {
             remote_human(&mut out, &args.dir, &stats)?;
+            consumers_human(&mut out, &consumers)?;
         }
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
@@ -57,12 +64,36 @@ pub fn stats(args: StatsArgs, io: &mut Io<'_>) -> Result<ExitCode> {
     let index = args.dir.join(INDEX_DIR_NAME).is_dir();
     let mut out = Out::to(&mut *io.stdout);
     if args.json {
-        out.json(&to_json(&stats, index))?;
+        let mut value = to_json(&stats, index);
+        value["consumers"] = consumers_json(&stats.consumers);
+        out.json(&value)?;
     } else {
         human(&mut out, &args.dir, &stats, index)?;
+        consumers_human(&mut out, &stats.consumers)?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn consumers_json(consumers: &[ConsumerInfo]) -> serde_json::Value {
+    serde_json::Value::Array(consumers.iter().map(super::consumers::to_json).collect())
+}
+
+fn consumers_human(out: &mut Out, consumers: &[ConsumerInfo]) -> Result<()> {
+    out.line(format!(
+        "consumers  {} (durable consumers with a checkpoint)",
+        consumers.len()
+    ))?;
+    for consumer in consumers {
+        out.line(format!(
+            "           {:<28} position {:>10}  lag {:>10}  checkpoint {}",
+            consumer.name,
+            consumer.position,
+            consumer.lag,
+            format_time(consumer.checkpointed_at_ms)
+        ))?;
+    }
+    Ok(())
 }
 
 fn to_json(stats: &LogStats, index: bool) -> serde_json::Value {

@@ -55,7 +55,8 @@ pub struct LogStats {
     pub events: u64,
     /// Events per type.
     pub events_by_type: BTreeMap<String, u64>,
-    /// Events per stream kind: `run`, `workflow`, `room`, `job`, `custom`, `system`.
+    /// Events per stream kind: `run`, `workflow`, `room`, `job`, `custom`, `system` (the
+    /// engine's `$logbook` and the consumers' checkpoint streams).
     pub events_by_kind: BTreeMap<&'static str, u64>,
     /// Streams with at least one event (the engine's own included).
     pub streams: u64,
@@ -73,11 +74,13 @@ pub struct LogStats {
     pub snapshots: Vec<SnapshotInfo>,
     /// The log's creation was not finished (see [`super::CREATION_UNFINISHED`]): it is empty.
     pub creation_unfinished: bool,
+    /// Durable consumers with a checkpoint, by name (their lag against the last position).
+    pub consumers: Vec<super::ConsumerInfo>,
 }
 
 /// The name of a stream's kind in [`LogStats::events_by_kind`].
 pub fn kind_name(stream: &str) -> &'static str {
-    if stream == system::SYSTEM_STREAM {
+    if stream == system::SYSTEM_STREAM || system::is_consumer_stream(stream) {
         return "system";
     }
     match StreamId::new(stream).map(|stream| stream.kind()) {
@@ -117,6 +120,7 @@ impl Inspector {
             ..LogStats::default()
         };
         let mut streams: HashMap<String, StreamTally> = HashMap::new();
+        let mut consumers = super::consumers::ConsumerTally::default();
         let last = self.last_position();
         progress.start("stats", last);
         let mut segment = 0usize;
@@ -146,6 +150,7 @@ impl Inspector {
                 current.records += 1;
             }
             count(&mut stats, &mut streams, position, &envelope, bytes)?;
+            consumers.feed(position, &envelope)?;
             progress.advance(position - previous);
             previous = position;
         }
@@ -158,6 +163,7 @@ impl Inspector {
                 Some(range.map_or((first, last), |(start, _)| (start, last)))
             });
         self.finish_streams(&mut stats, streams)?;
+        stats.consumers = consumers.finish(last);
         stats.snapshots = SnapshotStore::new(self.storage.clone(), &self.dir).list()?;
         Ok(stats)
     }
