@@ -17,8 +17,13 @@ use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// How long a browser waits before it reconnects, sent as the stream's `retry:` field.
-pub const RECONNECT_MS: u64 = 1000;
+/// How long a browser waits before it reconnects, sent as the stream's `retry:` field, unless
+/// the service is started with another (`--reconnect-ms`).
+pub const RECONNECT_MS_DEFAULT: u64 = 1000;
+/// The shortest `retry:` accepted.
+pub const RECONNECT_MS_MIN: u64 = 100;
+/// The longest `retry:` accepted.
+pub const RECONNECT_MS_MAX: u64 = 60_000;
 
 /// `?from=P`: the first position to send when no `Last-Event-ID` is given.
 #[derive(Debug, Deserialize)]
@@ -82,7 +87,7 @@ pub async fn events(
         // An error means the sender is gone: the service is stopping too.
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    let retry = Event::default().retry(Duration::from_millis(RECONNECT_MS));
+    let retry = Event::default().retry(Duration::from_millis(app.inner.reconnect_ms));
     let events = subscription.into_stream().map(move |item| {
         // The permit lives as long as the stream.
         let _held = &permit;

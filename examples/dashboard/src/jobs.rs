@@ -252,7 +252,7 @@ async fn work(app: &App, job_id: &str, spec: JobSpec, mut done: u64) -> Result<(
             log.execute(&job, event("job.heartbeat", beat)?).await?;
             last_heartbeat_ms = now_ms;
         }
-        if done % TELEMETRY_EVERY_STEPS == 0 && run_is_open(app, job_id) {
+        if done.is_multiple_of(TELEMETRY_EVERY_STEPS) && run_is_open(app, job_id) {
             let steps = TELEMETRY_EVERY_STEPS;
             let telemetry = json!({
                 "tokens_in": steps * 120, "tokens_out": steps * 40,

@@ -54,6 +54,10 @@ pub struct Config {
     pub dir: PathBuf,
     /// Where to listen, e.g. `127.0.0.1:8080` (port 0: any free port).
     pub address: String,
+    /// How long a browser waits before it reconnects an event stream, sent as `retry:`
+    /// ([`events::RECONNECT_MS_DEFAULT`], from [`events::RECONNECT_MS_MIN`] to
+    /// [`events::RECONNECT_MS_MAX`]).
+    pub reconnect_ms: u64,
 }
 
 /// What every handler shares.
@@ -75,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) event_streams: Arc<Semaphore>,
     /// The snapshot the log opened from.
     pub(crate) last_snapshot: Option<SnapshotInfo>,
+    /// The `retry:` sent at the start of every event stream, in ms.
+    pub(crate) reconnect_ms: u64,
     /// Tells generated ids apart within one millisecond.
     pub(crate) counter: std::sync::atomic::AtomicU64,
 }
@@ -141,6 +147,9 @@ pub async fn serve(
             shutdown: stop_rx,
             event_streams: Arc::new(Semaphore::new(EVENT_STREAMS_MAX)),
             last_snapshot: report.log.snapshot.used.clone(),
+            reconnect_ms: config
+                .reconnect_ms
+                .clamp(events::RECONNECT_MS_MIN, events::RECONNECT_MS_MAX),
             counter: std::sync::atomic::AtomicU64::new(0),
         }),
     };

@@ -1,8 +1,8 @@
-//! The `dashboard` binary: `dashboard --dir DIR [--listen ADDR]`. Prints
+//! The `dashboard` binary: `dashboard --dir DIR [--listen ADDR] [--reconnect-ms MS]`. Prints
 //! `listening on http://ADDR/` once it accepts connections; SIGTERM or Ctrl-C stop it
 //! gracefully (exit 0).
 
-use logbook_dashboard::{Config, serve, shutdown_signal};
+use logbook_dashboard::{Config, events, serve, shutdown_signal};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -12,17 +12,32 @@ const USAGE: &str =
 fn parse(args: &[String]) -> Result<Config, String> {
     let mut dir = None;
     let mut address = "127.0.0.1:8080".to_owned();
+    let mut reconnect_ms = events::RECONNECT_MS_DEFAULT;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--dir" => dir = Some(iter.next().ok_or("--dir needs a value")?.into()),
             "--listen" => address.clone_from(iter.next().ok_or("--listen needs a value")?),
+            "--reconnect-ms" => {
+                let value = iter.next().ok_or("--reconnect-ms needs a value")?;
+                reconnect_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|ms| (events::RECONNECT_MS_MIN..=events::RECONNECT_MS_MAX).contains(ms))
+                    .ok_or_else(|| {
+                        format!("--reconnect-ms {value:?}: from 100 to 60000 allowed")
+                    })?;
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     let dir = dir.ok_or("--dir is required")?;
-    Ok(Config { dir, address })
+    Ok(Config {
+        dir,
+        address,
+        reconnect_ms,
+    })
 }
 
 fn main() -> ExitCode {

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// Generous: the machine is slow and shared, and a browser starts slowly.
 const WAIT: Duration = Duration::from_secs(120);
+/// The event stream's `retry:` in this test: long enough that the page is still away when the
+/// test writes events right after the restart, so the resume must fetch them.
+const RECONNECT_MS: &str = "8000";
 /// The screenshot's window.
 const WINDOW: (u32, u32) = (1280, 860);
 
@@ -171,6 +174,45 @@ async fn ids(client: &Client) -> Vec<u64> {
         .collect()
 }
 
+/// A room with more messages than the first page: "Load older" brings the rest, then hides.
+async fn load_older_pages(client: &Client, address: &str) {
+    for n in 0..25 {
+        let message = json!({"author": "cy", "body": format!("old {n}")});
+        let (status, body) = blocking(|| {
+            http(
+                address,
+                "POST",
+                "/api/rooms/archive/messages",
+                Some(&message),
+            )
+        });
+        assert_eq!(status, 201, "{body}");
+    }
+    let count = "return document.querySelectorAll('#room-archive .message').length;";
+    eventually("the archive room's first page", || async {
+        (script(client, count).await.as_u64()? == 20).then_some(())
+    })
+    .await;
+    let button = client
+        .find(Locator::Css("#room-archive .load-older"))
+        .await
+        .expect("a load older button");
+    button.click().await.expect("click load older");
+    eventually("the older page", || async {
+        (script(client, count).await.as_u64()? == 25).then_some(())
+    })
+    .await;
+    let first = script(
+        client,
+        "return document.querySelector('#room-archive .message').textContent;",
+    );
+    assert_eq!(first.await, json!("cyold 0"), "the oldest message first");
+    assert!(
+        !button.is_displayed().await.expect("displayed"),
+        "no older page left"
+    );
+}
+
 fn save_screenshot(png: &[u8], name: &str) -> PathBuf {
     // target/<profile>/dashboard -> target/dashboard-e2e/
     let binary = Path::new(env!("CARGO_BIN_EXE_dashboard"));
@@ -194,7 +236,8 @@ async fn the_page_survives_a_sigkill_mid_job() {
     let chromium = tool("CHROMIUM", "/usr/bin/chromium");
     let chromedriver = tool("CHROMEDRIVER", "/usr/bin/chromedriver");
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = blocking(|| Server::start(dir.path(), "127.0.0.1:0"));
+    let args = ["--reconnect-ms", RECONNECT_MS];
+    let server = blocking(|| Server::start_with(dir.path(), "127.0.0.1:0", &args));
     let address = server.address.clone();
     let port = server.port();
     let driver = blocking(|| start_driver(&chromedriver));
@@ -212,6 +255,7 @@ async fn the_page_survives_a_sigkill_mid_job() {
     })
     .await;
 
+    load_older_pages(&client, &address).await;
     post_in_page(&client, "before the crash").await;
     client
         .find(Locator::Id("start-job"))
@@ -220,16 +264,46 @@ async fn the_page_survives_a_sigkill_mid_job() {
         .click()
         .await
         .expect("start");
-    let (job_id, _, done_seen) = eventually("the job to run 3 steps", || async {
+    let (job_id, _, done_seen) = eventually("the job to run 12 steps", || async {
         job_row(&client)
             .await
-            .filter(|(_, state, done)| state == "running" && *done >= 3)
+            .filter(|(_, state, done)| state == "running" && *done >= 12)
     })
     .await;
     let ids_before = ids(&client).await;
 
     blocking(|| server.kill_hard());
-    let server = blocking(|| Server::start(dir.path(), &format!("127.0.0.1:{port}")));
+    let listen = format!("127.0.0.1:{port}");
+    let server = blocking(|| Server::start_with(dir.path(), &listen, &args));
+    // Written while the page is away (it reconnects after RECONNECT_MS): only a stream that
+    // resumes after the last id the page saw delivers it.
+    let away = json!({"author": "bob", "body": "while the page was away"});
+    let (status, posted) =
+        blocking(|| http(&address, "POST", "/api/rooms/lobby/messages", Some(&away)));
+    assert_eq!(status, 201, "{posted}");
+    let away_position = posted["position"].as_u64().expect("position");
+    assert!(
+        ids(&client).await.last() < Some(&away_position),
+        "the page reconnected before the test wrote; raise RECONNECT_MS"
+    );
+    eventually("the message written while away in the page", || async {
+        let texts = script(
+            &client,
+            "return document.querySelector('#room-lobby').textContent;",
+        );
+        texts
+            .await
+            .as_str()?
+            .contains("while the page was away")
+            .then_some(())
+    })
+    .await;
+    let manual = script(&client, "return window.__manual_reconnects;").await;
+    assert_eq!(
+        manual,
+        json!(0),
+        "the browser's own reconnect (Last-Event-ID) resumed the stream"
+    );
 
     // Interrupted (not failed), with at least the progress the page showed before the kill.
     let (_, _, done_after) = eventually("the job to show as interrupted", || async {
@@ -270,6 +344,13 @@ async fn the_page_survives_a_sigkill_mid_job() {
             "a gap or a repeat in the SSE ids: {received:?}"
         );
     }
+    // The header's figures catch up with the last event before the picture is taken.
+    let last = received.last().copied().unwrap_or(0).to_string();
+    eventually("the header to show the last position", || async {
+        (text_of(&client, "#applied-position").await? == last).then_some(())
+    })
+    .await;
+    script(&client, "window.scrollTo(0, 0); return null;").await;
     let png = client.screenshot().await.expect("screenshot");
     let path = save_screenshot(&png, "dashboard.png");
     eprintln!("screenshot: {}", path.display());

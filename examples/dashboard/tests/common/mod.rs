@@ -27,11 +27,17 @@ impl Server {
     /// Starts the binary on `dir`, listening on `listen` (`127.0.0.1:0` for any free port),
     /// and waits for its `listening on http://ADDR/` line.
     pub fn start(dir: &Path, listen: &str) -> Server {
+        Server::start_with(dir, listen, &[])
+    }
+
+    /// [`Server::start`] with more arguments.
+    pub fn start_with(dir: &Path, listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dashboard"))
             .arg("--dir")
             .arg(dir)
             .arg("--listen")
             .arg(listen)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -61,6 +67,7 @@ impl Server {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("the dashboard did not print its address within {STARTUP_TIMEOUT:?}");
                 }
             }
