@@ -190,6 +190,7 @@ fn conflict(job_id: &str, reason: &str) -> Error {
     }
 }
 
+/// Refuses early, before anything is written, when the limit is already reached.
 fn reserve_slot(app: &App) -> Result<()> {
     if app.running_jobs().len() >= JOBS_RUNNING_MAX {
         return Err(Error::LimitExceeded {
@@ -200,7 +201,21 @@ fn reserve_slot(app: &App) -> Result<()> {
     Ok(())
 }
 
+/// Starts the job task. The limit is checked again under the lock, so concurrent starts cannot
+/// exceed it; a job refused here stays claimed (interrupted) and can be resumed later.
 fn spawn(app: &App, job_id: String, spec: JobSpec, done: u64) -> Result<()> {
+    let mut running = app
+        .inner
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    running.retain(|_, handle| !handle.is_finished());
+    if running.len() >= JOBS_RUNNING_MAX {
+        return Err(Error::LimitExceeded {
+            what: "jobs running at once",
+            limit: JOBS_RUNNING_MAX,
+        });
+    }
     let task_app = app.clone();
     let task_id = job_id.clone();
     let handle = tokio::spawn(async move {
@@ -210,12 +225,6 @@ fn spawn(app: &App, job_id: String, spec: JobSpec, done: u64) -> Result<()> {
             eprintln!("dashboard: job {task_id} stopped: {error}");
         }
     });
-    let mut running = app
-        .inner
-        .running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    running.retain(|_, handle| !handle.is_finished());
     running.insert(job_id, handle);
     Ok(())
 }

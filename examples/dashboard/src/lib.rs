@@ -131,6 +131,17 @@ pub async fn serve(
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Bind first: a taken port fails before the log is opened.
+    let listener = tokio::net::TcpListener::bind(&config.address)
+        .await
+        .map_err(|source| Error::Serve {
+            address: config.address.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| Error::Serve {
+        address: config.address.clone(),
+        source,
+    })?;
     let (log, report) = BuiltinLog::open(&config.dir, LogbookOptions::default())
         .await
         .map_err(|source| Error::Open {
@@ -153,16 +164,6 @@ pub async fn serve(
             counter: std::sync::atomic::AtomicU64::new(0),
         }),
     };
-    let listener = tokio::net::TcpListener::bind(&config.address)
-        .await
-        .map_err(|source| Error::Serve {
-            address: config.address.clone(),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| Error::Serve {
-        address: config.address.clone(),
-        source,
-    })?;
     on_listening(local);
     let router = api::router(app.clone());
     let served = axum::serve(listener, router)

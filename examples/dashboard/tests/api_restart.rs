@@ -188,3 +188,29 @@ fn bad_requests_name_the_field_and_the_cause() {
         "{response}"
     );
 }
+
+#[test]
+fn jobs_running_at_once_are_limited() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), "127.0.0.1:0");
+    let address = &server.address;
+    let long = json!({"steps": 1000, "step_ms": 60_000});
+    for n in 0..logbook_dashboard::JOBS_RUNNING_MAX {
+        let (status, body) = http(address, "POST", "/api/jobs", Some(&long));
+        assert_eq!(status, 201, "job {n}: {body}");
+    }
+    let (status, body) = http(address, "POST", "/api/jobs", Some(&long));
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().expect("error text");
+    assert!(
+        error.contains("jobs running at once") && error.contains("32"),
+        "{error}"
+    );
+    let (_, health) = http(address, "GET", "/health", None);
+    let running = health["running_jobs"].as_array().map(Vec::len);
+    assert_eq!(
+        running,
+        Some(logbook_dashboard::JOBS_RUNNING_MAX),
+        "{health}"
+    );
+}
