@@ -40,6 +40,26 @@ fi
 export PATH="$PG_BIN_DIR:$PATH"
 echo "PostgreSQL binaries: $PG_BIN_DIR ($("$PG_BIN_DIR/pg_ctl" --version))"
 
+# The dashboard's end-to-end test (examples/dashboard/tests/browser_restart.rs) drives headless
+# Chromium through chromedriver; it fails, never skips, without them. Install Debian's packages
+# when either is missing (with sudo when not root).
+echo "==> Chromium and chromedriver"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "error: chromium/chromedriver missing and not root (no sudo): apt-get install chromium chromium-driver" >&2
+            exit 1
+        fi
+        SUDO="sudo"
+    fi
+    echo "chromium or chromedriver not found: apt-get install chromium chromium-driver"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update </dev/null
+    $SUDO apt-get install -y --no-install-recommends chromium chromium-driver </dev/null
+fi
+echo "$(/usr/bin/chromium --version 2>/dev/null || echo 'chromium: version unknown'); $(/usr/bin/chromedriver --version)"
+
 # The workspace: unit, integration and doc tests of every crate.
 cargo test --workspace "$@"
 

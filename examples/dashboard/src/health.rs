@@ -1,0 +1,78 @@
+//! `GET /health`: the service's typed health, so nobody scrapes logs for it.
+//!
+//! Owns: the health JSON and its stable keys (see `docs/dashboard.md`). Must never: change or
+//! drop a key (monitors read them), or do I/O beyond reading the engine's in-memory figures.
+//! `consumers` is an empty list until the engine has durable named consumers.
+
+use crate::App;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+/// The health JSON; 200 when writes are accepted, 503 when the log is poisoned.
+pub async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
+    let body = health_json(&app);
+    let status = if body["poisoned"].is_null() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// The health figures now.
+pub fn health_json(app: &App) -> Value {
+    let log = app.log();
+    let stats = log.log().stats();
+    let applied = log.jobs().applied_position();
+    let subscribers: Vec<Value> = stats
+        .subscribers
+        .iter()
+        .map(|s| json!({"id": s.id, "next_position": s.next_position, "lag": s.lag}))
+        .collect();
+    let interrupted = log.interrupted();
+    let running = app.running_jobs();
+    let jobs: Vec<Value> = interrupted
+        .jobs
+        .iter()
+        .filter(|job| !running.contains(&job.job_id))
+        .map(|job| {
+            let progress = job.progress.as_ref();
+            json!({
+                "job_id": job.job_id, "kind": job.kind, "worker": job.claim.worker,
+                "attempts": job.attempts,
+                "percent": progress.and_then(|p| p.percent),
+                "done": progress.and_then(|p| p.done),
+                "total": progress.and_then(|p| p.total),
+            })
+        })
+        .collect();
+    let runs: Vec<Value> = interrupted
+        .runs
+        .iter()
+        .filter(|run| !running.contains(&run.run_id))
+        .map(|run| json!({"run_id": run.run_id, "kind": run.kind.as_str(), "status": run.status.as_str()}))
+        .collect();
+    let workflows: Vec<Value> = interrupted
+        .workflows
+        .iter()
+        .map(|w| json!({"workflow_id": w.workflow_id, "definition_id": w.definition_id}))
+        .collect();
+    json!({
+        "status": if stats.poisoned.is_some() { "poisoned" } else { "ok" },
+        "head_position": stats.head_position,
+        "durable_position": stats.durable_position,
+        "applied_position": applied,
+        "streams": stats.streams,
+        "subscribers": subscribers,
+        "consumers": [],
+        "last_snapshot": app.inner.last_snapshot.as_ref().map(|s| json!({
+            "position": s.position, "bytes": s.bytes, "path": s.path.display().to_string(),
+        })),
+        "poisoned": stats.poisoned.as_ref().map(|p| json!({"position": p.position, "reason": p.reason})),
+        "observer_panics": stats.observer_panics,
+        "running_jobs": running,
+        "interrupted": {"jobs": jobs, "runs": runs, "workflows": workflows},
+    })
+}
