@@ -208,6 +208,7 @@ mod compaction;
 pub mod copy;
 mod engine;
 mod error;
+pub mod import;
 mod index;
 pub mod inspect;
 mod options;
