@@ -2,6 +2,7 @@
 
 pub mod copy;
 pub mod dump;
+pub mod import;
 pub mod maintenance;
 pub mod repair;
 pub mod state;

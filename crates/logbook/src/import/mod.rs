@@ -61,6 +61,14 @@ pub const MARKER_PREFIX: &str = "import/";
 /// The `run.event` type of a marker.
 pub const MARKER_EVENT_TYPE: &str = "logbook.import";
 
+/// The original time an imported event carries in its causation id (`<JSON path>@<ms>`),
+/// `None` for an event without one. The envelope's `timestamp_ms` is the engine's clock at
+/// the import; the time the source file recorded is this one.
+pub fn original_time_ms(causation_id: Option<&str>) -> Option<u64> {
+    let (_, ms) = causation_id?.rsplit_once('@')?;
+    ms.parse().ok()
+}
+
 /// Which JSON shape the input has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportFormat {
@@ -78,6 +86,17 @@ impl ImportFormat {
         match self {
             ImportFormat::Tasks => "tasks",
             ImportFormat::Room => "room",
+            ImportFormat::Runs => "runs",
+        }
+    }
+}
+
+impl ImportFormat {
+    /// What one element of the file's array is: `tasks`, `messages`, `runs`.
+    pub const fn elements_noun(self) -> &'static str {
+        match self {
+            ImportFormat::Tasks => "tasks",
+            ImportFormat::Room => "messages",
             ImportFormat::Runs => "runs",
         }
     }
@@ -147,13 +166,25 @@ pub async fn import_json<R: Read + Send + 'static>(
     format: ImportFormat,
     reader: R,
 ) -> Result<ImportReport> {
-    let spool = tokio::task::spawn_blocking(move || spool(reader))
+    let spooled = tokio::task::spawn_blocking(move || spool(reader))
         .await
         .map_err(|error| Error::Task(error.to_string()))??;
-    import_source(log, format, Source::Spool(Arc::new(spool))).await
+    import_spooled(log, format, spooled).await
 }
 
-fn spool(reader: impl Read) -> Result<std::fs::File> {
+/// Imports the JSON document in `file`, an open file read from its start (both passes rewind
+/// it): what [`spool`] returns, for a caller that reads a borrowed reader (the CLI's stdin).
+pub async fn import_spooled(
+    log: &BuiltinLog,
+    format: ImportFormat,
+    file: std::fs::File,
+) -> Result<ImportReport> {
+    import_source(log, format, Source::Spool(Arc::new(file))).await
+}
+
+/// Copies `reader` to an anonymous temporary file (removed when closed), at most
+/// [`FILE_BYTES_MAX`] bytes: a reader that can be read only once, made readable twice.
+pub fn spool(reader: impl Read) -> Result<std::fs::File> {
     let io = |source| Error::Io {
         path: std::env::temp_dir(),
         source,

@@ -191,7 +191,14 @@ fn translate<H>(state: &State<'_, H>, error: &serde_json::Error) -> Error {
         .and_then(|cut| text.get(..cut))
         .unwrap_or(&text)
         .to_owned();
-    if let Some(inner) = state.inner_path.borrow().as_deref()
+    // serde_path_to_error writes `?` for a place it cannot name (the parser stopped between
+    // keys): the path ends before it.
+    let inner = state.inner_path.borrow().as_deref().map(|inner| {
+        let known = inner.split_once('?').map_or(inner, |(before, _)| before);
+        known.trim_end_matches('.').to_owned()
+    });
+    if let Some(inner) = inner.as_deref()
+        && !inner.is_empty()
         && inner != "."
     {
         if !inner.starts_with('[') {
