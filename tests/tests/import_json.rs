@@ -401,6 +401,39 @@ async fn a_cut_attempt_is_completed_at_the_same_versions_and_a_foreign_stream_co
     );
     log.close().await.unwrap();
 
+    // A cut attempt the service appended to afterwards: not completed over its events.
+    let taken_dir = tempfile::tempdir().unwrap();
+    let (taken, _) = BuiltinLog::open(taken_dir.path(), LogbookOptions::default())
+        .await
+        .unwrap();
+    let first: Vec<_> = all[..10]
+        .iter()
+        .map(|recorded| {
+            let mut event = logbook::NewEvent::new(recorded.event.clone());
+            event.correlation_id.clone_from(&recorded.correlation_id);
+            event
+        })
+        .collect();
+    taken
+        .log()
+        .append(&room, ExpectedVersion::NoStream, first)
+        .await
+        .unwrap();
+    let posted = logbook::BuiltinEvent::from_json(
+        "room.message_posted",
+        serde_json::json!({"message_id": "later", "author": "svc", "body": "mine"}),
+    )
+    .unwrap();
+    taken.execute(&room, posted).await.unwrap();
+    let before = positions(&taken).await;
+    let refused = import_text(&taken, ImportFormat::Room, text.clone()).await;
+    assert!(
+        matches!(refused, Err(Error::ImportConflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(positions(&taken).await, before);
+    taken.close().await.unwrap();
+
     // A room of the same id that this file did not write: a conflict, nothing written.
     let other_dir = tempfile::tempdir().unwrap();
     let (other, _) = BuiltinLog::open(other_dir.path(), LogbookOptions::default())

@@ -608,10 +608,8 @@ impl Format for Runs {
                     status: run.status,
                     reason: None,
                 };
-                return {
-                    events.push(context.event(path, at, Some(updated), changed)?);
-                    Ok(events)
-                };
+                events.push(context.event(path, at, Some(updated), changed)?);
+                return Ok(events);
             }
             RunStatus::Completed => RunCompleted {
                 summary: run.summary,

@@ -365,7 +365,7 @@ async fn run<F: Format>(
 }
 
 /// The streams that exist already must each be a previous attempt at this file: its first
-/// event carries the file's correlation id and it holds no more events than the file makes.
+/// and last events carry the file's correlation id and it holds no more events than the file makes.
 /// Returns how many there are.
 async fn check_existing(
     log: &Logbook<BuiltinEvent>,
@@ -377,16 +377,21 @@ async fn check_existing(
             stream: stream.to_string(),
             reason,
         };
-        let first = log.read_stream(stream, 0, Direction::Forward, 1).await?;
-        let ours = first
-            .first()
-            .is_some_and(|event| event.correlation_id.as_deref() == Some(marker.as_str()));
+        let held = log.stream_version(stream)?.map_or(0, |version| version + 1);
+        // Its first and its last event are this file's: nothing was appended to it since the
+        // attempt that was cut short (the service did not take the stream over meanwhile).
+        let mut ends = log.read_stream(stream, 0, Direction::Forward, 1).await?;
+        let last = held.saturating_sub(1);
+        ends.extend(log.read_stream(stream, last, Direction::Forward, 1).await?);
+        let ours = ends.len() == 2
+            && ends
+                .iter()
+                .all(|event| event.correlation_id.as_deref() == Some(marker.as_str()));
         if !ours {
             return Err(conflict(
                 "already exists with events this file did not write".to_owned(),
             ));
         }
-        let held = log.stream_version(stream)?.map_or(0, |version| version + 1);
         if held > *planned {
             return Err(conflict(format!(
                 "holds {held} events, more than the {planned} this file makes"
