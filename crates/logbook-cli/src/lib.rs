@@ -106,6 +106,10 @@ enum Command {
     Compact(cmd::maintenance::MaintenanceArgs),
     /// List the built-in event types `append` accepts: fields, schema versions, streams.
     Types(cmd::types::TypesArgs),
+    /// Import a JSON file a service keeps today (a task registry, a room file, a run dump)
+    /// as built-in events: checked whole first, written once (a second import adds nothing).
+    #[command(after_help = cmd::import::IMPORT_HELP)]
+    Import(cmd::import::ImportArgs),
     /// Simulate an agent service, kill it with SIGKILL mid-work, and show the recovery.
     Demo(demo::DemoArgs),
     /// The demo's writer process (started by `demo`).
@@ -163,6 +167,7 @@ fn run_builtin_command(command: Command, io: &mut Io<'_>) -> anyhow::Result<Exit
         Command::Snapshot(args) => cmd::maintenance::snapshot(args),
         Command::Compact(args) => cmd::maintenance::compact(args),
         Command::Types(args) => cmd::types::types(args),
+        Command::Import(args) => cmd::import::import(args, io),
         Command::Demo(args) => demo::demo(args),
         Command::DemoWriter { dir } => demo::writer::run(&dir),
     }

@@ -949,6 +949,11 @@ impl<E: Event> Logbook<E> {
         raws.iter().map(|raw| Ok(raw.decode::<E>()?)).collect()
     }
 
+    /// The options the log was opened with.
+    pub fn options(&self) -> &LogbookOptions {
+        &self.shared.options
+    }
+
     /// Reads up to `max` durable events of the whole log from `from_position` (the engine's
     /// own events in reserved `$` streams, `$logbook` and consumer checkpoints, are skipped).
     pub async fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<RecordedEvent<E>>> {

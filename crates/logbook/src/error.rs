@@ -147,6 +147,29 @@ pub enum Error {
         /// The consumer.
         name: String,
     },
+    /// An import's input was refused (malformed JSON, a missing or invalid field, a duplicate
+    /// id, an element over the size limit): `path` is the JSON path (`$.messages[1234].author`),
+    /// `line` and `column` where the reader was (1-based). Nothing of the file was written.
+    #[error("import: {path} (line {line}, column {column}): {reason}")]
+    Import {
+        /// The JSON path of the offending value.
+        path: String,
+        /// The line of the input (1-based).
+        line: u64,
+        /// The column of the input (1-based; 0 when unknown).
+        column: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An import would write into a stream that already holds events it did not write (not
+    /// from a previous attempt at the same file); nothing of the file was written.
+    #[error("import: stream {stream} {reason}; nothing was imported")]
+    ImportConflict {
+        /// The stream.
+        stream: String,
+        /// Why it conflicts.
+        reason: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

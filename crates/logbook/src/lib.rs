@@ -209,6 +209,7 @@ pub mod consumer;
 pub mod copy;
 mod engine;
 mod error;
+pub mod import;
 mod index;
 pub mod inspect;
 mod options;

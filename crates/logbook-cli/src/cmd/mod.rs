@@ -3,6 +3,7 @@
 pub mod consumers;
 pub mod copy;
 pub mod dump;
+pub mod import;
 pub mod maintenance;
 pub mod repair;
 pub mod state;
