@@ -412,3 +412,37 @@ async fn old_checkpoints_are_truncated_and_compacted_away() {
     drop(consumer);
     log.close().await.unwrap();
 }
+
+/// A checkpoint is nothing of the projections', yet each projection is as of it once applied:
+/// a projection's applied position reaches the durable position live and after a reopen (a
+/// health page comparing the two must not see a lag that never closes).
+#[tokio::test]
+async fn projections_are_as_of_a_checkpoint_they_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = logbook::BuiltinLog::open(dir.path(), test_options())
+        .await
+        .unwrap();
+    let room = StreamId::room("lobby").unwrap();
+    let created =
+        logbook::BuiltinEvent::from_json("room.created", serde_json::json!({"name": "Lobby"}))
+            .unwrap();
+    log.log()
+        .append(&room, ExpectedVersion::NoStream, vec![created.into()])
+        .await
+        .unwrap();
+    log.log().reset_consumer("mailer", 1).await.unwrap();
+    let durable = log.log().sync().await.unwrap();
+    assert!(durable >= 2, "the checkpoint follows the room event");
+    log.log().wait_applied(durable).await.unwrap();
+    assert_eq!(log.jobs().applied_position(), durable, "live");
+    log.close().await.unwrap();
+
+    let (log, _) = logbook::BuiltinLog::open(dir.path(), test_options())
+        .await
+        .unwrap();
+    let durable = log.log().stats().durable_position;
+    log.log().wait_applied(durable).await.unwrap();
+    assert_eq!(log.jobs().applied_position(), durable, "after the replay");
+    assert_eq!(log.rooms().applied_position(), durable, "after the replay");
+    log.close().await.unwrap();
+}

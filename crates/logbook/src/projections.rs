@@ -413,6 +413,9 @@ pub(crate) trait Runner<E>: Send + Sync {
     /// (live). `kept` is the same operation, shared, when it is kept for the spare copy
     /// (live); `None` at replay.
     fn apply(&self, op: &Op<E>, position: u64, kept: Option<&Arc<Op<E>>>);
+    /// A durable record at `position` that is nothing of this projection's (an engine-private
+    /// record, or one skipped as undecodable): the state is unchanged and now as of `position`.
+    fn pass(&self, position: u64);
     fn restored(&self);
     /// Observer hook calls that panicked (caught).
     fn observer_panics(&self) -> u64;
@@ -462,6 +465,13 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
             }
             Op::Deleted(_) | Op::Truncated(..) => {}
         }
+    }
+
+    fn pass(&self, position: u64) {
+        let mut writer = lock(&self.writer);
+        writer.position = writer.position.max(position);
+        self.applied_position
+            .store(writer.position, Ordering::Release);
     }
 
     fn restored(&self) {
@@ -686,6 +696,13 @@ impl<E: Event> Projections<E> {
         }
     }
 
+    /// A record none of the projections applies: each is now as of `position`.
+    pub(crate) fn pass(&self, position: u64) {
+        for runner in &self.runners {
+            runner.pass(position);
+        }
+    }
+
     pub(crate) fn restored(&self) {
         for runner in &self.runners {
             runner.restored();
@@ -750,6 +767,7 @@ impl<E: Event> Applier for TypedApplier<E> {
         }
         let position = record.position;
         if record.engine_private() {
+            self.projections.pass(position);
             return Ok(());
         }
         let live = self.live.load(Ordering::Acquire);
@@ -769,6 +787,7 @@ impl<E: Event> Applier for TypedApplier<E> {
                 Err(error) => {
                     self.undecodable.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(position, %error, "event not decodable by the projections; skipped");
+                    self.projections.pass(position);
                     return Ok(());
                 }
             }
@@ -785,8 +804,9 @@ impl<E: Event> Applier for TypedApplier<E> {
             Decoded::Undecodable(error) => {
                 self.undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(position, %error, "event not decodable by the projections; skipped");
+                self.projections.pass(position);
             }
-            Decoded::Skip => {}
+            Decoded::Skip => self.projections.pass(position),
         }
         Ok(())
     }

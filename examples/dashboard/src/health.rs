@@ -2,7 +2,7 @@
 //!
 //! Owns: the health JSON and its stable keys (see `docs/dashboard.md`). Must never: change or
 //! drop a key (monitors read them), or do I/O beyond reading the engine's in-memory figures.
-//! `consumers` is an empty list until the engine has durable named consumers.
+//! `consumers` are the engine's durable named consumers (`Stats::consumers`).
 
 use crate::App;
 use axum::Json;
@@ -30,6 +30,14 @@ pub fn health_json(app: &App) -> Value {
         .subscribers
         .iter()
         .map(|s| json!({"id": s.id, "next_position": s.next_position, "lag": s.lag}))
+        .collect();
+    let consumers: Vec<Value> = stats
+        .consumers
+        .iter()
+        .map(|c| {
+            json!({"name": c.name, "position": c.position, "acked": c.acked, "lag": c.lag,
+                   "checkpointed_at_ms": c.checkpointed_at_ms})
+        })
         .collect();
     let interrupted = log.interrupted();
     let running = app.running_jobs();
@@ -66,7 +74,7 @@ pub fn health_json(app: &App) -> Value {
         "applied_position": applied,
         "streams": stats.streams,
         "subscribers": subscribers,
-        "consumers": [],
+        "consumers": consumers,
         "last_snapshot": app.inner.last_snapshot.as_ref().map(|s| json!({
             "position": s.position, "bytes": s.bytes, "path": s.path.display().to_string(),
         })),

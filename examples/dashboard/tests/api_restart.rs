@@ -214,3 +214,49 @@ fn jobs_running_at_once_are_limited() {
         "{health}"
     );
 }
+
+/// A durable consumer of the log (positioned by an operator while the service was down) is
+/// listed in `/health` with its checkpointed position and its lag.
+#[test]
+fn health_lists_the_logs_durable_consumers_with_their_lag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (log, _) = logbook::BuiltinLog::open(dir.path(), logbook::LogbookOptions::default())
+            .await
+            .expect("open the log before the service");
+        let room = logbook::StreamId::room("lobby").expect("stream");
+        let created = logbook::BuiltinEvent::from_json("room.created", json!({"name": "Lobby"}))
+            .expect("event");
+        log.log()
+            .append(
+                &room,
+                logbook::ExpectedVersion::NoStream,
+                vec![created.into()],
+            )
+            .await
+            .expect("append");
+        log.log()
+            .reset_consumer("mailer", 1)
+            .await
+            .expect("position a consumer");
+        log.close().await.expect("close");
+    });
+    let server = Server::start(dir.path(), "127.0.0.1:0");
+    let (status, health) = http(&server.address, "GET", "/health", None);
+    assert_eq!(status, 200, "{health}");
+    let consumers = health["consumers"].as_array().expect("consumers");
+    assert_eq!(consumers.len(), 1, "{health}");
+    assert_eq!(consumers[0]["name"], "mailer", "{health}");
+    assert_eq!(consumers[0]["position"].as_u64(), Some(1), "{health}");
+    assert_eq!(consumers[0]["acked"], json!(null), "{health}");
+    let durable = health["durable_position"].as_u64().expect("durable");
+    assert!(durable >= 2, "{health}");
+    assert_eq!(consumers[0]["lag"].as_u64(), Some(durable - 1), "{health}");
+    // Every projection is as of the checkpoint it skipped: no lag that never closes.
+    assert_eq!(
+        health["applied_position"].as_u64(),
+        Some(durable),
+        "{health}"
+    );
+}
