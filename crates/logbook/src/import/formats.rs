@@ -133,6 +133,19 @@ fn header_value<T: DeserializeOwned>(
     serde_json::from_value(value).map_err(|error| import_error(path, at, &error.to_string()))
 }
 
+/// The header's `version`: 1 is the only one known.
+fn format_version(value: serde_json::Value, path: &str, at: Location) -> Result<()> {
+    let version: u64 = header_value(value, path, at)?;
+    if version != 1 {
+        return Err(import_error(
+            path,
+            at,
+            &format!("is {version}; only 1 is known"),
+        ));
+    }
+    Ok(())
+}
+
 fn unknown_key(path: &str, at: Location, allowed: &str) -> Error {
     import_error(path, at, &format!("unknown key (allowed: {allowed})"))
 }
@@ -208,17 +221,7 @@ impl Format for Tasks {
         at: Location,
     ) -> Result<()> {
         match key {
-            "version" => {
-                let version: u64 = header_value(value, path, at)?;
-                if version != 1 {
-                    return Err(import_error(
-                        path,
-                        at,
-                        &format!("is {version}; only 1 is known"),
-                    ));
-                }
-                Ok(())
-            }
+            "version" => format_version(value, path, at),
             _ => Err(unknown_key(path, at, "version, tasks")),
         }
     }
@@ -529,17 +532,7 @@ impl Format for Runs {
         at: Location,
     ) -> Result<()> {
         match key {
-            "version" => {
-                let version: u64 = header_value(value, path, at)?;
-                if version != 1 {
-                    return Err(import_error(
-                        path,
-                        at,
-                        &format!("is {version}; only 1 is known"),
-                    ));
-                }
-                Ok(())
-            }
+            "version" => format_version(value, path, at),
             _ => Err(unknown_key(path, at, "version, runs")),
         }
     }
