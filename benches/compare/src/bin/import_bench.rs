@@ -4,7 +4,7 @@
 //! per pass) and `jq '.messages | length'` when `jq` is installed. Rounds interleave the three;
 //! the medians are printed with the ratios to the serde_json floor.
 //!
-//! cargo run --release -p logbook-bench-compare --bin logbook-bench-import -- [MESSAGES] [ROUNDS]
+//! `cargo run --release -p logbook-bench-compare --bin logbook-bench-import -- [MESSAGES] [ROUNDS]`
 
 use logbook::import::{ImportFormat, import_file};
 use logbook::{BuiltinLog, LogbookOptions};
