@@ -19,6 +19,7 @@ use logbook::{
     BuiltinEvent, BuiltinLog, Direction, ExpectedVersion, LogbookOptions, MemoryStorage,
     Projections, RawEvent, StreamId,
 };
+use logbook_tests::child::LineChild;
 use logbook_tests::projection_support::{
     job_claimed, job_heartbeat, job_progress, job_queued, message_posted, room_created,
 };
@@ -27,9 +28,8 @@ use logbook_tests::{
 };
 use logbook_wal::{CrashMode, FaultKind, FaultOp, OpenMode, Storage};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -536,20 +536,18 @@ fn compaction_child() {
     ));
 }
 
-fn spawn_child(dir: &Path, cycle: u64, seed: u64) -> Child {
+fn spawn_child(dir: &Path, cycle: u64, seed: u64) -> LineChild {
     let exe = std::env::current_exe().unwrap();
-    Command::new(exe)
-        .args([
-            "compaction_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{}|{cycle}|{seed}", dir.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the child")
+    LineChild::spawn(
+        Command::new(exe)
+            .args([
+                "compaction_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, format!("{}|{cycle}|{seed}", dir.display())),
+    )
 }
 
 /// When the parent kills a child.
@@ -564,44 +562,29 @@ enum Kill {
 
 /// Runs one child, kills it with SIGKILL as `kill` says, returns its complete lines.
 fn run_and_kill(dir: &Path, cycle: u64, seed: u64, kill: Kill) -> Vec<Line> {
-    let mut child = spawn_child(dir, cycle, seed);
-    let stdout = child.stdout.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let lines = std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut lines = Vec::new();
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            // A line cut by the kill has no newline: it was not printed whole.
-            if let Some(parsed) = line.strip_suffix('\n').and_then(parse_line) {
-                let _ = sender.send(parsed.clone());
-                lines.push(parsed);
-            }
-            line.clear();
-        }
-        lines
-    });
+    let child = spawn_child(dir, cycle, seed);
+    let mut lines = Vec::new();
     match kill {
         Kill::After(lifetime) => std::thread::sleep(lifetime),
         Kill::InCompaction(at_least, delay) => {
             let started = Instant::now();
             let deadline = started + Duration::from_secs(10);
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                match receiver.recv_timeout(left) {
-                    Ok(Line::Compacting) if started.elapsed() >= at_least => break,
-                    Ok(_) => {}
-                    Err(_) => break,
+            while let Ok(line) = child.recv_until(deadline) {
+                let Some(parsed) = parse_line(&line) else {
+                    continue;
+                };
+                let compacting = matches!(parsed, Line::Compacting);
+                lines.push(parsed);
+                if compacting && started.elapsed() >= at_least {
+                    break;
                 }
             }
             std::thread::sleep(delay);
         }
     }
-    if let Some(status) = child.try_wait().unwrap() {
-        panic!("the child exited on its own: {status}");
-    }
-    child.kill().unwrap(); // SIGKILL: no destructor, no final sync, no unlock
-    assert!(!child.wait().unwrap().success());
-    lines.join().unwrap()
+    // SIGKILL: no destructor, no final sync, no unlock.
+    lines.extend(child.kill().iter().filter_map(|line| parse_line(line)));
+    lines
 }
 
 /// What the parent knows after every cycle so far.

@@ -8,11 +8,10 @@
 //! `LOGBOOK_KILL_SEED`.
 
 use logbook::{ExpectedVersion, Logbook, Projections, StreamId};
+use logbook_tests::child::LineChild;
 use logbook_tests::{CounterEvent, SplitMix, added, seed_from_env, test_options};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_consumer_kill_child");
@@ -30,26 +29,7 @@ struct Cycle {
 
 /// Runs a child until it handled `kill_after` events (or finished), kills it with SIGKILL.
 fn run_child(dir: &Path, kill_after: Option<usize>) -> Cycle {
-    let mut child = Command::new(CHILD)
-        .arg(dir)
-        .arg(EVENTS.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            // A line cut by the kill has no newline: it was never reported in full.
-            if let Some(complete) = line.strip_suffix('\n') {
-                let _ = lines.send(complete.to_owned());
-            }
-            line.clear();
-        }
-    });
+    let mut child = LineChild::spawn(Command::new(CHILD).arg(dir).arg(EVENTS.to_string()));
     let mut cycle = Cycle::default();
     let take = |cycle: &mut Cycle, line: &str| {
         if let Some(position) = line.strip_prefix("handled ") {
@@ -64,27 +44,16 @@ fn run_child(dir: &Path, kill_after: Option<usize>) -> Cycle {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cycle.done && kill_after.is_none_or(|limit| cycle.handled.len() < limit) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match received.recv_timeout(left) {
-            Ok(line) => take(&mut cycle, &line),
-            Err(error) => {
-                let _ = child.kill();
-                let mut stderr = String::new();
-                let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-                panic!("no line from the child ({error}); its stderr: {stderr}");
-            }
-        }
+        let line = child.expect_line(deadline);
+        take(&mut cycle, &line);
     }
-    if cycle.done {
-        let status = child.wait().unwrap();
-        assert!(status.success(), "the child failed: {status}");
+    let rest = if cycle.done {
+        child.wait_success()
     } else {
         // SIGKILL on Unix: no destructor runs, no checkpoint is written on the way out.
-        child.kill().unwrap();
-        assert!(!child.wait().unwrap().success(), "killed, not exited");
-    }
-    reader.join().unwrap();
-    for line in received.try_iter() {
+        child.kill()
+    };
+    for line in rest {
         take(&mut cycle, &line);
     }
     cycle

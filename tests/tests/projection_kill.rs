@@ -18,12 +18,11 @@ use logbook::builtin_projections::{
 use logbook::model::{CheckpointReason, RunKind, RunStatus};
 use logbook::{BuiltinEvent, BuiltinLog, Interrupted, RawEvent};
 use logbook_projection::projections::JobStatus;
+use logbook_tests::child::LineChild;
 use logbook_tests::{SplitMix, seed_from_env, test_options};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_projection_kill_child");
@@ -55,46 +54,14 @@ fn parse_ack(line: &str) -> Ack {
 /// Runs one child until it has acknowledged `kill_after` commands, kills it with SIGKILL, and
 /// returns every command it acknowledged (the lines still in the pipe included).
 fn run_and_kill(dir: &Path, seed: u64, kill_after: usize) -> Vec<Ack> {
-    let mut child: Child = Command::new(CHILD)
-        .arg(dir)
-        .arg(seed.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            // A line cut by the kill has no newline: it was never acknowledged in full.
-            if let Some(complete) = line.strip_suffix('\n') {
-                let _ = lines.send(complete.to_owned());
-            }
-            line.clear();
-        }
-    });
+    let mut child = LineChild::spawn(Command::new(CHILD).arg(dir).arg(seed.to_string()));
     let mut acks = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while acks.len() < kill_after {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match received.recv_timeout(left) {
-            Ok(line) => acks.push(parse_ack(&line)),
-            Err(error) => {
-                let _ = child.kill();
-                let mut stderr = String::new();
-                let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-                panic!("no line from the child ({error}); its stderr: {stderr}");
-            }
-        }
+        acks.push(parse_ack(&child.expect_line(deadline)));
     }
     // SIGKILL on Unix: no destructor runs, nothing is flushed or unlocked.
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "killed, not exited");
-    reader.join().unwrap();
-    acks.extend(received.try_iter().map(|line| parse_ack(&line)));
+    acks.extend(child.kill().iter().map(|line| parse_ack(line)));
     acks
 }
 

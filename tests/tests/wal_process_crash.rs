@@ -5,13 +5,11 @@
 //! the child's recovery; the rest from the moment the child reports its log open.
 //! Cycles: `LOGBOOK_CRASH_CYCLES` (default 30); seed: `LOGBOOK_CRASH_SEED`.
 
+use logbook_tests::child::LineChild;
 use logbook_tests::{SplitMix, crash_child_options, crash_payload, digest, seed_from_env};
 use logbook_wal::Wal;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Sender};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_wal_crash_child");
@@ -36,28 +34,6 @@ fn parse_ack(line: &str) -> Ack {
     }
 }
 
-/// Collects the child's complete `ack` lines (a line cut by the kill has no newline), and
-/// signals `opened` when the child reports its log open.
-fn collect_acks(child: &mut Child, opened: Sender<()>) -> JoinHandle<Vec<Ack>> {
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut acks = Vec::new();
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Some(complete) = line.strip_suffix('\n') {
-                if complete.starts_with("ack ") {
-                    acks.push(parse_ack(complete));
-                } else if complete.starts_with("open ") {
-                    let _ = opened.send(());
-                }
-            }
-            line.clear();
-        }
-        acks
-    })
-}
-
 /// When a cycle's kill timer starts.
 #[derive(Debug, Clone, Copy)]
 enum KillClock {
@@ -69,36 +45,32 @@ enum KillClock {
 
 /// Runs one child, kills it `lifetime` after `clock`, and returns what it acknowledged.
 fn run_and_kill(dir: &Path, seed: u64, clock: KillClock, lifetime: Duration) -> Vec<Ack> {
-    let mut child = Command::new(CHILD)
-        .arg("append")
-        .arg(dir)
-        .arg(seed.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the crash child");
-    let (opened_sender, opened) = mpsc::channel();
-    let acks = collect_acks(&mut child, opened_sender);
+    let child = LineChild::spawn(
+        Command::new(CHILD)
+            .arg("append")
+            .arg(dir)
+            .arg(seed.to_string()),
+    );
+    let mut lines = Vec::new();
     if let KillClock::FromOpen = clock {
-        // A child that dies before opening closes the channel; `try_wait` below reports it.
-        let _ = opened.recv_timeout(Duration::from_secs(60));
+        // A child that dies before opening closes its stdout; `kill` below reports it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Ok(line) = child.recv_until(deadline) {
+            let opened = line.starts_with("open ");
+            lines.push(line);
+            if opened {
+                break;
+            }
+        }
     }
     std::thread::sleep(lifetime);
-    if let Some(status) = child.try_wait().unwrap() {
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .ok();
-        panic!("the child exited on its own ({status}): {stderr}");
-    }
     // SIGKILL on Unix: no destructor, no final sync, no unlock.
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success());
-    acks.join().unwrap()
+    lines.extend(child.kill());
+    lines
+        .iter()
+        .filter(|line| line.starts_with("ack "))
+        .map(|line| parse_ack(line))
+        .collect()
 }
 
 /// Reopens the log: it must recover, hold every acknowledged record, and nothing but records
