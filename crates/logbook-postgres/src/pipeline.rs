@@ -126,7 +126,6 @@ struct Params {
 
 fn params(requests: &[AppendRequest], now_ms: u64) -> Params {
     let mut params = Params::default();
-    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
     for (number, request) in (1i64..).zip(requests) {
         let (kind, exact) = match request.expected {
             ExpectedVersion::Any => (0, 0),
@@ -140,6 +139,7 @@ fn params(requests: &[AppendRequest], now_ms: u64) -> Params {
         params.counts.push(request.events.len() as i64);
         for (offset, data) in (0i64..).zip(&request.events) {
             // Version 0 here; the statement writes the real one in.
+            // The time the appender stated, else `now_ms`: the column is the envelope's.
             let envelope = Envelope::new(request.stream.clone(), 0, now_ms, data.clone());
             params.event_requests.push(number);
             params.offsets.push(offset);
@@ -148,7 +148,9 @@ fn params(requests: &[AppendRequest], now_ms: u64) -> Params {
                 .schema_versions
                 .push(i32::from(data.schema_version()));
             params.codecs.push(i16::from(data.codec()));
-            params.timestamps_ms.push(now);
+            params
+                .timestamps_ms
+                .push(i64::try_from(envelope.timestamp_ms()).unwrap_or(i64::MAX));
             params.envelopes.push(envelope.encode());
         }
     }

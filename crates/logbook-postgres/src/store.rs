@@ -831,7 +831,10 @@ impl GroupPlan {
                 .schema_versions
                 .push(i32::from(data.schema_version()));
             self.rows.codecs.push(i16::from(data.codec()));
-            self.rows.timestamps_ms.push(to_i64(now_ms));
+            // The time the appender stated, else `now_ms`: the column is the envelope's.
+            self.rows
+                .timestamps_ms
+                .push(to_i64(envelope.timestamp_ms()));
             self.rows.payloads.push(envelope.encode());
         }
         let count = request.events.len() as u64;

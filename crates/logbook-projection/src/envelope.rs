@@ -30,6 +30,10 @@ pub const EVENT_TYPE_BYTES_MAX: usize = 128;
 pub const CORRELATION_ID_BYTES_MAX: usize = 128;
 /// The largest payload: 16 MiB less 4 KiB, so that a whole envelope stays under 16 MiB.
 pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024 - 4 * 1024;
+/// The latest time an envelope may carry, in milliseconds since the Unix epoch: `i64::MAX`,
+/// what PostgreSQL's `bigint` column holds (the engine's clock never gets there; a time stated
+/// with [`crate::NewEvent::with_timestamp_ms`] is checked against it).
+pub const TIMESTAMP_MS_MAX: u64 = i64::MAX as u64;
 /// The largest encoded envelope: the header, every variable field at its limit, the payload.
 pub const ENVELOPE_BYTES_MAX: usize = ENVELOPE_HEADER_BYTES
     + STREAM_ID_BYTES_MAX
@@ -49,8 +53,10 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Places `data` at `stream_version` (0-based) of `stream`, recorded at `timestamp_ms`.
-    pub fn new(stream: StreamId, stream_version: u64, timestamp_ms: u64, data: EventData) -> Self {
+    /// Places `data` at `stream_version` (0-based) of `stream`, recorded at the time `data`
+    /// states ([`EventData::with_timestamp_ms`]), else at `now_ms` (the engine's clock).
+    pub fn new(stream: StreamId, stream_version: u64, now_ms: u64, mut data: EventData) -> Self {
+        let timestamp_ms = data.take_timestamp_ms().unwrap_or(now_ms);
         Envelope {
             stream,
             stream_version,
@@ -69,7 +75,8 @@ impl Envelope {
         self.stream_version
     }
 
-    /// Milliseconds since the Unix epoch, from the engine's clock.
+    /// Milliseconds since the Unix epoch: the time the appender stated, else the engine's
+    /// clock at the append.
     pub fn timestamp_ms(&self) -> u64 {
         self.timestamp_ms
     }

@@ -4,14 +4,15 @@
 //!
 //! Owns: the contract between an event enum and the engine; the built-in model
 //! (`crate::model::BuiltinEvent`) is only one implementor.
-//! Never: assigns positions, stream versions or timestamps (the engine does), or does I/O.
+//! Never: assigns positions or stream versions, or timestamps unless the caller states one
+//! ([`NewEvent::with_timestamp_ms`]; otherwise the engine does), or does I/O.
 
 use std::fmt;
 
 use crate::codec::CODEC_BINCODE2;
 use crate::envelope::{
-    ENVELOPE_HEADER_BYTES, Envelope, EnvelopeParts, EnvelopeRef, PAYLOAD_BYTES_MAX, text,
-    validate_correlation_id, validate_event_type,
+    ENVELOPE_HEADER_BYTES, Envelope, EnvelopeParts, EnvelopeRef, PAYLOAD_BYTES_MAX,
+    TIMESTAMP_MS_MAX, text, validate_correlation_id, validate_event_type,
 };
 use crate::error::{Error, Result};
 use crate::stream::StreamId;
@@ -66,7 +67,8 @@ pub trait Event: Sized + Send + Sync + 'static {
     fn decode_payload(event_type: &str, schema_version: u16, payload: &[u8]) -> Result<Self>;
 }
 
-/// An event a caller asks the engine to append: the event and its optional trace ids.
+/// An event a caller asks the engine to append: the event, its optional trace ids and its
+/// optional time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent<E> {
     /// The event.
@@ -75,6 +77,11 @@ pub struct NewEvent<E> {
     pub correlation_id: Option<String>,
     /// The id of the event or command that caused this one (at most 128 bytes).
     pub causation_id: Option<String>,
+    /// The event's time, milliseconds since the Unix epoch, when the caller knows it better
+    /// than the engine's clock (an import of records made earlier); `None`, the usual case:
+    /// the engine stamps the event with its clock at the append. See
+    /// [`NewEvent::with_timestamp_ms`].
+    pub timestamp_ms: Option<u64>,
 }
 
 impl<E: Event> NewEvent<E> {
@@ -84,6 +91,7 @@ impl<E: Event> NewEvent<E> {
             event,
             correlation_id: None,
             causation_id: None,
+            timestamp_ms: None,
         }
     }
 
@@ -96,6 +104,21 @@ impl<E: Event> NewEvent<E> {
     /// Sets the causation id; it is validated by [`NewEvent::to_data`].
     pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
         self.causation_id = Some(id.into());
+        self
+    }
+
+    /// Records the event at `timestamp_ms` (milliseconds since the Unix epoch, at most
+    /// [`TIMESTAMP_MS_MAX`], validated by [`NewEvent::to_data`]) instead of the engine's clock
+    /// at the append: the time the event happened, when it happened before it reached the log
+    /// (what `logbook import` gives each imported event, so projections show the original
+    /// times).
+    ///
+    /// The log's order stays its positions: events with stated times need not come in time
+    /// order, so envelope timestamps are not monotonic in a log that has any (they are not
+    /// guaranteed to be anyway: the clock is the wall clock). Nothing in the engine orders or
+    /// expires by timestamp.
+    pub fn with_timestamp_ms(mut self, timestamp_ms: u64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
         self
     }
 
@@ -119,6 +142,9 @@ impl<E: Event> NewEvent<E> {
         if let Some(id) = &self.causation_id {
             data = data.with_causation_id(id.clone())?;
         }
+        if let Some(timestamp_ms) = self.timestamp_ms {
+            data = data.with_timestamp_ms(timestamp_ms)?;
+        }
         Ok(data)
     }
 }
@@ -130,8 +156,8 @@ impl<E: Event> From<E> for NewEvent<E> {
 }
 
 /// An encoded, validated event not yet placed in a stream: type, schema version, codec, trace
-/// ids and payload bytes. The engine turns it into an [`Envelope`] once it knows the stream
-/// version and the time.
+/// ids, payload bytes and, when the caller stated one, its time. The engine turns it into an
+/// [`Envelope`] once it knows the stream version and (for data without a time) the time.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EventData {
     event_type: String,
@@ -139,6 +165,7 @@ pub struct EventData {
     codec: u8,
     correlation_id: Option<String>,
     causation_id: Option<String>,
+    timestamp_ms: Option<u64>,
     payload: Vec<u8>,
 }
 
@@ -164,6 +191,7 @@ impl EventData {
             codec: CODEC_BINCODE2,
             correlation_id: None,
             causation_id: None,
+            timestamp_ms: None,
             payload,
         })
     }
@@ -193,6 +221,26 @@ impl EventData {
         Ok(self)
     }
 
+    /// States the event's time, milliseconds since the Unix epoch: the envelope carries it
+    /// instead of the engine's clock at the append ([`NewEvent::with_timestamp_ms`]). At most
+    /// [`TIMESTAMP_MS_MAX`] (what PostgreSQL's `bigint` column holds).
+    pub fn with_timestamp_ms(mut self, timestamp_ms: u64) -> Result<EventData> {
+        if timestamp_ms > TIMESTAMP_MS_MAX {
+            return Err(Error::InvalidId {
+                what: "timestamp_ms",
+                id: timestamp_ms.to_string(),
+                reason: "is later than TIMESTAMP_MS_MAX (i64::MAX, what PostgreSQL's bigint holds)",
+            });
+        }
+        self.timestamp_ms = Some(timestamp_ms);
+        Ok(self)
+    }
+
+    /// Takes the stated time out (an envelope keeps it in its header, not in its data).
+    pub(crate) fn take_timestamp_ms(&mut self) -> Option<u64> {
+        self.timestamp_ms.take()
+    }
+
     pub(crate) fn from_validated(
         event_type: String,
         schema_version: u16,
@@ -207,6 +255,7 @@ impl EventData {
             codec,
             correlation_id,
             causation_id,
+            timestamp_ms: None,
             payload,
         }
     }
@@ -234,6 +283,11 @@ impl EventData {
     /// The causation id, if any.
     pub fn causation_id(&self) -> Option<&str> {
         self.causation_id.as_deref()
+    }
+
+    /// The time the caller stated ([`EventData::with_timestamp_ms`]), if any.
+    pub fn timestamp_ms(&self) -> Option<u64> {
+        self.timestamp_ms
     }
 
     /// The payload bytes.
@@ -264,6 +318,7 @@ impl fmt::Debug for EventData {
             .field("codec", &self.codec)
             .field("correlation_id", &self.correlation_id)
             .field("causation_id", &self.causation_id)
+            .field("timestamp_ms", &self.timestamp_ms)
             .field("payload_bytes", &self.payload.len())
             .finish()
     }
@@ -282,7 +337,8 @@ pub struct RecordedEvent<E> {
     pub event_type: String,
     /// The schema version as recorded; `event` itself is at the current version.
     pub schema_version: u16,
-    /// Milliseconds since the Unix epoch, when the engine appended it.
+    /// Milliseconds since the Unix epoch: the time the appender stated
+    /// ([`NewEvent::with_timestamp_ms`]), else when the engine appended it.
     pub timestamp_ms: u64,
     /// The correlation id, if any.
     pub correlation_id: Option<String>,
@@ -595,6 +651,46 @@ mod tests {
         let error = RawEvent::new(0, envelope).decode::<Shop>();
         assert!(
             matches!(error, Err(Error::UnsupportedCodec { codec: 200 })),
+            "{error:?}"
+        );
+    }
+
+    /// A stated time is the envelope's, kept in its header (the data read back states none,
+    /// so the decoded envelope equals the built one); without one the envelope takes the
+    /// engine's time; a time past `TIMESTAMP_MS_MAX` is refused.
+    #[test]
+    fn a_stated_time_is_the_envelopes() {
+        let stream = StreamId::new("orders/7").expect("stream");
+        let stated = NewEvent::new(Shop::Shipped)
+            .with_timestamp_ms(1_600_000_000_000)
+            .to_data()
+            .expect("data");
+        assert_eq!(stated.timestamp_ms(), Some(1_600_000_000_000));
+        let envelope = Envelope::new(stream.clone(), 0, 1_700_000_000_000, stated);
+        assert_eq!(envelope.timestamp_ms(), 1_600_000_000_000);
+        assert_eq!(envelope.data().timestamp_ms(), None);
+        let decoded = Envelope::decode(&envelope.encode()).expect("decode");
+        assert_eq!(decoded, envelope);
+        let unstated = NewEvent::new(Shop::Shipped).to_data().expect("data");
+        let envelope = Envelope::new(stream, 0, 1_700_000_000_000, unstated);
+        assert_eq!(envelope.timestamp_ms(), 1_700_000_000_000);
+        assert!(
+            NewEvent::new(Shop::Shipped)
+                .with_timestamp_ms(TIMESTAMP_MS_MAX)
+                .to_data()
+                .is_ok()
+        );
+        let error = NewEvent::new(Shop::Shipped)
+            .with_timestamp_ms(TIMESTAMP_MS_MAX + 1)
+            .to_data();
+        assert!(
+            matches!(
+                error,
+                Err(Error::InvalidId {
+                    what: "timestamp_ms",
+                    ..
+                })
+            ),
             "{error:?}"
         );
     }

@@ -3,8 +3,9 @@
 //! Owns: [`Format`] and its three implementations: [`Tasks`] (a task registry snapshot into
 //! `job/<id>` streams), [`Room`] (one room file into `room/<id>`: `room.created`, members,
 //! messages in order) and [`Runs`] (a run ledger dump into `run/<id>` streams with parents,
-//! events and telemetry); where an original time goes (the causation id `<JSON path>@<ms>` of
-//! each event, since the envelope's timestamp is the engine's clock at append).
+//! events and telemetry); where an original time goes: the envelope's timestamp of each event
+//! ([`NewEvent::with_timestamp_ms`], what the projections show) and its causation id
+//! `<JSON path>@<ms>`.
 //! Must never: do I/O, or accept a value the built-in model would refuse later (every event is
 //! encoded and validated here, in the checking pass, before anything is written).
 
@@ -34,22 +35,24 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// One event of the element at `path`, its original time `at_ms` (when known) kept in its
-    /// causation id, checked now as the engine will check it at append.
+    /// One event of the element at `path` at its original time (the envelope's timestamp,
+    /// and, when the file recorded it, in the causation id `<path>@<ms>`), checked now as the
+    /// engine will check it at append.
     fn event(
         &self,
         path: &str,
         at: Location,
-        at_ms: Option<u64>,
+        time: Time,
         event: impl Into<BuiltinEvent>,
     ) -> Result<NewEvent<BuiltinEvent>> {
-        let causation = match at_ms {
-            Some(ms) => format!("{path}@{ms}"),
-            None => path.to_owned(),
+        let (causation, at_ms) = match time {
+            Time::Recorded(ms) => (format!("{path}@{ms}"), ms),
+            Time::Inherited(ms) => (path.to_owned(), ms),
         };
         let event = NewEvent::new(event.into())
             .with_correlation_id(self.correlation_id.clone())
-            .with_causation_id(causation);
+            .with_causation_id(causation)
+            .with_timestamp_ms(at_ms);
         let refuse = |reason: String| Error::Import {
             path: path.to_owned(),
             line: at.line,
@@ -69,6 +72,16 @@ impl Context {
     }
 }
 
+/// The original time of an imported event, in milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Time {
+    /// The file recorded it for this event.
+    Recorded(u64),
+    /// The file recorded none (a run event without `timestamp_ms`): the time of the event
+    /// before it in its stream.
+    Inherited(u64),
+}
+
 fn placeholder_stream() -> StreamId {
     match StreamId::new("x") {
         Ok(stream) => stream,
@@ -85,14 +98,23 @@ pub(crate) trait Format: Default + Send + 'static {
     /// The word for an element in messages ("task").
     const NOUN: &'static str;
 
-    /// One value of the top-level object other than the array.
+    /// One value of the top-level object other than the array. By default (tasks, runs) the
+    /// one allowed is `version`, which must be 1.
     fn header(
         &mut self,
         key: &str,
         value: serde_json::Value,
         path: &str,
         at: Location,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        match key {
+            "version" => format_version(value, path, at),
+            _ => {
+                let allowed = format!("version, {}", Self::ARRAY_KEY);
+                Err(unknown_key(path, at, &allowed))
+            }
+        }
+    }
 
     /// After the whole file: the header values that must be there are.
     fn check_header(&self) -> Result<()> {
@@ -213,19 +235,6 @@ impl Format for Tasks {
     const ARRAY_KEY: &'static str = "tasks";
     const NOUN: &'static str = "task";
 
-    fn header(
-        &mut self,
-        key: &str,
-        value: serde_json::Value,
-        path: &str,
-        at: Location,
-    ) -> Result<()> {
-        match key {
-            "version" => format_version(value, path, at),
-            _ => Err(unknown_key(path, at, "version, tasks")),
-        }
-    }
-
     fn element_id(task: &Task) -> &str {
         &task.id
     }
@@ -261,34 +270,37 @@ impl Format for Tasks {
         };
         let updated = task.updated_at_ms.unwrap_or(task.created_at_ms);
         let ended = task.ended_at_ms.unwrap_or(updated);
-        let mut events = vec![context.event(path, at, Some(task.created_at_ms), queued)?];
+        let mut events =
+            vec![context.event(path, at, Time::Recorded(task.created_at_ms), queued)?];
         let claimed = JobClaimed {
             worker: task.worker.unwrap_or_else(|| WORKER_DEFAULT.to_owned()),
             lease_expires_at_ms: task.lease_expires_at_ms.unwrap_or(updated),
         };
         match task.status {
             TaskStatus::Queued => {}
-            TaskStatus::Running => events.push(context.event(path, at, Some(updated), claimed)?),
+            TaskStatus::Running => {
+                events.push(context.event(path, at, Time::Recorded(updated), claimed)?)
+            }
             TaskStatus::Succeeded => {
-                events.push(context.event(path, at, Some(updated), claimed)?);
+                events.push(context.event(path, at, Time::Recorded(updated), claimed)?);
                 let succeeded = JobSucceeded {
                     result: task.result,
                 };
-                events.push(context.event(path, at, Some(ended), succeeded)?);
+                events.push(context.event(path, at, Time::Recorded(ended), succeeded)?);
             }
             TaskStatus::Failed => {
-                events.push(context.event(path, at, Some(updated), claimed)?);
+                events.push(context.event(path, at, Time::Recorded(updated), claimed)?);
                 let failed = JobFailed {
                     error: task.error.unwrap_or_else(|| ERROR_DEFAULT.to_owned()),
                     retryable: task.retryable,
                 };
-                events.push(context.event(path, at, Some(ended), failed)?);
+                events.push(context.event(path, at, Time::Recorded(ended), failed)?);
             }
             TaskStatus::Cancelled => {
                 let cancelled = JobCancelled {
                     reason: task.cancel_reason,
                 };
-                events.push(context.event(path, at, Some(ended), cancelled)?);
+                events.push(context.event(path, at, Time::Recorded(ended), cancelled)?);
             }
         }
         Ok(events)
@@ -399,12 +411,8 @@ impl Format for Room {
             author: message.author,
             body: message.body,
         };
-        Ok(vec![context.event(
-            path,
-            at,
-            Some(message.timestamp_ms),
-            posted,
-        )?])
+        let time = Time::Recorded(message.timestamp_ms);
+        Ok(vec![context.event(path, at, time, posted)?])
     }
 
     fn prologue(
@@ -424,13 +432,13 @@ impl Format for Room {
             topic: self.topic.clone(),
             created_by: self.created_by.clone(),
         };
-        let mut events = vec![context.event("$", end, Some(created_at_ms), created)?];
+        let mut events = vec![context.event("$", end, Time::Recorded(created_at_ms), created)?];
         for (index, member) in self.members.iter().enumerate() {
             let joined = RoomMemberJoined {
                 member: member.clone(),
             };
             let path = format!("$.members[{index}]");
-            events.push(context.event(&path, end, Some(created_at_ms), joined)?);
+            events.push(context.event(&path, end, Time::Recorded(created_at_ms), joined)?);
         }
         Ok(Some((stream, events)))
     }
@@ -524,19 +532,6 @@ impl Format for Runs {
     const ARRAY_KEY: &'static str = "runs";
     const NOUN: &'static str = "run";
 
-    fn header(
-        &mut self,
-        key: &str,
-        value: serde_json::Value,
-        path: &str,
-        at: Location,
-    ) -> Result<()> {
-        match key {
-            "version" => format_version(value, path, at),
-            _ => Err(unknown_key(path, at, "version, runs")),
-        }
-    }
-
     fn element_id(run: &Run) -> &str {
         &run.id
     }
@@ -563,7 +558,9 @@ impl Format for Runs {
             task_card_ref: run.task_card_ref,
             workflow_id: run.workflow_id,
         };
-        let mut events = vec![context.event(path, at, Some(run.started_at_ms), started)?];
+        let mut events =
+            vec![context.event(path, at, Time::Recorded(run.started_at_ms), started)?];
+        let mut previous_ms = run.started_at_ms;
         for (index, record) in run.events.into_iter().enumerate() {
             let payload = match record.payload {
                 serde_json::Value::Null => String::new(),
@@ -576,7 +573,12 @@ impl Format for Runs {
                 payload,
             };
             let event_path = format!("{path}.events[{index}]");
-            events.push(context.event(&event_path, at, record.timestamp_ms, event)?);
+            let time = match record.timestamp_ms {
+                Some(ms) => Time::Recorded(ms),
+                None => Time::Inherited(previous_ms),
+            };
+            previous_ms = record.timestamp_ms.unwrap_or(previous_ms);
+            events.push(context.event(&event_path, at, time, event)?);
         }
         let updated = run.updated_at_ms.unwrap_or(run.started_at_ms);
         let ended = run.completed_at_ms.unwrap_or(updated);
@@ -592,7 +594,7 @@ impl Format for Runs {
                 error: telemetry.error,
             };
             let telemetry_path = format!("{path}.telemetry");
-            events.push(context.event(&telemetry_path, at, Some(updated), telemetry)?);
+            events.push(context.event(&telemetry_path, at, Time::Recorded(updated), telemetry)?);
         }
         let last: BuiltinEvent = match run.status {
             RunStatus::Running => return Ok(events),
@@ -601,7 +603,7 @@ impl Format for Runs {
                     status: run.status,
                     reason: None,
                 };
-                events.push(context.event(path, at, Some(updated), changed)?);
+                events.push(context.event(path, at, Time::Recorded(updated), changed)?);
                 return Ok(events);
             }
             RunStatus::Completed => RunCompleted {
@@ -618,7 +620,7 @@ impl Format for Runs {
             }
             .into(),
         };
-        events.push(context.event(path, at, Some(ended), last)?);
+        events.push(context.event(path, at, Time::Recorded(ended), last)?);
         Ok(events)
     }
 }

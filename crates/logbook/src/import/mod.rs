@@ -8,8 +8,9 @@
 //!    validated, the file's SHA-256, and streams that already exist. Nothing is written; any
 //!    problem is an [`Error::Import`] naming the JSON path, line and column.
 //! 2. the writing pass streams the file again and appends each entity's events with expected
-//!    versions (one batch per entity when it fits a batch, else consecutive batches), then the
-//!    marker: one event in the stream `import/<sha256>`, after a sync.
+//!    versions (one batch per entity when it fits a batch, else consecutive batches), each
+//!    event at its original time (`NewEvent::with_timestamp_ms`), then the marker: one event
+//!    in the stream `import/<sha256>`, after a sync.
 //!
 //! A marker that exists makes the import a no-op ("already imported"). Streams without the
 //! marker whose events carry this file's correlation id are a previous attempt cut short: the
@@ -62,8 +63,9 @@ pub const MARKER_PREFIX: &str = "import/";
 pub const MARKER_EVENT_TYPE: &str = "logbook.import";
 
 /// The original time an imported event carries in its causation id (`<JSON path>@<ms>`),
-/// `None` for an event without one. The envelope's `timestamp_ms` is the engine's clock at
-/// the import; the time the source file recorded is this one.
+/// `None` for an event without one (a run event the file gave no time). The envelope's
+/// `timestamp_ms` is the same time (what the projections show); this one also says the file
+/// recorded it.
 pub fn original_time_ms(causation_id: Option<&str>) -> Option<u64> {
     let (_, ms) = causation_id?.rsplit_once('@')?;
     ms.parse().ok()
@@ -435,20 +437,10 @@ fn stream_exists(log: &Logbook<BuiltinEvent>, stream: &StreamId) -> Result<bool>
 }
 
 impl<F: Format> Handler for Checker<'_, F> {
-    type Element = F::Element;
+    type Format = F;
 
-    fn array_key(&self) -> &'static str {
-        F::ARRAY_KEY
-    }
-
-    fn header(
-        &mut self,
-        key: &str,
-        value: serde_json::Value,
-        path: &str,
-        at: Location,
-    ) -> Result<()> {
-        self.format.header(key, value, path, at)
+    fn format(&mut self) -> &mut F {
+        &mut self.format
     }
 
     fn element(&mut self, index: u64, element: F::Element, path: &str, at: Location) -> Result<()> {
@@ -626,15 +618,12 @@ fn event_size(event: &NewEvent<BuiltinEvent>) -> usize {
 }
 
 impl<F: Format> Handler for Writer<F> {
-    type Element = F::Element;
+    type Format = F;
 
-    fn array_key(&self) -> &'static str {
-        F::ARRAY_KEY
-    }
-
-    fn header(&mut self, _: &str, _: serde_json::Value, _: &str, _: Location) -> Result<()> {
-        // Read and kept by the checking pass.
-        Ok(())
+    /// The header values go to the format again, as in the checking pass (the same values:
+    /// the file's SHA-256 is checked before the marker); the prologue was made before.
+    fn format(&mut self) -> &mut F {
+        &mut self.format
     }
 
     fn element(&mut self, _: u64, element: F::Element, path: &str, at: Location) -> Result<()> {

@@ -7,8 +7,9 @@
 //! Must never: hold more than one element (or one header value) of the input in memory, write
 //! anything, or panic on any input.
 
+use super::formats::Format;
 use crate::error::{Error, Result};
-use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::Read;
@@ -21,28 +22,21 @@ pub(crate) struct Location {
     pub(crate) column: u64,
 }
 
-/// What a format does with the parts of its top-level object.
+/// What reads the parts of the top-level object: its format takes the header values
+/// ([`Format::header`]) and names the array ([`Format::ARRAY_KEY`]); the handler takes the
+/// elements.
 pub(crate) trait Handler {
-    /// The type of one element of the array.
-    type Element: DeserializeOwned;
+    /// The accepted shape.
+    type Format: Format;
 
-    /// The key of the array (`"messages"`).
-    fn array_key(&self) -> &'static str;
-
-    /// One value of the top-level object other than the array. An unknown key is an error.
-    fn header(
-        &mut self,
-        key: &str,
-        value: serde_json::Value,
-        path: &str,
-        at: Location,
-    ) -> Result<()>;
+    /// The format the header values go to.
+    fn format(&mut self) -> &mut Self::Format;
 
     /// One element of the array, `index` from 0.
     fn element(
         &mut self,
         index: u64,
-        element: Self::Element,
+        element: <Self::Format as Format>::Element,
         path: &str,
         at: Location,
     ) -> Result<()>;
@@ -237,7 +231,7 @@ impl<'de, H: Handler> Visitor<'de> for Top<'_, '_, H> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
         let state = self.0;
-        let array_key = state.handler.borrow().array_key();
+        let array_key = H::Format::ARRAY_KEY;
         let mut seen: Vec<String> = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
             let path = format!("$.{key}");
@@ -256,7 +250,11 @@ impl<'de, H: Handler> Visitor<'de> for Top<'_, '_, H> {
                 let at = state.meter.location();
                 let value = map.next_value::<serde_json::Value>()?;
                 state.meter.end_element();
-                let handled = state.handler.borrow_mut().header(&key, value, &path, at);
+                let handled = state
+                    .handler
+                    .borrow_mut()
+                    .format()
+                    .header(&key, value, &path, at);
                 if let Err(error) = handled {
                     return Err(state.fail(error));
                 }
@@ -331,12 +329,12 @@ impl<'de, H: Handler> Visitor<'de> for Array<'_, '_, H> {
 struct Element<'s, 'h, H>(&'s State<'h, H>, std::marker::PhantomData<fn() -> H>);
 
 impl<'de, H: Handler> DeserializeSeed<'de> for Element<'_, '_, H> {
-    type Value = H::Element;
+    type Value = <H::Format as Format>::Element;
 
     fn deserialize<D: de::Deserializer<'de>>(
         self,
         d: D,
-    ) -> std::result::Result<H::Element, D::Error> {
+    ) -> std::result::Result<Self::Value, D::Error> {
         // The parser has read the element's first byte: its line and column.
         self.0.element_at.set(self.0.meter.location());
         serde_path_to_error::deserialize(d).map_err(|error| {
