@@ -455,7 +455,9 @@ async fn projections_are_as_of_a_checkpoint_they_skip() {
 /// that stands for those checkpoints; one behind by N events shows N, with and without a
 /// handle open.
 async fn lag_in_events(home: Home) {
-    let (log, _) = home.open::<CounterEvent>(test_options(), Projections::new()).await;
+    let (log, _) = home
+        .open::<CounterEvent>(test_options(), Projections::new())
+        .await;
     let first = append_counts(&log, "counter/keep", 5).await;
     let options = ConsumerOptions {
         filter: ConsumerFilter::streams("counter/keep").unwrap(),
@@ -487,12 +489,15 @@ async fn lag_in_events(home: Home) {
     log.snapshot().await.unwrap();
     log.close().await.unwrap();
 
-    let (log, _) = home.open::<CounterEvent>(test_options(), Projections::new()).await;
-    assert_eq!(lag(&log).1, 7, "after a reopen from a snapshot past the checkpoints");
-    let mut consumer = log
-        .consumer("idle", manual_checkpoints())
-        .await
-        .unwrap();
+    let (log, _) = home
+        .open::<CounterEvent>(test_options(), Projections::new())
+        .await;
+    assert_eq!(
+        lag(&log).1,
+        7,
+        "after a reopen from a snapshot past the checkpoints"
+    );
+    let mut consumer = log.consumer("idle", manual_checkpoints()).await.unwrap();
     for &position in &behind {
         assert_eq!(next_position(&mut consumer).await, position);
     }
@@ -515,7 +520,9 @@ on_both_backends!(lag_counts_events_not_positions, lag_in_events);
 async fn a_filtered_consumer_on_postgres_never_fetches_rejected_rows() {
     let home = Home::postgres();
     let run = logbook_postgres::FILTER_SCAN_POSITIONS_MAX + 600;
-    let (log, _) = home.open::<CounterEvent>(test_options(), Projections::new()).await;
+    let (log, _) = home
+        .open::<CounterEvent>(test_options(), Projections::new())
+        .await;
     let mut kept = Vec::new();
     let mut last = 0;
     for skipped in [run, 100, run] {
@@ -523,7 +530,10 @@ async fn a_filtered_consumer_on_postgres_never_fetches_rejected_rows() {
         last = append_batches(&log, "counter/skip", skipped).await;
     }
     let taken = log.snapshot().await.unwrap();
-    assert!(taken.position >= last, "{taken:?} stands for every appended row");
+    assert!(
+        taken.position >= last,
+        "{taken:?} stands for every appended row"
+    );
     log.close().await.unwrap();
     let Home::Postgres(database) = &home else {
         unreachable!("a postgres home")
@@ -540,7 +550,9 @@ async fn a_filtered_consumer_on_postgres_never_fetches_rejected_rows() {
         ..manual_checkpoints()
     };
     // First run: two events, a checkpoint at the second, then a crash (no close).
-    let (log, _) = home.open::<CounterEvent>(test_options(), Projections::new()).await;
+    let (log, _) = home
+        .open::<CounterEvent>(test_options(), Projections::new())
+        .await;
     let mut consumer = log.consumer("rare", options()).await.unwrap();
     assert_eq!(next_position(&mut consumer).await, kept[0]);
     assert_eq!(next_position(&mut consumer).await, kept[1]);
@@ -550,9 +562,15 @@ async fn a_filtered_consumer_on_postgres_never_fetches_rejected_rows() {
     log.close().await.unwrap();
 
     // Second run: resumes at the third event, then passes the last rejected run.
-    let (log, _) = home.open::<CounterEvent>(test_options(), Projections::new()).await;
+    let (log, _) = home
+        .open::<CounterEvent>(test_options(), Projections::new())
+        .await;
     let mut consumer = log.consumer("rare", options()).await.unwrap();
-    assert_eq!(next_position(&mut consumer).await, kept[2], "no gap, no duplicate");
+    assert_eq!(
+        next_position(&mut consumer).await,
+        kept[2],
+        "no gap, no duplicate"
+    );
     consumer.ack(kept[2]).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -561,7 +579,10 @@ async fn a_filtered_consumer_on_postgres_never_fetches_rejected_rows() {
         if consumer.checkpoint().await.unwrap() == last {
             break;
         }
-        assert!(Instant::now() < deadline, "the position never passed {last}");
+        assert!(
+            Instant::now() < deadline,
+            "the position never passed {last}"
+        );
     }
     let stats = log.stats();
     let rare = stats.consumers.iter().find(|c| c.name == "rare").unwrap();
@@ -570,7 +591,9 @@ async fn a_filtered_consumer_on_postgres_never_fetches_rejected_rows() {
     log.close().await.unwrap();
 
     // Third run: nothing more to deliver.
-    let (log, _) = home.open::<CounterEvent>(test_options(), Projections::new()).await;
+    let (log, _) = home
+        .open::<CounterEvent>(test_options(), Projections::new())
+        .await;
     let mut consumer = log.consumer("rare", options()).await.unwrap();
     assert_eq!(consumer.checkpointed(), last);
     let more = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;

@@ -126,7 +126,16 @@ impl Snapshotter {
         };
         let thread = std::thread::Builder::new()
             .name("logbook-snapshots".into())
-            .spawn(move || run(store.as_ref(), keep, &compaction, receiver, &writing, &written))
+            .spawn(move || {
+                run(
+                    store.as_ref(),
+                    keep,
+                    &compaction,
+                    receiver,
+                    &writing,
+                    &written,
+                )
+            })
             .map_err(|error| Error::Task(error.to_string()))?;
         Ok(Snapshotter {
             policy,

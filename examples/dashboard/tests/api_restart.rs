@@ -296,7 +296,11 @@ fn health_shows_a_snapshot_taken_after_open() {
         let taken = app.log().log().snapshot().await.expect("snapshot");
         let health = logbook_dashboard::health::health_json(&app);
         let snapshot = &health["last_snapshot"];
-        assert_eq!(snapshot["position"].as_u64(), Some(taken.position), "{health}");
+        assert_eq!(
+            snapshot["position"].as_u64(),
+            Some(taken.position),
+            "{health}"
+        );
         assert!(
             before["last_snapshot"]["position"].as_u64() < Some(taken.position),
             "a newer one than at open: {before}"

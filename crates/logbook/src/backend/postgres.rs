@@ -16,8 +16,8 @@ use super::{
     AppendRequest, Backend, BackendStats, BoxFuture, DecodedBatch, DeleteMode, DurableSink,
     FilteredRecords, Record, SnapshotStorage, StreamHead,
 };
-use crate::consumer::ConsumerFilter;
 use crate::apply::apply_catalog;
+use crate::consumer::ConsumerFilter;
 use crate::error::{Error, Result};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
 use crate::system::{self, SystemEvent};

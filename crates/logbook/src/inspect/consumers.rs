@@ -14,8 +14,8 @@ use crate::apply::DurableRecord;
 use crate::consumer::CONSUMERS_MAX;
 use crate::error::{Error, Result};
 use crate::system::{CONSUMER_STREAM_PREFIX, ConsumerEvent};
-use logbook_projection::EnvelopeRef;
 use logbook_compaction::{LoadOutcome, SnapshotStore};
+use logbook_projection::EnvelopeRef;
 use std::collections::BTreeMap;
 
 /// One durable consumer, from its newest checkpoint in the log.
