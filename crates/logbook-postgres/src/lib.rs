@@ -36,6 +36,7 @@
 
 pub mod committer;
 pub mod error;
+pub mod filtered;
 pub mod follower;
 pub mod import;
 pub mod inspect;
@@ -46,6 +47,7 @@ pub mod schema;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use filtered::{FILTER_SCAN_POSITIONS_MAX, FilteredPage, RowFilter};
 pub use follower::{
     FOLLOW_POLL_INTERVAL_DEFAULT, FOLLOW_READ_AHEAD_DEFAULT, FOLLOW_READ_AHEAD_MAX, FollowOptions,
     Follower,

@@ -1072,7 +1072,7 @@ fn decode_row(row: &tokio_postgres::Row) -> Result<RawEvent> {
 /// A row of `SELECT position, stream, version, payload`: its position, its envelope bytes and
 /// the envelope decoded in place (nothing copied), checked to be of the row's stream and
 /// version.
-fn check_row(row: &tokio_postgres::Row) -> Result<(u64, &[u8], EnvelopeRef<'_>)> {
+pub(crate) fn check_row(row: &tokio_postgres::Row) -> Result<(u64, &[u8], EnvelopeRef<'_>)> {
     let driver = |error| Error::from_driver("read", error);
     let position: i64 = row.try_get(0).map_err(driver)?;
     // The key is formatted only for an error: this runs once per event read.
@@ -1096,7 +1096,7 @@ fn check_row(row: &tokio_postgres::Row) -> Result<(u64, &[u8], EnvelopeRef<'_>)>
     Ok((position, payload, envelope))
 }
 
-fn to_u64(value: i64, table: &'static str, key: &str) -> Result<u64> {
+pub(crate) fn to_u64(value: i64, table: &'static str, key: &str) -> Result<u64> {
     u64::try_from(value).map_err(|_| Error::Corrupted {
         table,
         key: key.to_string(),
@@ -1110,7 +1110,7 @@ pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn page_limit(max: usize) -> i64 {
+pub(crate) fn page_limit(max: usize) -> i64 {
     i64::try_from(max.min(READ_PAGE_MAX)).unwrap_or(0)
 }
 

@@ -28,7 +28,7 @@ use crate::streams::{Direction, ExpectedVersion};
 use crate::subscription::Subscription;
 use crate::system::{self, CONSUMER_STREAM_PREFIX, ConsumerEvent};
 use logbook_projection::{Event, RecordedEvent, StreamId};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +44,14 @@ pub const CONSUMERS_MAX: usize = 4096;
 /// Every this many checkpoints, the checkpoint stream is truncated behind its newest one, so
 /// compaction purges the older ones and the stream stays small.
 pub const CHECKPOINTS_PER_TRUNCATION: u64 = 64;
+
+/// The most reserved-record positions the engine keeps to leave them out of consumers' lag
+/// (8 bytes each: 512 KiB at most).
+pub const RESERVED_POSITIONS_KEPT: usize = 65_536;
+
+/// How many of the newest records of each reserved stream open reads to leave them out of
+/// consumers' lag (a snapshot may stand for them).
+pub const RESERVED_READ_AT_OPEN: usize = 64;
 
 /// Attempts to claim a consumer at open when another handle checkpoints it meanwhile.
 const CLAIM_ATTEMPTS_MAX: u32 = 3;
@@ -114,6 +122,21 @@ impl ConsumerFilter {
         self.streams.is_none() && self.event_types.is_none()
     }
 
+    /// The stream pattern: `Some((prefix, true))` for `prefix*`, `Some((id, false))` for one
+    /// stream id, `None` for every stream (what a store's query filters on).
+    pub(crate) fn stream_pattern(&self) -> Option<(&str, bool)> {
+        self.streams
+            .as_ref()
+            .map(|(text, prefix)| (text.as_str(), *prefix))
+    }
+
+    /// The event types kept, `None` for every type (what a store's query filters on).
+    pub(crate) fn event_type_list(&self) -> Option<Vec<String>> {
+        self.event_types
+            .as_ref()
+            .map(|types| types.iter().cloned().collect())
+    }
+
     /// True when a record of `stream` and `event_type` is delivered.
     pub fn keeps(&self, stream: &str, event_type: &str) -> bool {
         let stream_kept = match &self.streams {
@@ -167,9 +190,16 @@ pub struct ConsumerStats {
     /// The position acknowledged by a handle open in this process (`None`: no open handle
     /// here); at or above `position`.
     pub acked: Option<u64>,
-    /// Positions durable and not yet acknowledged: the durable position minus `acked` (or
-    /// `position` without a handle here). Counts positions of every stream, the engine's and
-    /// other consumers' checkpoints included.
+    /// User events durable and not yet acknowledged: the events of every stream that is not
+    /// a reserved `$` stream (so neither the engine's records nor any consumer's checkpoints)
+    /// between `acked` (or `position` without a handle here) and the durable position. A
+    /// handle that acknowledged every delivered event has passed the events its filter
+    /// rejected up to its last read, so they do not count; events beyond its last read
+    /// count whatever its filter (the log has no per-filter count). Cost: O(log n) per
+    /// consumer, from the positions of the reserved records applied since open (the newest
+    /// [`RESERVED_POSITIONS_KEPT`]); reserved records before those (below the snapshot the log
+    /// opened from, or forgotten) count as events, so a consumer that far behind may show a
+    /// little more.
     pub lag: u64,
     /// When the last checkpoint was written (its event's timestamp, ms since the epoch).
     pub checkpointed_at_ms: u64,
@@ -192,9 +222,46 @@ pub(crate) struct Checkpoint {
 pub(crate) struct ConsumerRegistry {
     checkpoints: Mutex<BTreeMap<String, Checkpoint>>,
     open: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Positions of the reserved (`$`) records applied since open, ascending, the newest
+    /// [`RESERVED_POSITIONS_KEPT`]: what lag leaves out.
+    reserved: Mutex<VecDeque<u64>>,
 }
 
 impl ConsumerRegistry {
+    /// Notes a reserved (`$`) record the apply applied (in position order), so that lag does
+    /// not count it; the oldest noted position is forgotten past [`RESERVED_POSITIONS_KEPT`].
+    pub(crate) fn reserved_applied(&self, position: u64) {
+        let mut reserved = lock(&self.reserved);
+        if reserved.back().is_some_and(|&last| last >= position) {
+            return;
+        }
+        if reserved.len() >= RESERVED_POSITIONS_KEPT {
+            reserved.pop_front();
+        }
+        reserved.push_back(position);
+    }
+
+    /// Notes reserved records read at open (in any order), keeping the newest
+    /// [`RESERVED_POSITIONS_KEPT`] of them and of those applied meanwhile.
+    fn reserved_restored(&self, positions: Vec<u64>) {
+        let mut reserved = lock(&self.reserved);
+        let mut all: BTreeSet<u64> = reserved.iter().copied().collect();
+        all.extend(positions);
+        let skip = all.len().saturating_sub(RESERVED_POSITIONS_KEPT);
+        *reserved = all.into_iter().skip(skip).collect();
+    }
+
+    /// User events in `(after, durable]`: positions minus the reserved records noted there.
+    fn user_events(&self, after: u64, durable: u64) -> u64 {
+        if durable <= after {
+            return 0;
+        }
+        let reserved = lock(&self.reserved);
+        let below_or_at = |bound: u64| reserved.partition_point(|&position| position <= bound);
+        let noted = below_or_at(durable) - below_or_at(after);
+        (durable - after).saturating_sub(noted as u64)
+    }
+
     /// Records a checkpoint record (the apply of a durable `$consumer/<name>` record, or the
     /// restore at open); an older one than the one kept is ignored.
     pub(crate) fn checkpointed(&self, name: &str, checkpoint: Checkpoint) {
@@ -270,7 +337,7 @@ impl ConsumerRegistry {
                     name: name.clone(),
                     position,
                     acked,
-                    lag: durable.saturating_sub(acked.unwrap_or(position).max(position)),
+                    lag: self.user_events(acked.unwrap_or(position).max(position), durable),
                     checkpointed_at_ms: checkpoint.map_or(0, |checkpoint| checkpoint.timestamp_ms),
                 }
             })
@@ -538,7 +605,9 @@ impl<E: Event> Logbook<E> {
     }
 
     /// Fills the registry with the newest checkpoint of every consumer stream the catalog
-    /// knows (at open: a snapshot may stand for the records that held them).
+    /// knows (at open: a snapshot may stand for the records that held them), and notes the
+    /// positions of the newest [`RESERVED_READ_AT_OPEN`] records of every reserved stream, so
+    /// that lag leaves them out even when a snapshot stands for them.
     pub(crate) async fn restore_consumers(&self) -> Result<()> {
         let streams: Vec<StreamId> = {
             let catalog = self
@@ -549,29 +618,38 @@ impl<E: Event> Logbook<E> {
             catalog
                 .iter()
                 .map(|(stream, _)| stream)
-                .filter(|stream| system::is_consumer_stream(stream.as_str()))
-                .take(CONSUMERS_MAX)
+                .filter(|stream| system::is_reserved(stream.as_str()))
+                .take(CONSUMERS_MAX + 1)
                 .cloned()
                 .collect()
         };
+        let mut reserved = Vec::new();
         for stream in streams {
             let Some(last) = self.stream_version(&stream)? else {
                 continue;
             };
             let raws = self
                 .backend_ref()
-                .read_stream(stream.clone(), last, Direction::Backward, 1)
+                .read_stream(
+                    stream.clone(),
+                    last,
+                    Direction::Backward,
+                    RESERVED_READ_AT_OPEN,
+                )
                 .await?;
-            for raw in raws {
-                self.shared_ref().consumers.apply(
-                    stream.as_str(),
-                    raw.envelope.event_type(),
-                    raw.envelope.payload(),
-                    raw.position,
-                    raw.envelope.timestamp_ms(),
-                );
-            }
+            reserved.extend(raws.iter().map(|raw| raw.position));
+            let Some(newest) = raws.first() else {
+                continue;
+            };
+            self.shared_ref().consumers.apply(
+                stream.as_str(),
+                newest.envelope.event_type(),
+                newest.envelope.payload(),
+                newest.position,
+                newest.envelope.timestamp_ms(),
+            );
         }
+        self.shared_ref().consumers.reserved_restored(reserved);
         Ok(())
     }
 }

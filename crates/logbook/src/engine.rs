@@ -23,7 +23,7 @@ use crate::index::{IndexReport, StreamIndex};
 use crate::options::{AppendDurability, LogbookOptions};
 use crate::poison::{Poison, PoisonCell};
 use crate::projections::{Applier, Projections, TypedApplier};
-use crate::snapshots::{self as snapshotting, SnapshotReply, Snapshotter, Take};
+use crate::snapshots::{self as snapshotting, SnapshotReply, SnapshotWritten, Snapshotter, Take};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
 use crate::subscription::{SubscriberSlot, Subscription};
 use crate::syncer::{self, LiveRecord, SyncJob};
@@ -101,6 +101,10 @@ pub struct Stats {
     /// Durable consumers by name: every one with a checkpoint in the log or a handle open
     /// here, with its position and lag.
     pub consumers: Vec<ConsumerStats>,
+    /// The newest snapshot this process wrote since open (periodic, asked for with
+    /// [`Logbook::snapshot`], or at close); `None` when it wrote none. The snapshot the log
+    /// was opened from is in the [`OpenReport`].
+    pub snapshot_written: Option<SnapshotWritten>,
 }
 
 /// The embedded log's files, as the engine's compaction and subscriptions reach them.
@@ -248,6 +252,9 @@ impl Shared {
                 return Err(self.poison_at(record.position, error.reason()).clone());
             }
             let envelope = &record.envelope;
+            if system::is_reserved(envelope.stream) {
+                self.consumers.reserved_applied(record.position);
+            }
             if record.engine_private() {
                 self.consumers.apply(
                     envelope.stream,
@@ -491,6 +498,7 @@ impl<E: Event> Logbook<E> {
             postgres::snapshot_storage(&store),
             options.snapshots.clone(),
             options.compaction.clone(),
+            options.clock.clone(),
         )?;
         let (applied_sender, _) = tokio::sync::watch::channel(applied);
         let stream_count = streams.len();
@@ -638,6 +646,7 @@ impl<E: Event> Logbook<E> {
             store.clone(),
             options.snapshots.clone(),
             options.compaction.clone(),
+            options.clock.clone(),
         )?;
         let (applied, _) = tokio::sync::watch::channel(wal.durable_position());
         let stream_count = streams.len();
@@ -1084,6 +1093,7 @@ impl<E: Event> Logbook<E> {
             observer_panics: self.shared.applier.observer_panics(),
             backend: self.backend.stats(),
             consumers: self.shared.consumers.stats(durable),
+            snapshot_written: self.shared.snapshots.newest(),
         }
     }
 

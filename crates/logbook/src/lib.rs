@@ -230,7 +230,9 @@ pub use builtin::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{CommandError, EXECUTE_ATTEMPTS_MAX};
 pub use compaction::CompactionReport;
-pub use consumer::{Consumer, ConsumerFilter, ConsumerOptions, ConsumerStats};
+pub use consumer::{
+    Consumer, ConsumerFilter, ConsumerOptions, ConsumerStats, RESERVED_POSITIONS_KEPT,
+};
 pub use engine::{Logbook, OpenReport, SnapshotReport, Stats, SubscriberStats};
 pub use error::{Error, Result};
 pub use index::IndexReport;
@@ -239,6 +241,7 @@ pub use logbook_compaction::{SnapshotInfo, SnapshotPolicy};
 pub use options::{AppendDurability, LogbookOptions};
 pub use poison::Poison;
 pub use projections::{Observer, ProjectionHandle, ProjectionRead, Projections};
+pub use snapshots::SnapshotWritten;
 pub use streams::{Direction, ExpectedVersion};
 pub use subscription::Subscription;
 pub use writer::AppendResult;

@@ -19,6 +19,7 @@
 
 use crate::apply::{DurableRecord, apply_catalog};
 use crate::backend::SnapshotStorage;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::projections::{Applier, Replicas};
 use crate::streams::StreamTable;
@@ -88,6 +89,21 @@ pub(crate) struct Snapshotter {
     in_flight: Arc<AtomicUsize>,
     /// True while a periodic snapshot that was due waits for the one in flight.
     deferred: AtomicBool,
+    /// The newest snapshot the snapshot thread wrote since open (for `Stats`).
+    newest: Arc<Mutex<Option<SnapshotWritten>>>,
+}
+
+/// The newest snapshot this process wrote since open, in [`Stats`](crate::Stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotWritten {
+    /// The last position it covers.
+    pub position: u64,
+    /// Its length.
+    pub bytes: u64,
+    /// Where it is (a file; on PostgreSQL, a name for its row).
+    pub path: std::path::PathBuf,
+    /// When it was written, by the log's clock (ms since the epoch).
+    pub written_at_ms: u64,
 }
 
 impl Snapshotter {
@@ -95,6 +111,7 @@ impl Snapshotter {
         store: Arc<dyn SnapshotStorage>,
         policy: SnapshotPolicy,
         compaction: CompactionPolicy,
+        clock: Arc<dyn Clock>,
     ) -> Result<Snapshotter> {
         // Unbounded, so the syncer never waits on it. What it holds is bounded by the time one
         // snapshot takes to encode and write: the batches applied meanwhile (shared records).
@@ -102,9 +119,23 @@ impl Snapshotter {
         let keep = policy.keep;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let writing = in_flight.clone();
+        let newest = Arc::new(Mutex::new(None));
+        let written = Written {
+            newest: newest.clone(),
+            clock,
+        };
         let thread = std::thread::Builder::new()
             .name("logbook-snapshots".into())
-            .spawn(move || run(store.as_ref(), keep, &compaction, receiver, &writing))
+            .spawn(move || {
+                run(
+                    store.as_ref(),
+                    keep,
+                    &compaction,
+                    receiver,
+                    &writing,
+                    &written,
+                )
+            })
             .map_err(|error| Error::Task(error.to_string()))?;
         Ok(Snapshotter {
             policy,
@@ -118,7 +149,16 @@ impl Snapshotter {
             seeded: AtomicBool::new(false),
             in_flight,
             deferred: AtomicBool::new(false),
+            newest,
         })
+    }
+
+    /// The newest snapshot written since open (`None`: none yet).
+    pub(crate) fn newest(&self) -> Option<SnapshotWritten> {
+        self.newest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     fn send(&self, message: Message) -> std::result::Result<(), Message> {
@@ -287,6 +327,7 @@ fn run(
     compaction: &CompactionPolicy,
     messages: Receiver<Message>,
     in_flight: &AtomicUsize,
+    written: &Written,
 ) {
     let mut replica: Option<Replica> = None;
     while let Ok(message) = messages.recv() {
@@ -310,7 +351,7 @@ fn run(
             }
             Message::Snapshot { position, reply } => {
                 let result = match replica.as_ref() {
-                    Some(replica) => write(store, keep, replica, position),
+                    Some(replica) => write(store, keep, replica, position, written),
                     None => Err(Error::Snapshot("no replica was seeded".to_owned())),
                 };
                 in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -322,12 +363,19 @@ fn run(
     }
 }
 
+/// Where the snapshot thread records the newest snapshot it wrote.
+struct Written {
+    newest: Arc<Mutex<Option<SnapshotWritten>>>,
+    clock: Arc<dyn Clock>,
+}
+
 /// Encodes and writes one snapshot, then prunes older ones.
 fn write(
     store: &dyn SnapshotStorage,
     keep: usize,
     replica: &Replica,
     position: u64,
+    written: &Written,
 ) -> Result<SnapshotInfo> {
     let result = replica
         .build(position)
@@ -339,6 +387,15 @@ fn write(
                 bytes = info.bytes,
                 "snapshot written"
             );
+            *written
+                .newest
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(SnapshotWritten {
+                position: info.position,
+                bytes: info.bytes,
+                path: info.path.clone(),
+                written_at_ms: written.clock.now_ms(),
+            });
             if let Err(error) = store.retain(keep.max(1)) {
                 tracing::warn!(%error, "old snapshots could not be removed");
             }
@@ -350,6 +407,13 @@ fn write(
 
 /// Restores the catalog and the projections from a snapshot; all or nothing.
 pub(crate) fn restore(snapshot: &Snapshot, applier: &dyn Applier) -> Result<StreamTable> {
+    let catalog = restore_catalog(snapshot)?;
+    applier.restore_sections(snapshot)?;
+    Ok(catalog)
+}
+
+/// The stream catalog a snapshot holds (no projection is decoded).
+pub(crate) fn restore_catalog(snapshot: &Snapshot) -> Result<StreamTable> {
     let section = snapshot
         .section(STREAMS_SECTION)
         .ok_or_else(|| Error::Snapshot("no stream catalog section".to_owned()))?;
@@ -360,6 +424,5 @@ pub(crate) fn restore(snapshot: &Snapshot, applier: &dyn Applier) -> Result<Stre
         )));
     }
     let catalog: StreamTable = codec::decode(&section.bytes, STREAMS_SECTION_BYTES_MAX)?;
-    applier.restore_sections(snapshot)?;
     Ok(catalog)
 }

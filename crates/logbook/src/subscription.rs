@@ -56,6 +56,9 @@ pub struct Subscription<E> {
     filter: Option<Arc<ConsumerFilter>>,
     /// The last position passed that is not a consumer checkpoint (delivered or filtered out).
     last_counted: u64,
+    /// A filtered read from a shared store covered the log up to here (and its last counted
+    /// position): passed once the records it returned (in `pending`) are delivered.
+    covered: Option<(u64, Option<u64>)>,
     /// Decodes live records (and a shared store's catch-up reads).
     decoder: RecordDecoder,
     catching_up: bool,
@@ -81,6 +84,7 @@ impl<E: Event> Subscription<E> {
             caught_up: VecDeque::new(),
             filter: None,
             last_counted: from_position.saturating_sub(1),
+            covered: None,
             decoder: RecordDecoder::new(),
             catching_up: true,
             _event: PhantomData,
@@ -132,6 +136,9 @@ impl<E: Event> Subscription<E> {
                     Ok(None) => continue,
                     Err(error) => return Some(Err(error)),
                 }
+            }
+            if let Some((through, counted)) = self.covered.take() {
+                self.pass(through, counted);
             }
             if self.catching_up {
                 if self.live.is_none() {
@@ -190,13 +197,43 @@ impl<E: Event> Subscription<E> {
             .store(self.next_position, Ordering::Relaxed);
     }
 
+    /// Passes every position up to `through` (a filtered read covered them: the records it
+    /// kept are delivered, the rest were rejected); `counted`: the last of them that is not a
+    /// consumer checkpoint.
+    fn pass(&mut self, through: u64, counted: Option<u64>) {
+        if let Some(counted) = counted {
+            self.last_counted = self.last_counted.max(counted.min(through));
+        }
+        if through >= self.next_position {
+            self.next_position = through + 1;
+            self.slot
+                .next_position
+                .store(self.next_position, Ordering::Relaxed);
+        }
+    }
+
     /// Reads up to one chunk of durable records from the log into `pending` (a shared store)
-    /// or `caught_up` (the embedded WAL).
+    /// or `caught_up` (the embedded WAL). Returns how much it read or covered: 0 when the
+    /// subscription is at the log's end.
     async fn read_log(&mut self) -> Result<usize> {
         let Some(files) = self.shared.files.clone() else {
             let Some(backend) = &self.backend else {
                 return Err(Error::Closed);
             };
+            if let Some(filter) = &self.filter {
+                // The store filters in its query: rejected records are never read, and the
+                // position moves over them (`covered`) even when none matched.
+                let page = backend
+                    .read_all_filtered(self.next_position, CATCH_UP_CHUNK, filter)
+                    .await?;
+                let count = page.records.len();
+                self.pending.extend(page.records);
+                if page.through < self.next_position {
+                    return Ok(count);
+                }
+                self.covered = Some((page.through, page.counted));
+                return Ok(count.max(1));
+            }
             let records = backend.read_all(self.next_position, CATCH_UP_CHUNK).await?;
             let count = records.len();
             self.pending.extend(records);

@@ -139,8 +139,11 @@ pub(crate) fn system_stream() -> StreamId {
 
 /// True for names reserved for the engine.
 pub fn is_reserved(stream: &str) -> bool {
-    stream.starts_with('$')
+    stream.starts_with(RESERVED_PREFIX)
 }
+
+/// What every reserved stream id starts with.
+pub const RESERVED_PREFIX: &str = "$";
 
 /// The prefix of a durable consumer's checkpoint stream: `$consumer/<name>` holds the
 /// consumer's checkpoints, one [`ConsumerEvent`] per checkpoint (see `consumer.rs`).

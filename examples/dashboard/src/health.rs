@@ -21,6 +21,25 @@ pub async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
     (status, Json(body))
 }
 
+/// The newest snapshot: the one the engine wrote since open (`written_at_ms` set), else the
+/// one the log was opened from (`written_at_ms` null), else null.
+fn last_snapshot(app: &App, stats: &logbook::Stats) -> Value {
+    let opened = app.inner.opened_from_snapshot.as_ref();
+    match (&stats.snapshot_written, opened) {
+        (Some(written), opened) if opened.is_none_or(|o| o.position <= written.position) => {
+            json!({
+                "position": written.position, "bytes": written.bytes,
+                "path": written.path.display().to_string(), "written_at_ms": written.written_at_ms,
+            })
+        }
+        (_, Some(opened)) => json!({
+            "position": opened.position, "bytes": opened.bytes,
+            "path": opened.path.display().to_string(), "written_at_ms": null,
+        }),
+        (_, None) => Value::Null,
+    }
+}
+
 /// The health figures now.
 pub fn health_json(app: &App) -> Value {
     let log = app.log();
@@ -75,9 +94,7 @@ pub fn health_json(app: &App) -> Value {
         "streams": stats.streams,
         "subscribers": subscribers,
         "consumers": consumers,
-        "last_snapshot": app.inner.last_snapshot.as_ref().map(|s| json!({
-            "position": s.position, "bytes": s.bytes, "path": s.path.display().to_string(),
-        })),
+        "last_snapshot": last_snapshot(app, &stats),
         "poisoned": stats.poisoned.as_ref().map(|p| json!({"position": p.position, "reason": p.reason})),
         "observer_panics": stats.observer_panics,
         "running_jobs": running,

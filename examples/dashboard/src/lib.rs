@@ -77,8 +77,9 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Permits for open event streams ([`EVENT_STREAMS_MAX`]).
     pub(crate) event_streams: Arc<Semaphore>,
-    /// The snapshot the log opened from.
-    pub(crate) last_snapshot: Option<SnapshotInfo>,
+    /// The snapshot the log opened from (`/health` shows the newer one the engine wrote
+    /// since, `Stats::snapshot_written`, once there is one).
+    pub(crate) opened_from_snapshot: Option<SnapshotInfo>,
     /// The `retry:` sent at the start of every event stream, in ms.
     pub(crate) reconnect_ms: u64,
     /// Tells generated ids apart within one millisecond.
@@ -86,6 +87,34 @@ pub(crate) struct Inner {
 }
 
 impl App {
+    /// Opens the log of `config` and the service's state over it (what [`serve`] serves);
+    /// send `true` on the returned sender to end the event streams and stop the job tasks.
+    pub async fn open(config: &Config) -> Result<(App, watch::Sender<bool>)> {
+        let (log, report) = BuiltinLog::open(&config.dir, LogbookOptions::default())
+            .await
+            .map_err(|source| Error::Open {
+                dir: config.dir.clone(),
+                source,
+            })?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = format!("dashboard-{}-{}", std::process::id(), log.log().now_ms());
+        let app = App {
+            inner: Arc::new(Inner {
+                log,
+                worker,
+                running: Mutex::new(HashMap::new()),
+                shutdown: stop_rx,
+                event_streams: Arc::new(Semaphore::new(EVENT_STREAMS_MAX)),
+                opened_from_snapshot: report.log.snapshot.used.clone(),
+                reconnect_ms: config
+                    .reconnect_ms
+                    .clamp(events::RECONNECT_MS_MIN, events::RECONNECT_MS_MAX),
+                counter: std::sync::atomic::AtomicU64::new(0),
+            }),
+        };
+        Ok((app, stop_tx))
+    }
+
     /// The log.
     pub fn log(&self) -> &BuiltinLog {
         &self.inner.log
@@ -142,28 +171,8 @@ pub async fn serve(
         address: config.address.clone(),
         source,
     })?;
-    let (log, report) = BuiltinLog::open(&config.dir, LogbookOptions::default())
-        .await
-        .map_err(|source| Error::Open {
-            dir: config.dir.clone(),
-            source,
-        })?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = format!("dashboard-{}-{}", std::process::id(), log.log().now_ms());
-    let app = App {
-        inner: Arc::new(Inner {
-            log: log.clone(),
-            worker,
-            running: Mutex::new(HashMap::new()),
-            shutdown: stop_rx,
-            event_streams: Arc::new(Semaphore::new(EVENT_STREAMS_MAX)),
-            last_snapshot: report.log.snapshot.used.clone(),
-            reconnect_ms: config
-                .reconnect_ms
-                .clamp(events::RECONNECT_MS_MIN, events::RECONNECT_MS_MAX),
-            counter: std::sync::atomic::AtomicU64::new(0),
-        }),
-    };
+    let (app, stop_tx) = App::open(&config).await?;
+    let log = app.log().clone();
     on_listening(local);
     let router = api::router(app.clone());
     let served = axum::serve(listener, router)

@@ -252,11 +252,69 @@ fn health_lists_the_logs_durable_consumers_with_their_lag() {
     assert_eq!(consumers[0]["acked"], json!(null), "{health}");
     let durable = health["durable_position"].as_u64().expect("durable");
     assert!(durable >= 2, "{health}");
-    assert_eq!(consumers[0]["lag"].as_u64(), Some(durable - 1), "{health}");
+    assert_eq!(
+        consumers[0]["lag"].as_u64(),
+        Some(0),
+        "no user event after its position (its checkpoint is no event): {health}"
+    );
     // Every projection is as of the checkpoint it skipped: no lag that never closes.
     assert_eq!(
         health["applied_position"].as_u64(),
         Some(durable),
         "{health}"
     );
+}
+
+/// `/health`'s `last_snapshot` is the newest snapshot, also one the engine wrote after open
+/// (not only the one the log was opened from), with when it was written.
+#[test]
+fn health_shows_a_snapshot_taken_after_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let config = logbook_dashboard::Config {
+            dir: dir.path().to_path_buf(),
+            address: "127.0.0.1:0".to_owned(),
+            reconnect_ms: logbook_dashboard::events::RECONNECT_MS_DEFAULT,
+        };
+        let (app, _stop) = logbook_dashboard::App::open(&config)
+            .await
+            .expect("open the service's log");
+        let before = logbook_dashboard::health::health_json(&app);
+        let room = logbook::StreamId::room("lobby").expect("stream");
+        let created = logbook::BuiltinEvent::from_json("room.created", json!({"name": "Lobby"}))
+            .expect("event");
+        app.log()
+            .log()
+            .append(
+                &room,
+                logbook::ExpectedVersion::NoStream,
+                vec![created.into()],
+            )
+            .await
+            .expect("append");
+        let taken = app.log().log().snapshot().await.expect("snapshot");
+        let health = logbook_dashboard::health::health_json(&app);
+        let snapshot = &health["last_snapshot"];
+        assert_eq!(
+            snapshot["position"].as_u64(),
+            Some(taken.position),
+            "{health}"
+        );
+        assert!(
+            before["last_snapshot"]["position"].as_u64() < Some(taken.position),
+            "a newer one than at open: {before}"
+        );
+        assert_eq!(snapshot["bytes"].as_u64(), Some(taken.bytes), "{health}");
+        assert_eq!(
+            snapshot["path"].as_str(),
+            Some(taken.path.display().to_string().as_str()),
+            "{health}"
+        );
+        assert!(
+            snapshot["written_at_ms"].as_u64().is_some_and(|ms| ms > 0),
+            "{health}"
+        );
+        app.log().clone().close().await.expect("close");
+    });
 }

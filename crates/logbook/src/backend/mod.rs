@@ -30,6 +30,7 @@ pub(crate) mod postgres;
 pub use postgres::{FOLLOW_RETRY_DELAY, PostgresStats};
 
 pub use crate::apply::{DecodedBatch, DurableRecord};
+use crate::consumer::ConsumerFilter;
 use crate::error::Result;
 use crate::options::AppendDurability;
 use crate::poison::Poison;
@@ -47,6 +48,20 @@ pub type Record = (u64, std::sync::Arc<Vec<u8>>);
 
 /// A future a backend returns: boxed, so [`Backend`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A filtered read of the log ([`Backend::read_all_filtered`]).
+#[derive(Debug, Default)]
+pub struct FilteredRecords {
+    /// The records the filter kept, in position order.
+    pub records: Vec<Record>,
+    /// The last position the read covered: positions from the start up to here that are not
+    /// in `records` hold records the filter rejected (or nothing: purged), and no record can
+    /// appear there later. Below the start position when the read covered nothing.
+    pub through: u64,
+    /// The last covered position up to `through` that is not a consumer checkpoint (`None`:
+    /// none, or the records are all in `records`).
+    pub counted: Option<u64>,
+}
 
 /// Events for one stream, appended as one atomic batch if the stream is at `expected`.
 #[derive(Debug)]
@@ -235,6 +250,30 @@ pub trait Backend: Send + Sync + 'static {
     /// events included, in position order: each record's position and envelope bytes (what
     /// subscriptions catch up with and the facade decodes).
     fn read_all(&self, from_position: u64, max: usize) -> BoxFuture<'_, Result<Vec<Record>>>;
+
+    /// Up to `max` durable records from `from_position` that `filter` keeps (never a reserved
+    /// `$` record), and how far the read covered the log ([`FilteredRecords`]). A store that
+    /// can filter in its query (PostgreSQL) never reads a rejected record's payload; the
+    /// default reads the records unfiltered (the caller filters them on their headers).
+    fn read_all_filtered<'a>(
+        &'a self,
+        from_position: u64,
+        max: usize,
+        filter: &'a ConsumerFilter,
+    ) -> BoxFuture<'a, Result<FilteredRecords>> {
+        let _ = filter;
+        Box::pin(async move {
+            let records = self.read_all(from_position, max).await?;
+            let through = records
+                .last()
+                .map_or(from_position.saturating_sub(1), |(position, _)| *position);
+            Ok(FilteredRecords {
+                records,
+                through,
+                counted: None,
+            })
+        })
+    }
 
     /// The stream's head as this process knows it (embedded: exact, appends not yet durable
     /// included; a shared backend: what this process wrote or applied, which the append's

@@ -13,10 +13,11 @@
 //! says).
 
 use super::{
-    AppendRequest, Backend, BackendStats, BoxFuture, DecodedBatch, DeleteMode, DurableSink, Record,
-    SnapshotStorage, StreamHead,
+    AppendRequest, Backend, BackendStats, BoxFuture, DecodedBatch, DeleteMode, DurableSink,
+    FilteredRecords, Record, SnapshotStorage, StreamHead,
 };
 use crate::apply::apply_catalog;
+use crate::consumer::ConsumerFilter;
 use crate::error::{Error, Result};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
 use crate::system::{self, SystemEvent};
@@ -24,7 +25,7 @@ use crate::writer::AppendResult;
 use logbook_compaction::{
     CompactionPolicy, LoadOutcome, Snapshot, SnapshotInfo, decode_snapshot, encode_snapshot,
 };
-use logbook_postgres::{FollowOptions, PgStore, PurgeKind};
+use logbook_postgres::{FollowOptions, PgStore, PurgeKind, RowFilter};
 use logbook_projection::{EventData, RawEvent, StreamId};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -550,6 +551,38 @@ impl Backend for Postgres {
                 .into_iter()
                 .map(|(position, bytes)| (position, Arc::new(bytes)))
                 .collect())
+        })
+    }
+
+    fn read_all_filtered<'a>(
+        &'a self,
+        from_position: u64,
+        max: usize,
+        filter: &'a ConsumerFilter,
+    ) -> BoxFuture<'a, Result<FilteredRecords>> {
+        Box::pin(async move {
+            self.usable()?;
+            let event_types = filter.event_type_list();
+            let row_filter = RowFilter {
+                hidden_prefix: system::RESERVED_PREFIX,
+                stream: filter.stream_pattern(),
+                event_types: event_types.as_deref(),
+                uncounted_prefix: system::CONSUMER_STREAM_PREFIX,
+            };
+            let page = self
+                .store
+                .read_filtered_records(from_position, max, row_filter)
+                .await
+                .map_err(from_store)?;
+            Ok(FilteredRecords {
+                records: page
+                    .records
+                    .into_iter()
+                    .map(|(position, bytes)| (position, Arc::new(bytes)))
+                    .collect(),
+                through: page.through,
+                counted: page.counted,
+            })
         })
     }
 

@@ -2,14 +2,19 @@
 //! section of `logbook stats`.
 //!
 //! Owns: [`ConsumerInfo`] and the tally that keeps each consumer's newest checkpoint from the
-//! records of its `$consumer/<name>` stream. Must never: write (an operator's reset goes
-//! through the engine, `Logbook::reset_consumer`), or keep more than one entry per consumer
-//! (at most [`crate::consumer::CONSUMERS_MAX`]).
+//! records of its `$consumer/<name>` stream, found through the newest snapshot's stream catalog
+//! and the records after it (as a writer's open finds them). Must never: write (an operator's
+//! reset goes through the engine, `Logbook::reset_consumer`), read the records a usable
+//! snapshot stands for (only each consumer stream's newest record, at the position the catalog
+//! gives), or keep more than one entry per consumer (at most
+//! [`crate::consumer::CONSUMERS_MAX`]).
 
 use super::Inspector;
+use crate::apply::DurableRecord;
 use crate::consumer::CONSUMERS_MAX;
 use crate::error::{Error, Result};
 use crate::system::{CONSUMER_STREAM_PREFIX, ConsumerEvent};
+use logbook_compaction::{LoadOutcome, SnapshotStore};
 use logbook_projection::EnvelopeRef;
 use std::collections::BTreeMap;
 
@@ -73,25 +78,61 @@ impl ConsumerTally {
 }
 
 impl Inspector {
-    /// Every durable consumer with a checkpoint in the log, by name: one read of the log
-    /// (only the checkpoints' payloads are decoded).
+    /// Every durable consumer with a checkpoint in the log, by name, found as a writer's open
+    /// finds them: the newest snapshot's stream catalog names each `$consumer/` stream's
+    /// newest record, read at its position, and only the records after the snapshot are read
+    /// (the whole log without a usable snapshot). Only checkpoints' payloads are decoded.
     pub fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
         let last = self.last_position();
         let mut tally = ConsumerTally::default();
-        for record in self.wal.read_from(1) {
+        let (catalog, start) = self.newest_catalog(last);
+        for position in catalog {
+            let mut reader = self.wal.read_from(position);
+            let Some(record) = reader.next() else {
+                continue;
+            };
+            let record = record?;
+            if record.position == position {
+                let durable = DurableRecord::decode(position, &record.payload)?;
+                tally.feed(position, &durable.envelope)?;
+            }
+        }
+        for record in self.wal.read_from(start + 1) {
             let record = record?;
             if record.position > last {
                 break;
             }
-            let position = record.position;
-            let envelope =
-                EnvelopeRef::decode(&record.payload).map_err(|error| Error::Corrupted {
-                    position,
-                    reason: error.to_string(),
-                })?;
-            tally.feed(position, &envelope)?;
+            let durable = DurableRecord::decode(record.position, &record.payload)?;
+            tally.feed(record.position, &durable.envelope)?;
         }
         Ok(tally.finish(last))
+    }
+
+    /// The positions of the consumer streams' newest records in the newest usable snapshot's
+    /// catalog (at most [`CONSUMERS_MAX`]) and the snapshot's position; none and 0 without a
+    /// usable snapshot (one ahead of `last` is not usable).
+    fn newest_catalog(&self, last: u64) -> (Vec<u64>, u64) {
+        let store = SnapshotStore::new(self.storage.clone(), &self.dir);
+        let Ok(LoadOutcome {
+            snapshot: Some((_, snapshot)),
+            ..
+        }) = store.load_newest()
+        else {
+            return (Vec::new(), 0);
+        };
+        if snapshot.position > last {
+            return (Vec::new(), 0);
+        }
+        let Ok(catalog) = crate::snapshots::restore_catalog(&snapshot) else {
+            return (Vec::new(), 0);
+        };
+        let positions = catalog
+            .iter()
+            .filter(|(stream, _)| stream.as_str().starts_with(CONSUMER_STREAM_PREFIX))
+            .filter_map(|(_, state)| state.last_position())
+            .take(CONSUMERS_MAX)
+            .collect();
+        (positions, snapshot.position)
     }
 }
 
