@@ -14,7 +14,8 @@
 //! reader holds it (the common case: one copy, no extra work), else to a second copy (the
 //! *spare*: an older version, brought up to date by re-applying the records it lacks), else,
 //! when readers hold both, to a clone of the published version; then it publishes the result.
-//! It never waits for a reader; a reader waits at most for one record's `apply`.
+//! It never waits for a reader; a reader waits at most for one record's `apply` (during the
+//! replay at open, for one chunk of records: [`REPLAY_CHUNK_RECORDS`]).
 //! [`ProjectionHandle::state_clones`] counts the clones. Each copy sees each event once, in
 //! position order. Clones happen only in that fallback and to seed the replicas (once per
 //! process, at its first snapshot); hooks get a reference to the published state and the
