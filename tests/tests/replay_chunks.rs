@@ -47,6 +47,10 @@ async fn a_replay_in_chunks_rebuilds_the_live_state_around_engine_events() {
     let mut posted = 0;
     for round in 0..9 {
         for id in ["a", "b", "c", "d"] {
+            if id == "b" && round > 2 {
+                // Deleted for good: appends to it are refused.
+                continue;
+            }
             post(log, id, posted, BATCH, &format!("round {round} of {id}")).await;
             posted += BATCH;
         }
@@ -91,8 +95,9 @@ async fn a_replay_in_chunks_rebuilds_the_live_state_around_engine_events() {
     let c = rooms.room("c").expect("c was created again");
     assert_eq!(c.name, "c again");
     assert_eq!(
-        c.messages_posted, 0,
-        "c's messages went with its soft delete"
+        c.messages_posted,
+        2 * BATCH as u64,
+        "c counts only the messages after its soft delete (rounds 7 and 8)"
     );
     let d = rooms.room("d").expect("d");
     assert_eq!(d.messages_posted, 9 * BATCH as u64 + 3);
