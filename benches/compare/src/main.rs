@@ -58,6 +58,16 @@ fn run() -> BenchResult<()> {
     {
         return replay::rss_child(dir.as_ref(), events.parse()?);
     }
+    // `logbook-bench-compare replay-build DIR EVENTS` (internal): builds the replay workload's
+    // log in DIR and keeps it, to profile `replay-rss DIR EVENTS` (one open) under callgrind.
+    if let [command, dir, events] = args.as_slice()
+        && command == "replay-build"
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return replay::build(&runtime, dir.as_ref(), events.parse()?);
+    }
     let (plan, workloads) = parse(std::env::args().skip(1).collect())?;
     measure::install_sync_counter()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -377,11 +377,48 @@ impl<E: Event> RecordedEvent<E> {
         })
     }
 
+    /// [`RecordedEvent::from_envelope_ref`] into `self`, an event decoded before (a replay
+    /// decodes each record into the event applied before it): the same codec check and
+    /// fields, with the buffers of the stream id (when the stream is the same), the event type
+    /// and the trace ids kept. On an error `self` is unchanged.
+    pub fn decode_into(&mut self, position: u64, envelope: &EnvelopeRef<'_>) -> Result<()> {
+        if envelope.codec != E::CODEC {
+            return Err(Error::UnsupportedCodec {
+                codec: envelope.codec,
+            });
+        }
+        self.event = E::decode_payload(
+            envelope.event_type,
+            envelope.schema_version,
+            envelope.payload,
+        )?;
+        if self.stream.as_str() != envelope.stream {
+            // `EnvelopeRef::decode` validated it.
+            self.stream = StreamId::from_validated(envelope.stream);
+        }
+        self.position = position;
+        self.version = envelope.stream_version;
+        envelope.event_type.clone_into(&mut self.event_type);
+        self.schema_version = envelope.schema_version;
+        self.timestamp_ms = envelope.timestamp_ms;
+        reuse(&mut self.correlation_id, envelope.correlation_id);
+        reuse(&mut self.causation_id, envelope.causation_id);
+        Ok(())
+    }
+
     /// Decodes the envelope bytes of the record at `position` and its payload into `E`, the
     /// same as [`RawEvent::decode_record`] then [`RawEvent::decode`], without the owned
     /// envelope.
     pub fn decode_record(position: u64, bytes: &[u8]) -> Result<Self> {
         Self::from_envelope_ref(position, &EnvelopeRef::decode(bytes)?)
+    }
+}
+
+/// Sets `slot` to `value`, in the buffer it holds when it holds one.
+fn reuse(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(held), Some(value)) => value.clone_into(held),
+        (_, value) => *slot = value.map(str::to_owned),
     }
 }
 
@@ -693,6 +730,55 @@ mod tests {
             ),
             "{error:?}"
         );
+    }
+
+    /// Decoding into an event decoded before gives what a fresh decode gives (other stream,
+    /// type and trace ids included), and a refused record leaves the event as it was.
+    #[test]
+    fn decode_into_gives_what_a_fresh_decode_gives() {
+        let encode = |stream: &str, version: u64, event: NewEvent<Shop>| {
+            let data = event.to_data().expect("data");
+            Envelope::new(StreamId::new(stream).expect("stream"), version, 5, data).encode()
+        };
+        let ordered = NewEvent::new(Shop::Ordered {
+            sku: "tea".into(),
+            quantity: 2,
+        })
+        .with_correlation_id("req-1");
+        let shipped = NewEvent::new(Shop::Shipped).with_causation_id("cmd-9");
+        let first = encode("orders/7", 3, ordered);
+        let second = encode("orders/8", 0, shipped);
+        let mut slot =
+            RecordedEvent::<Shop>::decode_record(1, &first).expect("the first record decodes");
+        let envelope = EnvelopeRef::decode(&second).expect("envelope");
+        slot.decode_into(2, &envelope)
+            .expect("decodes into the slot");
+        let fresh = RecordedEvent::<Shop>::decode_record(2, &second).expect("decodes");
+        assert_eq!(slot, fresh);
+        assert_eq!(slot.correlation_id, None);
+        assert_eq!(slot.causation_id.as_deref(), Some("cmd-9"));
+        // Back to the first record, in the same slot: the same again.
+        let envelope = EnvelopeRef::decode(&first).expect("envelope");
+        slot.decode_into(1, &envelope)
+            .expect("decodes into the slot");
+        assert_eq!(
+            slot,
+            RecordedEvent::<Shop>::decode_record(1, &first).expect("decodes")
+        );
+        // Another codec is refused, and the slot keeps the event it held.
+        let foreign = EventData::new("shop.shipped", 1, Vec::new())
+            .expect("data")
+            .with_codec(200)
+            .expect("codec");
+        let foreign = Envelope::new(StreamId::new("s").expect("stream"), 0, 0, foreign).encode();
+        let before = slot.clone();
+        let envelope = EnvelopeRef::decode(&foreign).expect("envelope");
+        let error = slot.decode_into(9, &envelope);
+        assert!(
+            matches!(error, Err(Error::UnsupportedCodec { codec: 200 })),
+            "{error:?}"
+        );
+        assert_eq!(slot, before);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Applying durable records: the one place a durable record is decoded and applied.
 //!
 //! Owns: [`DurableRecord`], a record decoded once (its envelope borrowed from the record's bytes,
-//! and for an engine event the checked [`SystemEvent`]), and the one function that applies
-//! durable records to the durable stream table, the stream index and the projections
-//! ([`apply_record`] and [`IndexBatch`]), used alike by the replay at open and by the syncer for
-//! live appends. Must never: apply a record that is not durable, apply records out of position
-//! order, or do I/O other than the stream index's own.
+//! and for an engine event the checked [`SystemEvent`]), and the functions that apply durable
+//! records to the durable stream table, the stream index and the projections: [`apply_record`]
+//! (the syncer, for live appends: the catalog, then the projections, one record at a time),
+//! [`apply_catalog`] (also the replay at open, which hands the projections their records a
+//! chunk at a time through [`crate::projections::Replayer`]) and [`IndexBatch`]. Must never:
+//! apply a record that is not durable, apply records out of position order, or do I/O other
+//! than the stream index's own.
 
 use crate::error::{Error, Result};
 use crate::index::StreamIndex;
@@ -53,74 +55,11 @@ impl<'a> DurableRecord<'a> {
     }
 
     /// The payload decoded as `E` (upcast from older schema versions by `E::decode_payload`),
-    /// with the envelope's fields: what projections apply. Not for engine events.
+    /// with the envelope's fields: what projections apply. Not for engine events. The same
+    /// codec check and fields as every other read path
+    /// ([`RecordedEvent::from_envelope_ref`]).
     pub(crate) fn event<E: Event>(&self) -> logbook_projection::Result<RecordedEvent<E>> {
-        let envelope = &self.envelope;
-        if envelope.codec != E::CODEC {
-            return Err(logbook_projection::Error::UnsupportedCodec {
-                codec: envelope.codec,
-            });
-        }
-        let event = E::decode_payload(
-            envelope.event_type,
-            envelope.schema_version,
-            envelope.payload,
-        )?;
-        Ok(RecordedEvent {
-            position: self.position,
-            stream: envelope.stream_id(),
-            version: envelope.stream_version,
-            event_type: envelope.event_type.to_owned(),
-            schema_version: envelope.schema_version,
-            timestamp_ms: envelope.timestamp_ms,
-            correlation_id: envelope.correlation_id.map(str::to_owned),
-            causation_id: envelope.causation_id.map(str::to_owned),
-            event,
-        })
-    }
-}
-
-impl DurableRecord<'_> {
-    /// As [`DurableRecord::event`], reusing `spent`, an event applied before: its stream id
-    /// (when the stream is the same), event type and correlation ids' buffers are kept, so a
-    /// replay allocates only what the decoded payload itself needs.
-    pub(crate) fn event_reusing<E: Event>(
-        &self,
-        spent: Option<RecordedEvent<E>>,
-    ) -> logbook_projection::Result<RecordedEvent<E>> {
-        let Some(mut recorded) = spent else {
-            return self.event();
-        };
-        let envelope = &self.envelope;
-        if envelope.codec != E::CODEC {
-            return Err(logbook_projection::Error::UnsupportedCodec {
-                codec: envelope.codec,
-            });
-        }
-        recorded.event = E::decode_payload(
-            envelope.event_type,
-            envelope.schema_version,
-            envelope.payload,
-        )?;
-        if AsRef::<str>::as_ref(&recorded.stream) != envelope.stream {
-            recorded.stream = envelope.stream_id();
-        }
-        recorded.position = self.position;
-        recorded.version = envelope.stream_version;
-        envelope.event_type.clone_into(&mut recorded.event_type);
-        recorded.schema_version = envelope.schema_version;
-        recorded.timestamp_ms = envelope.timestamp_ms;
-        reuse(&mut recorded.correlation_id, envelope.correlation_id);
-        reuse(&mut recorded.causation_id, envelope.causation_id);
-        Ok(recorded)
-    }
-}
-
-/// Sets `slot` to `value`, in the buffer it holds when it holds one.
-fn reuse(slot: &mut Option<String>, value: Option<&str>) {
-    match (slot.as_mut(), value) {
-        (Some(held), Some(value)) => value.clone_into(held),
-        (_, value) => *slot = value.map(str::to_owned),
+        RecordedEvent::from_envelope_ref(self.position, &self.envelope)
     }
 }
 
@@ -178,13 +117,6 @@ impl ApplyError {
         match self {
             ApplyError::Catalog(error) => format!("not applied to the stream catalog: {error}"),
             ApplyError::Projections(error) => format!("not applied to the projections: {error}"),
-        }
-    }
-
-    /// The underlying error (open fails with it).
-    pub(crate) fn into_error(self) -> Error {
-        match self {
-            ApplyError::Catalog(error) | ApplyError::Projections(error) => error,
         }
     }
 }

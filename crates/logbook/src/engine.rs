@@ -10,7 +10,7 @@
 //! position.
 
 use crate::apply::{
-    self, ApplyError, DecodedBatch, DurableRecord, INDEX_BATCH_RECORDS, IndexBatch, Undecodable,
+    self, DecodedBatch, DurableRecord, INDEX_BATCH_RECORDS, IndexBatch, Undecodable,
 };
 use crate::backend::embedded::Embedded;
 use crate::backend::{
@@ -1129,18 +1129,14 @@ fn replay(
     let mut index_batch = IndexBatch::default();
     // Each record is borrowed from the reader's buffer, decoded once and let go.
     let mut reader = wal.read_from(index_complete.min(snapshot_position) + 1);
+    // The projections take the records a chunk at a time (flushed after the last one).
+    let mut replayer = applier.replayer();
     while let Some(record) = reader.next_ref() {
         let (position, payload) = record?;
         let durable = DurableRecord::decode(position, payload)?;
         if durable.position > snapshot_position {
-            apply::apply_record(
-                &mut streams,
-                applier,
-                compaction,
-                &durable,
-                Undecodable::Skip,
-            )
-            .map_err(ApplyError::into_error)?;
+            apply::apply_catalog(&mut streams, compaction, &durable)?;
+            replayer.apply(&durable)?;
             count += 1;
         }
         if durable.position > index_complete {
@@ -1150,6 +1146,7 @@ fn replay(
             }
         }
     }
+    replayer.flush();
     index_batch.flush(index)?;
     Ok((streams, count))
 }

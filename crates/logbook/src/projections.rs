@@ -14,7 +14,8 @@
 //! reader holds it (the common case: one copy, no extra work), else to a second copy (the
 //! *spare*: an older version, brought up to date by re-applying the records it lacks), else,
 //! when readers hold both, to a clone of the published version; then it publishes the result.
-//! It never waits for a reader; a reader waits at most for one record's `apply`.
+//! It never waits for a reader; a reader waits at most for one record's `apply` (during the
+//! replay at open, for one chunk of records: [`REPLAY_CHUNK_RECORDS`]).
 //! [`ProjectionHandle::state_clones`] counts the clones. Each copy sees each event once, in
 //! position order. Clones happen only in that fallback and to seed the replicas (once per
 //! process, at its first snapshot); hooks get a reference to the published state and the
@@ -413,6 +414,9 @@ pub(crate) trait Runner<E>: Send + Sync {
     /// (live). `kept` is the same operation, shared, when it is kept for the spare copy
     /// (live); `None` at replay.
     fn apply(&self, op: &Op<E>, position: u64, kept: Option<&Arc<Op<E>>>);
+    /// Applies replayed events (in position order, each after the last applied) under one
+    /// lock of the state, and publishes the result. Only before `restored`: no hook fires.
+    fn apply_events(&self, events: &[RecordedEvent<E>]);
     /// A durable record at `position` that is nothing of this projection's (an engine-private
     /// record, or one skipped as undecodable): the state is unchanged and now as of `position`.
     fn pass(&self, position: u64);
@@ -465,6 +469,29 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
             }
             Op::Deleted(_) | Op::Truncated(..) => {}
         }
+    }
+
+    fn apply_events(&self, events: &[RecordedEvent<P::Event>]) {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return;
+        };
+        let mut writer = lock(&self.writer);
+        assert!(
+            first.position > writer.position
+                && events
+                    .windows(2)
+                    .all(|pair| pair[0].position < pair[1].position),
+            "events are applied once, in position order"
+        );
+        // Replayed records are summed up by the one `restored` that follows the replay.
+        self.change_in_place(&mut writer, None, false, |state| {
+            for event in events {
+                state.apply(event);
+            }
+        });
+        writer.position = last.position;
+        self.applied_position
+            .store(writer.position, Ordering::Release);
     }
 
     fn pass(&self, position: u64) {
@@ -724,6 +751,9 @@ pub(crate) trait Applier: Send + Sync {
     /// durable) an error: a bug in the event type's decoding, since the bytes came from its own
     /// `encode_payload` and `NewEvent::to_data` decoded them back before they were written.
     fn apply(&self, record: &DurableRecord<'_>, undecodable: Undecodable) -> Result<()>;
+    /// The replay's applier (before `restored`): applies records as `apply` does with
+    /// [`Undecodable::Skip`], a chunk at a time.
+    fn replayer(&self) -> Box<dyn Replayer + '_>;
     /// Fires `restored`; from then on records are kept for the spare copies.
     fn restored(&self);
     fn undecodable(&self) -> u64;
@@ -744,9 +774,6 @@ pub(crate) struct TypedApplier<E> {
     undecodable: AtomicU64,
     /// Set by `restored`: the replay is over, records are kept for the spare copies.
     live: AtomicBool,
-    /// At replay, the event applied last: the next one is decoded into its buffers
-    /// ([`DurableRecord::event_reusing`]), so replay allocates only what payloads need.
-    spent: Mutex<Option<RecordedEvent<E>>>,
 }
 
 impl<E: Event> TypedApplier<E> {
@@ -755,8 +782,15 @@ impl<E: Event> TypedApplier<E> {
             projections,
             undecodable: AtomicU64::new(0),
             live: AtomicBool::new(false),
-            spent: Mutex::new(None),
         }
+    }
+
+    /// Counts, logs and passes over a record the projections' event type cannot decode (at
+    /// replay: the same way on every replay).
+    fn skip_undecodable(&self, position: u64, error: &logbook_projection::Error) {
+        self.undecodable.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(position, %error, "event not decodable by the projections; skipped");
+        self.projections.pass(position);
     }
 }
 
@@ -771,27 +805,6 @@ impl<E: Event> Applier for TypedApplier<E> {
             return Ok(());
         }
         let live = self.live.load(Ordering::Acquire);
-        if !live && record.system.is_none() {
-            // Replay: decode into the event applied last, apply by reference, keep it.
-            let mut spent = lock(&self.spent);
-            match record.event_reusing::<E>(spent.take()) {
-                Ok(event) => {
-                    let op = Op::Event(event);
-                    self.projections.apply(&op, position, None);
-                    if let Op::Event(event) = op {
-                        *spent = Some(event);
-                    }
-                    return Ok(());
-                }
-                Err(error) if undecodable == Undecodable::Fail => return Err(error.into()),
-                Err(error) => {
-                    self.undecodable.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(position, %error, "event not decodable by the projections; skipped");
-                    self.projections.pass(position);
-                    return Ok(());
-                }
-            }
-        }
         match decode::<E>(record)? {
             Decoded::Op(op) if live => {
                 let kept = Arc::new(op);
@@ -801,19 +814,27 @@ impl<E: Event> Applier for TypedApplier<E> {
             Decoded::Undecodable(error) if undecodable == Undecodable::Fail => {
                 return Err(error.into());
             }
-            Decoded::Undecodable(error) => {
-                self.undecodable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(position, %error, "event not decodable by the projections; skipped");
-                self.projections.pass(position);
-            }
+            Decoded::Undecodable(error) => self.skip_undecodable(position, &error),
             Decoded::Skip => self.projections.pass(position),
         }
         Ok(())
     }
 
+    fn replayer(&self) -> Box<dyn Replayer + '_> {
+        assert!(
+            !self.live.load(Ordering::Acquire),
+            "a replay runs before restored"
+        );
+        Box::new(TypedReplayer {
+            applier: self,
+            events: Vec::new(),
+            held: 0,
+            held_payload_bytes: 0,
+            previous: 0,
+        })
+    }
+
     fn restored(&self) {
-        // Live records are kept whole (`Op` in an `Arc`): the replay's buffers go.
-        *lock(&self.spent) = None;
         self.live.store(true, Ordering::Release);
         self.projections.restored();
     }
@@ -878,5 +899,107 @@ impl<E: Event> Applier for TypedApplier<E> {
             }
         }
         outcome
+    }
+}
+
+/// Records a replay decodes before it applies them, each projection taking the whole chunk
+/// under one lock of its state (instead of two lock pairs per record and projection). A
+/// reader's `read()` during the replay waits at most for one chunk's applies.
+pub(crate) const REPLAY_CHUNK_RECORDS: usize = 256;
+
+/// Payload bytes of the records a replay chunk holds before it is applied: with
+/// [`REPLAY_CHUNK_RECORDS`], what bounds the decoded events held at once (large events make
+/// short chunks).
+pub(crate) const REPLAY_CHUNK_PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
+
+/// Applies a replay's durable records to the projections, a chunk at a time: what
+/// [`Applier::replayer`] returns. Records come in position order, each once; call
+/// [`Replayer::flush`] after the last one (the records held are applied only then).
+pub(crate) trait Replayer {
+    /// Applies a durable record as [`Applier::apply`] with [`Undecodable::Skip`] does, or
+    /// holds it decoded in the current chunk.
+    fn apply(&mut self, record: &DurableRecord<'_>) -> Result<()>;
+    /// Applies the records held.
+    fn flush(&mut self);
+}
+
+struct TypedReplayer<'a, E> {
+    applier: &'a TypedApplier<E>,
+    /// The chunk: its first `held` events are decoded and not yet applied; every slot is
+    /// decoded into again by a later chunk ([`RecordedEvent::decode_into`]), so the replay
+    /// allocates only what the decoded payloads need.
+    events: Vec<RecordedEvent<E>>,
+    held: usize,
+    held_payload_bytes: usize,
+    /// The slot decoded last (in this chunk or the one before).
+    previous: usize,
+}
+
+impl<E: Event> TypedReplayer<'_, E> {
+    /// Gives the next slot the stream id of the event decoded last when `stream` is its
+    /// stream (a shared `Arc`): a run of one stream's events allocates its id once, not once
+    /// per slot.
+    fn share_stream_id(&mut self, stream: &str) {
+        let differs = self
+            .events
+            .get(self.held)
+            .is_some_and(|slot| slot.stream.as_str() != stream);
+        let Some(previous) = self
+            .events
+            .get(self.previous)
+            .filter(|previous| differs && previous.stream.as_str() == stream)
+            .map(|previous| previous.stream.clone())
+        else {
+            return;
+        };
+        if let Some(slot) = self.events.get_mut(self.held) {
+            slot.stream = previous;
+        }
+    }
+}
+
+impl<E: Event> Replayer for TypedReplayer<'_, E> {
+    fn apply(&mut self, record: &DurableRecord<'_>) -> Result<()> {
+        if self.applier.projections.is_empty() {
+            return Ok(());
+        }
+        if record.system.is_some() || record.engine_private() {
+            // Deletions, truncations and passes apply in position order, after the chunk.
+            self.flush();
+            return self.applier.apply(record, Undecodable::Skip);
+        }
+        let position = record.position;
+        self.share_stream_id(record.envelope.stream);
+        let decoded = match self.events.get_mut(self.held) {
+            Some(slot) => slot.decode_into(position, &record.envelope),
+            None => RecordedEvent::from_envelope_ref(position, &record.envelope)
+                .map(|event| self.events.push(event)),
+        };
+        match decoded {
+            Ok(()) => {
+                self.previous = self.held;
+                self.held += 1;
+                self.held_payload_bytes += record.envelope.payload.len();
+                if self.held >= REPLAY_CHUNK_RECORDS
+                    || self.held_payload_bytes >= REPLAY_CHUNK_PAYLOAD_BYTES_MAX
+                {
+                    self.flush();
+                }
+            }
+            Err(error) => {
+                self.flush();
+                self.applier.skip_undecodable(position, &error);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        let events = self.events.get(..self.held).unwrap_or_default();
+        for runner in &self.applier.projections.runners {
+            runner.apply_events(events);
+        }
+        self.held = 0;
+        self.held_payload_bytes = 0;
     }
 }

@@ -94,53 +94,28 @@ impl Rooms {
 
     /// Refuses to create a room whose id is taken.
     pub fn can_create_room(&self, room_id: &str) -> Result<()> {
-        if self.rooms.contains_key(room_id) {
-            return Err(rejected("room", room_id, RejectReason::AlreadyExists));
-        }
-        Ok(())
+        check_create(self.rooms.get(room_id), room_id)
     }
 
     /// Refuses to post to (or edit, delete in, archive) a room that is unknown or archived.
     pub fn can_post(&self, room_id: &str) -> Result<()> {
-        self.open_room(room_id).map(drop)
+        open_room(self.rooms.get(room_id), room_id).map(drop)
     }
 
     /// Refuses a join of a member already in the room, or a leave of one who is not.
     pub fn can_change_membership(&self, room_id: &str, member: &str, join: bool) -> Result<()> {
-        let room = self.open_room(room_id)?;
-        match (join, room.members.contains(member)) {
-            (true, true) => Err(rejected("room member", member, RejectReason::AlreadyExists)),
-            (false, false) => Err(rejected("room member", member, RejectReason::NotFound)),
-            _ => Ok(()),
-        }
-    }
-
-    fn open_room(&self, room_id: &str) -> Result<&Room> {
-        let Some(room) = self.rooms.get(room_id) else {
-            return Err(rejected("room", room_id, RejectReason::NotFound));
-        };
-        if room.archived {
-            return Err(rejected("room", room_id, RejectReason::Archived));
-        }
-        Ok(room)
+        check_membership(self.rooms.get(room_id), room_id, member, join)
     }
 
     /// The one rule set, shared by `validate` and `apply`.
     fn check(&self, room_id: &str, event: &BuiltinEvent) -> Result<()> {
-        match event {
-            BuiltinEvent::RoomCreated(_) => self.can_create_room(room_id),
-            BuiltinEvent::RoomMemberJoined(e) => {
-                self.can_change_membership(room_id, &e.member, true)
-            }
-            BuiltinEvent::RoomMemberLeft(e) => {
-                self.can_change_membership(room_id, &e.member, false)
-            }
-            _ => self.can_post(room_id),
-        }
+        check_room(self.rooms.get(room_id), room_id, event)
     }
 
     fn apply_room_event(&mut self, room_id: &str, event: &RecordedEvent<BuiltinEvent>) -> bool {
-        if self.check(room_id, &event.event).is_err() {
+        // One lookup checks and applies (a replay applies every event of a room through here).
+        let mut found = self.rooms.get_mut(room_id);
+        if check_room(found.as_deref(), room_id, &event.event).is_err() {
             return false;
         }
         let at_ms = event.timestamp_ms;
@@ -164,7 +139,7 @@ impl Rooms {
             self.rooms.insert(room_id.to_owned(), room);
             return true;
         }
-        let Some(room) = self.rooms.get_mut(room_id) else {
+        let Some(room) = found.take() else {
             return false;
         };
         match &event.event {
@@ -243,6 +218,45 @@ impl Rooms {
     pub fn ignored_events(&self) -> u64 {
         self.ignored_events
     }
+}
+
+/// The rule set of a room event, given the room it names (`None` when there is none).
+fn check_room(room: Option<&Room>, room_id: &str, event: &BuiltinEvent) -> Result<()> {
+    match event {
+        BuiltinEvent::RoomCreated(_) => check_create(room, room_id),
+        BuiltinEvent::RoomMemberJoined(e) => check_membership(room, room_id, &e.member, true),
+        BuiltinEvent::RoomMemberLeft(e) => check_membership(room, room_id, &e.member, false),
+        _ => open_room(room, room_id).map(drop),
+    }
+}
+
+/// Refuses to create a room whose id is taken.
+fn check_create(room: Option<&Room>, room_id: &str) -> Result<()> {
+    if room.is_some() {
+        return Err(rejected("room", room_id, RejectReason::AlreadyExists));
+    }
+    Ok(())
+}
+
+/// Refuses a join of a member already in the room, or a leave of one who is not.
+fn check_membership(room: Option<&Room>, room_id: &str, member: &str, join: bool) -> Result<()> {
+    let room = open_room(room, room_id)?;
+    match (join, room.members.contains(member)) {
+        (true, true) => Err(rejected("room member", member, RejectReason::AlreadyExists)),
+        (false, false) => Err(rejected("room member", member, RejectReason::NotFound)),
+        _ => Ok(()),
+    }
+}
+
+/// The room, when it exists and is not archived.
+fn open_room<'a>(room: Option<&'a Room>, room_id: &str) -> Result<&'a Room> {
+    let Some(room) = room else {
+        return Err(rejected("room", room_id, RejectReason::NotFound));
+    };
+    if room.archived {
+        return Err(rejected("room", room_id, RejectReason::Archived));
+    }
+    Ok(room)
 }
 
 impl ValidateCommand for Rooms {

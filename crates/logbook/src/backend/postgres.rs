@@ -740,20 +740,16 @@ pub(crate) fn replay_tail(
         ..FollowOptions::default()
     };
     let mut follower = store.follow(applied + 1, options);
+    // The projections take the records a chunk at a time (flushed after the last one).
+    let mut replayer = applier.replayer();
     while applied < head {
         let (page, through) = runtime
             .block_on(follower.next_records())
             .map_err(from_store)?;
         for (position, bytes) in &page {
             let record = crate::apply::DurableRecord::decode(*position, bytes)?;
-            crate::apply::apply_record(
-                &mut streams,
-                applier,
-                compaction,
-                &record,
-                crate::apply::Undecodable::Skip,
-            )
-            .map_err(crate::apply::ApplyError::into_error)?;
+            crate::apply::apply_catalog(&mut streams, compaction, &record)?;
+            replayer.apply(&record)?;
             count += 1;
         }
         // Positions up to `through` that the page does not hold were purged since (a stream
@@ -761,5 +757,6 @@ pub(crate) fn replay_tail(
         assert!(through > applied, "replay pages ascend");
         applied = through;
     }
+    replayer.flush();
     Ok((streams, applied, count))
 }

@@ -6,7 +6,7 @@
 //! message bodies.
 
 use super::{EventFilter, Inspector, Progress};
-use crate::apply::{DurableRecord, Undecodable};
+use crate::apply::DurableRecord;
 use crate::builtin::{HISTORY_LIMIT_MAX, HistoryPage, Message, RoomEdits};
 use crate::engine::{SnapshotReport, start_from_snapshot};
 use crate::error::{Error, Result};
@@ -65,6 +65,7 @@ impl Inspector {
             let mut events = 0u64;
             let mut position = start;
             let mut reader = self.wal.read_from(start + 1);
+            let mut replayer = applier.replayer();
             while reader.next_position() <= last {
                 let Some(record) = reader.next() else {
                     break;
@@ -74,11 +75,12 @@ impl Inspector {
                     break;
                 }
                 let durable = DurableRecord::decode(record.position, &record.payload)?;
-                applier.apply(&durable, Undecodable::Skip)?;
+                replayer.apply(&durable)?;
                 progress.advance(record.position - position);
                 position = record.position;
                 events += 1;
             }
+            replayer.flush();
             progress.finish();
             Ok(Replayed {
                 position,
