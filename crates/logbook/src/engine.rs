@@ -686,9 +686,13 @@ impl<E: Event> Logbook<E> {
         };
         // The engine's one apply, handed to the backend's syncer as its durable sink.
         let sink: Arc<dyn DurableSink> = shared.clone();
+        // Shared with the writer, which settles a lone request itself while the syncer is idle.
+        let syncer_idle = Arc::new(syncer::SyncerIdle::default());
+        let writer_syncer_storage = syncer_storage.clone();
+        let writer_syncer_idle = syncer_idle.clone();
         let syncer = std::thread::Builder::new()
             .name("logbook-syncer".into())
-            .spawn(move || syncer::run(syncer_storage, sink, job_receiver))
+            .spawn(move || syncer::run(syncer_storage, sink, job_receiver, syncer_idle))
             .map_err(|error| Error::Task(error.to_string()))?;
         // The writer owns the WAL's appends and the pending stream table; the engine's poison it
         // reaches through the sink.
@@ -697,6 +701,8 @@ impl<E: Event> Logbook<E> {
             pending_streams: shared.pending_streams.clone(),
             clock: shared.clock.clone(),
             sink: shared.clone(),
+            syncer_storage: writer_syncer_storage,
+            syncer_idle: writer_syncer_idle,
         };
         let writer = std::thread::Builder::new()
             .name("logbook-writer".into())

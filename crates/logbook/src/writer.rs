@@ -3,10 +3,12 @@
 //! Owns: taking requests in arrival order, checking expected versions against the pending stream
 //! table (`WriterState::pending_streams`, which includes its own appends not yet durable: the only
 //! table that knows the next version; every read of it here is that table),
-//! stamping versions and timestamps, and handing the encoded batch to the WAL's buffer. Must
-//! never: wait for a sync (the syncer does, so appends keep landing while a group is synced),
-//! write anything for a request that failed its checks, or write anything once the engine is
-//! poisoned.
+//! stamping versions and timestamps, and handing the encoded batch to the WAL's buffer; and,
+//! for a lone request while the syncer is idle, syncing and settling it in this thread
+//! ([`syncer::settle_now`]: one hand-off fewer per append with one writer). Must never: wait
+//! for a sync while the syncer holds work or more than one request came in the batch (the
+//! syncer does then, so appends keep landing while a group is synced), write anything for a
+//! request that failed its checks, or write anything once the engine is poisoned.
 
 use crate::backend::DeleteMode;
 use crate::backend::DurableSink;
@@ -16,7 +18,7 @@ use crate::options::AppendDurability;
 use crate::poison::Poison;
 use crate::streams::ExpectedVersion;
 use crate::streams::StreamTable;
-use crate::syncer::{Ack, SyncJob};
+use crate::syncer::{self, Ack, SyncJob, SyncerIdle, SyncerStorage};
 use crate::system::{self, SystemEvent};
 use logbook_projection::{Envelope, EventData, StreamId};
 use logbook_wal::{Durability, SyncPolicy, Wal};
@@ -26,12 +28,15 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What the writer owns: the WAL it appends to, the pending stream table (its expected-version
 /// authority), the clock it stamps with; the engine's poison it reads and sets only through the
-/// [`DurableSink`] (it never applies anything).
+/// [`DurableSink`]; and, to settle a lone request itself, the syncer's storage and whether the
+/// syncer is idle.
 pub(crate) struct WriterState {
     pub(crate) wal: Arc<Wal>,
     pub(crate) pending_streams: Arc<RwLock<StreamTable>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) sink: Arc<dyn DurableSink>,
+    pub(crate) syncer_storage: SyncerStorage,
+    pub(crate) syncer_idle: Arc<SyncerIdle>,
 }
 
 impl WriterState {
@@ -107,6 +112,8 @@ pub(crate) fn run(
     jobs: SyncSender<SyncJob>,
 ) {
     let mut closing = None;
+    // Jobs sent to the syncer (compared with what it settled: `SyncerIdle`).
+    let mut sent: u64 = 0;
     while let Some(first) = requests.blocking_recv() {
         let _span = tracing::debug_span!("commit_batch").entered();
         let mut job = SyncJob::default();
@@ -123,8 +130,18 @@ pub(crate) fn run(
                 next = requests.try_recv().ok();
             }
         }
-        if !job.is_empty() && jobs.send(job).is_err() {
-            break;
+        if job.is_empty() {
+            // Nothing to sync or settle (refused or answered at once).
+        } else if taken == 1 && job.must_sync() && state.syncer_idle.is_idle(sent) {
+            // One request waits for a sync and the syncer holds nothing earlier: lead the sync
+            // here rather than wake the syncer (the batch is one request, so no other append is
+            // held back meanwhile; they queue and go to the syncer as one batch).
+            syncer::settle_now(&state.syncer_storage, state.sink.as_ref(), job);
+        } else {
+            sent += 1;
+            if jobs.send(job).is_err() {
+                break;
+            }
         }
         if closing.is_some() {
             break;
