@@ -20,13 +20,15 @@
 //! Invariant: for every stream, every version in the tail is above every version in sled (the
 //! tail holds the records after the marker, and a stream's versions grow with positions).
 
+mod cache;
 mod chunk;
 
 use crate::error::{Error, Result};
 use crate::streams::Direction;
+use cache::{ChunkCache, Known, LastChunk};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The directory of the index inside the log directory.
 pub const INDEX_DIR_NAME: &str = "index";
@@ -74,6 +76,9 @@ pub(crate) struct StreamIndex {
     writer: Mutex<()>,
     /// Entries the tail holds before it is written ([`TAIL_ENTRIES_MAX`]; smaller in tests).
     tail_max: usize,
+    /// The last sled chunk of the streams read most recently (see `cache.rs`). Lock order:
+    /// `tail` before `cache`.
+    cache: Mutex<ChunkCache>,
 }
 
 /// What [`StreamIndex::try_open`] found: the index and its marker, or `None` for contents
@@ -276,6 +281,7 @@ impl StreamIndex {
             tail: RwLock::new(Tail::default()),
             writer: Mutex::new(()),
             tail_max: TAIL_ENTRIES_MAX,
+            cache: Mutex::new(ChunkCache::default()),
         }
     }
 
@@ -303,6 +309,7 @@ impl StreamIndex {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .take(),
         );
+        self.lock_cache().clear();
         flushed
     }
 
@@ -315,6 +322,12 @@ impl StreamIndex {
     fn tail_write(&self) -> std::sync::RwLockWriteGuard<'_, Tail> {
         self.tail
             .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, ChunkCache> {
+        self.cache
+            .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -343,17 +356,43 @@ impl StreamIndex {
         }
     }
 
-    /// A sled item of `stream`'s chunk range: its key and decoded entries.
+    /// A sled item of `stream`'s chunk range: its chunk number and decoded entries.
     fn chunk_item(
         &self,
         stream: &str,
         item: sled::Result<(sled::IVec, sled::IVec)>,
-    ) -> Result<(sled::IVec, Vec<(u64, u64)>)> {
+    ) -> Result<(u64, Vec<(u64, u64)>)> {
         let (key, value) = item.map_err(|error| sled_error(&self.path, error))?;
         let number = chunk::chunk_number(stream, &key)
             .ok_or_else(|| self.malformed("malformed chunk key".to_owned()))?;
         let entries = chunk::decode(number, &value).map_err(|reason| self.malformed(reason))?;
-        Ok((key, entries))
+        Ok((number, entries))
+    }
+
+    /// The highest chunk sled holds of `stream` (`Some(None)`: it holds none), from the cache
+    /// when it is there; otherwise read from sled and remembered, unless `memory_only`, which
+    /// answers `None` instead.
+    fn last_chunk(&self, stream: &str, memory_only: bool) -> Result<Option<Known>> {
+        let generation = {
+            let mut cache = self.lock_cache();
+            if let Some(known) = cache.get(stream) {
+                return Ok(Some(known));
+            }
+            cache.generation()
+        };
+        if memory_only {
+            return Ok(None);
+        }
+        let keys = chunk::key(stream, 0)..=chunk::key(stream, u64::MAX);
+        let known = match self.db()?.range(keys).next_back() {
+            None => None,
+            Some(item) => {
+                let (number, entries) = self.chunk_item(stream, item)?;
+                Some(Arc::new(LastChunk { number, entries }))
+            }
+        };
+        self.lock_cache().store(generation, stream, known.clone());
+        Ok(Some(known))
     }
 
     /// Records `(stream, version, position)` entries (ascending positions) and that the index
@@ -403,6 +442,15 @@ impl StreamIndex {
             .apply_batch(batch)
             .map_err(|error| sled_error(&self.path, error))?;
         let mut tail = self.tail_write();
+        {
+            // After sled changed and before the tail empties: a reader that saw the tail
+            // before this point may still be served the old chunk, whose entries the tail it
+            // copied completes; one after it reads sled afresh.
+            let mut cache = self.lock_cache();
+            for stream in tail.streams.keys() {
+                cache.invalidate(stream);
+            }
+        }
         tail.streams.clear();
         tail.entries = 0;
         tail.stored_complete = complete;
@@ -419,13 +467,43 @@ impl StreamIndex {
         direction: Direction,
         max: usize,
     ) -> Result<Vec<(u64, u64)>> {
+        // Allowed to read sled, `select` always answers.
+        let selected = self.select(stream, from_version, visible_from, direction, max, false)?;
+        Ok(selected.unwrap_or_default())
+    }
+
+    /// As [`StreamIndex::range`] when the answer is in memory (the tail and the cache of
+    /// streams' last chunks), `None` when it would need sled, whose reads may wait for the
+    /// disk: what a read on the caller's thread asks first.
+    pub(crate) fn range_in_memory(
+        &self,
+        stream: &str,
+        from_version: u64,
+        visible_from: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Option<Vec<(u64, u64)>>> {
+        self.select(stream, from_version, visible_from, direction, max, true)
+    }
+
+    /// [`StreamIndex::range`]; with `memory_only`, `None` instead of reading sled.
+    fn select(
+        &self,
+        stream: &str,
+        from_version: u64,
+        visible_from: u64,
+        direction: Direction,
+        max: usize,
+        memory_only: bool,
+    ) -> Result<Option<Vec<(u64, u64)>>> {
         let mut selected = Vec::new();
         if max == 0 {
-            return Ok(selected);
+            return Ok(Some(selected));
         }
-        // The tail first, then sled: a flush writes sled before it empties the tail, so every
-        // entry is seen at least once (twice at worst, removed below by version).
-        // Only the tail entries a page can use are copied (the tail holds up to 16K entries).
+        // The tail first, then sled: a flush writes sled (and invalidates the cache) before it
+        // empties the tail, so every entry is seen at least once (twice at worst, removed below
+        // by version). Only the tail entries a page can use are copied (the tail holds up to
+        // 16K entries).
         let tail: Vec<(u64, u64)> = {
             let tail = self.tail_read();
             let versions = tail.streams.get(stream).map_or(&[][..], Vec::as_slice);
@@ -450,15 +528,30 @@ impl StreamIndex {
         match direction {
             Direction::Forward => {
                 let low = from_version.max(visible_from);
-                'chunks: for item in self
-                    .db()?
-                    .range(chunk::key(stream, chunk::chunk_of(low))..=chunk::key(stream, u64::MAX))
-                {
-                    let (_, entries) = self.chunk_item(stream, item)?;
-                    for entry in entries.into_iter().filter(|entry| entry.0 >= low) {
-                        selected.push(entry);
-                        if selected.len() == max {
-                            break 'chunks;
+                let first_chunk = chunk::chunk_of(low);
+                let Some(last) = self.last_chunk(stream, memory_only)? else {
+                    return Ok(None);
+                };
+                match last.as_deref() {
+                    // sled holds nothing of the stream at or above `low`'s chunk.
+                    None => {}
+                    Some(last) if last.number < first_chunk => {}
+                    // The stream's end: the one chunk the page needs from sled is in memory.
+                    Some(last) if last.number == first_chunk => {
+                        let from_chunk = last.entries.iter().filter(|entry| entry.0 >= low);
+                        selected.extend(from_chunk.take(max).copied());
+                    }
+                    Some(_) if memory_only => return Ok(None),
+                    Some(_) => {
+                        let keys = chunk::key(stream, first_chunk)..=chunk::key(stream, u64::MAX);
+                        'chunks: for item in self.db()?.range(keys) {
+                            let (_, entries) = self.chunk_item(stream, item)?;
+                            for entry in entries.into_iter().filter(|entry| entry.0 >= low) {
+                                selected.push(entry);
+                                if selected.len() == max {
+                                    break 'chunks;
+                                }
+                            }
                         }
                     }
                 }
@@ -470,20 +563,48 @@ impl StreamIndex {
             }
             Direction::Backward => {
                 if from_version < visible_from {
-                    return Ok(selected);
+                    return Ok(Some(selected));
                 }
                 let in_range = |version: u64| version >= visible_from && version <= from_version;
                 selected.extend(tail);
                 let below = selected.last().map(|entry| entry.0);
+                let wanted =
+                    |version: u64| in_range(version) && below.is_none_or(|below| version < below);
                 if selected.len() == max {
-                    return Ok(selected);
+                    return Ok(Some(selected));
                 }
-                let keys = chunk::key(stream, chunk::chunk_of(visible_from))
-                    ..=chunk::key(stream, chunk::chunk_of(from_version));
+                let Some(last) = self.last_chunk(stream, memory_only)? else {
+                    return Ok(None);
+                };
+                // sled holds no chunk of the stream.
+                let Some(last) = last else {
+                    return Ok(Some(selected));
+                };
+                let (low, high) = (chunk::chunk_of(visible_from), chunk::chunk_of(from_version));
+                let mut sled_high = Some(high);
+                if last.number <= high {
+                    // The stream's last chunk, from memory: most backward pages end here.
+                    for &entry in last.entries.iter().rev() {
+                        if wanted(entry.0) {
+                            selected.push(entry);
+                            if selected.len() == max {
+                                return Ok(Some(selected));
+                            }
+                        }
+                    }
+                    sled_high = last.number.checked_sub(1);
+                }
+                let Some(sled_high) = sled_high.filter(|&sled_high| sled_high >= low) else {
+                    return Ok(Some(selected));
+                };
+                if memory_only {
+                    return Ok(None);
+                }
+                let keys = chunk::key(stream, low)..=chunk::key(stream, sled_high);
                 'back: for item in self.db()?.range(keys).rev() {
                     let (_, entries) = self.chunk_item(stream, item)?;
                     for entry in entries.into_iter().rev() {
-                        if in_range(entry.0) && below.is_none_or(|below| entry.0 < below) {
+                        if wanted(entry.0) {
                             selected.push(entry);
                             if selected.len() == max {
                                 break 'back;
@@ -493,7 +614,7 @@ impl StreamIndex {
                 }
             }
         }
-        Ok(selected)
+        Ok(Some(selected))
     }
 
     /// Removes a stream's entries below `before_version` (all of them for `u64::MAX`); returns
@@ -539,9 +660,9 @@ impl StreamIndex {
                 batch.insert(key, chunk::encode(&kept));
             }
         }
-        self.db()?
-            .apply_batch(batch)
-            .map_err(|error| sled_error(&self.path, error))?;
+        let applied = self.db()?.apply_batch(batch);
+        self.lock_cache().invalidate(stream);
+        applied.map_err(|error| sled_error(&self.path, error))?;
         Ok(touched)
     }
 
@@ -572,6 +693,7 @@ impl StreamIndex {
         } else {
             db.insert(key, chunk::encode(&entries)).map(|_| ())
         };
+        self.lock_cache().invalidate(stream);
         outcome.map_err(|error| sled_error(&self.path, error))
     }
 
@@ -768,6 +890,13 @@ mod tests {
                         let visible_from = visible[stream].min(next_version[stream]);
                         let direction = if backward { Direction::Backward } else { Direction::Forward };
                         let got = index.range(&name(stream), from, visible_from, direction, max).unwrap();
+                        // From memory when it can be: the same answer.
+                        let in_memory = index
+                            .range_in_memory(&name(stream), from, visible_from, direction, max)
+                            .unwrap();
+                        if let Some(in_memory) = in_memory {
+                            prop_assert_eq!(&in_memory, &got);
+                        }
                         let expected: Vec<(u64, u64)> = if backward {
                             if from < visible_from {
                                 Vec::new()

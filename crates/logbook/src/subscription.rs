@@ -50,8 +50,9 @@ pub struct Subscription<E> {
     pending: VecDeque<LiveRecord>,
     /// Catch-up records read from the embedded WAL, decoded on the blocking thread straight from
     /// the reader's buffer (`None` for the engine's own events and filtered-out records); taken
-    /// before `pending`.
-    caught_up: VecDeque<Filtered<E>>,
+    /// before `pending`. The chunk's own vector, handed over as it came back from the blocking
+    /// thread (copying each record into a queue was a move of the whole event per record).
+    caught_up: std::vec::IntoIter<Filtered<E>>,
     /// Which records are delivered (a durable consumer's filter); `None`: every user event.
     filter: Option<Arc<ConsumerFilter>>,
     /// The last position passed that is not a consumer checkpoint (delivered or filtered out).
@@ -81,7 +82,7 @@ impl<E: Event> Subscription<E> {
             live: None,
             reader: None,
             pending: VecDeque::new(),
-            caught_up: VecDeque::new(),
+            caught_up: Vec::new().into_iter(),
             filter: None,
             last_counted: from_position.saturating_sub(1),
             covered: None,
@@ -113,7 +114,7 @@ impl<E: Event> Subscription<E> {
     /// The next event; `None` once the log is closed and every durable event was delivered.
     pub async fn next(&mut self) -> Option<Result<RecordedEvent<E>>> {
         loop {
-            if let Some((position, counted, decoded)) = self.caught_up.pop_front() {
+            if let Some((position, counted, decoded)) = self.caught_up.next() {
                 if position < self.next_position {
                     continue;
                 }
@@ -266,7 +267,14 @@ impl<E: Event> Subscription<E> {
         let records = records?;
         self.reader = Some(reader);
         let count = records.len();
-        self.caught_up.extend(records);
+        // Always drained before the log is read again (`next` takes `caught_up` first).
+        if self.caught_up.as_slice().is_empty() {
+            self.caught_up = records.into_iter();
+        } else {
+            let mut all: Vec<Filtered<E>> = std::mem::take(&mut self.caught_up).collect();
+            all.extend(records);
+            self.caught_up = all.into_iter();
+        }
         Ok(count)
     }
 

@@ -271,9 +271,27 @@ fn decode_raw(position: u64, payload: &[u8]) -> Result<RawEvent> {
 /// and a short scan, where a record read through is a CRC over bytes already buffered.
 const READ_THROUGH_MAX: u64 = 256;
 
+/// Pages of at most this many events are first tried on the caller's thread (see
+/// [`read_stream_with`]): the newest messages of a chat room, a consumer's last event.
+pub(crate) const INLINE_EVENTS_MAX: usize = 64;
+
+/// The most frames a read on the caller's thread goes through (the selected records, records
+/// of other streams read through, the frames a seek scans from the sparse index) before it
+/// gives up and the page is read again on the blocking pool: with records of a few hundred
+/// bytes, at most a few hundred KiB of the page cache.
+pub(crate) const INLINE_FRAMES_MAX: u64 = 512;
+
 /// Up to `max` durable, visible events of a stream from `from_version`, each record's bytes
 /// handed to `decode` borrowed from the WAL reader's buffer: [`Embedded::read_stream`] and the
 /// facade's typed read (which decodes straight into `RecordedEvent`s) share it.
+///
+/// A page of at most [`INLINE_EVENTS_MAX`] events whose positions the index has in memory
+/// (its tail, or the cache of streams' last chunks) is read on the caller's thread, within
+/// [`INLINE_FRAMES_MAX`] frames: two thread hand-offs of `spawn_blocking` cost more than
+/// reading 50 recent records from the page cache. Everything else (a sled query, a longer
+/// page, a read that goes past the frame budget) runs on the blocking pool. The trade-off: a
+/// small page whose records are no longer in the page cache waits for the disk on the
+/// caller's thread (at most a few preads of the WAL).
 pub(crate) async fn read_stream_with<T: Send + 'static>(
     shared: &Shared,
     files: &Arc<Files>,
@@ -281,7 +299,7 @@ pub(crate) async fn read_stream_with<T: Send + 'static>(
     from_version: u64,
     direction: Direction,
     max: usize,
-    decode: impl FnMut(u64, &[u8]) -> Result<T> + Send + 'static,
+    mut decode: impl FnMut(u64, &[u8]) -> Result<T> + Send + 'static,
 ) -> Result<Vec<T>> {
     // The pending table: a truncation or delete hides events as soon as it is accepted (the
     // index only ever holds durable positions, so nothing non-durable is read).
@@ -293,13 +311,29 @@ pub(crate) async fn read_stream_with<T: Send + 'static>(
     let Some(visible_from) = visible_from else {
         return Ok(Vec::new());
     };
+    if max <= INLINE_EVENTS_MAX {
+        let selected = files.index.range_in_memory(
+            stream.as_str(),
+            from_version,
+            visible_from,
+            direction,
+            max,
+        )?;
+        if let Some(selected) = selected
+            && let Some(page) =
+                read_positions(files, &selected, &mut decode, Some(INLINE_FRAMES_MAX))?
+        {
+            return Ok(page);
+        }
+    }
     let files = files.clone();
     tokio::task::spawn_blocking(move || {
         let selected =
             files
                 .index
                 .range(stream.as_str(), from_version, visible_from, direction, max)?;
-        read_positions(&files, &selected, decode)
+        // No frame budget: always a page.
+        Ok(read_positions(&files, &selected, decode, None)?.unwrap_or_default())
     })
     .await
     .map_err(blocking_error)?
@@ -316,7 +350,8 @@ enum Found<T> {
 }
 
 /// Reads the records at the selected positions (ascending or descending), each checked, and
-/// returns them in the order selected.
+/// returns them in the order selected; `None` when it went through more than `frames_max`
+/// frames before it was done.
 ///
 /// A backward page is read forward: one reader from the lowest position, reading through short
 /// runs of other streams' records and seeking only past long ones, then the results are put
@@ -326,7 +361,8 @@ fn read_positions<T>(
     files: &Files,
     selected: &[(u64, u64)],
     mut decode: impl FnMut(u64, &[u8]) -> Result<T>,
-) -> Result<Vec<T>> {
+    frames_max: Option<u64>,
+) -> Result<Option<Vec<T>>> {
     let descending = selected
         .first()
         .zip(selected.last())
@@ -342,18 +378,24 @@ fn read_positions<T>(
     let mut found = Vec::with_capacity(positions.len());
     let mut reader: Option<logbook_wal::WalReader> = None;
     let mut complete = true;
+    // Frames read by the readers dropped so far.
+    let mut frames_before = 0;
     'positions: for &position in &positions {
         let reuse = reader.as_ref().is_some_and(|reader| {
             let next = reader.next_position();
             next <= position && position - next <= READ_THROUGH_MAX
         });
         if !reuse {
+            frames_before += reader.as_ref().map_or(0, |reader| reader.frames_read());
             reader = Some(files.wal.read_from(position));
         }
         let Some(current) = reader.as_mut() else {
             break;
         };
         loop {
+            if frames_max.is_some_and(|max| frames_before + current.frames_read() > max) {
+                return Ok(None);
+            }
             let step = current.next_with(|at, bytes| match at.cmp(&position) {
                 std::cmp::Ordering::Equal => Found::Record(decode(at, bytes)),
                 std::cmp::Ordering::Less => Found::Before,
@@ -367,6 +409,7 @@ fn read_positions<T>(
                 Some(Ok(Found::Before)) => {}
                 // Compaction dropped it: skip it, seek afresh for the next.
                 Some(Ok(Found::After)) => {
+                    frames_before += current.frames_read();
                     reader = None;
                     break;
                 }
@@ -387,5 +430,5 @@ fn read_positions<T>(
         }
         found.reverse();
     }
-    Ok(found)
+    Ok(Some(found))
 }
