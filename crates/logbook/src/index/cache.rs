@@ -111,8 +111,8 @@ mod tests {
         for stream in 0..CACHED_STREAMS_MAX + 1 {
             let generation = cache.generation();
             cache.store(generation, &format!("s{stream}"), chunk(stream as u64));
-            if stream == 0 {
-                // Used again before the others: it stays, s1 goes first.
+            if stream == CACHED_STREAMS_MAX - 1 {
+                // The cache is full; s0 is used again: s1 goes first.
                 assert_eq!(cache.get("s0"), Some(chunk(0)));
             }
         }
