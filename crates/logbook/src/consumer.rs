@@ -124,6 +124,7 @@ impl ConsumerFilter {
 
     /// The stream pattern: `Some((prefix, true))` for `prefix*`, `Some((id, false))` for one
     /// stream id, `None` for every stream (what a store's query filters on).
+    #[cfg(feature = "postgres")]
     pub(crate) fn stream_pattern(&self) -> Option<(&str, bool)> {
         self.streams
             .as_ref()
@@ -131,6 +132,7 @@ impl ConsumerFilter {
     }
 
     /// The event types kept, `None` for every type (what a store's query filters on).
+    #[cfg(feature = "postgres")]
     pub(crate) fn event_type_list(&self) -> Option<Vec<String>> {
         self.event_types
             .as_ref()
