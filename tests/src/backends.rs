@@ -3,7 +3,11 @@
 //! reopen it. `tests/backends.rs` runs each behaviour on both through [`on_both_backends!`](crate::on_both_backends).
 
 use crate::pg::{Cluster, TestDatabase};
-use logbook::{Event, Logbook, LogbookOptions, OpenReport, Projections};
+use logbook::{
+    BuiltinEvent, BuiltinLog, Direction, Event, Logbook, LogbookOptions, OpenReport, Projections,
+    RecordedEvent, StreamId,
+};
+use std::path::{Path, PathBuf};
 
 /// Where a test's log lives.
 pub enum Home {
@@ -53,6 +57,34 @@ impl Home {
         };
         opened.unwrap_or_else(|error| panic!("open on {}: {error}", self.name()))
     }
+
+    /// Opens the built-in model's log here ([`BuiltinLog`] and its projections).
+    pub async fn open_builtin(&self, options: LogbookOptions) -> BuiltinLog {
+        let opened = match self {
+            Home::Embedded(dir) => BuiltinLog::open(dir.path(), options).await,
+            Home::Postgres(database) => {
+                BuiltinLog::open_postgres(&database.connection_string(), options).await
+            }
+        };
+        let (log, _) = opened.unwrap_or_else(|error| panic!("open on {}: {error}", self.name()));
+        log
+    }
+}
+
+/// The first 1,000 events of `stream` (a test's small stream, whole), in version order.
+pub async fn small_stream(log: &BuiltinLog, stream: &str) -> Vec<RecordedEvent<BuiltinEvent>> {
+    let stream = StreamId::new(stream).expect("stream");
+    log.log()
+        .read_stream(&stream, 0, Direction::Forward, 1000)
+        .await
+        .expect("read")
+}
+
+/// A file of `tests/fixtures/import/` (the import formats' example files).
+pub fn import_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/import")
+        .join(name)
 }
 
 /// Runs `body(home)` once per backend: `mod $name { embedded, postgres }`, each a

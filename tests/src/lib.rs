@@ -11,6 +11,7 @@ pub use logbook_pgtest as pg;
 
 pub mod backends;
 pub mod child;
+pub mod sync_hook;
 
 use logbook_wal::frame::{self, FRAME_HEADER_BYTES, FrameHeader};
 use logbook_wal::segment::SEGMENT_HEADER_BYTES;

@@ -8,10 +8,9 @@
 //! `logbook-syncer`), and can make each sync slow, the way a disk is.
 
 use logbook::{Error, ExpectedVersion, Logbook, LogbookOptions, MemoryStorage, StreamId};
+use logbook_tests::sync_hook::{HookedStorage, SyncHook};
 use logbook_tests::{CounterEvent, added, test_options};
-use logbook_wal::{
-    CrashMode, FaultKind, FaultOp, OpenMode, Storage, StorageFile, WAL_DIR_NAME, storage::LockGuard,
-};
+use logbook_wal::{CrashMode, FaultKind, FaultOp, WAL_DIR_NAME};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
@@ -22,7 +21,7 @@ const LOG_DIR: &str = "/data/log";
 const WRITER_THREAD: &str = "logbook-writer";
 const SYNCER_THREAD: &str = "logbook-syncer";
 
-/// WAL `sync_data` calls per thread name, shared by a [`Recording`] storage and its files.
+/// WAL `sync_data` calls per thread name, shared by a [`Recording`] hook.
 #[derive(Debug, Default)]
 struct SyncLog {
     by_thread: Mutex<BTreeMap<String, u64>>,
@@ -56,91 +55,27 @@ impl SyncLog {
     }
 }
 
-/// A [`MemoryStorage`] whose WAL files record which thread syncs them, each sync taking
-/// `sync_delay` (a disk's fsync time) before it happens.
+/// A sync hook under which the WAL's files record which thread syncs them, each sync taking
+/// `sync_delay` (a disk's fsync time) before it happens; other files sync as they are.
 #[derive(Debug)]
 struct Recording {
-    inner: MemoryStorage,
     syncs: Arc<SyncLog>,
     sync_delay: Duration,
 }
 
-#[derive(Debug)]
-struct RecordingFile {
-    inner: Arc<dyn StorageFile>,
-    syncs: Arc<SyncLog>,
-    sync_delay: Duration,
-}
-
-impl StorageFile for RecordingFile {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(offset, buf)
-    }
-
-    fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all_at(offset, buf)
-    }
-
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        // Recorded before the call: a sync that fails was still led by this thread.
-        self.syncs.record();
-        if !self.sync_delay.is_zero() {
-            std::thread::sleep(self.sync_delay);
-        }
-        self.inner.sync_data()
-    }
-}
-
-impl Storage for Recording {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list_dir(dir)
-    }
-
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-
-    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        let file = self.inner.open_file(path, mode)?;
+impl SyncHook for Recording {
+    fn sync_data(&self, path: &Path, sync: &dyn Fn() -> io::Result<()>) -> io::Result<()> {
         let in_wal = path
             .parent()
             .is_some_and(|parent| parent.ends_with(WAL_DIR_NAME));
-        if !in_wal {
-            return Ok(file);
+        if in_wal {
+            // Recorded before the call: a sync that fails was still led by this thread.
+            self.syncs.record();
+            if !self.sync_delay.is_zero() {
+                std::thread::sleep(self.sync_delay);
+            }
         }
-        Ok(Arc::new(RecordingFile {
-            inner: file,
-            syncs: self.syncs.clone(),
-            sync_delay: self.sync_delay,
-        }))
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-
-    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        self.inner.try_lock(path)
+        sync()
     }
 }
 
@@ -150,11 +85,13 @@ async fn open(
     sync_delay: Duration,
 ) -> (Logbook<CounterEvent>, Arc<SyncLog>) {
     let syncs = Arc::new(SyncLog::default());
-    let recording = Recording {
-        inner: storage.clone(),
-        syncs: syncs.clone(),
-        sync_delay,
-    };
+    let recording = HookedStorage::new(
+        storage.clone(),
+        Arc::new(Recording {
+            syncs: syncs.clone(),
+            sync_delay,
+        }),
+    );
     let (log, _) =
         Logbook::<CounterEvent>::open_with_storage(Arc::new(recording), LOG_DIR, options)
             .await

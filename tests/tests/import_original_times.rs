@@ -14,34 +14,17 @@ use logbook::{
     Order, StreamId,
 };
 use logbook_tests::backends::Home;
+use logbook_tests::backends::import_fixture as fixture;
+use logbook_tests::backends::small_stream;
 use logbook_tests::on_both_backends;
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/import")
-        .join(name)
-}
 
 async fn open(home: &Home) -> BuiltinLog {
-    let options = LogbookOptions::default();
-    let opened = match home {
-        Home::Embedded(dir) => BuiltinLog::open(dir.path(), options).await,
-        Home::Postgres(database) => {
-            BuiltinLog::open_postgres(&database.connection_string(), options).await
-        }
-    };
-    opened.expect("open").0
+    home.open_builtin(LogbookOptions::default()).await
 }
 
 /// The envelope timestamps of a stream's events, in version order.
 async fn stream_times(log: &BuiltinLog, stream: &str) -> Vec<u64> {
-    let stream = StreamId::new(stream).expect("stream");
-    let events = log
-        .log()
-        .read_stream(&stream, 0, Direction::Forward, 1000)
-        .await
-        .expect("read");
+    let events = small_stream(log, stream).await;
     events.iter().map(|event| event.timestamp_ms).collect()
 }
 

@@ -2,12 +2,9 @@
 //! record reads back, syncs are shared (fewer `fdatasync`s than appends), and a sync in progress
 //! does not block new appends (the writer lock is not held while syncing).
 
+use logbook_tests::sync_hook::{HookedStorage, SyncHook};
 use logbook_tests::{MEMORY_DIR, positions, read_all};
-use logbook_wal::storage::LockGuard;
-use logbook_wal::{
-    Durability, FileStorage, MemoryStorage, OpenMode, Record, Storage, StorageFile, SyncPolicy,
-    Wal, WalOptions,
-};
+use logbook_wal::{Durability, FileStorage, MemoryStorage, Record, SyncPolicy, Wal, WalOptions};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
@@ -156,71 +153,21 @@ fn concurrent_appenders_on_files() {
     check(&wal, &told, &tailed);
 }
 
-/// A storage whose `sync_data` takes `delay_ms` (0 until a test sets it) and says when one runs.
+/// A sync hook that makes each `sync_data` take `delay_ms` (0 until a test sets it) and says
+/// when one runs.
 #[derive(Debug, Default)]
 struct SlowSync {
-    inner: MemoryStorage,
-    delay_ms: Arc<AtomicU64>,
-    syncing: Arc<AtomicBool>,
+    delay_ms: AtomicU64,
+    syncing: AtomicBool,
 }
 
-#[derive(Debug)]
-struct SlowFile {
-    inner: Arc<dyn StorageFile>,
-    delay_ms: Arc<AtomicU64>,
-    syncing: Arc<AtomicBool>,
-}
-
-impl StorageFile for SlowFile {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(offset, buf)
-    }
-    fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all_at(offset, buf)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
+impl SyncHook for SlowSync {
+    fn sync_data(&self, _path: &Path, sync: &dyn Fn() -> io::Result<()>) -> io::Result<()> {
         self.syncing.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
-        let result = self.inner.sync_data();
+        let result = sync();
         self.syncing.store(false, Ordering::SeqCst);
         result
-    }
-}
-
-impl Storage for SlowSync {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list_dir(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(SlowFile {
-            inner: self.inner.open_file(path, mode)?,
-            delay_ms: self.delay_ms.clone(),
-            syncing: self.syncing.clone(),
-        }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        self.inner.try_lock(path)
     }
 }
 
@@ -236,12 +183,10 @@ fn wait_for(what: &str, condition: impl Fn() -> bool) {
 /// the fsync), and the appenders that arrived meanwhile share one next sync.
 #[test]
 fn appends_land_while_a_sync_runs_and_share_the_next_one() {
-    let storage = SlowSync::default();
-    let (memory, delay_ms, syncing) = (
-        storage.inner.clone(),
-        storage.delay_ms.clone(),
-        storage.syncing.clone(),
-    );
+    let memory = MemoryStorage::default();
+    let slow = Arc::new(SlowSync::default());
+    let storage = HookedStorage::new(memory.clone(), slow.clone());
+    let (delay_ms, syncing) = (&slow.delay_ms, &slow.syncing);
     let options = WalOptions {
         sync_policy: SyncPolicy::Always,
         ..WalOptions::default()

@@ -11,7 +11,7 @@
 //! `store.rs`), or scans more than [`FILTER_SCAN_POSITIONS_MAX`] positions per statement.
 
 use crate::error::{Error, Result};
-use crate::store::{PgStore, check_row, page_limit, to_i64, to_u64};
+use crate::store::{PgStore, check_row, first_row, page_limit, to_i64, to_u64};
 
 /// The most positions one filtered read scans: a consumer of rare events over a long run of
 /// rejected ones advances this far per statement (one round trip), never reading the rest.
@@ -114,13 +114,7 @@ impl PgStore {
             )
             .await
             .map_err(driver)?;
-        let Some(first) = rows.first() else {
-            return Err(Error::Corrupted {
-                table: "logbook_log",
-                key: "singleton".to_string(),
-                reason: "no row".to_string(),
-            });
-        };
+        let first = first_row(&rows)?;
         let through: Option<i64> = first.try_get(4).map_err(driver)?;
         let through = match through {
             Some(through) => to_u64(through, "logbook_log", "singleton")?,

@@ -485,13 +485,7 @@ impl PgStore {
             .query(&statement, &[&to_i64(from_position), &limit])
             .await
             .map_err(driver)?;
-        let Some(first) = rows.first() else {
-            return Err(Error::Corrupted {
-                table: "logbook_log",
-                key: "singleton".to_string(),
-                reason: "no row".to_string(),
-            });
-        };
+        let first = first_row(&rows)?;
         let head: i64 = first.try_get(4).map_err(driver)?;
         let head = to_u64(head, "logbook_log", "singleton")?;
         let empty = first
@@ -1108,6 +1102,16 @@ pub(crate) fn to_u64(value: i64, table: &'static str, key: &str) -> Result<u64> 
 /// (and so matches nothing) instead of wrapping.
 pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The first row of a statement that always returns at least one (its `logbook_log` singleton
+/// row joined to the page): none means the singleton row is gone.
+pub(crate) fn first_row(rows: &[tokio_postgres::Row]) -> Result<&tokio_postgres::Row> {
+    rows.first().ok_or_else(|| Error::Corrupted {
+        table: "logbook_log",
+        key: "singleton".to_string(),
+        reason: "no row".to_string(),
+    })
 }
 
 pub(crate) fn page_limit(max: usize) -> i64 {

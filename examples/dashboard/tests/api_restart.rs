@@ -225,17 +225,7 @@ fn health_lists_the_logs_durable_consumers_with_their_lag() {
         let (log, _) = logbook::BuiltinLog::open(dir.path(), logbook::LogbookOptions::default())
             .await
             .expect("open the log before the service");
-        let room = logbook::StreamId::room("lobby").expect("stream");
-        let created = logbook::BuiltinEvent::from_json("room.created", json!({"name": "Lobby"}))
-            .expect("event");
-        log.log()
-            .append(
-                &room,
-                logbook::ExpectedVersion::NoStream,
-                vec![created.into()],
-            )
-            .await
-            .expect("append");
+        create_lobby(&log).await;
         log.log()
             .reset_consumer("mailer", 1)
             .await
@@ -281,18 +271,7 @@ fn health_shows_a_snapshot_taken_after_open() {
             .await
             .expect("open the service's log");
         let before = logbook_dashboard::health::health_json(&app);
-        let room = logbook::StreamId::room("lobby").expect("stream");
-        let created = logbook::BuiltinEvent::from_json("room.created", json!({"name": "Lobby"}))
-            .expect("event");
-        app.log()
-            .log()
-            .append(
-                &room,
-                logbook::ExpectedVersion::NoStream,
-                vec![created.into()],
-            )
-            .await
-            .expect("append");
+        create_lobby(app.log()).await;
         let taken = app.log().log().snapshot().await.expect("snapshot");
         let health = logbook_dashboard::health::health_json(&app);
         let snapshot = &health["last_snapshot"];
@@ -317,4 +296,19 @@ fn health_shows_a_snapshot_taken_after_open() {
         );
         app.log().clone().close().await.expect("close");
     });
+}
+
+/// Appends `room.created` for a room `lobby` (a log's first user event).
+async fn create_lobby(log: &logbook::BuiltinLog) {
+    let room = logbook::StreamId::room("lobby").expect("stream");
+    let created =
+        logbook::BuiltinEvent::from_json("room.created", json!({"name": "Lobby"})).expect("event");
+    log.log()
+        .append(
+            &room,
+            logbook::ExpectedVersion::NoStream,
+            vec![created.into()],
+        )
+        .await
+        .expect("append");
 }
