@@ -319,8 +319,11 @@ fn bit_flips_in_a_sealed_segment_are_corruption() {
     }
 }
 
+/// Zeros after the last complete batch of the last segment are the space a writer
+/// preallocated (`WalOptions::preallocate_bytes`): the end of the data, kept (not cut) for the
+/// next appends to overwrite, and trimmed at the next clean close.
 #[test]
-fn a_zero_filled_tail_is_cut() {
+fn a_zero_filled_tail_is_preallocated_space_and_reused() {
     let log = Log::build();
     let path = log.last_path();
     let mut bytes = log.last_bytes();
@@ -328,11 +331,52 @@ fn a_zero_filled_tail_is_cut() {
     bytes.resize(bytes.len() + 4096, 0);
     let (storage, opened) = open(&log.with_file(&path, bytes), RecoveryMode::Strict);
     let (wal, report) = opened.unwrap();
-    let tail_cut = report.tail_cut.clone().expect("zeros are cut");
-    assert_eq!((tail_cut.offset, tail_cut.bytes_dropped), (len, 4096));
-    assert_eq!(tail_cut.segment, path);
+    assert!(report.tail_cut.is_none(), "{report:?}");
+    assert_eq!(report.preallocated_bytes, 4096);
     assert_eq!(report.last_position, 23);
-    check_recovered(&storage, wal, &log.appended, 23);
+    assert_eq!(
+        storage.file_contents(&path).unwrap().len() as u64,
+        len + 4096
+    );
+    assert_eq!(wal.append(b"over the zeros").unwrap(), 24);
+    wal.sync().unwrap();
+    let on_disk = storage.file_contents(&path).unwrap();
+    let frames = segment_frames(&on_disk[..]);
+    assert_eq!(
+        frames.last().unwrap().offset,
+        len,
+        "the append reuses the zeros"
+    );
+    let mut appended = log.appended.clone();
+    appended.push(b"over the zeros".to_vec());
+    check_recovered(&storage, wal, &appended, 24);
+    let closed = storage.file_contents(&path).unwrap();
+    assert!(
+        closed.len() as u64 > len && closed.ends_with(b"next"),
+        "trimmed at close"
+    );
+}
+
+/// A zero tail that does not start at a frame boundary after a complete batch is a torn
+/// frame, cut as before.
+#[test]
+fn zeros_inside_an_unfinished_batch_are_cut() {
+    let log = Log::build();
+    let path = log.last_path();
+    let bytes = log.last_bytes();
+    let frames = segment_frames(&bytes);
+    let last = frames[frames.len() - 1];
+    let mut torn = bytes.clone();
+    torn[last.offset as usize + 28..].fill(0);
+    torn.resize(bytes.len() + 4096, 0);
+    let (storage, opened) = open(&log.with_file(&path, torn.clone()), RecoveryMode::Strict);
+    let (wal, report) = opened.unwrap();
+    let tail_cut = report.tail_cut.clone().expect("a torn frame is cut");
+    let (cut, kept) = expected_cut(&frames[frames.len() - 3..], last.offset + 28);
+    assert_eq!(tail_cut.offset, cut);
+    assert_eq!(tail_cut.bytes_dropped, torn.len() as u64 - cut);
+    assert_eq!(report.preallocated_bytes, 0);
+    check_recovered(&storage, wal, &log.appended, kept);
 }
 
 /// A hole (zeros) followed by valid frames is no proof of corruption when those frames were
@@ -375,7 +419,8 @@ fn a_hole_followed_by_unproven_frames_is_cut() {
     check_recovered(&storage, wal, &log.appended, 5);
 }
 
-/// The same torn tails on the real file system: truncation (every 5th byte) and a zero tail.
+/// The same torn tails on the real file system: truncation (every 5th byte), and a zero tail
+/// (preallocated space: kept).
 #[test]
 fn torn_tails_on_real_files_are_cut() {
     let temp = tempfile::tempdir().unwrap();
@@ -413,8 +458,11 @@ fn torn_tails_on_real_files_are_cut() {
             .tail_cut
             .as_ref()
             .map_or(0, |tail_cut| tail_cut.bytes_dropped);
-        assert_eq!(dropped, len - cut, "length {len}");
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), cut);
+        // Zeros after the last frame are preallocated space: kept, not cut.
+        let zeros = len.saturating_sub(bytes.len() as u64);
+        assert_eq!(report.preallocated_bytes, zeros, "length {len}");
+        assert_eq!(dropped, len - cut - zeros, "length {len}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), cut + zeros);
         let records = read_all(&wal, 1);
         assert_eq!(positions(&records), (1..=last).collect::<Vec<_>>());
         assert_eq!(wal.append(b"next").unwrap(), last + 1);

@@ -266,6 +266,23 @@ pub(crate) fn open_segments(
         } else {
             report.bytes_scanned += len;
         }
+        if !is_last
+            && scan.problem.is_none()
+            && let Some(at) = scan.zero_tail
+        {
+            // A roll trims the preallocated zeros of the segment it seals (and syncs the trim)
+            // before the next segment exists: zeros at the end of a sealed segment are damage.
+            scan.problem = Some(recovery::Problem {
+                cut_offset: at,
+                bad_offset: at,
+                reason: "zero bytes after the last frame".to_owned(),
+                provably_durable: false,
+                later_valid_frames: 0,
+            });
+        }
+        if is_last && let Some(at) = scan.zero_tail {
+            report.preallocated_bytes = len - at;
+        }
         let segment = Arc::new(Segment::new(base, path.clone(), file.clone()));
         if let Some(problem) = scan.problem.take() {
             let corrupt = problem.provably_durable || !is_last;

@@ -75,6 +75,14 @@ pub struct WalOptions {
     /// goes. Default 64 MiB/s: a rewrite then never holds the disk long enough for appenders'
     /// fsyncs to queue behind it.
     pub rewrite_bytes_per_second: u64,
+    /// Zero bytes written ahead of the active segment's data, at most this many at a time
+    /// (never past `segment_bytes_max`); 0 turns it off. Default 1 MiB. An append into space
+    /// already written (with zeros) does not change the file's size, so its `fdatasync` need
+    /// not commit a size change to the file system's journal: on ext4 that made a lone durable
+    /// append about 1.5x faster (`docs/benchmarks.md`). The zeros are trimmed when the segment
+    /// is sealed and at a clean close; after a crash, open reads the zero tail of the last
+    /// segment as the end of its data (`docs/format.md`).
+    pub preallocate_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -93,6 +101,7 @@ impl Default for WalOptions {
             recovery_mode: RecoveryMode::Strict,
             verify_sealed_segments_on_open: true,
             rewrite_bytes_per_second: 64 << 20,
+            preallocate_bytes: 1 << 20,
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct RecoveryReport {
     pub last_position: u64,
     /// An unsynced tail that was cut off the last segment.
     pub tail_cut: Option<TailCut>,
+    /// Zero bytes found after the last frame of the last segment: space a writer preallocated
+    /// (`WalOptions::preallocate_bytes`) and a crash left behind. Not damage and not cut: the
+    /// next appends overwrite it. 0 after a clean close, which trims it.
+    pub preallocated_bytes: u64,
     /// What salvage dropped, when [`RecoveryMode::Salvage`](crate::RecoveryMode) cut at corruption.
     pub salvage: Option<Salvage>,
     /// A last segment whose creation a crash interrupted (header never made durable), removed.
@@ -128,6 +132,11 @@ pub(crate) struct Problem {
 pub(crate) struct Scan {
     /// The end of the last complete batch.
     pub(crate) valid_end: u64,
+    /// Where the segment's zero-filled tail starts: every byte from this frame boundary (after a
+    /// complete batch) to the end of the file is zero. A writer preallocates the active
+    /// segment this way (`WalOptions::preallocate_bytes`), so this is the end of the data of
+    /// the last segment; in a sealed segment (trimmed at its roll) it is damage.
+    pub(crate) zero_tail: Option<u64>,
     /// The last position of a complete batch (`before` when there is none).
     pub(crate) last_position: u64,
     pub(crate) records: u64,
@@ -170,6 +179,7 @@ pub(crate) fn scan_segment(
     let mut cursor = Cursor::new();
     let mut scan = Scan {
         valid_end: start.offset,
+        zero_tail: None,
         last_position: start.after_position,
         records: 0,
         index: Vec::new(),
@@ -218,6 +228,11 @@ pub(crate) fn scan_segment(
             }
         };
         if let Some(reason) = reason {
+            if batch_start.is_none() && zeros_until(file, offset, file_len).map_err(io)? {
+                // Preallocated space: the data ends here (see `Scan::zero_tail`).
+                scan.zero_tail = Some(offset);
+                break;
+            }
             let (mark, later) = later_marks(
                 file,
                 &mut cursor,
@@ -273,8 +288,53 @@ pub(crate) fn later_marks(
                 found += 1;
                 offset += header.frame_len();
             }
-            Ok(_) | Err(FrameError::Truncated | FrameError::TooLarge) | Err(_) => offset += 1,
+            Ok(_) | Err(FrameError::Truncated | FrameError::TooLarge) | Err(_) => {
+                offset = next_candidate(file, offset, file_len)?;
+            }
         }
     }
     Ok((mark, found))
+}
+
+/// Bytes read at a time when looking at zeros (bounded memory whatever the file).
+const ZERO_PROBE_BYTES: usize = 64 << 10;
+
+/// True when every byte of `[from, to)` is zero (also when the range is empty).
+pub(crate) fn zeros_until(file: &dyn StorageFile, from: u64, to: u64) -> std::io::Result<bool> {
+    Ok(first_nonzero(file, from, to)?.is_none())
+}
+
+/// The offset of the first non-zero byte in `[from, to)`, if any. Reads 64 bytes first (so a
+/// walk over garbage stays cheap), then 4 KiB at a time: bounded memory whatever the file.
+fn first_nonzero(file: &dyn StorageFile, from: u64, to: u64) -> std::io::Result<Option<u64>> {
+    let mut chunk = [0u8; 4096];
+    let mut want_max = 64u64;
+    let mut at = from;
+    while at < to {
+        let want = want_max.min(to - at) as usize;
+        let slot = chunk.get_mut(..want).unwrap_or(&mut []);
+        file.read_exact_at(at, slot)?;
+        if let Some(index) = slot.iter().position(|&byte| byte != 0) {
+            return Ok(Some(at + index as u64));
+        }
+        at += want as u64;
+        want_max = chunk.len() as u64;
+    }
+    Ok(None)
+}
+
+/// The next offset after `offset` where a valid frame may start. A frame's position (bytes
+/// 8..16 of its header) is never zero, so no frame starts where its 28 header bytes are all
+/// zero: past a run of zeros (preallocated space, a zeroed page) the search resumes 27 bytes
+/// before the run's end instead of trying every offset in it.
+fn next_candidate(file: &dyn StorageFile, offset: u64, file_len: u64) -> std::io::Result<u64> {
+    let next = offset + 1;
+    let Some(nonzero) = first_nonzero(file, next, file_len.min(next + ZERO_PROBE_BYTES as u64))?
+    else {
+        // Zeros up to the probe's end (or the file's): no frame starts before 27 bytes ahead of
+        // it; resume there (the next probe continues over the rest of the run).
+        let probed_end = file_len.min(next + ZERO_PROBE_BYTES as u64);
+        return Ok(next.max(probed_end.saturating_sub(FRAME_HEADER_BYTES as u64 - 1)));
+    };
+    Ok(next.max(nonzero.saturating_sub(FRAME_HEADER_BYTES as u64 - 1)))
 }

@@ -80,6 +80,9 @@ struct WriterState {
     end_offset: u64,
     /// Bytes of the active segment handed to the OS.
     written_offset: u64,
+    /// How far the active segment's file is known to reach: `written_offset` plus the zeros
+    /// written ahead of it (see [`Inner::preallocate`]); never below `written_offset`.
+    allocated_end: u64,
     buffer: Vec<u8>,
     spare: Vec<u8>,
     buffer_records: usize,
@@ -229,11 +232,18 @@ impl Wal {
             manifest::store(storage.as_ref(), &wal_dir, &manifest)?;
         }
         let end_offset = active.durable_len();
+        // The zero tail of a segment that a crash left preallocated is reused as it is.
+        let allocated_end = active
+            .file
+            .len()
+            .map_err(|source| Error::io(&active.path, source))?
+            .max(end_offset);
         let next_position = last_position + 1;
         let state = WriterState {
             active,
             end_offset,
             written_offset: end_offset,
+            allocated_end,
             buffer: Vec::new(),
             spare: Vec::new(),
             buffer_records: 0,
@@ -318,6 +328,7 @@ impl Wal {
             active,
             end_offset,
             written_offset: end_offset,
+            allocated_end: end_offset,
             buffer: Vec::new(),
             spare: Vec::new(),
             buffer_records: 0,
@@ -788,6 +799,7 @@ impl Wal {
             inner.sync_to(head, false)
         };
         if result.is_ok() && !inner.read_only {
+            inner.trim_preallocated();
             // Sidecars of the segments sealed since open spare the next open their scan; the
             // active segment's (a checkpoint of its synced prefix) spares it the rescan.
             // A checkpoint kept since open still describes the active segment: nothing was
@@ -1031,6 +1043,7 @@ impl Inner {
     /// Hands the buffer to the OS without syncing (the buffer grew past its limit).
     fn write_out(&self, state: &mut WriterState) -> Result<()> {
         self.retire_checkpoint(state)?;
+        self.preallocate(state, state.written_offset + state.buffer.len() as u64)?;
         let bytes = std::mem::take(&mut state.buffer);
         let segment = state.active.clone();
         let result = segment.file.write_all_at(state.written_offset, &bytes);
@@ -1116,8 +1129,11 @@ impl Inner {
             self.changed.notify_all();
             return Err(error);
         }
+        let end = state.written_offset + state.buffer.len() as u64;
         if !state.buffer.is_empty()
-            && let Err(error) = self.retire_checkpoint(&mut state)
+            && let Err(error) = self
+                .retire_checkpoint(&mut state)
+                .and_then(|()| self.preallocate(&mut state, end))
         {
             state.sync_in_progress = false;
             drop(state);
@@ -1131,7 +1147,7 @@ impl Inner {
         let offset = state.written_offset;
         let last = state.next_position - 1;
         state.written_offset += bytes.len() as u64;
-        let end = state.written_offset;
+        debug_assert_eq!(state.written_offset, end);
         state.buffer_records = 0;
         drop(state);
         let result = if bytes.is_empty() {
@@ -1161,6 +1177,66 @@ impl Inner {
         }
     }
 
+    /// Before bytes are written to the active segment up to `end`: when `end` passes the zeros
+    /// already written ahead, writes zeros from `end` on, `preallocate_bytes` of them (never
+    /// past `segment_bytes_max`). Runs under the writer lock, which orders it before any write
+    /// at or past `end` (those are handed out under the same lock), so zeros never land on a
+    /// frame. Once per `preallocate_bytes` of appends; the append whose sync follows pays the
+    /// size change, the next ones overwrite zeros in place. A failure poisons the WAL.
+    fn preallocate(&self, state: &mut WriterState, end: u64) -> Result<()> {
+        if end <= state.allocated_end {
+            return Ok(());
+        }
+        let target = end
+            .saturating_add(self.options.preallocate_bytes)
+            .min(self.options.segment_bytes_max.max(end));
+        if target > end {
+            let zeros = vec![0u8; usize::try_from(target - end).unwrap_or(0)];
+            let segment = state.active.clone();
+            if let Err(source) = segment.file.write_all_at(end, &zeros) {
+                self.poison(state, &segment.path, &source);
+                return Err(Error::io(&segment.path, source));
+            }
+        }
+        state.allocated_end = target;
+        assert!(state.allocated_end >= end);
+        Ok(())
+    }
+
+    /// At a clean close, after the final sync: cuts the active segment's preallocated zeros,
+    /// so the file ends with its last frame and the checkpoint written next covers all of it.
+    /// Best effort: when it fails, the zeros stay and the next open reads them as the end of
+    /// the data (the checkpoint then covers a prefix).
+    fn trim_preallocated(&self) {
+        let mut state = lock_state(self);
+        while state.sync_in_progress {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if state.allocated_end <= state.written_offset
+            || !state.buffer.is_empty()
+            || state.poisoned.is_some()
+            || state.closed
+        {
+            return;
+        }
+        let segment = state.active.clone();
+        let trimmed = segment
+            .file
+            .set_len(state.written_offset)
+            .and_then(|()| segment.file.sync_data());
+        match trimmed {
+            Ok(()) => state.allocated_end = state.written_offset,
+            Err(error) => tracing::warn!(
+                segment = %segment.path.display(),
+                %error,
+                "could not trim the preallocated tail at close; the next open reads past it"
+            ),
+        }
+    }
+
     /// Seals the active segment (write, sync) and starts a new one. Rare, so it runs under the
     /// writer lock after any sync under way has finished.
     fn roll<'a>(
@@ -1182,6 +1258,15 @@ impl Inner {
         let _span = tracing::info_span!("wal_roll", next_position = state.next_position).entered();
         self.write_out(&mut state)?;
         let old = state.active.clone();
+        // A sealed segment ends with its last frame: its preallocated zeros go, and the sync
+        // below makes the trim durable with the frames.
+        if state.allocated_end > state.written_offset {
+            if let Err(source) = old.file.set_len(state.written_offset) {
+                self.poison(&mut state, &old.path, &source);
+                return Err(Error::io(&old.path, source));
+            }
+            state.allocated_end = state.written_offset;
+        }
         // Durability: the old segment is synced before the new one exists, so only the last
         // segment can ever hold an unsynced tail.
         if let Err(source) = old.file.sync_data() {
@@ -1222,6 +1307,7 @@ impl Inner {
         state.active = segment;
         state.end_offset = SEGMENT_HEADER_BYTES as u64;
         state.written_offset = SEGMENT_HEADER_BYTES as u64;
+        state.allocated_end = SEGMENT_HEADER_BYTES as u64;
         state.last_indexed_offset = None;
         self.changed.notify_all();
         Ok(state)

@@ -119,6 +119,10 @@ pub(crate) enum Walk<'a> {
         /// last segment and nothing proves it was durable.
         at_end: bool,
     },
+    /// Every byte from `offset` (a frame boundary after a complete batch) to the end is zero:
+    /// space a writer preallocated, the end of the data in the last segment (damage in a
+    /// sealed one, which its roll trims). The last step.
+    Zeros { offset: u64, bytes: u64 },
 }
 
 /// Walks frames from an offset to the end of a buffer, resuming after bad frames.
@@ -198,6 +202,19 @@ impl<'a> Iterator for FrameWalker<'a> {
         }
         let (header, payload) = match self.frame_at(offset) {
             Ok(frame) => frame,
+            Err(_)
+                if self.batch_open.is_none()
+                    && self
+                        .bytes
+                        .get(offset..)
+                        .is_some_and(|rest| rest.iter().all(|&byte| byte == 0)) =>
+            {
+                self.finished = true;
+                return Some(Walk::Zeros {
+                    offset: offset as u64,
+                    bytes: (self.bytes.len() - offset) as u64,
+                });
+            }
             Err(error) => return Some(self.bad(offset, error.reason().to_owned())),
         };
         if header.position <= self.last_position {
@@ -283,7 +300,9 @@ pub fn frames(dir: impl AsRef<Path>) -> Result<Vec<FrameEntry>> {
 pub fn frames_with_storage(storage: Arc<dyn Storage>, dir: &Path) -> Result<Vec<FrameEntry>> {
     let (segments, _) = segment_files(storage.as_ref(), dir)?;
     let mut entries = Vec::new();
-    for segment in segments {
+    let count = segments.len();
+    for (index, segment) in segments.into_iter().enumerate() {
+        let is_last = index + 1 == count;
         let bytes = read_file(storage.as_ref(), &segment.path)?;
         if let Err(reason) = segment::decode_header(&bytes) {
             entries.push(FrameEntry {
@@ -301,6 +320,14 @@ pub fn frames_with_storage(storage: Arc<dyn Storage>, dir: &Path) -> Result<Vec<
                     payload,
                 } => (offset, Ok(summary(&header, payload))),
                 Walk::Bad { offset, reason, .. } => (offset, Err(reason)),
+                // The last segment's preallocated space is not a frame, nor a bad one.
+                Walk::Zeros { .. } if is_last => continue,
+                Walk::Zeros { offset, bytes } => (
+                    offset,
+                    Err(format!(
+                        "{bytes} zero bytes after the last frame (in a sealed segment)"
+                    )),
+                ),
             };
             entries.push(FrameEntry {
                 segment: segment.path.clone(),
@@ -338,7 +365,7 @@ mod tests {
             .iter()
             .filter_map(|step| match step {
                 Walk::Bad { offset, at_end, .. } => Some((*offset, *at_end)),
-                Walk::Frame { .. } => None,
+                Walk::Frame { .. } | Walk::Zeros { .. } => None,
             })
             .collect();
         let good = steps.len() - bad.len();
@@ -359,6 +386,26 @@ mod tests {
         let last = steps.last().expect("steps");
         let expected = (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 7) as u64;
         assert!(matches!(last, Walk::Bad { offset, at_end: true, .. } if *offset == expected));
+    }
+
+    #[test]
+    fn zeros_after_a_complete_batch_end_the_walk_and_zeros_inside_one_are_bad() {
+        let mut bytes = log_bytes(&[(1, SINGLE), (2, SINGLE)]);
+        let end = bytes.len() as u64;
+        bytes.resize(bytes.len() + 5000, 0);
+        let steps: Vec<_> = FrameWalker::new(&bytes, SEGMENT_HEADER_BYTES as u64, 0).collect();
+        assert_eq!(steps.len(), 3);
+        assert!(
+            matches!(steps[2], Walk::Zeros { offset, bytes: 5000 } if offset == end),
+            "{steps:?}"
+        );
+        let mut open_batch = log_bytes(&[(1, SINGLE), (2, FLAG_BATCH_FIRST)]);
+        open_batch.resize(open_batch.len() + 5000, 0);
+        let steps: Vec<_> = FrameWalker::new(&open_batch, SEGMENT_HEADER_BYTES as u64, 0).collect();
+        assert!(
+            matches!(steps.last(), Some(Walk::Bad { at_end: true, .. })),
+            "{steps:?}"
+        );
     }
 
     #[test]

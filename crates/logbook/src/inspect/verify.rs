@@ -32,7 +32,7 @@ pub const FINDINGS_PER_SEGMENT_MAX: usize = 100;
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
-    /// Information (a file that is not a segment).
+    /// Information (a file that is not a segment, the zeros a writer preallocated).
     Note,
     /// An incomplete tail of the last segment: what a crash or a live writer leaves. The next
     /// open cuts it; nothing durable is lost.
@@ -555,6 +555,22 @@ impl SegmentCheck<'_> {
                     after_position,
                     at_end,
                 } => bad.push((offset, reason, after_position, at_end)),
+                Walk::Zeros { offset, bytes } if self.is_last => self.find(
+                    Severity::Note,
+                    offset,
+                    format!(
+                        "{bytes} zero bytes of preallocated space after the last frame (a live \
+                         writer's, or a crash's: the next appends overwrite them)"
+                    ),
+                ),
+                Walk::Zeros { offset, bytes } => self.find(
+                    Severity::Corruption,
+                    offset,
+                    format!(
+                        "{bytes} zero bytes after the last frame (in a sealed segment, which its \
+                         roll trims)"
+                    ),
+                ),
             }
         }
         self.classify(bad, &frames);
