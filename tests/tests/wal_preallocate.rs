@@ -11,9 +11,7 @@ use logbook_tests::{
     CounterEvent, MEMORY_DIR, added, memory_segments, payload, positions, read_all, segment_frames,
     test_options,
 };
-use logbook_wal::{
-    CrashMode, Error, MemoryStorage, RecoveryMode, Storage, SyncPolicy, Wal, WalOptions,
-};
+use logbook_wal::{CrashMode, Error, MemoryStorage, RecoveryMode, SyncPolicy, Wal, WalOptions};
 use std::path::Path;
 use std::sync::Arc;
 
