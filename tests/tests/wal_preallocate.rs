@@ -79,6 +79,28 @@ fn the_file_grows_by_a_run_of_zeros_not_by_every_append() {
 }
 
 #[test]
+fn a_large_write_grows_the_file_by_itself() {
+    let storage = MemoryStorage::new();
+    let options = options(64 << 20, 4096);
+    let (wal, _) = open(&storage, &options).unwrap();
+    let path = memory_segments(&storage).pop().unwrap();
+    // 24 frames: 2,112 bytes, over half of a run of zeros.
+    let batch: Vec<Vec<u8>> = (1..=24).map(|position| payload(position, RECORD)).collect();
+    wal.append_batch(&batch).unwrap();
+    let data_end = 32 + 24 * FRAME;
+    assert_eq!(
+        file_len(&storage, &path),
+        data_end,
+        "no zeros behind a bulk write"
+    );
+    // A small append after it gets its run of zeros.
+    wal.append(&payload(25, RECORD)).unwrap();
+    assert_eq!(file_len(&storage, &path), data_end + FRAME + 4096);
+    assert_eq!(positions(&read_all(&wal, 1)), (1..=25).collect::<Vec<_>>());
+    wal.close().unwrap();
+}
+
+#[test]
 fn sealed_segments_and_a_clean_close_end_with_their_last_frame() {
     let storage = MemoryStorage::new();
     // Runs of zeros larger than a segment: capped at the segment's limit.
@@ -116,7 +138,7 @@ fn sealed_segments_and_a_clean_close_end_with_their_last_frame() {
 /// segment creation, the manifest, the trim at close.
 #[test]
 fn a_power_cut_at_any_step_loses_no_acknowledged_append() {
-    let options = options(32 + 6 * FRAME, 2 * FRAME);
+    let options = options(32 + 6 * FRAME, 3 * FRAME);
     let mut cuts = 0;
     let mut zero_tails = 0;
     for steps in 0..160u64 {

@@ -76,7 +76,9 @@ pub struct WalOptions {
     /// fsyncs to queue behind it.
     pub rewrite_bytes_per_second: u64,
     /// Zero bytes written ahead of the active segment's data, at most this many at a time
-    /// (never past `segment_bytes_max`); 0 turns it off. Default 1 MiB. An append into space
+    /// (never past `segment_bytes_max`); 0 turns it off. Default 1 MiB. A write of at least
+    /// half this many bytes (a bulk load's buffer) is not followed by zeros: it grows the file
+    /// by itself. An append into space
     /// already written (with zeros) does not change the file's size, so its `fdatasync` need
     /// not commit a size change to the file system's journal: on ext4 that made a lone durable
     /// append about 1.5x faster (`docs/benchmarks.md`). The zeros are trimmed when the segment

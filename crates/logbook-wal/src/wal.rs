@@ -1179,12 +1179,19 @@ impl Inner {
 
     /// Before bytes are written to the active segment up to `end`: when `end` passes the zeros
     /// already written ahead, writes zeros from `end` on, `preallocate_bytes` of them (never
-    /// past `segment_bytes_max`). Runs under the writer lock, which orders it before any write
+    /// past `segment_bytes_max`), unless the write itself is at least half that long. Runs under the writer lock, which orders it before any write
     /// at or past `end` (those are handed out under the same lock), so zeros never land on a
     /// frame. Once per `preallocate_bytes` of appends; the append whose sync follows pays the
     /// size change, the next ones overwrite zeros in place. A failure poisons the WAL.
     fn preallocate(&self, state: &mut WriterState, end: u64) -> Result<()> {
         if end <= state.allocated_end {
+            return Ok(());
+        }
+        if end - state.written_offset >= self.options.preallocate_bytes / 2 {
+            // A large write (a bulk load's buffer) grows the file by itself, and its size
+            // change is paid once for many records: zeros ahead of it would only be
+            // overwritten by the next large write, doubling the bytes written.
+            state.allocated_end = end;
             return Ok(());
         }
         let target = end
