@@ -8,8 +8,8 @@
 use logbook::inspect::{self, NoProgress, Severity};
 use logbook::{ExpectedVersion, Logbook, StreamId};
 use logbook_tests::{
-    CounterEvent, MEMORY_DIR, added, memory_segments, payload, positions, read_all, segment_frames,
-    test_options,
+    CounterEvent, MEMORY_DIR, added, memory_files, memory_segments, memory_storage_with, payload,
+    positions, read_all, segment_frames, test_options,
 };
 use logbook_wal::{CrashMode, Error, MemoryStorage, RecoveryMode, SyncPolicy, Wal, WalOptions};
 use std::path::Path;
@@ -247,6 +247,24 @@ fn zeros_at_the_end_of_a_sealed_segment_are_corruption() {
         }
         other => panic!("expected corruption, got {other:?}"),
     }
+    // A keep-intact repair drops just the zeros: every record stays.
+    let repaired = memory_storage_with(&memory_files(&storage));
+    let report = Wal::repair_keep_intact(
+        Arc::new(repaired.clone()),
+        Path::new(MEMORY_DIR),
+        &options,
+        |_| Ok::<(), Error>(()),
+    )
+    .unwrap();
+    assert_eq!(report.regions.len(), 1, "{report:?}");
+    assert_eq!(
+        (report.regions[0].start, report.regions[0].end),
+        (end, end + 4096)
+    );
+    assert_eq!(report.records_kept, 10);
+    let (wal, _) = open(&repaired, &options).unwrap();
+    assert_eq!(positions(&read_all(&wal, 1)), (1..=10).collect::<Vec<_>>());
+    wal.close().unwrap();
     let salvage = WalOptions {
         recovery_mode: RecoveryMode::Salvage,
         ..options

@@ -296,7 +296,7 @@ pub(crate) fn later_marks(
     Ok((mark, found))
 }
 
-/// Bytes read at a time when looking at zeros (bounded memory whatever the file).
+/// The most bytes one step of a walk past a bad frame probes for a run of zeros.
 const ZERO_PROBE_BYTES: usize = 64 << 10;
 
 /// True when every byte of `[from, to)` is zero (also when the range is empty).
@@ -327,7 +327,11 @@ fn first_nonzero(file: &dyn StorageFile, from: u64, to: u64) -> std::io::Result<
 /// 8..16 of its header) is never zero, so no frame starts where its 28 header bytes are all
 /// zero: past a run of zeros (preallocated space, a zeroed page) the search resumes 27 bytes
 /// before the run's end instead of trying every offset in it.
-fn next_candidate(file: &dyn StorageFile, offset: u64, file_len: u64) -> std::io::Result<u64> {
+pub(crate) fn next_candidate(
+    file: &dyn StorageFile,
+    offset: u64,
+    file_len: u64,
+) -> std::io::Result<u64> {
     let next = offset + 1;
     let Some(nonzero) = first_nonzero(file, next, file_len.min(next + ZERO_PROBE_BYTES as u64))?
     else {

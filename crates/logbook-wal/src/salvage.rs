@@ -354,7 +354,7 @@ fn next_valid_frame(
 }
 
 /// The first offset at or after `from` holding a valid frame with a position above
-/// `last_seen`, walking byte by byte.
+/// `last_seen`, walking byte by byte (a run of zeros at once: no frame starts inside it).
 fn first_frame_above(
     file: &dyn StorageFile,
     cursor: &mut Cursor,
@@ -369,7 +369,7 @@ fn first_frame_above(
         {
             return Ok(Some((offset, header)));
         }
-        offset += 1;
+        offset = recovery::next_candidate(file, offset, len)?;
     }
     Ok(None)
 }
