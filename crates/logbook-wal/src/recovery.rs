@@ -12,6 +12,11 @@
 //! an unsynced tail that a power loss wrote back out of order: it is cut with the rest of the
 //! tail. Rolling to a new segment syncs the old one first, so only the last segment can hold an
 //! unsynced tail; a bad frame in a sealed segment is always corruption.
+//!
+//! Zeros from a frame boundary after a complete batch to the end of the file are not a bad
+//! frame: they are the space a writer preallocated (`WalOptions::preallocate_bytes`), the end of
+//! the data ([`Scan::zero_tail`]; open calls them damage in a sealed segment, which its roll
+//! trims). No frame starts inside a run of zeros, so walks past a bad frame skip such runs.
 
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
