@@ -202,6 +202,9 @@ fn a_write_failing_while_a_group_commit_leader_gathers_is_never_acknowledged() {
             },
             // One 100-byte record stays buffered; the second pushes the buffer to the OS.
             buffer_bytes_max: 150,
+            // No zeros written ahead, so the injected fault hits the frames' own write (a
+            // failed write of zeros is not an append's failure: wal_preallocate.rs).
+            preallocate_bytes: 0,
             ..WalOptions::default()
         };
         let storage = MemoryStorage::new();

@@ -11,7 +11,9 @@ use logbook_tests::{
     CounterEvent, MEMORY_DIR, added, memory_files, memory_segments, memory_storage_with, payload,
     positions, read_all, segment_frames, test_options,
 };
-use logbook_wal::{CrashMode, Error, MemoryStorage, RecoveryMode, SyncPolicy, Wal, WalOptions};
+use logbook_wal::{
+    CrashMode, Error, FaultKind, FaultOp, MemoryStorage, RecoveryMode, SyncPolicy, Wal, WalOptions,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -76,6 +78,38 @@ fn the_file_grows_by_a_run_of_zeros_not_by_every_append() {
         data_end,
         "a clean close trims the zeros"
     );
+}
+
+/// A disk with room for the frames but not for the zeros: the append succeeds (zeros are not
+/// data), and the segment grows append by append until the next segment.
+#[test]
+fn a_full_disk_fails_the_zeros_not_the_append() {
+    for kind in [FaultKind::Enospc, FaultKind::Eio] {
+        let storage = MemoryStorage::new();
+        let options = options(32 + 40 * FRAME, 4096);
+        let (wal, _) = open(&storage, &options).unwrap();
+        let path = memory_segments(&storage).pop().unwrap();
+        // The first write of the first append is its run of zeros.
+        storage.inject_fault(FaultOp::Write, 0, kind);
+        assert_eq!(wal.append(&payload(1, RECORD)).unwrap(), 1, "{kind:?}");
+        assert!(!wal.is_poisoned());
+        // ENOSPC may have written a prefix of the zeros: that much stays, no more is tried.
+        let first_len = file_len(&storage, &path);
+        assert!(first_len < 32 + FRAME + 4096, "{kind:?}: {first_len}");
+        for position in 2..=30 {
+            assert_eq!(wal.append(&payload(position, RECORD)).unwrap(), position);
+            assert_eq!(
+                file_len(&storage, &path),
+                first_len.max(32 + position * FRAME),
+                "{kind:?}: no more zeros in this segment"
+            );
+        }
+        drop(wal);
+        storage.crash(CrashMode::LoseUnsynced);
+        let (wal, _) = open(&storage, &options).unwrap();
+        assert_eq!(positions(&read_all(&wal, 1)), (1..=30).collect::<Vec<_>>());
+        wal.close().unwrap();
+    }
 }
 
 #[test]

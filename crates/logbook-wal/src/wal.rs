@@ -83,6 +83,9 @@ struct WriterState {
     /// How far the active segment's file is known to reach: `written_offset` plus the zeros
     /// written ahead of it (see [`Inner::preallocate`]); never below `written_offset`.
     allocated_end: u64,
+    /// True once writing zeros ahead failed in the active segment (a full disk): no more are
+    /// tried until the next segment.
+    preallocation_failed: bool,
     buffer: Vec<u8>,
     spare: Vec<u8>,
     buffer_records: usize,
@@ -244,6 +247,7 @@ impl Wal {
             end_offset,
             written_offset: end_offset,
             allocated_end,
+            preallocation_failed: false,
             buffer: Vec::new(),
             spare: Vec::new(),
             buffer_records: 0,
@@ -329,6 +333,7 @@ impl Wal {
             end_offset,
             written_offset: end_offset,
             allocated_end: end_offset,
+            preallocation_failed: false,
             buffer: Vec::new(),
             spare: Vec::new(),
             buffer_records: 0,
@@ -1043,7 +1048,7 @@ impl Inner {
     /// Hands the buffer to the OS without syncing (the buffer grew past its limit).
     fn write_out(&self, state: &mut WriterState) -> Result<()> {
         self.retire_checkpoint(state)?;
-        self.preallocate(state, state.written_offset + state.buffer.len() as u64)?;
+        self.preallocate(state, state.written_offset + state.buffer.len() as u64);
         let bytes = std::mem::take(&mut state.buffer);
         let segment = state.active.clone();
         let result = segment.file.write_all_at(state.written_offset, &bytes);
@@ -1131,14 +1136,15 @@ impl Inner {
         }
         let end = state.written_offset + state.buffer.len() as u64;
         if !state.buffer.is_empty()
-            && let Err(error) = self
-                .retire_checkpoint(&mut state)
-                .and_then(|()| self.preallocate(&mut state, end))
+            && let Err(error) = self.retire_checkpoint(&mut state)
         {
             state.sync_in_progress = false;
             drop(state);
             self.changed.notify_all();
             return Err(error);
+        }
+        if !state.buffer.is_empty() {
+            self.preallocate(&mut state, end);
         }
         let _span = tracing::debug_span!("wal_sync", records = state.buffer_records).entered();
         let spare = std::mem::take(&mut state.spare);
@@ -1182,17 +1188,21 @@ impl Inner {
     /// past `segment_bytes_max`), unless the write itself is at least half that long. Runs under the writer lock, which orders it before any write
     /// at or past `end` (those are handed out under the same lock), so zeros never land on a
     /// frame. Once per `preallocate_bytes` of appends; the append whose sync follows pays the
-    /// size change, the next ones overwrite zeros in place. A failure poisons the WAL.
-    fn preallocate(&self, state: &mut WriterState, end: u64) -> Result<()> {
+    /// size change, the next ones overwrite zeros in place. A failure (a disk too full for the
+    /// zeros but not for the frames) is not an append's failure: zeros are not data, so it is
+    /// logged and the segment grows append by append from then on.
+    fn preallocate(&self, state: &mut WriterState, end: u64) {
         if end <= state.allocated_end {
-            return Ok(());
+            return;
         }
-        if end - state.written_offset >= self.options.preallocate_bytes / 2 {
+        if state.preallocation_failed
+            || end - state.written_offset >= self.options.preallocate_bytes / 2
+        {
             // A large write (a bulk load's buffer) grows the file by itself, and its size
             // change is paid once for many records: zeros ahead of it would only be
             // overwritten by the next large write, doubling the bytes written.
             state.allocated_end = end;
-            return Ok(());
+            return;
         }
         let target = end
             .saturating_add(self.options.preallocate_bytes)
@@ -1200,14 +1210,21 @@ impl Inner {
         if target > end {
             let zeros = vec![0u8; usize::try_from(target - end).unwrap_or(0)];
             let segment = state.active.clone();
-            if let Err(source) = segment.file.write_all_at(end, &zeros) {
-                self.poison(state, &segment.path, &source);
-                return Err(Error::io(&segment.path, source));
+            if let Err(error) = segment.file.write_all_at(end, &zeros) {
+                // Whatever part of the zeros was written lies past `end`, where the frames
+                // about to be written and the next ones go: nothing is lost or misread.
+                tracing::warn!(
+                    segment = %segment.path.display(),
+                    %error,
+                    "could not preallocate; the segment grows append by append"
+                );
+                state.preallocation_failed = true;
+                state.allocated_end = end;
+                return;
             }
         }
         state.allocated_end = target;
         assert!(state.allocated_end >= end);
-        Ok(())
     }
 
     /// At a clean close, after the final sync: cuts the active segment's preallocated zeros,
@@ -1315,6 +1332,7 @@ impl Inner {
         state.end_offset = SEGMENT_HEADER_BYTES as u64;
         state.written_offset = SEGMENT_HEADER_BYTES as u64;
         state.allocated_end = SEGMENT_HEADER_BYTES as u64;
+        state.preallocation_failed = false;
         state.last_indexed_offset = None;
         self.changed.notify_all();
         Ok(state)
