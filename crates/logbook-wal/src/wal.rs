@@ -1239,18 +1239,21 @@ impl Inner {
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
-        if state.allocated_end <= state.written_offset
-            || !state.buffer.is_empty()
-            || state.poisoned.is_some()
-            || state.closed
-        {
+        if !state.buffer.is_empty() || state.poisoned.is_some() || state.closed {
             return;
         }
         let segment = state.active.clone();
+        // The file's own length decides (see `roll`).
         let trimmed = segment
             .file
-            .set_len(state.written_offset)
-            .and_then(|()| segment.file.sync_data());
+            .len()
+            .and_then(|len| match len > state.written_offset {
+                true => segment
+                    .file
+                    .set_len(state.written_offset)
+                    .and_then(|()| segment.file.sync_data()),
+                false => Ok(()),
+            });
         match trimmed {
             Ok(()) => state.allocated_end = state.written_offset,
             Err(error) => tracing::warn!(
@@ -1282,15 +1285,21 @@ impl Inner {
         let _span = tracing::info_span!("wal_roll", next_position = state.next_position).entered();
         self.write_out(&mut state)?;
         let old = state.active.clone();
-        // A sealed segment ends with its last frame: its preallocated zeros go, and the sync
-        // below makes the trim durable with the frames.
-        if state.allocated_end > state.written_offset {
-            if let Err(source) = old.file.set_len(state.written_offset) {
-                self.poison(&mut state, &old.path, &source);
-                return Err(Error::io(&old.path, source));
-            }
-            state.allocated_end = state.written_offset;
+        // A sealed segment ends with its last frame: its preallocated zeros go (the file's
+        // own length decides: a failed run of zeros may have written part of itself past
+        // `allocated_end`), and the sync below makes the trim durable with the frames.
+        let trimmed = old
+            .file
+            .len()
+            .and_then(|len| match len > state.written_offset {
+                true => old.file.set_len(state.written_offset),
+                false => Ok(()),
+            });
+        if let Err(source) = trimmed {
+            self.poison(&mut state, &old.path, &source);
+            return Err(Error::io(&old.path, source));
         }
+        state.allocated_end = state.written_offset;
         // Durability: the old segment is synced before the new one exists, so only the last
         // segment can ever hold an unsynced tail.
         if let Err(source) = old.file.sync_data() {
