@@ -1,5 +1,6 @@
 //! Catch-up subscriptions: from the start, the middle and the head; a slow subscriber with a
-//! tiny live buffer receives every event exactly once, in order.
+//! tiny live buffer receives every event exactly once, in order; catch-up reads ahead across
+//! chunks without gaps or repeats, even when `next()` futures are dropped mid-read.
 
 use logbook::{ExpectedVersion, Logbook, LogbookOptions, MemoryStorage, StreamId};
 use logbook_tests::{CounterEvent, added, test_options};
@@ -156,4 +157,57 @@ async fn subscription_is_a_stream_and_ends_after_close() {
     .await
     .unwrap();
     assert_eq!(positions, vec![1, 2, 3, 4, 5]);
+}
+
+/// Catch-up reads the next chunk (1,024 records) while the current one is delivered: across
+/// many chunks, with appends landing during the catch-up, and with `next()` futures dropped
+/// mid-read (a `select!` that times out), every event still arrives exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_reads_ahead_without_gaps_or_repeats() {
+    let log = open(test_options()).await;
+    let stream = StreamId::new("counter/ahead").unwrap();
+    let first = 5_000u64;
+    for chunk in 0..first / 500 {
+        let events = (0..500)
+            .map(|amount| added(chunk * 500 + amount, "ahead"))
+            .collect();
+        log.append(&stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let more = 3_000u64;
+    let appender = {
+        let log = log.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            for amount in 0..more {
+                log.append(&stream, ExpectedVersion::Any, vec![added(amount, "late")])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut subscription = log.subscribe(1);
+    let mut positions = Vec::new();
+    let mut dropped = 0u32;
+    while positions.len() < (first + more) as usize {
+        // Every 7th call gives the read no time at all: its future is dropped mid-read.
+        let patience = if positions.len() % 7 == 3 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(20)
+        };
+        match tokio::time::timeout(patience, subscription.next()).await {
+            Ok(event) => {
+                let event = event.expect("ended").expect("error");
+                positions.push(event.position);
+            }
+            Err(_) if patience.is_zero() => dropped += 1,
+            Err(_) => panic!("subscription stalled at {}", positions.len()),
+        }
+    }
+    appender.await.unwrap();
+    assert_eq!(positions, (1..=first + more).collect::<Vec<_>>());
+    assert!(dropped > 0, "some reads were cut short");
+    log.close().await.unwrap();
 }
