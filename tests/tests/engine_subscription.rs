@@ -1,6 +1,6 @@
 //! Catch-up subscriptions: from the start, the middle and the head; a slow subscriber with a
-//! tiny live buffer receives every event exactly once, in order; catch-up reads ahead across
-//! chunks without gaps or repeats, even when `next()` futures are dropped mid-read.
+//! tiny live buffer receives every event exactly once, in order; catch-up across chunks has no
+//! gap or repeat, even when `next()` futures are dropped mid-read.
 
 use logbook::{ExpectedVersion, Logbook, LogbookOptions, MemoryStorage, StreamId};
 use logbook_tests::{CounterEvent, added, test_options};
@@ -159,11 +159,11 @@ async fn subscription_is_a_stream_and_ends_after_close() {
     assert_eq!(positions, vec![1, 2, 3, 4, 5]);
 }
 
-/// Catch-up reads the next chunk (1,024 records) while the current one is delivered: across
-/// many chunks, with appends landing during the catch-up, and with `next()` futures dropped
-/// mid-read (a `select!` that times out), every event still arrives exactly once, in order.
+/// Catch-up across many chunks (1,024 records each), with appends landing during the catch-up
+/// and `next()` futures dropped mid-read (a timeout that fires): every event still arrives
+/// exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catch_up_reads_ahead_without_gaps_or_repeats() {
+async fn catch_up_across_chunks_with_dropped_reads_has_no_gap_or_repeat() {
     let log = open(test_options()).await;
     let stream = StreamId::new("counter/ahead").unwrap();
     let first = 5_000u64;

@@ -9,12 +9,6 @@
 //! read. A record published before the join was durable before the read started, so the read
 //! returns it; a record published after the join arrives live. Records seen twice are skipped
 //! by position.
-//!
-//! Catch-up reads a chunk (`CATCH_UP_CHUNK` records) on a blocking thread and, after a full
-//! chunk, starts reading the next one while this one is delivered (one chunk ahead at most;
-//! it starts after the live join, so the argument above holds for it too). A `next()` dropped
-//! while it waits for a chunk loses only that read: the next call reads again from the
-//! subscription's position.
 
 use crate::backend::Backend;
 use crate::consumer::ConsumerFilter;
@@ -53,10 +47,6 @@ pub struct Subscription<E> {
     next_position: u64,
     live: Option<broadcast::Receiver<Arc<Vec<LiveRecord>>>>,
     reader: Option<WalReader>,
-    /// The next catch-up chunk, read on a blocking thread while this one is delivered (after a
-    /// full chunk only: one chunk ahead at most, so at most `2 * CATCH_UP_CHUNK` records are
-    /// held). It holds the reader; the next [`Subscription::read_log`] takes its outcome.
-    ahead: Option<tokio::task::JoinHandle<ChunkRead<E>>>,
     pending: VecDeque<LiveRecord>,
     /// Catch-up records read from the embedded WAL, decoded on the blocking thread straight from
     /// the reader's buffer (`None` for the engine's own events and filtered-out records); taken
@@ -91,7 +81,6 @@ impl<E: Event> Subscription<E> {
             next_position: from_position.max(1),
             live: None,
             reader: None,
-            ahead: None,
             pending: VecDeque::new(),
             caught_up: Vec::new().into_iter(),
             filter: None,
@@ -251,24 +240,32 @@ impl<E: Event> Subscription<E> {
             self.pending.extend(records);
             return Ok(count);
         };
-        let (reader, records) = match self.ahead.take() {
-            Some(ahead) => ahead.await,
-            None => {
-                let reader = match self.reader.take() {
-                    Some(reader) if reader.next_position() == self.next_position => reader,
-                    _ => files.wal.read_from(self.next_position),
-                };
-                spawn_chunk_read::<E>(reader, self.filter.clone()).await
+        let mut reader = match self.reader.take() {
+            Some(reader) if reader.next_position() == self.next_position => reader,
+            _ => files.wal.read_from(self.next_position),
+        };
+        let filter = self.filter.clone();
+        let (reader, records) = tokio::task::spawn_blocking(move || {
+            let mut records = Vec::with_capacity(CATCH_UP_CHUNK);
+            let mut decoder = RecordDecoder::new();
+            while records.len() < CATCH_UP_CHUNK {
+                let read = reader.next_with(|position, bytes| {
+                    let (counted, decoded) =
+                        decode_with::<E>(&mut decoder, filter.as_deref(), position, bytes);
+                    (position, counted, decoded)
+                });
+                match read {
+                    Some(Ok(record)) => records.push(record),
+                    Some(Err(error)) => return (reader, Err(Error::from(error))),
+                    None => break,
+                }
             }
-        }
+            (reader, Ok(records))
+        })
+        .await
         .map_err(|error| Error::Task(error.to_string()))?;
         let records = records?;
-        if records.len() == CATCH_UP_CHUNK {
-            // More is likely durable already: read it while this chunk is delivered.
-            self.ahead = Some(spawn_chunk_read::<E>(reader, self.filter.clone()));
-        } else {
-            self.reader = Some(reader);
-        }
+        self.reader = Some(reader);
         let count = records.len();
         // Always drained before the log is read again (`next` takes `caught_up` first).
         if self.caught_up.as_slice().is_empty() {
@@ -299,34 +296,6 @@ impl<E> Drop for Subscription<E> {
 /// A record read ahead: its position, whether it counts (not a consumer checkpoint), and its
 /// event (`None`: skipped).
 type Filtered<E> = (u64, bool, Result<Option<RecordedEvent<E>>>);
-
-/// A catch-up chunk read on a blocking thread, and the reader, to go on from where it stopped.
-type ChunkRead<E> = (WalReader, Result<Vec<Filtered<E>>>);
-
-/// Reads up to [`CATCH_UP_CHUNK`] durable records from `reader` on a blocking thread, decoding
-/// each straight from the reader's buffer.
-fn spawn_chunk_read<E: Event>(
-    mut reader: WalReader,
-    filter: Option<Arc<ConsumerFilter>>,
-) -> tokio::task::JoinHandle<ChunkRead<E>> {
-    tokio::task::spawn_blocking(move || {
-        let mut records = Vec::with_capacity(CATCH_UP_CHUNK);
-        let mut decoder = RecordDecoder::new();
-        while records.len() < CATCH_UP_CHUNK {
-            let read = reader.next_with(|position, bytes| {
-                let (counted, decoded) =
-                    decode_with::<E>(&mut decoder, filter.as_deref(), position, bytes);
-                (position, counted, decoded)
-            });
-            match read {
-                Some(Ok(record)) => records.push(record),
-                Some(Err(error)) => return (reader, Err(Error::from(error))),
-                None => break,
-            }
-        }
-        (reader, Ok(records))
-    })
-}
 
 /// Decodes a record into a typed event; `None` for the engine's own events (every reserved
 /// `$` stream) and for records `filter` leaves out, whose payload is never decoded. The flag
