@@ -139,6 +139,14 @@ fn acknowledged_appends_survive_sigkill() {
         cycles_with_acks += usize::from(!acks.is_empty());
         // Positions a crash cut were never acknowledged; the next child reuses them.
         acked_last = check_log(&dir, acked_last);
+        if (cycle + 1) % 100 == 0 {
+            // Long soaks (LOGBOOK_CRASH_CYCLES) say how far they got.
+            eprintln!(
+                "{} kills, {acked_last} records, {:?}",
+                cycle + 1,
+                started.elapsed()
+            );
+        }
     }
     eprintln!(
         "{cycles} kills, {acks_total} acknowledged appends ({cycles_with_acks} cycles with acks), \
