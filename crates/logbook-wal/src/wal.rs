@@ -1185,9 +1185,9 @@ impl Inner {
 
     /// Before bytes are written to the active segment up to `end`: when `end` passes the zeros
     /// already written ahead, writes zeros from `end` on, `preallocate_bytes` of them (never
-    /// past `segment_bytes_max`), unless the write itself is at least half that long. Runs under the writer lock, which orders it before any write
-    /// at or past `end` (those are handed out under the same lock), so zeros never land on a
-    /// frame. Once per `preallocate_bytes` of appends; the append whose sync follows pays the
+    /// past `segment_bytes_max`), unless the write itself is at least half that long. Runs
+    /// under the writer lock, which orders it before any write at or past `end` (those are
+    /// handed out under the same lock), so zeros never land on a frame. Once per `preallocate_bytes` of appends; the append whose sync follows pays the
     /// size change, the next ones overwrite zeros in place. A failure (a disk too full for the
     /// zeros but not for the frames) is not an append's failure: zeros are not data, so it is
     /// logged and the segment grows append by append from then on.
@@ -1243,17 +1243,14 @@ impl Inner {
             return;
         }
         let segment = state.active.clone();
-        // The file's own length decides (see `roll`).
-        let trimmed = segment
-            .file
-            .len()
-            .and_then(|len| match len > state.written_offset {
-                true => segment
-                    .file
-                    .set_len(state.written_offset)
-                    .and_then(|()| segment.file.sync_data()),
-                false => Ok(()),
-            });
+        let trimmed = trim_to(segment.file.as_ref(), state.written_offset).and_then(|cut| {
+            // Durability: the trim is on disk before the checkpoint that covers the file.
+            if cut {
+                segment.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         match trimmed {
             Ok(()) => state.allocated_end = state.written_offset,
             Err(error) => tracing::warn!(
@@ -1285,17 +1282,9 @@ impl Inner {
         let _span = tracing::info_span!("wal_roll", next_position = state.next_position).entered();
         self.write_out(&mut state)?;
         let old = state.active.clone();
-        // A sealed segment ends with its last frame: its preallocated zeros go (the file's
-        // own length decides: a failed run of zeros may have written part of itself past
-        // `allocated_end`), and the sync below makes the trim durable with the frames.
-        let trimmed = old
-            .file
-            .len()
-            .and_then(|len| match len > state.written_offset {
-                true => old.file.set_len(state.written_offset),
-                false => Ok(()),
-            });
-        if let Err(source) = trimmed {
+        // A sealed segment ends with its last frame: its preallocated zeros go, and the sync
+        // below makes the trim durable with the frames.
+        if let Err(source) = trim_to(old.file.as_ref(), state.written_offset) {
             self.poison(&mut state, &old.path, &source);
             return Err(Error::io(&old.path, source));
         }
@@ -1346,6 +1335,17 @@ impl Inner {
         self.changed.notify_all();
         Ok(state)
     }
+}
+
+/// Cuts `file` to `len` when it is longer (preallocated zeros past its last frame); true when it
+/// cut. The file's own length decides, not `WriterState::allocated_end`: a failed run of zeros
+/// may have written part of itself past what the writer recorded. Does not sync.
+fn trim_to(file: &dyn crate::storage::StorageFile, len: u64) -> std::io::Result<bool> {
+    if file.len()? <= len {
+        return Ok(false);
+    }
+    file.set_len(len)?;
+    Ok(true)
 }
 
 /// Creates a segment file with its header, durably (file and directory synced).
