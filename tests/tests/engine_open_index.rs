@@ -193,3 +193,35 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The index opens on tokio's blocking pool when there is one; a pool with no idle thread (here
+/// its only thread runs the open itself) must not make the open wait for one: the open claims
+/// the index open and runs it in line. (Without that claim this test hangs until its timeout.)
+#[test]
+fn an_open_on_a_blocking_pool_of_one_thread_does_not_wait_for_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let room = StreamId::new("room/a").unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for round in 0..3u64 {
+            let reopened = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                let (log, report) = open(dir.path()).await;
+                fill(&log, &room, 10).await;
+                assert_eq!(
+                    newest_versions(&log, &room, 3).await,
+                    vec![10 * round + 9, 10 * round + 8, 10 * round + 7]
+                );
+                log.close().await.unwrap();
+                report
+            })
+            .await
+            .expect("the open waited for a blocking thread that never came");
+            assert!(reopened.index.rebuilt.is_none(), "{:?}", reopened.index);
+        }
+    });
+}

@@ -224,3 +224,53 @@ fn files_are_0600_and_directories_0700() {
     assert!(files > 3, "LOCK and several segments");
     assert_eq!(mode(&dir.join(LOCK_FILE_NAME)), 0o600);
 }
+
+/// `open_with_storage_and` runs its hook while it holds the lock (a second writer started from
+/// the hook is refused) and before recovery, and hands back the hook's outcome; when the open
+/// then fails, the outcome is dropped while the lock is still held.
+#[test]
+fn the_open_hook_runs_under_the_lock_and_its_outcome_is_dropped_before_a_failed_open_unlocks() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(FileStorage::new());
+    let (wal, _, seen) =
+        Wal::open_with_storage_and(storage.clone(), dir.path(), small_segments(), || {
+            let second = Wal::open(dir.path(), small_segments()).map(|(wal, report)| {
+                drop(wal);
+                report
+            });
+            matches!(second, Err(Error::Locked { .. }))
+        })
+        .unwrap();
+    assert!(seen, "the hook ran while the open held the lock");
+    wal.append(&payload(1, 40)).unwrap();
+    wal.close().unwrap();
+
+    // A failed open (a damaged manifest): the outcome is dropped, and while it is dropped the
+    // lock is still held.
+    std::fs::write(
+        dir.path().join(WAL_DIR_NAME).join("MANIFEST"),
+        b"not a manifest",
+    )
+    .unwrap();
+    struct Probe<'a>(&'a Path, Arc<Mutex<Option<bool>>>);
+    impl Drop for Probe<'_> {
+        fn drop(&mut self) {
+            let locked = matches!(
+                Wal::open(self.0, small_segments()),
+                Err(Error::Locked { .. })
+            );
+            *self.1.lock().unwrap() = Some(locked);
+        }
+    }
+    let dropped = Arc::new(Mutex::new(None));
+    let failed = Wal::open_with_storage_and(storage, dir.path(), small_segments(), || {
+        Probe(dir.path(), dropped.clone())
+    });
+    assert!(failed.is_err(), "the damaged manifest fails the open");
+    assert_eq!(
+        *dropped.lock().unwrap(),
+        Some(true),
+        "the hook's outcome was dropped while the lock was held"
+    );
+}
