@@ -181,20 +181,6 @@ impl Wal {
         dir: &Path,
         options: WalOptions,
     ) -> Result<(Wal, RecoveryReport)> {
-        Self::open_with_storage_and(storage, dir, options, || ())
-            .map(|(wal, report, ())| (wal, report))
-    }
-
-    /// [`Wal::open_with_storage`] that calls `locked` as soon as it holds the log directory's
-    /// lock, before recovery: work that needs the lock (say, opening files of its own in the
-    /// log directory) can start beside recovery. Its outcome is returned with the WAL; if the
-    /// open then fails, it is dropped before the lock is released.
-    pub fn open_with_storage_and<T>(
-        storage: Arc<dyn Storage>,
-        dir: &Path,
-        options: WalOptions,
-        locked: impl FnOnce() -> T,
-    ) -> Result<(Wal, RecoveryReport, T)> {
         options.validate()?;
         let started = Instant::now();
         let _span = tracing::info_span!("wal_open", dir = %dir.display()).entered();
@@ -207,8 +193,6 @@ impl Wal {
             .try_lock(&lock_path)
             .map_err(|source| Error::io(&lock_path, source))?
             .ok_or(Error::Locked { path: lock_path })?;
-        // Declared after the guard: on an early return it is dropped first, under the lock.
-        let hooked = locked();
         let Opened {
             mut segments,
             last_position,
@@ -292,14 +276,7 @@ impl Wal {
             damage: None,
         });
         let syncer = match options.sync_policy {
-            SyncPolicy::Interval(interval) => match spawn_syncer(inner.clone(), interval) {
-                Ok(syncer) => Some(syncer),
-                Err(error) => {
-                    // The lock lives in `inner` now: the hook's outcome goes first.
-                    drop(hooked);
-                    return Err(error);
-                }
-            },
+            SyncPolicy::Interval(interval) => Some(spawn_syncer(inner.clone(), interval)?),
             _ => None,
         };
         report.duration = started.elapsed();
@@ -315,7 +292,6 @@ impl Wal {
                 syncer: Mutex::new(syncer),
             },
             report,
-            hooked,
         ))
     }
 

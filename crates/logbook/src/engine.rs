@@ -597,14 +597,13 @@ impl<E: Event> Logbook<E> {
     ) -> Result<(Self, OpenReport)> {
         let started = Instant::now();
         let storage_is_files = storage.is_file_system();
-        // sled's open runs on a thread of its own while the WAL recovers and the snapshot
-        // loads, started as soon as the WAL's open holds the log's lock (which keeps every
-        // other writer away from the index directory).
-        let (wal, wal_report, index_opening) =
-            Wal::open_with_storage_and(storage.clone(), &dir, options.wal.clone(), || {
-                storage_is_files.then(|| StreamIndex::open_in_background(&dir))
-            })?;
+        let (wal, wal_report) = Wal::open_with_storage(storage.clone(), &dir, options.wal.clone())?;
         let wal = Arc::new(wal);
+        // sled's open runs on a thread of its own while the snapshot loads (started only now:
+        // the WAL's open took the log's lock, which keeps every other writer away from the
+        // index directory, and a WAL that cannot open must leave the index untouched: sled's
+        // open writes).
+        let index_opening = storage_is_files.then(|| StreamIndex::open_in_background(&dir));
         let applier = TypedApplier::new(projections);
         // A segment's base minus one was reached when it was created (compaction may have
         // dropped the records just before it).
