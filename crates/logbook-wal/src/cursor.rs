@@ -24,6 +24,9 @@ pub(crate) struct Cursor {
     /// File offset of `buffer[0]`.
     start: u64,
     read_ahead: usize,
+    /// The size of the next read, when the caller knows how far it will read
+    /// ([`Cursor::hint`]); once used, the read-ahead doubles from it as after any read.
+    hint: Option<usize>,
 }
 
 impl Default for Cursor {
@@ -32,6 +35,7 @@ impl Default for Cursor {
             buffer: Vec::new(),
             start: 0,
             read_ahead: READ_AHEAD_BYTES_MIN,
+            hint: None,
         }
     }
 }
@@ -46,6 +50,16 @@ impl Cursor {
         self.buffer.clear();
         self.start = 0;
         self.read_ahead = READ_AHEAD_BYTES_MIN;
+        self.hint = None;
+    }
+
+    /// The caller is about to read about `bytes` from its next offset on: the next read (the
+    /// first after this) fetches that much at once, within [`READ_AHEAD_BYTES_MIN`] and
+    /// [`READ_AHEAD_BYTES_MAX`], instead of starting small and doubling (a page of 500
+    /// events of ~280 bytes took five reads, each growing and zeroing the buffer anew).
+    pub(crate) fn hint(&mut self, bytes: u64) {
+        let bytes = usize::try_from(bytes).unwrap_or(READ_AHEAD_BYTES_MAX);
+        self.hint = Some(bytes.clamp(READ_AHEAD_BYTES_MIN, READ_AHEAD_BYTES_MAX));
     }
 
     /// The bytes `[offset, offset + len)`, which the caller guarantees lie below `limit`.
@@ -62,7 +76,9 @@ impl Cursor {
         if offset < self.start || end > buffered_end {
             let sequential =
                 !self.buffer.is_empty() && offset >= self.start && offset <= buffered_end;
-            self.read_ahead = if sequential {
+            self.read_ahead = if let Some(hint) = self.hint.take() {
+                hint
+            } else if sequential {
                 (self.read_ahead * 2).min(READ_AHEAD_BYTES_MAX)
             } else {
                 READ_AHEAD_BYTES_MIN

@@ -380,14 +380,20 @@ fn read_positions<T>(
     let mut complete = true;
     // Frames read by the readers dropped so far.
     let mut frames_before = 0;
-    'positions: for &position in &positions {
+    'positions: for (at, &position) in positions.iter().enumerate() {
         let reuse = reader.as_ref().is_some_and(|reader| {
             let next = reader.next_position();
             next <= position && position - next <= READ_THROUGH_MAX
         });
         if !reuse {
             frames_before += reader.as_ref().map_or(0, |reader| reader.frames_read());
-            reader = Some(files.wal.read_from(position));
+            // The run this reader reads through: up to the first gap it would seek past.
+            let run = positions.get(at..).unwrap_or_default();
+            let through = run
+                .windows(2)
+                .find(|pair| pair[1] - pair[0] > READ_THROUGH_MAX)
+                .map_or(run.last().copied().unwrap_or(position), |pair| pair[0]);
+            reader = Some(files.wal.read_from(position).reading_through(through));
         }
         let Some(current) = reader.as_mut() else {
             break;
