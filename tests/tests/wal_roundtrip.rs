@@ -60,6 +60,16 @@ fn check_reads_from_every_position(wal: &Wal, appended: &[Vec<u8>]) {
         let first = from.max(1);
         let expected: Vec<u64> = (first..=last).collect();
         assert_eq!(positions(&records), expected, "reading from {from}");
+        // A read-ahead hint, right or wrong (behind the start, inside, past the end, in
+        // another segment), changes how the bytes are read, never what is read.
+        for through in [from.saturating_sub(1), from, from + 3, last / 2, last, last + 100] {
+            let hinted: Vec<_> = wal
+                .read_from(from)
+                .reading_through(through)
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|error| panic!("reading from {from} through {through}: {error}"));
+            assert_eq!(hinted, records, "reading from {from} through {through}");
+        }
         for record in &records {
             assert_eq!(
                 record.payload,
