@@ -62,7 +62,14 @@ fn check_reads_from_every_position(wal: &Wal, appended: &[Vec<u8>]) {
         assert_eq!(positions(&records), expected, "reading from {from}");
         // A read-ahead hint, right or wrong (behind the start, inside, past the end, in
         // another segment), changes how the bytes are read, never what is read.
-        for through in [from.saturating_sub(1), from, from + 3, last / 2, last, last + 100] {
+        for through in [
+            from.saturating_sub(1),
+            from,
+            from + 3,
+            last / 2,
+            last,
+            last + 100,
+        ] {
             let hinted: Vec<_> = wal
                 .read_from(from)
                 .reading_through(through)

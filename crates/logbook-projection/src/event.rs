@@ -15,6 +15,7 @@ use crate::envelope::{
     TIMESTAMP_MS_MAX, text, validate_correlation_id, validate_event_type,
 };
 use crate::error::{Error, Result};
+use crate::event_type::EventType;
 use crate::stream::StreamId;
 
 /// A service's event type: usually an enum with one variant per event type name.
@@ -333,8 +334,8 @@ pub struct RecordedEvent<E> {
     pub stream: StreamId,
     /// The 0-based index of the event in its stream.
     pub version: u64,
-    /// The event type.
-    pub event_type: String,
+    /// The event type (shared by the events of a page, not copied per event).
+    pub event_type: EventType,
     /// The schema version as recorded; `event` itself is at the current version.
     pub schema_version: u16,
     /// Milliseconds since the Unix epoch: the time the appender stated
@@ -368,7 +369,8 @@ impl<E: Event> RecordedEvent<E> {
             // `EnvelopeRef::decode` validated it.
             stream: StreamId::from_validated(envelope.stream),
             version: envelope.stream_version,
-            event_type: envelope.event_type.to_owned(),
+            // `EnvelopeRef::decode` validated it.
+            event_type: EventType::from_validated(envelope.event_type),
             schema_version: envelope.schema_version,
             timestamp_ms: envelope.timestamp_ms,
             correlation_id: envelope.correlation_id.map(str::to_owned),
@@ -398,7 +400,10 @@ impl<E: Event> RecordedEvent<E> {
         }
         self.position = position;
         self.version = envelope.stream_version;
-        envelope.event_type.clone_into(&mut self.event_type);
+        if self.event_type != envelope.event_type {
+            // `EnvelopeRef::decode` validated it.
+            self.event_type = EventType::from_validated(envelope.event_type);
+        }
         self.schema_version = envelope.schema_version;
         self.timestamp_ms = envelope.timestamp_ms;
         reuse(&mut self.correlation_id, envelope.correlation_id);
@@ -432,7 +437,7 @@ fn reuse(slot: &mut Option<String>, value: Option<&str>) {
 #[derive(Debug, Default)]
 pub struct RecordDecoder {
     stream: Option<StreamId>,
-    event_type: Option<String>,
+    event_type: Option<EventType>,
 }
 
 impl RecordDecoder {
@@ -496,7 +501,8 @@ impl RecordDecoder {
             _ => {
                 let event_type = text("event type", parts.event_type)?;
                 validate_event_type(event_type)?;
-                self.event_type.insert(event_type.to_owned())
+                self.event_type
+                    .insert(EventType::from_validated(event_type))
             }
         };
         let (correlation_id, causation_id) = parts.ids()?;
@@ -565,7 +571,8 @@ impl RawEvent {
             position: self.position,
             stream: envelope.stream().clone(),
             version: envelope.stream_version(),
-            event_type: envelope.event_type().to_owned(),
+            // An `Envelope` holds only a validated type.
+            event_type: EventType::from_validated(envelope.event_type()),
             schema_version: envelope.schema_version(),
             timestamp_ms: envelope.timestamp_ms(),
             correlation_id: envelope.correlation_id().map(str::to_owned),

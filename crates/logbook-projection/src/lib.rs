@@ -49,6 +49,7 @@ pub mod codec;
 pub mod envelope;
 mod error;
 mod event;
+mod event_type;
 pub mod model;
 pub mod projection;
 pub mod projections;
@@ -63,6 +64,7 @@ pub use envelope::{
 };
 pub use error::{Error, RejectReason, Result};
 pub use event::{Event, EventData, NewEvent, RawEvent, RecordDecoder, RecordedEvent};
+pub use event_type::EventType;
 pub use model::{BuiltinEvent, EventPayload};
 pub use projection::{Order, Page, PageRequest, Projection};
 pub use projections::{Jobs, Rooms, RunLedger, ValidateCommand};

@@ -249,7 +249,7 @@ pub use writer::AppendResult;
 pub use logbook_projection::model::{self, BuiltinEvent};
 pub use logbook_projection::projections::{self as builtin_projections, Interrupted, ResumePlan};
 pub use logbook_projection::{
-    Envelope, Event, EventData, NewEvent, Projection, RawEvent, RecordedEvent, StreamId,
+    Envelope, Event, EventData, EventType, NewEvent, Projection, RawEvent, RecordedEvent, StreamId,
     StreamKind, TIMESTAMP_MS_MAX,
 };
 pub use logbook_projection::{Jobs, Order, PageRequest, Rooms, RunLedger};
