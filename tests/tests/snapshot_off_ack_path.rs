@@ -112,6 +112,7 @@ fn options(every_events: u64) -> LogbookOptions {
         every_bytes: u64::MAX,
         every: Duration::from_secs(3600),
         keep: 10,
+        ..SnapshotPolicy::default()
     };
     options
 }

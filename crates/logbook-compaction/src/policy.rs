@@ -20,6 +20,11 @@ pub struct SnapshotPolicy {
     pub every: Duration,
     /// Snapshots kept after a new one is written (default 2); older ones are removed.
     pub keep: usize,
+    /// A clean close (`Logbook::close`) of an embedded log writes a snapshot when at least
+    /// this many positions were appended since the newest one (default 10,000; 0: never), so
+    /// the next open replays nothing instead of up to `every_events` events. Not applied on
+    /// PostgreSQL, whose replicas keep their snapshots on their own schedule.
+    pub on_close_events: u64,
 }
 
 impl Default for SnapshotPolicy {
@@ -29,6 +34,7 @@ impl Default for SnapshotPolicy {
             every_bytes: 64 << 20,
             every: Duration::from_secs(5 * 60),
             keep: 2,
+            on_close_events: 10_000,
         }
     }
 }
@@ -144,6 +150,7 @@ mod tests {
             every_bytes: 0,
             every: Duration::ZERO,
             keep: 1,
+            on_close_events: 0,
         };
         assert!(!policy.due(u64::MAX, u64::MAX, Duration::MAX));
         let only_events = SnapshotPolicy {

@@ -1116,7 +1116,45 @@ impl<E: Event> Logbook<E> {
     /// [`Subscription`] delivers the events that were durable and then ends. Dropping every
     /// clone without `close` also makes everything written durable, in the background.
     pub async fn close(self) -> Result<()> {
+        self.snapshot_at_close().await;
         self.backend.close().await
+    }
+
+    /// An embedded log's clean close leaves a snapshot within
+    /// [`SnapshotPolicy::on_close_events`](logbook_compaction::SnapshotPolicy) positions of its
+    /// end, so the next open replays (almost) nothing. Best effort: a snapshot that cannot be
+    /// written is logged and the close goes on (the next open replays from the one before).
+    async fn snapshot_at_close(&self) {
+        let threshold = self.shared.options.snapshots.on_close_events;
+        let Some(files) = self.shared.files.clone() else {
+            return;
+        };
+        if threshold == 0 || self.shared.poison().is_some() {
+            return;
+        }
+        let durable = files.wal.durable_position();
+        let store = files.snapshot_store.clone();
+        let newest = tokio::task::spawn_blocking(move || store.list())
+            .await
+            .map_err(blocking_error)
+            .and_then(|listed| listed.map_err(Error::from))
+            .map(|snapshots| {
+                snapshots
+                    .iter()
+                    .map(|info| info.position)
+                    .max()
+                    .unwrap_or(0)
+            });
+        match newest {
+            Ok(newest) if durable.saturating_sub(newest) >= threshold => {
+                match self.snapshot().await {
+                    Ok(info) => tracing::debug!(position = info.position, "snapshot at close"),
+                    Err(error) => tracing::warn!(%error, "the snapshot at close failed"),
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "snapshots could not be listed at close"),
+        }
     }
 }
 
