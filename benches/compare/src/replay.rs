@@ -38,6 +38,8 @@ fn options(policy: SyncPolicy) -> LogbookOptions {
     options.snapshots.every_bytes = 0;
     // Zero turns the time trigger off (`SnapshotPolicy::due`).
     options.snapshots.every = Duration::ZERO;
+    // Nor one at close (`SnapshotPolicy::on_close_events`), after the build.
+    options.snapshots.on_close_events = 0;
     options
 }
 

@@ -262,6 +262,13 @@ impl SnapshotStore {
         Ok(found)
     }
 
+    /// The positions and paths of the snapshot files, by their names alone (nothing is
+    /// opened), newest first.
+    pub fn positions(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let _serialised = self.serialise();
+        self.candidates()
+    }
+
     /// The snapshot files whose names are valid, newest (highest position) first. Temp files
     /// and any other name are ignored. Nothing is read but each file's length.
     pub fn list(&self) -> Result<Vec<SnapshotInfo>> {

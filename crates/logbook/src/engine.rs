@@ -603,7 +603,9 @@ impl<E: Event> Logbook<E> {
         // the WAL's open took the log's lock, which keeps every other writer away from the
         // index directory, and a WAL that cannot open must leave the index untouched: sled's
         // open writes).
-        let index_opening = storage_is_files.then(|| StreamIndex::open_in_background(&dir));
+        let salvaged = options.wal.recovery_mode == RecoveryMode::Salvage;
+        let index_opening =
+            storage_is_files.then(|| StreamIndex::open_in_background(&dir, salvaged));
         let applier = TypedApplier::new(projections);
         // A segment's base minus one was reached when it was created (compaction may have
         // dropped the records just before it).
@@ -612,17 +614,19 @@ impl<E: Event> Logbook<E> {
             .last()
             .map_or(0, |last| last.base - 1)
             .max(wal.durable_position());
-        let salvaged = options.wal.recovery_mode == RecoveryMode::Salvage;
         let store = Arc::new(SnapshotStore::new(storage, &dir));
-        if !salvaged {
-            refuse_snapshots_past(&store, log_end)?;
-        }
         // After an explicit salvage, snapshots past the log's end describe events the cut
         // dropped; once new appends pass their position they would look valid: remove them.
-        let beyond = store.remove_above(log_end).unwrap_or_else(|error| {
-            tracing::warn!(%error, "snapshots past the log's end could not be removed");
+        // (Without a salvage there are none: the open fails instead.)
+        let beyond = if salvaged {
+            store.remove_above(log_end).unwrap_or_else(|error| {
+                tracing::warn!(%error, "snapshots past the log's end could not be removed");
+                Vec::new()
+            })
+        } else {
+            refuse_snapshots_past(&store, log_end)?;
             Vec::new()
-        });
+        };
         let (start, mut snapshot_report) =
             start_from_snapshot(store.as_ref(), wal.durable_position(), &applier);
         for path in beyond {
@@ -631,7 +635,12 @@ impl<E: Event> Logbook<E> {
             snapshot_report.rejected.push((path, reason));
         }
         let (index, index_report) = match index_opening {
-            Some(opening) => opening.finish(log_end, salvaged)?,
+            Some(opening) => {
+                let wal = wal.clone();
+                let rebuild: crate::index::Rebuild =
+                    Box::new(move |index, through| fill_index(&wal, index, through));
+                opening.finish(log_end, salvaged, rebuild)?
+            }
             None => StreamIndex::temporary()?,
         };
         let (streams, events_replayed) = replay(
@@ -1196,18 +1205,41 @@ fn replay(
     Ok((streams, count))
 }
 
+/// Fills an empty stream index with the log's records up to `through`, and flushes it: the
+/// rebuild of an index that opened in the background (from a recent file) and turned out
+/// unusable. The records past `through` are in the index's in-memory tail already.
+fn fill_index(wal: &Wal, index: &StreamIndex, through: u64) -> Result<()> {
+    let mut batch = IndexBatch::default();
+    let mut reader = wal.read_from(1);
+    while let Some(record) = reader.next_ref() {
+        let (position, payload) = record?;
+        if position > through {
+            break;
+        }
+        let durable = DurableRecord::decode(position, payload)?;
+        batch.add(index, &durable)?;
+        if batch.len() >= INDEX_BATCH_RECORDS {
+            batch.flush(index)?;
+        }
+    }
+    batch.flush(index)?;
+    index.insert(&[], through)?;
+    index.flush()
+}
+
 /// A snapshot at position P proves every position up to P was durable (snapshots hold only
 /// applied, so durable, events): a log whose segments end before P lost acknowledged events.
 /// That is an error for an operator (`verify`, then an explicit salvage), never a reason to
 /// delete the snapshot.
 fn refuse_snapshots_past(store: &SnapshotStore, log_end: u64) -> Result<()> {
-    if let Some(newest) = store.list()?.into_iter().max_by_key(|info| info.position)
-        && newest.position > log_end
+    // By the files' names alone (newest first): nothing is opened.
+    if let Some((position, path)) = store.positions()?.into_iter().next()
+        && position > log_end
     {
         return Err(Error::Wal(logbook_wal::Error::LogBehind {
-            reached: newest.position,
+            reached: position,
             end: log_end,
-            evidence: format!("as the snapshot {} records", newest.path.display()),
+            evidence: format!("as the snapshot {} records", path.display()),
         }));
     }
     Ok(())

@@ -23,12 +23,14 @@
 mod cache;
 mod chunk;
 mod flusher;
+mod recent;
 
 use crate::error::{Error, Result};
 use crate::streams::Direction;
-use cache::{ChunkCache, Known, LastChunk};
+use cache::{CACHED_STREAMS_MAX, ChunkCache, Known, LastChunk};
 use flusher::Flusher;
-use std::collections::HashMap;
+use recent::Recent;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -84,6 +86,37 @@ pub(crate) struct StreamIndex {
     /// The last sled chunk of the streams read most recently (see `cache.rs`). Lock order:
     /// `tail` before `cache`.
     cache: Mutex<ChunkCache>,
+    /// sled while it opens in the background after an open that found a recent file (see
+    /// [`StreamIndex::resolve`]); `Ready` otherwise.
+    pending: Mutex<Pending>,
+    /// The streams written most recently (the last entry of each insert; most recent last,
+    /// at most [`CACHED_STREAMS_MAX`]): with the streams read most recently, what the recent
+    /// file describes at close.
+    written: Mutex<VecDeque<Box<str>>>,
+    /// Writes the recent file at release (false for an index in memory).
+    persistent: bool,
+}
+
+/// Rebuilds an index that opened in the background and turned out unusable: fills the (new,
+/// empty) index given with the log's records up to the position given, and flushes it.
+pub(crate) type Rebuild = Box<dyn FnOnce(&StreamIndex, u64) -> Result<()> + Send>;
+
+/// Where sled is, for an index whose open answered from the recent file.
+enum Pending {
+    /// sled is open (or released): [`StreamIndex::db`] is the answer.
+    Ready,
+    /// sled opens in the background; the first call that needs it waits.
+    Opening(Box<Opening>),
+    /// The background open and the rebuild after it failed: every call that needs sled fails
+    /// with this reason.
+    Failed(String),
+}
+
+struct Opening {
+    opening: IndexOpening,
+    /// sled's marker as the recent file recorded it (the index's complete position at open).
+    expected: u64,
+    rebuild: Rebuild,
 }
 
 /// What [`StreamIndex::try_open`] found: the index and its marker, or `None` for contents
@@ -100,6 +133,8 @@ pub(crate) struct IndexOpening {
     outcome: Option<std::sync::mpsc::Receiver<Opened>>,
     /// Who opens: [`QUEUED`] until the background thread or `finish` claims it.
     claim: Arc<AtomicU8>,
+    /// The recent file, read before the background open removed it.
+    recent: Option<Recent>,
 }
 
 /// [`IndexOpening::claim`]: nobody has started the open yet.
@@ -111,27 +146,59 @@ const IN_BACKGROUND: u8 = 1;
 const IN_LINE: u8 = 2;
 
 impl IndexOpening {
-    /// Waits for the open and decides as [`StreamIndex::settle`] does (`log_end` and `salvaged`
-    /// as there): a sled error or an unknown format means wipe and rebuild, a marker past the
-    /// log's end is an error unless the log was salvaged. An open that never reported (its
-    /// thread panicked) is an [`Error::Index`], never a rebuild.
+    /// Decides as [`StreamIndex::settle`] does (`log_end` and `salvaged` as there): a sled
+    /// error or an unknown format means wipe and rebuild, a marker past the log's end is an
+    /// error unless the log was salvaged. An open that never reported (its thread panicked) is
+    /// an [`Error::Index`], never a rebuild.
+    ///
+    /// With a recent file (a clean close wrote it; never after a salvage), the open does not
+    /// wait for sled: its marker is checked against `log_end` here, and the index answers from
+    /// the recent file and its in-memory tail until a call needs sled (see
+    /// [`StreamIndex::resolve`]; `rebuild` is what that call does when sled turns out
+    /// unusable).
     pub(crate) fn finish(
         mut self,
         log_end: u64,
         salvaged: bool,
+        rebuild: Rebuild,
     ) -> Result<(StreamIndex, IndexReport)> {
+        if let Some(recent) = self.recent.take() {
+            debug_assert!(!salvaged, "a salvaged open reads no recent file");
+            if recent.complete > log_end {
+                return Err(Error::Wal(logbook_wal::Error::LogBehind {
+                    reached: recent.complete,
+                    end: log_end,
+                    evidence: format!("as the stream index {} records", self.path.display()),
+                }));
+            }
+            let complete_position = recent.complete;
+            let index = StreamIndex::opening(self, recent, rebuild);
+            return Ok((
+                index,
+                IndexReport {
+                    complete_position,
+                    rebuilt: None,
+                },
+            ));
+        }
+        let path = self.path.clone();
+        let opened = self.outcome();
+        StreamIndex::settle(path, opened, log_end, salvaged)
+    }
+
+    /// Waits for the background open (or opens in line when no thread started it).
+    fn outcome(mut self) -> Opened {
         let in_line = self
             .claim
             .compare_exchange(QUEUED, IN_LINE, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        let opened = match self.outcome.take() {
+        match self.outcome.take() {
             Some(outcome) if !in_line => outcome.recv().map_err(|_| Error::Index {
                 path: self.path.clone(),
                 reason: "the index open thread ended without an outcome (it panicked)".to_owned(),
             })?,
             _ => StreamIndex::try_open(&self.path),
-        };
-        StreamIndex::settle(self.path.clone(), opened, log_end, salvaged)
+        }
     }
 }
 
@@ -168,7 +235,8 @@ impl StreamIndex {
             .temporary(true)
             .open()
             .map_err(|error| sled_error(&path, error))?;
-        let index = StreamIndex::new(db, path);
+        let mut index = StreamIndex::new(Some(db), path);
+        index.persistent = false;
         // Nothing to write to disk.
         index.flusher.stop();
         index.insert(&[], 0)?;
@@ -190,8 +258,12 @@ impl StreamIndex {
     /// The thread is one of tokio's blocking pool when called within a runtime (an idle one
     /// starts at once; a new thread took ~170 µs to start running here, a sixth of the whole
     /// open), else a thread of its own.
-    pub(crate) fn open_in_background(log_dir: &Path) -> IndexOpening {
+    ///
+    /// Unless the log was `salvaged`, the recent file (`recent.rs`) is read first, on the
+    /// caller's thread; the background open removes it (durably) before it opens sled.
+    pub(crate) fn open_in_background(log_dir: &Path, salvaged: bool) -> IndexOpening {
         let path = log_dir.join(INDEX_DIR_NAME);
+        let recent = if salvaged { None } else { Recent::read(&path) };
         let thread_path = path.clone();
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         let claim = Arc::new(AtomicU8::new(QUEUED));
@@ -221,6 +293,7 @@ impl StreamIndex {
                 path,
                 outcome: Some(receiver),
                 claim,
+                recent,
             },
             Err(error) => {
                 // No thread: open on the caller's thread at `finish`.
@@ -229,6 +302,7 @@ impl StreamIndex {
                     path,
                     outcome: None,
                     claim,
+                    recent,
                 }
             }
         }
@@ -274,16 +348,7 @@ impl StreamIndex {
                     Ok(None) => "index format unknown or marker missing".to_owned(),
                 };
                 tracing::warn!(path = %path.display(), %reason, "rebuilding the stream index");
-                if path.exists() {
-                    std::fs::remove_dir_all(&path).map_err(|source| Error::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                }
-                let (index, _) = Self::try_open(&path)?.ok_or_else(|| Error::Index {
-                    path: path.clone(),
-                    reason: "a new index could not be initialised".to_owned(),
-                })?;
+                let index = Self::wiped(&path)?;
                 Ok((
                     index,
                     IndexReport {
@@ -295,8 +360,13 @@ impl StreamIndex {
         }
     }
 
-    /// Opens; `Ok(None)` when the contents are not an index this code wrote.
+    /// Opens; `Ok(None)` when the contents are not an index this code wrote. The recent file
+    /// is removed first (and the removal synced): from here on sled may change.
     fn try_open(path: &Path) -> Opened {
+        recent::remove(path).map_err(|source| Error::Io {
+            path: recent::path(path),
+            source,
+        })?;
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::LowSpace)
@@ -305,7 +375,7 @@ impl StreamIndex {
             .flush_every_ms(None)
             .open()
             .map_err(|error| sled_error(path, error))?;
-        let index = StreamIndex::new(db.clone(), path.to_path_buf());
+        let index = StreamIndex::new(Some(db.clone()), path.to_path_buf());
         let format = db
             .get(FORMAT_KEY)
             .map_err(|error| sled_error(path, error))?;
@@ -335,36 +405,164 @@ impl StreamIndex {
         Ok(Some((index, complete)))
     }
 
-    fn new(db: sled::Db, path: PathBuf) -> StreamIndex {
+    fn new(db: Option<sled::Db>, path: PathBuf) -> StreamIndex {
         StreamIndex {
-            db: RwLock::new(Some(db)),
+            db: RwLock::new(db),
             path,
             tail: RwLock::new(Tail::default()),
             writer: Mutex::new(()),
             tail_max: TAIL_ENTRIES_MAX,
             flusher: Flusher::default(),
             cache: Mutex::new(ChunkCache::default()),
+            pending: Mutex::new(Pending::Ready),
+            written: Mutex::new(VecDeque::new()),
+            persistent: true,
         }
     }
 
+    /// An index whose sled is still opening in the background: complete up to the recent
+    /// file's marker, its streams' last chunks in the cache.
+    fn opening(opening: IndexOpening, recent: Recent, rebuild: Rebuild) -> StreamIndex {
+        let index = StreamIndex::new(None, opening.path.clone());
+        {
+            let mut tail = index.tail_write();
+            tail.complete = recent.complete;
+            tail.stored_complete = recent.complete;
+        }
+        {
+            let mut cache = index.lock_cache();
+            // Most recently used first in the file, last in the cache.
+            for (stream, known) in recent.streams.into_iter().rev() {
+                let generation = cache.generation();
+                cache.store(generation, &stream, known);
+            }
+        }
+        *index.lock_pending() = Pending::Opening(Box::new(Opening {
+            opening,
+            expected: recent.complete,
+            rebuild,
+        }));
+        index
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The sled database; [`Error::Closed`] once released. (A clone of sled's handle: it lives
-    /// only for the call that asked for it.)
+    /// only for the call that asked for it.) Waits for sled's background open, if any.
     fn db(&self) -> Result<sled::Db> {
+        if let Some(db) = self.current_db() {
+            return Ok(db);
+        }
+        self.resolve()?;
+        self.current_db().ok_or(Error::Closed)
+    }
+
+    fn current_db(&self) -> Option<sled::Db> {
         self.db
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
-            .ok_or(Error::Closed)
+    }
+
+    /// Waits for sled's background open and takes its handle. sled must hold what the recent
+    /// file said (its marker as recorded); anything else (an error, an unknown format, another
+    /// marker) means the index on disk cannot be trusted: it is wiped and rebuilt from the log
+    /// up to that marker (the entries past it are in the tail), on this thread, before the
+    /// call that needed sled goes on. A failure here fails every later call that needs sled.
+    fn resolve(&self) -> Result<()> {
+        let mut pending = self.lock_pending();
+        let opening = match std::mem::replace(&mut *pending, Pending::Ready) {
+            Pending::Ready => return Ok(()),
+            Pending::Failed(reason) => {
+                *pending = Pending::Failed(reason.clone());
+                return Err(self.malformed(reason));
+            }
+            Pending::Opening(opening) => opening,
+        };
+        let Opening {
+            opening,
+            expected,
+            rebuild,
+        } = *opening;
+        let attached = (|| -> Result<()> {
+            let (fresh, rebuilt) = match opening.outcome() {
+                Ok(Some((fresh, complete))) if complete == expected => (fresh, false),
+                outcome => {
+                    let reason = match outcome {
+                        Err(error) => error.to_string(),
+                        Ok(Some((fresh, complete))) => {
+                            drop(fresh);
+                            format!(
+                                "index complete up to {complete}, its recent file said {expected}"
+                            )
+                        }
+                        Ok(None) => "index format unknown or marker missing".to_owned(),
+                    };
+                    tracing::warn!(path = %self.path.display(), %reason, "rebuilding the stream index");
+                    let fresh = Self::wiped(&self.path)?;
+                    rebuild(&fresh, expected)?;
+                    (fresh, true)
+                }
+            };
+            fresh.flusher.stop();
+            let db = fresh
+                .db
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            *self
+                .db
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = db;
+            if rebuilt {
+                self.lock_cache().clear();
+            }
+            Ok(())
+        })();
+        if let Err(error) = &attached {
+            *pending = Pending::Failed(error.to_string());
+        }
+        attached
+    }
+
+    /// Removes the index directory and opens a new, empty index there.
+    fn wiped(path: &Path) -> Result<StreamIndex> {
+        if path.exists() {
+            std::fs::remove_dir_all(path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let (index, _) = Self::try_open(path)?.ok_or_else(|| Error::Index {
+            path: path.to_path_buf(),
+            reason: "a new index could not be initialised".to_owned(),
+        })?;
+        Ok(index)
     }
 
     /// Flushes (as [`StreamIndex::flush`]) and closes the database, releasing its lock on the
     /// directory; later calls fail with [`Error::Closed`]. A second call does nothing.
+    ///
+    /// After a clean flush, writes the recent file (best effort: without it the next open
+    /// waits for sled).
     pub(crate) fn release(&self) -> Result<()> {
         // The flush thread holds a handle of its own: stopped first, so that sled's lock is
         // free once this returns.
         self.flusher.stop();
-        let flushed = if self.db.read().unwrap_or_else(|p| p.into_inner()).is_some() {
-            self.flush()
+        let resolved = self.resolve();
+        let flushed = if resolved.is_ok() && self.current_db().is_some() {
+            let flushed = self.flush();
+            if flushed.is_ok()
+                && self.persistent
+                && let Err(error) = self.write_recent()
+            {
+                tracing::warn!(path = %self.path.display(), %error, "recent file not written");
+            }
+            flushed
         } else {
             Ok(())
         };
@@ -375,7 +573,65 @@ impl StreamIndex {
                 .take(),
         );
         self.lock_cache().clear();
-        flushed
+        resolved.and(flushed)
+    }
+
+    /// Writes the recent file: sled's marker and the last chunk of the streams read and
+    /// written most recently (at most [`CACHED_STREAMS_MAX`]). Called after the final flush,
+    /// when the tail is empty and sled's marker is the index's.
+    fn write_recent(&self) -> Result<()> {
+        let complete = {
+            let tail = self.tail_read();
+            if !tail.streams.is_empty() || tail.complete != tail.stored_complete {
+                return Ok(());
+            }
+            tail.stored_complete
+        };
+        let read = self.lock_cache().most_recent_first();
+        let written: Vec<Box<str>> = self
+            .written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .rev()
+            .cloned()
+            .collect();
+        let mut streams: Vec<(String, Known)> = Vec::new();
+        for stream in read.into_iter().chain(written) {
+            if streams.len() == CACHED_STREAMS_MAX {
+                break;
+            }
+            let valid = (1..=logbook_projection::STREAM_ID_BYTES_MAX).contains(&stream.len());
+            if !valid || streams.iter().any(|(seen, _)| **seen == *stream) {
+                continue;
+            }
+            let Some(known) = self.last_chunk(&stream, false)? else {
+                continue;
+            };
+            streams.push((stream.into(), known));
+        }
+        Recent { complete, streams }
+            .write(&self.path)
+            .map_err(|source| Error::Io {
+                path: recent::path(&self.path),
+                source,
+            })
+    }
+
+    /// Remembers `stream` as the most recently written.
+    fn note_written(&self, stream: &str) {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if written.back().is_some_and(|last| &**last == stream) {
+            return;
+        }
+        written.retain(|name| &**name != stream);
+        if written.len() == CACHED_STREAMS_MAX {
+            written.pop_front();
+        }
+        written.push_back(stream.into());
     }
 
     fn tail_read(&self) -> std::sync::RwLockReadGuard<'_, Tail> {
@@ -480,6 +736,9 @@ impl StreamIndex {
             tail.complete = complete_position;
             tail.entries >= self.tail_max
         };
+        if let Some((stream, _, _)) = entries.last() {
+            self.note_written(stream);
+        }
         if full { self.write_tail() } else { Ok(()) }
     }
 

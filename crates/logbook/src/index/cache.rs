@@ -86,6 +86,15 @@ impl ChunkCache {
         self.streams.retain(|(name, _)| &**name != stream);
     }
 
+    /// The streams it knows, most recently used first.
+    pub(crate) fn most_recent_first(&self) -> Vec<Box<str>> {
+        self.streams
+            .iter()
+            .rev()
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Forgets everything.
     pub(crate) fn clear(&mut self) {
         self.generation += 1;

@@ -25,7 +25,7 @@ const FIRST_ENTRY_BYTES: usize = 16;
 /// The longest LEB128 encoding of a u64.
 const VARINT_BYTES_MAX: usize = 10;
 /// The largest valid chunk value.
-const VALUE_BYTES_MAX: usize =
+pub(crate) const VALUE_BYTES_MAX: usize =
     FIRST_ENTRY_BYTES + (CHUNK_VERSIONS as usize - 1) * 2 * VARINT_BYTES_MAX;
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
