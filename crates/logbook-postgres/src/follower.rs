@@ -140,11 +140,13 @@ pub struct Follower {
     ahead: VecDeque<Ahead>,
 }
 
-/// A page being read ahead: where its read starts, and the read.
+/// A page being read ahead: where its read starts, the read, and the wake-up count when it
+/// started (a wake-up after that may be for rows the read did not see).
 struct Ahead {
     from: u64,
     kind: Kind,
     read: JoinHandle<Result<Fetched>>,
+    wakes_at_start: u64,
 }
 
 /// What a page read returns: [`PgStore::read_all`] or [`PgStore::read_all_records_through`].
@@ -230,11 +232,30 @@ impl Follower {
         }
     }
 
+    /// The wake-up count now (it only grows).
+    fn wakes_now(&self) -> u64 {
+        *self.wakes.borrow()
+    }
+
+    /// After a page that was not full: waits for a wake-up, unless one came after the read of
+    /// that page started (`wakes_at_start`), whose rows the read may not have seen (a page read
+    /// ahead can be older than the call that took it): then returns at once, to read again.
+    async fn wait_after(&mut self, wakes_at_start: u64) {
+        if *self.wakes.borrow_and_update() != wakes_at_start {
+            return;
+        }
+        let woken = tokio::time::timeout(self.options.poll_interval, self.wakes.changed());
+        if let Ok(Err(_)) = woken.await {
+            // The listener task is gone (the runtime is shutting down): poll only.
+            tokio::time::sleep(self.options.poll_interval).await;
+        }
+    }
+
     /// Reads the page at the cursor: the oldest page read ahead when it fits (same kind,
     /// starting at or before the cursor), else a read made now. Returns the page as read
-    /// (rows before the cursor included) and whether it was full. Cancel-safe: a page read
-    /// ahead stays queued until its read has returned.
-    async fn fetch(&mut self, kind: Kind) -> Result<(Fetched, bool)> {
+    /// (rows before the cursor included), whether it was full, and the wake-up count when its
+    /// read started. Cancel-safe: a page read ahead stays queued until its read has returned.
+    async fn fetch(&mut self, kind: Kind) -> Result<(Fetched, bool, u64)> {
         let limit = self.page_limit();
         if self
             .ahead
@@ -243,12 +264,13 @@ impl Follower {
         {
             self.drop_ahead();
         }
-        let fetched = match self.ahead.front_mut() {
+        let (fetched, wakes_at_start) = match self.ahead.front_mut() {
             Some(front) => {
                 let joined = (&mut front.read).await;
+                let wakes_at_start = front.wakes_at_start;
                 self.ahead.pop_front();
                 match joined {
-                    Ok(Ok(fetched)) => fetched,
+                    Ok(Ok(fetched)) => (fetched, wakes_at_start),
                     Ok(Err(error)) => {
                         self.drop_ahead();
                         return Err(error);
@@ -257,14 +279,20 @@ impl Follower {
                     Err(_) => {
                         // Cancelled: only `drop_ahead` aborts, and it empties the queue first.
                         self.drop_ahead();
-                        read_page(self.store.clone(), kind, self.next_position, limit).await?
+                        let wakes_at_start = self.wakes_now();
+                        let read = read_page(self.store.clone(), kind, self.next_position, limit);
+                        (read.await?, wakes_at_start)
                     }
                 }
             }
-            None => read_page(self.store.clone(), kind, self.next_position, limit).await?,
+            None => {
+                let wakes_at_start = self.wakes_now();
+                let read = read_page(self.store.clone(), kind, self.next_position, limit);
+                (read.await?, wakes_at_start)
+            }
         };
         let full = limit > 0 && fetched.len() >= limit;
-        Ok((fetched, full))
+        Ok((fetched, full, wakes_at_start))
     }
 
     /// After a full page: keeps [`FollowOptions::read_ahead`] pages being read, each from
@@ -281,8 +309,14 @@ impl Follower {
                 Some(back) => back.from.saturating_add(limit),
                 None => self.next_position,
             };
+            let wakes_at_start = self.wakes_now();
             let read = tokio::spawn(read_page(self.store.clone(), kind, from, limit as usize));
-            self.ahead.push_back(Ahead { from, kind, read });
+            self.ahead.push_back(Ahead {
+                from,
+                kind,
+                read,
+                wakes_at_start,
+            });
         }
     }
 
@@ -290,9 +324,7 @@ impl Follower {
     /// leaves the cursor where it was: call again to retry.
     pub async fn next_page(&mut self) -> Result<Vec<RawEvent>> {
         loop {
-            // Marked before the read: a wake-up that arrives during the read is not lost.
-            self.wakes.borrow_and_update();
-            let (fetched, full) = self.fetch(Kind::Events).await?;
+            let (fetched, full, wakes_at_start) = self.fetch(Kind::Events).await?;
             let Fetched::Events(mut page) = fetched else {
                 unreachable!("an events read returned records")
             };
@@ -310,11 +342,7 @@ impl Follower {
                 // Every row of a full page read ahead was before the cursor: read on.
                 continue;
             }
-            let woken = tokio::time::timeout(self.options.poll_interval, self.wakes.changed());
-            if let Ok(Err(_)) = woken.await {
-                // The listener task is gone (the runtime is shutting down): poll only.
-                tokio::time::sleep(self.options.poll_interval).await;
-            }
+            self.wait_after(wakes_at_start).await;
         }
     }
 
@@ -325,9 +353,7 @@ impl Follower {
     /// when only purged positions were passed. What the engine applies.
     pub async fn next_records(&mut self) -> Result<(Vec<(u64, Vec<u8>)>, u64)> {
         loop {
-            // Marked before the read: a wake-up that arrives during the read is not lost.
-            self.wakes.borrow_and_update();
-            let (fetched, full) = self.fetch(Kind::Records).await?;
+            let (fetched, full, wakes_at_start) = self.fetch(Kind::Records).await?;
             let Fetched::Records(mut records, through) = fetched else {
                 unreachable!("a records read returned events")
             };
@@ -348,11 +374,7 @@ impl Follower {
             if full {
                 continue;
             }
-            let woken = tokio::time::timeout(self.options.poll_interval, self.wakes.changed());
-            if let Ok(Err(_)) = woken.await {
-                // The listener task is gone (the runtime is shutting down): poll only.
-                tokio::time::sleep(self.options.poll_interval).await;
-            }
+            self.wait_after(wakes_at_start).await;
         }
     }
 

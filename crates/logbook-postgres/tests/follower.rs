@@ -318,3 +318,53 @@ async fn a_follower_reading_ahead_over_purged_gaps_sees_every_kept_position_once
         head = new_head;
     }
 }
+
+/// A page read ahead before an append, taken after the append's wake-up arrived, is stale:
+/// the follower must read again instead of waiting for a wake-up it already consumed. (Before
+/// the fix, the last page here waited for the poll: 60 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_read_ahead_before_a_wake_up_is_read_again_after_it() {
+    let database = fresh_database();
+    let store = open(&database).await;
+    append(&store, "room/a", 10).await;
+    for kind in ["pages", "records"] {
+        let head = store.head_position().await.expect("head");
+        let options = FollowOptions {
+            poll_interval: NO_POLL,
+            page_max: 5,
+            read_ahead: 2,
+        };
+        let mut follower = store.follow(head - 9, options);
+        // Two full pages: reads ahead past the head are started, and return nothing.
+        for _ in 0..2 {
+            let read = if kind == "pages" {
+                let page = tokio::time::timeout(WAIT, follower.next_page()).await;
+                page.expect("catch-up").expect("follow").len()
+            } else {
+                let records = tokio::time::timeout(WAIT, follower.next_records()).await;
+                records.expect("catch-up").expect("follow").0.len()
+            };
+            assert_eq!(read, 5, "{kind}");
+        }
+        assert_eq!(follower.next_position(), head + 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        append(&store, "room/b", 1).await;
+        // Let the append's wake-up reach the listener before the follower asks.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let positions: Vec<u64> = if kind == "pages" {
+            let page = tokio::time::timeout(WAIT, follower.next_page())
+                .await
+                .expect("woken, not polled")
+                .expect("follow");
+            page.iter().map(|raw| raw.position).collect()
+        } else {
+            let (records, _) = tokio::time::timeout(WAIT, follower.next_records())
+                .await
+                .expect("woken, not polled")
+                .expect("follow");
+            records.iter().map(|(position, _)| *position).collect()
+        };
+        assert_eq!(positions, vec![head + 1], "{kind}");
+        append(&store, "room/a", 9).await;
+    }
+}
