@@ -2,7 +2,9 @@
 //! payload, per lock of a projection's state): engine events (a stream deletion, a soft
 //! deletion, a truncation) in the middle of a chunk and records on both sides of chunk
 //! boundaries rebuild exactly the live state, and `applied_position` after open is the log's
-//! last position.
+//! last position. A replay of more than 50,000 records runs on two threads (the catalog and the
+//! index on the opening thread, the projections on another, chunk by chunk): the same checks
+//! on such a log.
 
 use logbook::{ExpectedVersion, ManualClock, MemoryStorage, NewEvent, StreamId};
 use logbook_tests::projection_support::{
@@ -13,6 +15,9 @@ use std::sync::Arc;
 
 /// Messages per append: not a divisor of the chunk, so chunks end inside appends.
 const BATCH: usize = 97;
+/// Messages per append of the long log: 30 appends of it are past the two-thread replay's
+/// threshold (50,000 records).
+const LONG_BATCH: usize = 1_777;
 
 fn room(id: &str) -> StreamId {
     StreamId::room(id).expect("room id")
@@ -30,9 +35,30 @@ async fn post(log: &logbook::BuiltinLog, id: &str, first: usize, count: usize, b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_in_chunks_rebuilds_the_live_state_around_engine_events() {
+    rebuilds_the_live_state(BATCH).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_on_two_threads_rebuilds_the_live_state_around_engine_events() {
+    let replayed = rebuilds_the_live_state(LONG_BATCH).await;
+    assert!(
+        replayed > 50_000,
+        "past the two-thread threshold: {replayed}"
+    );
+}
+
+/// Builds the log with appends of `batch` messages, reopens it (a full replay) and checks the
+/// replayed state is the live one; returns how many records the open replayed.
+async fn rebuilds_the_live_state(batch: usize) -> u64 {
     let storage = Arc::new(MemoryStorage::new());
     let clock = ManualClock::new(CLOCK_START_MS);
-    let opened = open_memory(&storage, clocked_options(&clock)).await;
+    let options = || {
+        let mut options = clocked_options(&clock);
+        // No snapshot at close either: the reopen replays the whole log.
+        options.snapshots.on_close_events = 0;
+        options
+    };
+    let opened = open_memory(&storage, options()).await;
     let log = &opened.log;
     for id in ["a", "b", "c", "d"] {
         log.log()
@@ -51,8 +77,8 @@ async fn a_replay_in_chunks_rebuilds_the_live_state_around_engine_events() {
                 // Deleted for good: appends to it are refused.
                 continue;
             }
-            post(log, id, posted, BATCH, &format!("round {round} of {id}")).await;
-            posted += BATCH;
+            post(log, id, posted, batch, &format!("round {round} of {id}")).await;
+            posted += batch;
         }
         // Engine events land inside chunks (positions 4 + k * 388 + ...), and events of the
         // same rooms follow them in the same chunk.
@@ -96,15 +122,15 @@ async fn a_replay_in_chunks_rebuilds_the_live_state_around_engine_events() {
     assert_eq!(c.name, "c again");
     assert_eq!(
         c.messages_posted,
-        2 * BATCH as u64,
+        2 * batch as u64,
         "c counts only the messages after its soft delete (rounds 7 and 8)"
     );
     let d = rooms.room("d").expect("d");
-    assert_eq!(d.messages_posted, 9 * BATCH as u64 + 3);
+    assert_eq!(d.messages_posted, 9 * batch as u64 + 3);
     drop(rooms);
     opened.log.close().await.expect("close");
 
-    let reopened = open_memory(&storage, clocked_options(&clock)).await;
+    let reopened = open_memory(&storage, options()).await;
     assert!(reopened.report.log.snapshot.used.is_none(), "a full replay");
     assert!(
         reopened.report.log.events_replayed > 3 * 256,
@@ -120,5 +146,58 @@ async fn a_replay_in_chunks_rebuilds_the_live_state_around_engine_events() {
     ] {
         assert_eq!(applied, last, "{id} is as of the log's last position");
     }
+    let replayed = reopened.report.log.events_replayed;
     reopened.log.close().await.expect("close");
+    replayed
+}
+
+/// A damaged record in the middle of a two-thread replay fails the open with the damage named
+/// (segment and offset), as a replay on one thread does; the projections' thread is waited
+/// for, never left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_fails_a_two_thread_replay_with_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = logbook_tests::test_options();
+    options.wal.sync_policy = logbook::SyncPolicy::Never;
+    options.wal.segment_bytes_max = 4 * 1024 * 1024;
+    options.snapshots.every_events = 0;
+    options.snapshots.every_bytes = 0;
+    options.snapshots.every = std::time::Duration::ZERO;
+    options.snapshots.on_close_events = 0;
+    let (log, _) = logbook::BuiltinLog::open(dir.path(), options.clone())
+        .await
+        .expect("open");
+    log.log()
+        .append(
+            &room("a"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(room_created("a"))],
+        )
+        .await
+        .expect("create");
+    for first in (0..60_000).step_by(1000) {
+        post(&log, "a", first, 1000, "a message of the long log").await;
+    }
+    log.close().await.expect("close");
+    // A byte in the middle of the first segment, well past the threshold's worth of records
+    // from its end: inside some record's frame.
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
+        .expect("wal dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    let first = &segments[0];
+    let mut bytes = std::fs::read(first).expect("read segment");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5A;
+    std::fs::write(first, &bytes).expect("write segment");
+    let error = match logbook::BuiltinLog::open(dir.path(), options).await {
+        Ok(_) => panic!("a damaged log does not open"),
+        Err(error) => error,
+    };
+    assert!(error.is_corruption(), "{error}");
+    let text = error.to_string();
+    let name = first.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(text.contains(&name), "names the segment: {text}");
 }

@@ -9,9 +9,7 @@
 //! to the WAL itself (only the writer thread does), or expose a record above the durable
 //! position.
 
-use crate::apply::{
-    self, DecodedBatch, DurableRecord, INDEX_BATCH_RECORDS, IndexBatch, Undecodable,
-};
+use crate::apply::{self, DecodedBatch, DurableRecord, Undecodable};
 use crate::backend::embedded::Embedded;
 use crate::backend::{
     AppendRequest, Backend, BackendStats, DeleteMode, DurableSink, SnapshotStorage,
@@ -23,13 +21,14 @@ use crate::index::{IndexReport, StreamIndex};
 use crate::options::{AppendDurability, LogbookOptions};
 use crate::poison::{Poison, PoisonCell};
 use crate::projections::{Applier, Projections, TypedApplier};
+use crate::replay;
 use crate::snapshots::{self as snapshotting, SnapshotReply, SnapshotWritten, Snapshotter, Take};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
 use crate::subscription::{SubscriberSlot, Subscription};
 use crate::syncer::{self, LiveRecord, SyncJob};
 use crate::system;
 use crate::writer::{self, AppendResult};
-use logbook_compaction::{CompactionPolicy, SnapshotInfo, SnapshotStore};
+use logbook_compaction::{SnapshotInfo, SnapshotStore};
 use logbook_projection::{Event, NewEvent, RawEvent, RecordDecoder, RecordedEvent, StreamId};
 use logbook_wal::{FileStorage, RecoveryMode, RecoveryReport, Storage, Wal};
 use std::collections::HashMap;
@@ -638,12 +637,12 @@ impl<E: Event> Logbook<E> {
             Some(opening) => {
                 let wal = wal.clone();
                 let rebuild: crate::index::Rebuild =
-                    Box::new(move |index, through| fill_index(&wal, index, through));
+                    Box::new(move |index, through| replay::fill_index(&wal, index, through));
                 opening.finish(log_end, salvaged, rebuild)?
             }
             None => StreamIndex::temporary()?,
         };
-        let (streams, events_replayed) = replay(
+        let (streams, events_replayed) = replay::replay(
             &wal,
             &applier,
             &index,
@@ -1165,66 +1164,6 @@ impl<E: Event> Logbook<E> {
             Err(error) => tracing::warn!(%error, "snapshots could not be listed at close"),
         }
     }
-}
-
-/// Rebuilds the stream table and the projections from the whole log, and brings the stream
-/// index up to date from where it was complete.
-fn replay(
-    wal: &Wal,
-    applier: &dyn Applier,
-    index: &StreamIndex,
-    index_complete: u64,
-    start: (StreamTable, u64),
-    compaction: &CompactionPolicy,
-) -> Result<(StreamTable, u64)> {
-    let _span = tracing::info_span!("replay").entered();
-    let (mut streams, snapshot_position) = start;
-    let mut count = 0u64;
-    let mut index_batch = IndexBatch::default();
-    // Each record is borrowed from the reader's buffer, decoded once and let go.
-    let mut reader = wal.read_from(index_complete.min(snapshot_position) + 1);
-    // The projections take the records a chunk at a time (flushed after the last one).
-    let mut replayer = applier.replayer();
-    while let Some(record) = reader.next_ref() {
-        let (position, payload) = record?;
-        let durable = DurableRecord::decode(position, payload)?;
-        if durable.position > snapshot_position {
-            apply::apply_catalog(&mut streams, compaction, &durable)?;
-            replayer.apply(&durable)?;
-            count += 1;
-        }
-        if durable.position > index_complete {
-            index_batch.add(index, &durable)?;
-            if index_batch.len() >= INDEX_BATCH_RECORDS {
-                index_batch.flush(index)?;
-            }
-        }
-    }
-    replayer.flush();
-    index_batch.flush(index)?;
-    Ok((streams, count))
-}
-
-/// Fills an empty stream index with the log's records up to `through`, and flushes it: the
-/// rebuild of an index that opened in the background (from a recent file) and turned out
-/// unusable. The records past `through` are in the index's in-memory tail already.
-fn fill_index(wal: &Wal, index: &StreamIndex, through: u64) -> Result<()> {
-    let mut batch = IndexBatch::default();
-    let mut reader = wal.read_from(1);
-    while let Some(record) = reader.next_ref() {
-        let (position, payload) = record?;
-        if position > through {
-            break;
-        }
-        let durable = DurableRecord::decode(position, payload)?;
-        batch.add(index, &durable)?;
-        if batch.len() >= INDEX_BATCH_RECORDS {
-            batch.flush(index)?;
-        }
-    }
-    batch.flush(index)?;
-    index.insert(&[], through)?;
-    index.flush()
 }
 
 /// A snapshot at position P proves every position up to P was durable (snapshots hold only

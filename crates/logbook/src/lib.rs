@@ -215,6 +215,7 @@ pub mod inspect;
 mod options;
 mod poison;
 mod projections;
+mod replay;
 mod snapshots;
 mod streams;
 mod subscription;

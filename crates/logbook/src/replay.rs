@@ -1,0 +1,233 @@
+//! The open's replay: the log's records past the newest snapshot (and past the stream index's
+//! marker) into the durable stream table, the stream index and the projections.
+//!
+//! Owns: the order of that work and, for a long replay, its split over two threads: the
+//! opening thread reads and checks the records and applies the catalog and the index; a second
+//! thread decodes the payloads and applies them to the projections, in position order, taking
+//! the records a chunk at a time from a bounded queue. Must never: apply a record out of
+//! position order, skip one, hold more than [`PIPELINE_CHUNKS_MAX`] chunks of
+//! [`PIPELINE_CHUNK_BYTES`], or finish before the projections have every record.
+
+use crate::apply::{self, DurableRecord, INDEX_BATCH_RECORDS, IndexBatch};
+use crate::error::{Error, Result};
+use crate::index::StreamIndex;
+use crate::projections::Applier;
+use crate::streams::StreamTable;
+use logbook_compaction::CompactionPolicy;
+use logbook_wal::Wal;
+use std::sync::mpsc;
+
+/// Records past the snapshot from which a replay hands the projections' work to a second
+/// thread: below it the thread's start and hand-offs cost more than they save.
+pub(crate) const PIPELINE_RECORDS_MIN: u64 = 50_000;
+/// Record bytes per chunk handed to the projections' thread.
+pub(crate) const PIPELINE_CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks queued for the projections' thread; with the one it applies and the one being
+/// filled, at most `PIPELINE_CHUNKS_MAX` chunks exist: the replay's memory is bounded by
+/// `PIPELINE_CHUNKS_MAX * (PIPELINE_CHUNK_BYTES + one record)` whatever the log's size.
+const PIPELINE_QUEUE: usize = 2;
+pub(crate) const PIPELINE_CHUNKS_MAX: usize = PIPELINE_QUEUE + 2;
+
+/// Rebuilds the stream table and the projections from the log past `start`'s snapshot
+/// position, and brings the stream index up to date from where it was complete. Returns the
+/// table and how many records were applied.
+pub(crate) fn replay(
+    wal: &Wal,
+    applier: &dyn Applier,
+    index: &StreamIndex,
+    index_complete: u64,
+    start: (StreamTable, u64),
+    compaction: &CompactionPolicy,
+) -> Result<(StreamTable, u64)> {
+    let _span = tracing::info_span!("replay").entered();
+    let snapshot_position = start.1;
+    let ahead = wal.durable_position().saturating_sub(snapshot_position);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if ahead >= PIPELINE_RECORDS_MIN && cores > 1 {
+        pipelined(wal, applier, index, index_complete, start, compaction)
+    } else {
+        in_line(wal, applier, index, index_complete, start, compaction)
+    }
+}
+
+/// The replay on the calling thread alone.
+fn in_line(
+    wal: &Wal,
+    applier: &dyn Applier,
+    index: &StreamIndex,
+    index_complete: u64,
+    start: (StreamTable, u64),
+    compaction: &CompactionPolicy,
+) -> Result<(StreamTable, u64)> {
+    let (mut streams, snapshot_position) = start;
+    let mut count = 0u64;
+    let mut index_batch = IndexBatch::default();
+    // Each record is borrowed from the reader's buffer, decoded once and let go.
+    let mut reader = wal.read_from(index_complete.min(snapshot_position) + 1);
+    // The projections take the records a chunk at a time (flushed after the last one).
+    let mut replayer = applier.replayer();
+    while let Some(record) = reader.next_ref() {
+        let (position, payload) = record?;
+        let durable = DurableRecord::decode(position, payload)?;
+        if durable.position > snapshot_position {
+            apply::apply_catalog(&mut streams, compaction, &durable)?;
+            replayer.apply(&durable)?;
+            count += 1;
+        }
+        if durable.position > index_complete {
+            index_batch.add(index, &durable)?;
+            if index_batch.len() >= INDEX_BATCH_RECORDS {
+                index_batch.flush(index)?;
+            }
+        }
+    }
+    replayer.flush();
+    index_batch.flush(index)?;
+    Ok((streams, count))
+}
+
+/// Records copied out of the reader's buffer for the projections' thread.
+#[derive(Default)]
+struct Chunk {
+    positions: Vec<u64>,
+    /// Where each record's bytes end in `bytes`.
+    ends: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Chunk {
+    fn push(&mut self, position: u64, record: &[u8]) {
+        debug_assert!(self.positions.last().is_none_or(|last| *last < position));
+        self.bytes.extend_from_slice(record);
+        self.positions.push(position);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn clear(&mut self) {
+        self.positions.clear();
+        self.ends.clear();
+        self.bytes.clear();
+    }
+
+    /// Applies every record to the projections, in order.
+    fn apply(&self, replayer: &mut dyn crate::projections::Replayer) -> Result<()> {
+        let mut start = 0;
+        for (&position, &end) in self.positions.iter().zip(&self.ends) {
+            let bytes = self.bytes.get(start..end).ok_or_else(|| Error::Corrupted {
+                position,
+                reason: "a replay chunk's bounds are out of order".to_owned(),
+            })?;
+            replayer.apply(&DurableRecord::decode(position, bytes)?)?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// The replay over two threads: this one reads, checks and decodes each record's envelope and
+/// applies the catalog and the index; a scoped thread applies the records to the projections
+/// a chunk at a time, in order. Its outcome is waited for before this returns, so the
+/// projections hold every record (or the open fails with the first error of either thread).
+fn pipelined(
+    wal: &Wal,
+    applier: &dyn Applier,
+    index: &StreamIndex,
+    index_complete: u64,
+    start: (StreamTable, u64),
+    compaction: &CompactionPolicy,
+) -> Result<(StreamTable, u64)> {
+    let (mut streams, snapshot_position) = start;
+    std::thread::scope(|scope| {
+        let (full, queued) = mpsc::sync_channel::<Chunk>(PIPELINE_QUEUE);
+        let (spent, recycled) = mpsc::channel::<Chunk>();
+        let span = tracing::Span::current();
+        let projections = std::thread::Builder::new()
+            .name("logbook-replay".into())
+            .spawn_scoped(scope, move || -> Result<()> {
+                let _span = span.entered();
+                let mut replayer = applier.replayer();
+                for mut chunk in queued {
+                    chunk.apply(replayer.as_mut())?;
+                    chunk.clear();
+                    // The reader may be done and gone: the chunk is then dropped.
+                    let _ = spent.send(chunk);
+                }
+                replayer.flush();
+                Ok(())
+            })
+            .map_err(|error| Error::Task(error.to_string()))?;
+        let mut count = 0u64;
+        let read = (|| -> Result<()> {
+            let mut index_batch = IndexBatch::default();
+            let mut reader = wal.read_from(index_complete.min(snapshot_position) + 1);
+            let mut chunk = Chunk::default();
+            let mut chunks = 1usize;
+            while let Some(record) = reader.next_ref() {
+                let (position, payload) = record?;
+                let durable = DurableRecord::decode(position, payload)?;
+                if durable.position > snapshot_position {
+                    apply::apply_catalog(&mut streams, compaction, &durable)?;
+                    chunk.push(position, payload);
+                    count += 1;
+                    if chunk.bytes.len() >= PIPELINE_CHUNK_BYTES {
+                        if full.send(chunk).is_err() {
+                            // The projections' thread stopped on an error: it is reported below.
+                            return Ok(());
+                        }
+                        // A spent chunk if there is one; a new one only while every chunk is
+                        // queued or in use (so at most PIPELINE_CHUNKS_MAX ever exist).
+                        chunk = match recycled.try_recv() {
+                            Ok(spent) => spent,
+                            Err(_) => {
+                                chunks += 1;
+                                assert!(chunks <= PIPELINE_CHUNKS_MAX, "replay chunks unbounded");
+                                Chunk::default()
+                            }
+                        };
+                    }
+                }
+                if durable.position > index_complete {
+                    index_batch.add(index, &durable)?;
+                    if index_batch.len() >= INDEX_BATCH_RECORDS {
+                        index_batch.flush(index)?;
+                    }
+                }
+            }
+            if !chunk.positions.is_empty() {
+                // An error here means the projections' thread stopped: reported below.
+                let _ = full.send(chunk);
+            }
+            index_batch.flush(index)
+        })();
+        // No more chunks: the projections' thread applies what is queued and ends.
+        drop(full);
+        let projected = match projections.join() {
+            Ok(outcome) => outcome,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        read.and(projected)?;
+        Ok((streams, count))
+    })
+}
+
+/// Fills an empty stream index with the log's records up to `through`, and flushes it: the
+/// rebuild of an index that opened in the background (from a recent file) and turned out
+/// unusable. The records past `through` are in the index's in-memory tail already.
+pub(crate) fn fill_index(wal: &Wal, index: &StreamIndex, through: u64) -> Result<()> {
+    let mut batch = IndexBatch::default();
+    let mut reader = wal.read_from(1);
+    while let Some(record) = reader.next_ref() {
+        let (position, payload) = record?;
+        if position > through {
+            break;
+        }
+        let durable = DurableRecord::decode(position, payload)?;
+        batch.add(index, &durable)?;
+        if batch.len() >= INDEX_BATCH_RECORDS {
+            batch.flush(index)?;
+        }
+    }
+    batch.flush(index)?;
+    index.insert(&[], through)?;
+    index.flush()
+}
