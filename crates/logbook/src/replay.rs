@@ -60,30 +60,67 @@ fn in_line(
     compaction: &CompactionPolicy,
 ) -> Result<(StreamTable, u64)> {
     let (mut streams, snapshot_position) = start;
-    let mut count = 0u64;
-    let mut index_batch = IndexBatch::default();
-    // Each record is borrowed from the reader's buffer, decoded once and let go.
-    let mut reader = wal.read_from(index_complete.min(snapshot_position) + 1);
     // The projections take the records a chunk at a time (flushed after the last one).
     let mut replayer = applier.replayer();
-    while let Some(record) = reader.next_ref() {
-        let (position, payload) = record?;
-        let durable = DurableRecord::decode(position, payload)?;
-        if durable.position > snapshot_position {
-            apply::apply_catalog(&mut streams, compaction, &durable)?;
-            replayer.apply(&durable)?;
-            count += 1;
-        }
-        if durable.position > index_complete {
-            index_batch.add(index, &durable)?;
-            if index_batch.len() >= INDEX_BATCH_RECORDS {
-                index_batch.flush(index)?;
+    let tail = Tail {
+        wal,
+        index,
+        index_complete,
+        snapshot_position,
+        compaction,
+    };
+    let count = tail.read(&mut streams, |durable, _| {
+        replayer.apply(durable)?;
+        Ok(true)
+    })?;
+    replayer.flush();
+    Ok((streams, count))
+}
+
+/// What a replay reads: the log from where the snapshot or the index ends.
+struct Tail<'a> {
+    wal: &'a Wal,
+    index: &'a StreamIndex,
+    index_complete: u64,
+    snapshot_position: u64,
+    compaction: &'a CompactionPolicy,
+}
+
+impl Tail<'_> {
+    /// Reads every record from where the snapshot or the index ends, each decoded once and
+    /// borrowed from the reader's buffer: one past the snapshot is applied to the catalog and
+    /// handed to `project` with its bytes (`project` returns false to stop the replay early:
+    /// the projections' thread stopped on an error), one past the index's marker is added to
+    /// the index. Returns how many records were past the snapshot.
+    fn read(
+        &self,
+        streams: &mut StreamTable,
+        mut project: impl FnMut(&DurableRecord<'_>, &[u8]) -> Result<bool>,
+    ) -> Result<u64> {
+        let mut count = 0u64;
+        let mut index_batch = IndexBatch::default();
+        let first = self.index_complete.min(self.snapshot_position) + 1;
+        let mut reader = self.wal.read_from(first);
+        while let Some(record) = reader.next_ref() {
+            let (position, bytes) = record?;
+            let durable = DurableRecord::decode(position, bytes)?;
+            if position > self.snapshot_position {
+                apply::apply_catalog(streams, self.compaction, &durable)?;
+                count += 1;
+                if !project(&durable, bytes)? {
+                    return Ok(count);
+                }
+            }
+            if position > self.index_complete {
+                index_batch.add(self.index, &durable)?;
+                if index_batch.len() >= INDEX_BATCH_RECORDS {
+                    index_batch.flush(self.index)?;
+                }
             }
         }
+        index_batch.flush(self.index)?;
+        Ok(count)
     }
-    replayer.flush();
-    index_batch.flush(index)?;
-    Ok((streams, count))
 }
 
 /// Records copied out of the reader's buffer for the projections' thread.
@@ -156,56 +193,45 @@ fn pipelined(
                 Ok(())
             })
             .map_err(|error| Error::Task(error.to_string()))?;
-        let mut count = 0u64;
-        let read = (|| -> Result<()> {
-            let mut index_batch = IndexBatch::default();
-            let mut reader = wal.read_from(index_complete.min(snapshot_position) + 1);
-            let mut chunk = Chunk::default();
-            let mut chunks = 1usize;
-            while let Some(record) = reader.next_ref() {
-                let (position, payload) = record?;
-                let durable = DurableRecord::decode(position, payload)?;
-                if durable.position > snapshot_position {
-                    apply::apply_catalog(&mut streams, compaction, &durable)?;
-                    chunk.push(position, payload);
-                    count += 1;
-                    if chunk.bytes.len() >= PIPELINE_CHUNK_BYTES {
-                        if full.send(chunk).is_err() {
-                            // The projections' thread stopped on an error: it is reported below.
-                            return Ok(());
-                        }
-                        // A spent chunk if there is one; a new one only while every chunk is
-                        // queued or in use (so at most PIPELINE_CHUNKS_MAX ever exist).
-                        chunk = match recycled.try_recv() {
-                            Ok(spent) => spent,
-                            Err(_) => {
-                                chunks += 1;
-                                assert!(chunks <= PIPELINE_CHUNKS_MAX, "replay chunks unbounded");
-                                Chunk::default()
-                            }
-                        };
-                    }
-                }
-                if durable.position > index_complete {
-                    index_batch.add(index, &durable)?;
-                    if index_batch.len() >= INDEX_BATCH_RECORDS {
-                        index_batch.flush(index)?;
-                    }
-                }
+        let tail = Tail {
+            wal,
+            index,
+            index_complete,
+            snapshot_position,
+            compaction,
+        };
+        let mut chunk = Chunk::default();
+        let mut chunks = 1usize;
+        let read = tail.read(&mut streams, |durable, bytes| {
+            chunk.push(durable.position, bytes);
+            if chunk.bytes.len() < PIPELINE_CHUNK_BYTES {
+                return Ok(true);
             }
-            if !chunk.positions.is_empty() {
-                // An error here means the projections' thread stopped: reported below.
-                let _ = full.send(chunk);
+            if full.send(std::mem::take(&mut chunk)).is_err() {
+                // The projections' thread stopped on an error: reported below.
+                return Ok(false);
             }
-            index_batch.flush(index)
-        })();
+            // A spent chunk if there is one; a new one only while every other chunk is queued
+            // or in use (so at most PIPELINE_CHUNKS_MAX ever exist).
+            chunk = recycled.try_recv().unwrap_or_else(|_| {
+                chunks += 1;
+                assert!(chunks <= PIPELINE_CHUNKS_MAX, "replay chunks unbounded");
+                Chunk::default()
+            });
+            Ok(true)
+        });
+        if read.is_ok() && !chunk.positions.is_empty() {
+            // An error here means the projections' thread stopped: reported below.
+            let _ = full.send(chunk);
+        }
         // No more chunks: the projections' thread applies what is queued and ends.
         drop(full);
         let projected = match projections.join() {
             Ok(outcome) => outcome,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        read.and(projected)?;
+        let count = read?;
+        projected?;
         Ok((streams, count))
     })
 }
