@@ -40,28 +40,7 @@ pub(crate) fn replay(
     compaction: &CompactionPolicy,
 ) -> Result<(StreamTable, u64)> {
     let _span = tracing::info_span!("replay").entered();
-    let snapshot_position = start.1;
-    let ahead = wal.durable_position().saturating_sub(snapshot_position);
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    if ahead >= PIPELINE_RECORDS_MIN && cores > 1 {
-        pipelined(wal, applier, index, index_complete, start, compaction)
-    } else {
-        in_line(wal, applier, index, index_complete, start, compaction)
-    }
-}
-
-/// The replay on the calling thread alone.
-fn in_line(
-    wal: &Wal,
-    applier: &dyn Applier,
-    index: &StreamIndex,
-    index_complete: u64,
-    start: (StreamTable, u64),
-    compaction: &CompactionPolicy,
-) -> Result<(StreamTable, u64)> {
-    let (mut streams, snapshot_position) = start;
-    // The projections take the records a chunk at a time (flushed after the last one).
-    let mut replayer = applier.replayer();
+    let (streams, snapshot_position) = start;
     let tail = Tail {
         wal,
         index,
@@ -69,6 +48,23 @@ fn in_line(
         snapshot_position,
         compaction,
     };
+    let ahead = wal.durable_position().saturating_sub(snapshot_position);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if ahead >= PIPELINE_RECORDS_MIN && cores > 1 {
+        pipelined(&tail, applier, streams)
+    } else {
+        in_line(&tail, applier, streams)
+    }
+}
+
+/// The replay on the calling thread alone.
+fn in_line(
+    tail: &Tail<'_>,
+    applier: &dyn Applier,
+    mut streams: StreamTable,
+) -> Result<(StreamTable, u64)> {
+    // The projections take the records a chunk at a time (flushed after the last one).
+    let mut replayer = applier.replayer();
     let count = tail.read(&mut streams, |durable, _| {
         replayer.apply(durable)?;
         Ok(true)
@@ -166,14 +162,10 @@ impl Chunk {
 /// a chunk at a time, in order. Its outcome is waited for before this returns, so the
 /// projections hold every record (or the open fails with the first error of either thread).
 fn pipelined(
-    wal: &Wal,
+    tail: &Tail<'_>,
     applier: &dyn Applier,
-    index: &StreamIndex,
-    index_complete: u64,
-    start: (StreamTable, u64),
-    compaction: &CompactionPolicy,
+    mut streams: StreamTable,
 ) -> Result<(StreamTable, u64)> {
-    let (mut streams, snapshot_position) = start;
     std::thread::scope(|scope| {
         let (full, queued) = mpsc::sync_channel::<Chunk>(PIPELINE_QUEUE);
         let (spent, recycled) = mpsc::channel::<Chunk>();
@@ -193,13 +185,6 @@ fn pipelined(
                 Ok(())
             })
             .map_err(|error| Error::Task(error.to_string()))?;
-        let tail = Tail {
-            wal,
-            index,
-            index_complete,
-            snapshot_position,
-            compaction,
-        };
         let mut chunk = Chunk::default();
         let mut chunks = 1usize;
         let read = tail.read(&mut streams, |durable, bytes| {
