@@ -182,12 +182,13 @@ impl IndexOpening {
             ));
         }
         let path = self.path.clone();
-        let opened = self.outcome();
+        let opened = self.outcome()?;
         StreamIndex::settle(path, opened, log_end, salvaged)
     }
 
-    /// Waits for the background open (or opens in line when no thread started it).
-    fn outcome(mut self) -> Opened {
+    /// Waits for the background open (or opens in line when no thread started it). The outer
+    /// error: the open thread ended without an outcome (it panicked), never a reason to wipe.
+    fn outcome(mut self) -> Result<Opened> {
         let in_line = self
             .claim
             .compare_exchange(QUEUED, IN_LINE, Ordering::AcqRel, Ordering::Acquire)
@@ -196,8 +197,8 @@ impl IndexOpening {
             Some(outcome) if !in_line => outcome.recv().map_err(|_| Error::Index {
                 path: self.path.clone(),
                 reason: "the index open thread ended without an outcome (it panicked)".to_owned(),
-            })?,
-            _ => StreamIndex::try_open(&self.path),
+            }),
+            _ => Ok(StreamIndex::try_open(&self.path)),
         }
     }
 }
@@ -489,7 +490,8 @@ impl StreamIndex {
             rebuild,
         } = *opening;
         let attached = (|| -> Result<()> {
-            let (fresh, rebuilt) = match opening.outcome() {
+            // A background open that panicked is an error here too, never a rebuild.
+            let (fresh, rebuilt) = match opening.outcome()? {
                 Ok(Some((fresh, complete))) if complete == expected => (fresh, false),
                 outcome => {
                     let reason = match outcome {
