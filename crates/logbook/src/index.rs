@@ -556,8 +556,11 @@ impl StreamIndex {
         // free once this returns.
         self.flusher.stop();
         let resolved = self.resolve();
+        // Held to the end: no index write (compaction's, say) comes between the final flush,
+        // the recent file that describes it and the release.
+        let _writer = self.lock_writer();
         let flushed = if resolved.is_ok() && self.current_db().is_some() {
-            let flushed = self.flush();
+            let flushed = self.flush_locked();
             if flushed.is_ok()
                 && self.persistent
                 && let Err(error) = self.write_recent()
@@ -1032,6 +1035,11 @@ impl StreamIndex {
     /// of derived data: whatever is lost is caught up from the WAL at the next open).
     pub(crate) fn flush(&self) -> Result<()> {
         let _writer = self.lock_writer();
+        self.flush_locked()
+    }
+
+    /// [`StreamIndex::flush`], the writer lock held by the caller.
+    fn flush_locked(&self) -> Result<()> {
         self.write_tail()?;
         self.db()?
             .flush()
