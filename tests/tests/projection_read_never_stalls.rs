@@ -341,10 +341,14 @@ async fn concurrent_readers_and_writers_end_in_the_replayed_state() {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Readers that have read once: the writers start only when every reader runs (on a loaded
+    // machine a reader thread could otherwise first run after the writers were done).
+    let reading = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..READERS)
         .map(|_| {
             let handle = handle.clone();
             let stop = stop.clone();
+            let reading = reading.clone();
             std::thread::spawn(move || {
                 let mut last_events = 0;
                 let mut reads = 0u64;
@@ -354,11 +358,22 @@ async fn concurrent_readers_and_writers_end_in_the_replayed_state() {
                     assert!(state.events >= last_events, "a reader went back in time");
                     last_events = state.events;
                     reads += 1;
+                    if reads == 1 {
+                        reading.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 reads
             })
         })
         .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reading.load(Ordering::SeqCst) < READERS as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader threads never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 
     let mut writers = Vec::new();
     for writer in 0..WRITERS {
