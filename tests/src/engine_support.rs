@@ -59,3 +59,39 @@ pub fn test_options() -> LogbookOptions {
     options.wal.segment_bytes_max = 64 * 1024;
     options
 }
+
+/// The versions of the newest `max` events of `stream`, newest first (`read_stream` backward
+/// from the end).
+pub async fn newest_versions(
+    log: &logbook::Logbook<CounterEvent>,
+    stream: &logbook::StreamId,
+    max: usize,
+) -> Vec<u64> {
+    log.read_stream(stream, u64::MAX, logbook::Direction::Backward, max)
+        .await
+        .expect("read the newest events")
+        .iter()
+        .map(|event| event.version)
+        .collect()
+}
+
+/// Every version of `stream`, read forward from version 0 in pages of `page`.
+pub async fn versions_forward(
+    log: &logbook::Logbook<CounterEvent>,
+    stream: &logbook::StreamId,
+    page: usize,
+) -> Vec<u64> {
+    let mut versions: Vec<u64> = Vec::new();
+    loop {
+        let from = versions.last().map_or(0, |last| last + 1);
+        let events = log
+            .read_stream(stream, from, logbook::Direction::Forward, page)
+            .await
+            .expect("read a page forward");
+        let done = events.len() < page;
+        versions.extend(events.iter().map(|event| event.version));
+        if done {
+            return versions;
+        }
+    }
+}

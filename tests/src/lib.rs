@@ -246,6 +246,6 @@ pub fn snapshot_dir(root: &Path) -> BTreeMap<PathBuf, FileSnapshot> {
 }
 
 mod engine_support;
-pub use engine_support::{CounterEvent, added, test_options};
+pub use engine_support::{CounterEvent, added, newest_versions, test_options, versions_forward};
 pub mod issue5_support;
 pub mod projection_support;

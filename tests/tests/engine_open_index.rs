@@ -5,7 +5,7 @@
 //! fails the open with its cause instead of being lost with the thread.
 
 use logbook::{Direction, Error, ExpectedVersion, Logbook, StreamId};
-use logbook_tests::{CounterEvent, added, test_options};
+use logbook_tests::{CounterEvent, added, newest_versions, test_options};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -36,15 +36,6 @@ fn wal_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let bytes = std::fs::read(&path).unwrap();
             (path, bytes)
         })
-        .collect()
-}
-
-async fn newest_versions(log: &Log, stream: &StreamId, max: usize) -> Vec<u64> {
-    log.read_stream(stream, u64::MAX, Direction::Backward, max)
-        .await
-        .unwrap()
-        .iter()
-        .map(|event| event.version)
         .collect()
 }
 

@@ -4,8 +4,8 @@
 //! files) every read still sees exactly the log's events. The file is gone before sled can
 //! change, so it never describes an index that moved on.
 
-use logbook::{Direction, ExpectedVersion, Logbook, StreamId};
-use logbook_tests::{CounterEvent, added, test_options};
+use logbook::{ExpectedVersion, Logbook, StreamId};
+use logbook_tests::{CounterEvent, added, newest_versions, test_options, versions_forward};
 use std::path::{Path, PathBuf};
 
 type Log = Logbook<CounterEvent>;
@@ -30,40 +30,18 @@ async fn fill(log: &Log, stream: &StreamId, count: u64) {
     }
 }
 
-/// Every version of `stream`, read forward in pages of `page` from version 0.
-async fn forward(log: &Log, stream: &StreamId, page: usize) -> Vec<u64> {
-    let mut versions = Vec::new();
-    loop {
-        let from = versions.last().map_or(0, |last| last + 1);
-        let events = log
-            .read_stream(stream, from, Direction::Forward, page)
-            .await
-            .unwrap();
-        let done = events.len() < page;
-        versions.extend(events.iter().map(|event| event.version));
-        if done {
-            return versions;
-        }
-    }
-}
-
-async fn newest(log: &Log, stream: &StreamId, max: usize) -> Vec<u64> {
-    log.read_stream(stream, u64::MAX, Direction::Backward, max)
-        .await
-        .unwrap()
-        .iter()
-        .map(|event| event.version)
-        .collect()
-}
-
 /// Checks every read a service makes of `streams` (with `count` events each, all present)
 /// against the versions they must return.
 async fn check(log: &Log, streams: &[(&StreamId, u64)]) {
     for &(stream, count) in streams {
         let want_newest: Vec<u64> = (count.saturating_sub(50)..count).rev().collect();
-        assert_eq!(newest(log, stream, 50).await, want_newest, "{stream}");
         assert_eq!(
-            forward(log, stream, 500).await,
+            newest_versions(log, stream, 50).await,
+            want_newest,
+            "{stream}"
+        );
+        assert_eq!(
+            versions_forward(log, stream, 500).await,
             (0..count).collect::<Vec<_>>(),
             "{stream}"
         );
@@ -91,7 +69,7 @@ async fn a_clean_close_writes_it_and_the_next_open_answers_from_it() {
         assert_eq!(report.index.rebuilt, None);
         // Answered from the recent file (sled may still be opening).
         assert_eq!(
-            newest(&log, &room, 50).await,
+            newest_versions(&log, &room, 50).await,
             (2450..2500).rev().collect::<Vec<_>>()
         );
         // A read that needs sled waits for it; by then the file is gone.
@@ -129,7 +107,7 @@ async fn a_recent_file_older_than_sled_makes_the_index_rebuild() {
     assert!(report.index.complete_position < log.stats().durable_position);
     // The newest page: the recent file's chunk and the tail replayed past its marker.
     assert_eq!(
-        newest(&log, &room, 50).await,
+        newest_versions(&log, &room, 50).await,
         (2750..2800).rev().collect::<Vec<_>>()
     );
     check(&log, &[(&room, 2800)]).await;
@@ -192,7 +170,7 @@ async fn the_file_is_gone_once_sled_opened() {
     let (log, _) = open(dir.path()).await;
     log.truncate_stream(&room, 1500).await.unwrap();
     assert_eq!(
-        forward(&log, &room, 700).await,
+        versions_forward(&log, &room, 700).await,
         (1500..2100).collect::<Vec<_>>()
     );
     assert!(!recent(dir.path()).exists());
@@ -212,10 +190,10 @@ async fn the_file_is_gone_once_sled_opened() {
         }
     };
     assert!(!recent(dir.path()).exists(), "no clean close, no file");
-    let versions = forward(&log, &room, 300).await;
+    let versions = versions_forward(&log, &room, 300).await;
     assert_eq!(versions, (1500..2110).collect::<Vec<_>>());
     assert_eq!(
-        newest(&log, &room, 50).await,
+        newest_versions(&log, &room, 50).await,
         (2060..2110).rev().collect::<Vec<_>>()
     );
     log.close().await.unwrap();

@@ -13,9 +13,11 @@
 //!
 //! Cycles: `LOGBOOK_INDEX_KILL_CYCLES` (default 6); seed: `LOGBOOK_INDEX_KILL_SEED`.
 
-use logbook::{Direction, Logbook, StreamId};
+use logbook::{Logbook, StreamId};
 use logbook_tests::child::LineChild;
-use logbook_tests::{CounterEvent, SplitMix, seed_from_env, test_options};
+use logbook_tests::{
+    CounterEvent, SplitMix, newest_versions, seed_from_env, test_options, versions_forward,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -35,23 +37,6 @@ fn recent(dir: &Path) -> std::path::PathBuf {
     dir.join("index").join("recent")
 }
 
-/// Every version of `stream`, read forward in pages of 700.
-async fn forward(log: &Log, stream: &StreamId) -> Vec<u64> {
-    let mut versions = Vec::new();
-    loop {
-        let from = versions.last().map_or(0, |last| last + 1);
-        let page = log
-            .read_stream(stream, from, Direction::Forward, 700)
-            .await
-            .unwrap();
-        let done = page.len() < 700;
-        versions.extend(page.iter().map(|event| event.version));
-        if done {
-            return versions;
-        }
-    }
-}
-
 /// Reads every stream back and checks it holds `acked[i]` events, or one batch more (in
 /// flight at a kill); returns the counts found.
 async fn check(dir: &Path, acked: &[u64; STREAMS], cycle: u64) -> [u64; STREAMS] {
@@ -59,7 +44,7 @@ async fn check(dir: &Path, acked: &[u64; STREAMS], cycle: u64) -> [u64; STREAMS]
     let mut found = [0; STREAMS];
     for (index, count) in found.iter_mut().enumerate() {
         let stream = StreamId::new(format!("room/{index}")).unwrap();
-        let versions = forward(&log, &stream).await;
+        let versions = versions_forward(&log, &stream, 700).await;
         let n = versions.len() as u64;
         assert!(
             n == acked[index] || n == acked[index] + BATCH,
@@ -67,13 +52,7 @@ async fn check(dir: &Path, acked: &[u64; STREAMS], cycle: u64) -> [u64; STREAMS]
             acked[index]
         );
         assert_eq!(versions, (0..n).collect::<Vec<_>>(), "cycle {cycle}");
-        let newest: Vec<u64> = log
-            .read_stream(&stream, u64::MAX, Direction::Backward, 50)
-            .await
-            .unwrap()
-            .iter()
-            .map(|event| event.version)
-            .collect();
+        let newest = newest_versions(&log, &stream, 50).await;
         assert_eq!(
             newest,
             (n.saturating_sub(50)..n).rev().collect::<Vec<_>>(),
