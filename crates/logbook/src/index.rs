@@ -78,7 +78,10 @@ pub(crate) struct StreamIndex {
     tail: RwLock<Tail>,
     /// Serialises every writer (the syncer's inserts and removals, compaction's removals), so a
     /// flush sees a tail no one changes under it.
-    writer: Mutex<()>,
+    /// It guards the streams written most recently (the last entry of each insert; most recent
+    /// last, at most [`CACHED_STREAMS_MAX`]): with the streams read most recently, what the
+    /// recent file describes at close.
+    writer: Mutex<VecDeque<Box<str>>>,
     /// Entries the tail holds before it is written ([`TAIL_ENTRIES_MAX`]; smaller in tests).
     tail_max: usize,
     /// Writes sled's buffered changes to disk in the background (see `flusher.rs`).
@@ -89,10 +92,6 @@ pub(crate) struct StreamIndex {
     /// sled while it opens in the background after an open that found a recent file (see
     /// [`StreamIndex::resolve`]); `Ready` otherwise.
     pending: Mutex<Pending>,
-    /// The streams written most recently (the last entry of each insert; most recent last,
-    /// at most [`CACHED_STREAMS_MAX`]): with the streams read most recently, what the recent
-    /// file describes at close.
-    written: Mutex<VecDeque<Box<str>>>,
     /// Writes the recent file at release (false for an index in memory).
     persistent: bool,
 }
@@ -411,12 +410,11 @@ impl StreamIndex {
             db: RwLock::new(db),
             path,
             tail: RwLock::new(Tail::default()),
-            writer: Mutex::new(()),
+            writer: Mutex::new(VecDeque::new()),
             tail_max: TAIL_ENTRIES_MAX,
             flusher: Flusher::default(),
             cache: Mutex::new(ChunkCache::default()),
             pending: Mutex::new(Pending::Ready),
-            written: Mutex::new(VecDeque::new()),
             persistent: true,
         }
     }
@@ -558,12 +556,12 @@ impl StreamIndex {
         let resolved = self.resolve();
         // Held to the end: no index write (compaction's, say) comes between the final flush,
         // the recent file that describes it and the release.
-        let _writer = self.lock_writer();
+        let writer = self.lock_writer();
         let flushed = if resolved.is_ok() && self.current_db().is_some() {
             let flushed = self.flush_locked();
             if flushed.is_ok()
                 && self.persistent
-                && let Err(error) = self.write_recent()
+                && let Err(error) = self.write_recent(&writer)
             {
                 tracing::warn!(path = %self.path.display(), %error, "recent file not written");
             }
@@ -584,7 +582,7 @@ impl StreamIndex {
     /// Writes the recent file: sled's marker and the last chunk of the streams read and
     /// written most recently (at most [`CACHED_STREAMS_MAX`]). Called after the final flush,
     /// when the tail is empty and sled's marker is the index's.
-    fn write_recent(&self) -> Result<()> {
+    fn write_recent(&self, written: &VecDeque<Box<str>>) -> Result<()> {
         let complete = {
             let tail = self.tail_read();
             if !tail.streams.is_empty() || tail.complete != tail.stored_complete {
@@ -593,24 +591,16 @@ impl StreamIndex {
             tail.stored_complete
         };
         let read = self.lock_cache().most_recent_first();
-        let written: Vec<Box<str>> = self
-            .written
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-            .rev()
-            .cloned()
-            .collect();
         let mut streams: Vec<(String, Known)> = Vec::new();
-        for stream in read.into_iter().chain(written) {
+        for stream in read.iter().chain(written.iter().rev()).map(|name| &**name) {
             if streams.len() == CACHED_STREAMS_MAX {
                 break;
             }
             let valid = (1..=logbook_projection::STREAM_ID_BYTES_MAX).contains(&stream.len());
-            if !valid || streams.iter().any(|(seen, _)| **seen == *stream) {
+            if !valid || streams.iter().any(|(seen, _)| seen == stream) {
                 continue;
             }
-            let Some(known) = self.last_chunk(&stream, false)? else {
+            let Some(known) = self.last_chunk(stream, false)? else {
                 continue;
             };
             streams.push((stream.into(), known));
@@ -624,11 +614,7 @@ impl StreamIndex {
     }
 
     /// Remembers `stream` as the most recently written.
-    fn note_written(&self, stream: &str) {
-        let mut written = self
-            .written
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn note_written(written: &mut VecDeque<Box<str>>, stream: &str) {
         if written.back().is_some_and(|last| &**last == stream) {
             return;
         }
@@ -657,7 +643,7 @@ impl StreamIndex {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, VecDeque<Box<str>>> {
         self.writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -728,7 +714,7 @@ impl StreamIndex {
         entries: &[(String, u64, u64)],
         complete_position: u64,
     ) -> Result<()> {
-        let _writer = self.lock_writer();
+        let mut written = self.lock_writer();
         let full = {
             let mut tail = self.tail_write();
             for (stream, version, position) in entries {
@@ -742,7 +728,7 @@ impl StreamIndex {
             tail.entries >= self.tail_max
         };
         if let Some((stream, _, _)) = entries.last() {
-            self.note_written(stream);
+            Self::note_written(&mut written, stream);
         }
         if full { self.write_tail() } else { Ok(()) }
     }
