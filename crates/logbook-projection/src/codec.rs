@@ -50,6 +50,43 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 /// Never panics, refuses trailing bytes, and never reserves more than 16 times the input length
 /// (at least 1 MiB), whatever length prefixes the input claims.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T> {
+    check_input(bytes, bytes_max)?;
+    let (value, read) = limited!(bytes.len(), |config| {
+        bincode::serde::decode_from_slice(bytes, config)
+    })?;
+    filled(bytes, read)?;
+    Ok(value)
+}
+
+/// Runs `$decode` (a closure of a bincode configuration) with the smallest bincode limit tier
+/// that keeps [`MEMORY_PER_INPUT_BYTE`] for an input of `$len` bytes (the limit is a type
+/// parameter), its error as the crate's.
+macro_rules! limited {
+    ($len:expr, |$config:ident| $decode:expr) => {{
+        let claimed = $len.saturating_mul(MEMORY_PER_INPUT_BYTE);
+        let decoded = if claimed <= MIB {
+            let $config = config().with_limit::<MIB>();
+            $decode
+        } else if claimed <= 16 * MIB {
+            let $config = config().with_limit::<{ 16 * MIB }>();
+            $decode
+        } else if claimed <= 256 * MIB {
+            let $config = config().with_limit::<{ 256 * MIB }>();
+            $decode
+        } else {
+            let $config = config().with_limit::<{ 4096 * MIB }>();
+            $decode
+        };
+        decoded.map_err(|error| Error::Decode {
+            what: "value",
+            reason: error.to_string(),
+        })
+    }};
+}
+use limited;
+
+/// Refuses an input longer than `bytes_max` or [`DECODE_INPUT_BYTES_MAX`].
+fn check_input(bytes: &[u8], bytes_max: usize) -> Result<()> {
     let limit = bytes_max.min(DECODE_INPUT_BYTES_MAX);
     if bytes.len() > limit {
         return Err(Error::LimitExceeded {
@@ -58,23 +95,34 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T> 
             actual: bytes.len(),
         });
     }
-    // The bincode limit is a type parameter, so pick the smallest tier that keeps the ratio.
-    let claimed = bytes.len().saturating_mul(MEMORY_PER_INPUT_BYTE);
-    let (value, read) = if claimed <= MIB {
-        decode_limited::<T, MIB>(bytes)?
-    } else if claimed <= 16 * MIB {
-        decode_limited::<T, { 16 * MIB }>(bytes)?
-    } else if claimed <= 256 * MIB {
-        decode_limited::<T, { 256 * MIB }>(bytes)?
-    } else {
-        decode_limited::<T, { 4096 * MIB }>(bytes)?
-    };
+    Ok(())
+}
+
+/// Refuses bytes left after a value that took `read` of `bytes`.
+fn filled(bytes: &[u8], read: usize) -> Result<()> {
     if read != bytes.len() {
         return Err(Error::Decode {
             what: "value",
             reason: format!("{} trailing bytes after {read}", bytes.len() - read),
         });
     }
+    Ok(())
+}
+
+/// Decodes a value that borrows from `bytes` (a tuple of `&str`, say) and fills `bytes`
+/// exactly, with bincode's own decoder (the format serde's path writes: a struct's fields one
+/// after the other), so nothing is allocated: what a payload's
+/// [`crate::EventPayload::decode_into`] copies into the buffers it holds. The same errors as
+/// [`decode`] for the same bytes and `bytes_max`.
+pub(crate) fn decode_borrowed<'a, T: bincode::BorrowDecode<'a, ()>>(
+    bytes: &'a [u8],
+    bytes_max: usize,
+) -> Result<T> {
+    check_input(bytes, bytes_max)?;
+    let (value, read) = limited!(bytes.len(), |config| {
+        bincode::borrow_decode_from_slice(bytes, config)
+    })?;
+    filled(bytes, read)?;
     Ok(value)
 }
 
@@ -108,14 +156,6 @@ pub(crate) fn string<'de, D: serde::Deserializer<'de>>(
         }
     }
     deserializer.deserialize_str(Text)
-}
-
-fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<(T, usize)> {
-    let config = config().with_limit::<LIMIT>();
-    bincode::serde::decode_from_slice(bytes, config).map_err(|error| Error::Decode {
-        what: "value",
-        reason: error.to_string(),
-    })
 }
 
 #[cfg(test)]

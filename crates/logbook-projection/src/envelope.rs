@@ -273,6 +273,59 @@ impl<'a> EnvelopeRef<'a> {
     }
 }
 
+/// Decodes a run of envelopes (a replay, a scan), checking each distinct stream id and event
+/// type once rather than once per record.
+///
+/// Every envelope is checked as [`EnvelopeRef::decode`] checks it: a stream id or event type
+/// equal, byte for byte, to the one this decoder checked last is that same valid text, and the
+/// decoded envelope borrows it from the decoder; any other is checked in full and kept (in a
+/// buffer reused from record to record, so a log of interleaved streams does not allocate per
+/// record either). Correlation and causation ids are checked every time.
+#[derive(Debug, Default)]
+pub struct EnvelopeDecoder {
+    /// The stream id checked last; empty (never a valid id) before the first.
+    stream: String,
+    /// The event type checked last; empty (never a valid type) before the first.
+    event_type: String,
+}
+
+impl EnvelopeDecoder {
+    /// A decoder that has checked nothing yet.
+    pub fn new() -> EnvelopeDecoder {
+        EnvelopeDecoder::default()
+    }
+
+    /// Decodes and validates an envelope that fills `bytes` exactly, as
+    /// [`EnvelopeRef::decode`] does; its stream id and event type are borrowed from the
+    /// decoder, the rest from `bytes`.
+    pub fn decode<'a>(&'a mut self, bytes: &'a [u8]) -> Result<EnvelopeRef<'a>> {
+        let parts = EnvelopeParts::split(bytes)?;
+        if self.stream.is_empty() || self.stream.as_bytes() != parts.stream {
+            let stream = text("stream id", parts.stream)?;
+            stream::validate(stream)?;
+            stream.clone_into(&mut self.stream);
+        }
+        if self.event_type.is_empty() || self.event_type.as_bytes() != parts.event_type {
+            let event_type = text("event type", parts.event_type)?;
+            validate_event_type(event_type)?;
+            event_type.clone_into(&mut self.event_type);
+        }
+        debug_assert!(!self.stream.is_empty() && !self.event_type.is_empty());
+        let (correlation_id, causation_id) = parts.ids()?;
+        Ok(EnvelopeRef {
+            stream: &self.stream,
+            stream_version: parts.stream_version,
+            timestamp_ms: parts.timestamp_ms,
+            event_type: &self.event_type,
+            schema_version: parts.schema_version,
+            codec: parts.codec,
+            correlation_id,
+            causation_id,
+            payload: parts.payload,
+        })
+    }
+}
+
 /// An envelope whose header, limits and lengths are checked, its texts not yet: what
 /// [`EnvelopeRef::decode`] and [`crate::event::RecordDecoder`] (which checks each distinct
 /// stream id and event type of a run of records once) share.

@@ -66,6 +66,21 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// Decodes a payload recorded with (event_type, schema_version); older versions go through
     /// upcasters.
     fn decode_payload(event_type: &str, schema_version: u16, payload: &[u8]) -> Result<Self>;
+
+    /// [`Event::decode_payload`] into `self`, an event decoded before: what a replay does
+    /// record after record (into the event it applied before), so an implementation may keep
+    /// the buffers `self` holds. The result must equal `decode_payload`'s, errors included.
+    /// On an error `self` may hold part of the new payload: it is decoded into again before it
+    /// is used. The default decodes a new value.
+    fn decode_payload_into(
+        &mut self,
+        event_type: &str,
+        schema_version: u16,
+        payload: &[u8],
+    ) -> Result<()> {
+        *self = Self::decode_payload(event_type, schema_version, payload)?;
+        Ok(())
+    }
 }
 
 /// An event a caller asks the engine to append: the event, its optional trace ids and its
@@ -381,15 +396,17 @@ impl<E: Event> RecordedEvent<E> {
 
     /// [`RecordedEvent::from_envelope_ref`] into `self`, an event decoded before (a replay
     /// decodes each record into the event applied before it): the same codec check and
-    /// fields, with the buffers of the stream id (when the stream is the same), the event type
-    /// and the trace ids kept. On an error `self` is unchanged.
+    /// fields, with the buffers of the stream id (when the stream is the same), the event type,
+    /// the trace ids and the payload ([`Event::decode_payload_into`]) kept. On an error the
+    /// position and header fields are unchanged, and the event is unchanged when the codec is
+    /// another; a payload refused may have been decoded into it in part.
     pub fn decode_into(&mut self, position: u64, envelope: &EnvelopeRef<'_>) -> Result<()> {
         if envelope.codec != E::CODEC {
             return Err(Error::UnsupportedCodec {
                 codec: envelope.codec,
             });
         }
-        self.event = E::decode_payload(
+        self.event.decode_payload_into(
             envelope.event_type,
             envelope.schema_version,
             envelope.payload,
@@ -740,7 +757,7 @@ mod tests {
     }
 
     /// Decoding into an event decoded before gives what a fresh decode gives (other stream,
-    /// type and trace ids included), and a refused record leaves the event as it was.
+    /// type and trace ids included), and a record of another codec leaves the event as it was.
     #[test]
     fn decode_into_gives_what_a_fresh_decode_gives() {
         let encode = |stream: &str, version: u64, event: NewEvent<Shop>| {

@@ -15,7 +15,7 @@ use crate::projections::Applier;
 use crate::streams::StreamTable;
 use crate::system::{self, SystemEvent};
 use logbook_compaction::CompactionPolicy;
-use logbook_projection::{EnvelopeRef, Event, RecordedEvent, StreamId};
+use logbook_projection::{EnvelopeDecoder, EnvelopeRef, Event, RecordedEvent, StreamId};
 
 /// A durable record, decoded once: everything the catalog, the index and the projections read.
 #[derive(Debug, Clone)]
@@ -31,8 +31,27 @@ pub struct DurableRecord<'a> {
 impl<'a> DurableRecord<'a> {
     /// Decodes the record at `position`; garbage is `Error::Corrupted` naming the position.
     pub(crate) fn decode(position: u64, bytes: &'a [u8]) -> Result<DurableRecord<'a>> {
-        let corrupt = |reason: String| Error::Corrupted { position, reason };
-        let envelope = EnvelopeRef::decode(bytes).map_err(|error| corrupt(error.to_string()))?;
+        let envelope =
+            EnvelopeRef::decode(bytes).map_err(|error| corrupted(position, error.to_string()))?;
+        DurableRecord::with_envelope(position, envelope)
+    }
+
+    /// [`DurableRecord::decode`] through `decoder`, which checks a stream id or event type
+    /// equal to the previous record's once (a replay's run of records): the same checks, the
+    /// same errors.
+    pub(crate) fn decode_with(
+        decoder: &'a mut EnvelopeDecoder,
+        position: u64,
+        bytes: &'a [u8],
+    ) -> Result<DurableRecord<'a>> {
+        let envelope = decoder
+            .decode(bytes)
+            .map_err(|error| corrupted(position, error.to_string()))?;
+        DurableRecord::with_envelope(position, envelope)
+    }
+
+    fn with_envelope(position: u64, envelope: EnvelopeRef<'a>) -> Result<DurableRecord<'a>> {
+        let corrupt = |reason: String| corrupted(position, reason);
         let system = if envelope.stream == system::SYSTEM_STREAM {
             Some(
                 SystemEvent::decode_record(envelope.event_type, envelope.payload)
@@ -61,6 +80,10 @@ impl<'a> DurableRecord<'a> {
     pub(crate) fn event<E: Event>(&self) -> logbook_projection::Result<RecordedEvent<E>> {
         RecordedEvent::from_envelope_ref(self.position, &self.envelope)
     }
+}
+
+fn corrupted(position: u64, reason: String) -> Error {
+    Error::Corrupted { position, reason }
 }
 
 /// A batch of durable records decoded once, in position order: what a backend hands the

@@ -14,6 +14,7 @@ use crate::index::StreamIndex;
 use crate::projections::Applier;
 use crate::streams::StreamTable;
 use logbook_compaction::CompactionPolicy;
+use logbook_projection::EnvelopeDecoder;
 use logbook_wal::Wal;
 use std::sync::mpsc;
 
@@ -97,9 +98,10 @@ impl Tail<'_> {
         let mut index_batch = IndexBatch::default();
         let first = self.index_complete.min(self.snapshot_position) + 1;
         let mut reader = self.wal.read_from(first);
+        let mut decoder = EnvelopeDecoder::new();
         while let Some(record) = reader.next_ref() {
             let (position, bytes) = record?;
-            let durable = DurableRecord::decode(position, bytes)?;
+            let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
             if position > self.snapshot_position {
                 apply::apply_catalog(streams, self.compaction, &durable)?;
                 count += 1;
@@ -145,12 +147,13 @@ impl Chunk {
     /// Applies every record to the projections, in order.
     fn apply(&self, replayer: &mut dyn crate::projections::Replayer) -> Result<()> {
         let mut start = 0;
+        let mut decoder = EnvelopeDecoder::new();
         for (&position, &end) in self.positions.iter().zip(&self.ends) {
             let bytes = self.bytes.get(start..end).ok_or_else(|| Error::Corrupted {
                 position,
                 reason: "a replay chunk's bounds are out of order".to_owned(),
             })?;
-            replayer.apply(&DurableRecord::decode(position, bytes)?)?;
+            replayer.apply(&DurableRecord::decode_with(&mut decoder, position, bytes)?)?;
             start = end;
         }
         Ok(())
@@ -227,12 +230,13 @@ fn pipelined(
 pub(crate) fn fill_index(wal: &Wal, index: &StreamIndex, through: u64) -> Result<()> {
     let mut batch = IndexBatch::default();
     let mut reader = wal.read_from(1);
+    let mut decoder = EnvelopeDecoder::new();
     while let Some(record) = reader.next_ref() {
         let (position, payload) = record?;
         if position > through {
             break;
         }
-        let durable = DurableRecord::decode(position, payload)?;
+        let durable = DurableRecord::decode_with(&mut decoder, position, payload)?;
         batch.add(index, &durable)?;
         if batch.len() >= INDEX_BATCH_RECORDS {
             batch.flush(index)?;

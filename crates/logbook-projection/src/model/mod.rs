@@ -54,6 +54,16 @@ pub trait EventPayload: Serialize + DeserializeOwned + Clone + PartialEq {
 
     /// Checks the value rules (non-empty ids, limits, percent at most 100...).
     fn validate(&self) -> Result<()>;
+
+    /// Decodes `bytes`, a payload of the current schema version, into `self`: the same value
+    /// and the same errors as [`codec::decode`], without checking the value rules. A payload
+    /// decoded on every replay of a busy log (a posted message) overrides it to copy its
+    /// strings into the buffers `self` holds, so a replay does not allocate them per event.
+    /// On an error `self` may hold part of the new value.
+    fn decode_into(&mut self, bytes: &[u8]) -> Result<()> {
+        *self = codec::decode(bytes, PAYLOAD_BYTES_MAX)?;
+        Ok(())
+    }
 }
 
 /// Every upcaster of the built-in model.
@@ -80,15 +90,37 @@ fn decode_typed<P: EventPayload>(schema_version: u16, bytes: &[u8]) -> Result<P>
         P::SCHEMA_VERSION,
         bytes,
     )?;
-    let payload: P = codec::decode(&current, PAYLOAD_BYTES_MAX).map_err(|error| match error {
+    let payload: P = codec::decode(&current, PAYLOAD_BYTES_MAX)
+        .map_err(|error| payload_error::<P>(schema_version, error))?;
+    payload.validate()?;
+    Ok(payload)
+}
+
+/// [`decode_typed`] into `held`, the payload of the event decoded before: in place when the
+/// payload is of the current schema version (nothing to upcast), with the same errors.
+fn decode_typed_into<P: EventPayload>(
+    held: &mut P,
+    schema_version: u16,
+    bytes: &[u8],
+) -> Result<()> {
+    if schema_version != P::SCHEMA_VERSION {
+        *held = decode_typed(schema_version, bytes)?;
+        return Ok(());
+    }
+    held.decode_into(bytes)
+        .map_err(|error| payload_error::<P>(schema_version, error))?;
+    held.validate()
+}
+
+/// A codec error of a `P` payload of `schema_version`, named after its event type.
+fn payload_error<P: EventPayload>(schema_version: u16, error: Error) -> Error {
+    match error {
         Error::Decode { reason, .. } => Error::Decode {
             what: "payload",
             reason: format!("{} v{schema_version}: {reason}", P::EVENT_TYPE),
         },
         other => other,
-    })?;
-    payload.validate()?;
-    Ok(payload)
+    }
 }
 
 fn from_json_typed<P: EventPayload>(data: serde_json::Value) -> Result<P> {
@@ -215,6 +247,27 @@ macro_rules! builtin_events {
                     }
                 )*
                 Err(unknown(event_type, Some(schema_version)))
+            }
+
+            fn decode_payload_into(
+                &mut self,
+                event_type: &str,
+                schema_version: u16,
+                payload: &[u8],
+            ) -> Result<()> {
+                match self {
+                    $(
+                        BuiltinEvent::$variant(held)
+                            if event_type == <$variant as EventPayload>::EVENT_TYPE =>
+                        {
+                            decode_typed_into(held, schema_version, payload)
+                        }
+                    )*
+                    _ => {
+                        *self = Self::decode_payload(event_type, schema_version, payload)?;
+                        Ok(())
+                    }
+                }
             }
         }
     };

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::EventPayload;
 use super::validate;
+use crate::codec;
+use crate::envelope::PAYLOAD_BYTES_MAX;
 use crate::error::Result;
 use crate::stream::StreamKind;
 
@@ -98,6 +100,16 @@ impl EventPayload for RoomMessagePosted {
         validate::id(t, "message_id", &self.message_id)?;
         validate::id(t, "author", &self.author)?;
         validate::text(t, "body", &self.body)
+    }
+
+    fn decode_into(&mut self, bytes: &[u8]) -> Result<()> {
+        // The fields in declaration order, as serde's path encodes the struct.
+        let (message_id, author, body): (&str, &str, &str) =
+            codec::decode_borrowed(bytes, PAYLOAD_BYTES_MAX)?;
+        message_id.clone_into(&mut self.message_id);
+        author.clone_into(&mut self.author);
+        body.clone_into(&mut self.body);
+        Ok(())
     }
 }
 

@@ -447,3 +447,119 @@ proptest! {
         }
     }
 }
+
+/// `decode_payload_into` over an event of any type gives what `decode_payload` gives: the
+/// same event, or the same error (the replay decodes every record into the event before it).
+fn assert_decodes_into_like_a_fresh_decode(
+    held: &BuiltinEvent,
+    event_type: &str,
+    version: u16,
+    bytes: &[u8],
+) {
+    let fresh = BuiltinEvent::decode_payload(event_type, version, bytes);
+    let mut slot = held.clone();
+    let into = slot.decode_payload_into(event_type, version, bytes);
+    match (fresh, into) {
+        (Ok(fresh), Ok(())) => assert_eq!(slot, fresh, "{event_type} v{version} into {held:?}"),
+        (Err(fresh), Err(into)) => assert_eq!(
+            fresh.to_string(),
+            into.to_string(),
+            "{event_type} v{version} into {held:?}"
+        ),
+        (fresh, into) => panic!("{event_type} v{version} into {held:?}: {fresh:?} vs {into:?}"),
+    }
+}
+
+#[test]
+fn decoding_into_any_event_gives_what_a_fresh_decode_gives() {
+    let samples = samples();
+    let longer = BuiltinEvent::from(RoomMessagePosted {
+        message_id: "m-000000001".into(),
+        author: "grace hopper".into(),
+        body: "a body longer than the sample's, so the held buffers grow".into(),
+    });
+    let broken = BuiltinEvent::from(RoomMessagePosted {
+        message_id: "m1".into(),
+        author: "ada".into(),
+        body: "x".into(),
+    });
+    let mut broken_bytes = broken.encode_payload().unwrap();
+    // An author with a control character: decodes, then breaks a value rule.
+    broken_bytes[4] = 0x07;
+    for held in samples.iter().chain([&longer]) {
+        for target in samples.iter().chain([&longer]) {
+            let bytes = target.encode_payload().unwrap();
+            assert_decodes_into_like_a_fresh_decode(
+                held,
+                target.event_type(),
+                target.schema_version(),
+                &bytes,
+            );
+            for cut in [0, bytes.len() / 2, bytes.len().saturating_sub(1)] {
+                assert_decodes_into_like_a_fresh_decode(
+                    held,
+                    target.event_type(),
+                    target.schema_version(),
+                    &bytes[..cut],
+                );
+            }
+            let mut trailing = bytes.clone();
+            trailing.push(0);
+            assert_decodes_into_like_a_fresh_decode(
+                held,
+                target.event_type(),
+                target.schema_version(),
+                &trailing,
+            );
+        }
+        assert_decodes_into_like_a_fresh_decode(held, "room.message_posted", 1, &broken_bytes);
+    }
+    // The v1 job.progress payload goes through its upcaster into a held v2 event.
+    let v1 = crate::codec::encode(&JobProgressV1 {
+        stage: Some("download".into()),
+        percent: Some(40),
+        done: Some(4),
+        total: Some(10),
+    })
+    .unwrap();
+    for held in &samples {
+        assert_decodes_into_like_a_fresh_decode(held, "job.progress", 1, &v1);
+    }
+}
+
+proptest! {
+    #[test]
+    fn garbage_decodes_into_an_event_as_a_fresh_decode(
+        held in 0usize..30,
+        index in 0usize..30,
+        version in 0u16..3,
+        bytes in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let held = &samples()[held];
+        let event_type = BuiltinEvent::EVENT_TYPES[index];
+        assert_decodes_into_like_a_fresh_decode(held, event_type, version, &bytes);
+    }
+
+    #[test]
+    fn changed_payloads_decode_into_an_event_as_a_fresh_decode(
+        held in 0usize..30,
+        index in 0usize..30,
+        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let samples = samples();
+        let target = &samples[index];
+        let mut bytes = target.encode_payload().unwrap();
+        for (at, byte) in changes {
+            if !bytes.is_empty() {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+        }
+        assert_decodes_into_like_a_fresh_decode(
+            &samples[held],
+            target.event_type(),
+            target.schema_version(),
+            &bytes,
+        );
+    }
+}
