@@ -473,7 +473,7 @@ pub fn validate_correlation_id(what: &'static str, id: &str) -> Result<()> {
     if id.is_empty() {
         return refuse("empty");
     }
-    if id.chars().any(char::is_control) {
+    if crate::model::validate::has_control(id) {
         return refuse("contains a control character");
     }
     Ok(())

@@ -139,7 +139,7 @@ pub fn validate(name: &str) -> Result<()> {
     if name.len() > STREAM_ID_BYTES_MAX {
         return refuse("longer than 256 bytes");
     }
-    if name.chars().any(char::is_control) {
+    if crate::model::validate::has_control(name) {
         return refuse("contains a control character");
     }
     let (kind, entity) = kind_and_entity(name);

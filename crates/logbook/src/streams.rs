@@ -101,7 +101,9 @@ impl StreamState {
 /// Every stream's state.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StreamTable {
-    streams: HashMap<StreamId, StreamState>,
+    /// foldhash (seeded per process): a replay looks a stream up once per record, and std's
+    /// SipHash was a tenth of the reading thread's instructions.
+    streams: HashMap<StreamId, StreamState, foldhash::fast::RandomState>,
 }
 
 impl StreamTable {

@@ -33,13 +33,21 @@ pub(crate) fn id(event_type: &'static str, field: &'static str, value: &str) -> 
             value.len()
         ));
     }
-    if value.chars().any(char::is_control) {
+    if has_control(value) {
         return refuse(format!(
             "{:?} contains a control character",
             escape_lossy(value)
         ));
     }
     Ok(())
+}
+
+/// Whether `text` holds a control character (`char::is_control`: U+0000 to U+001F and U+007F
+/// to U+009F). Printable ASCII, what ids almost always are, is told a byte at a time without
+/// decoding characters: every id of every replayed event goes through here.
+pub(crate) fn has_control(text: &str) -> bool {
+    let printable_ascii = text.bytes().all(|byte| (0x20..0x7f).contains(&byte));
+    !printable_ascii && text.chars().any(char::is_control)
 }
 
 /// [`id`] when present.
@@ -168,5 +176,31 @@ mod tests {
             .collect();
         assert!(id_list("a.b", "f", &many).is_err());
         assert!(id_list("a.b", "f", &many[1..]).is_ok());
+    }
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The ASCII path finds exactly the control characters `char::is_control` finds.
+        #[test]
+        fn has_control_is_char_is_control(text in ".{0,24}", ascii in "[\\x00-\\x7f]{0,40}") {
+            for text in [&text, &ascii] {
+                prop_assert_eq!(super::has_control(text), text.chars().any(char::is_control));
+            }
+        }
+    }
+
+    #[test]
+    fn has_control_at_the_edges() {
+        for (text, control) in [
+            ("", false),
+            ("abc~ ", false),
+            ("a\u{1f}", true),
+            ("a\u{7f}", true),
+            ("é\u{85}", true),
+            ("é\u{a0}", false),
+            ("\u{9f}", true),
+        ] {
+            assert_eq!(super::has_control(text), control, "{text:?}");
+        }
     }
 }

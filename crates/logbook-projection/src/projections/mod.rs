@@ -32,6 +32,21 @@ use crate::error::{Error, RejectReason, Result};
 use crate::model::BuiltinEvent;
 use crate::stream::StreamId;
 
+/// A map looked up once per replayed event (rooms by id): foldhash, seeded per process, where
+/// std's SipHash cost more than the rest of a posted message's apply.
+pub(crate) type Lookup<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
+
+/// Serializes a [`Lookup`] in key order, as the `BTreeMap` it replaced: a snapshot's bytes
+/// depend on the state only, never on the hasher's seed.
+pub(crate) fn serialize_sorted<V: serde::Serialize, S: serde::Serializer>(
+    map: &Lookup<V>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let mut entries: Vec<(&String, &V)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    serializer.collect_map(entries)
+}
+
 /// Command validation against a built-in projection's current state: the engine calls it
 /// before it writes, and refuses the append (writing nothing) on error.
 ///
