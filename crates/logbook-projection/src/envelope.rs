@@ -326,6 +326,135 @@ impl EnvelopeDecoder {
     }
 }
 
+/// Decoded envelopes copied out of the bytes they were decoded from, to be read back as the
+/// same [`EnvelopeRef`]s without a second decode: what a replay hands its projections' thread
+/// a batch at a time.
+///
+/// Only a decoded (so valid) [`EnvelopeRef`] goes in, so only valid ones come out. A stream
+/// id or event type equal to the previous envelope's is stored once; payloads are copied.
+#[derive(Debug, Default)]
+pub struct EnvelopeBatch {
+    /// The stream ids, event types and trace ids of the envelopes.
+    texts: String,
+    /// Their payloads, one after the other.
+    payloads: Vec<u8>,
+    entries: Vec<BatchEntry>,
+}
+
+/// One envelope of an [`EnvelopeBatch`]: its fixed fields, and where its texts and payload are.
+#[derive(Debug, Clone)]
+struct BatchEntry {
+    stream: std::ops::Range<usize>,
+    event_type: std::ops::Range<usize>,
+    correlation_id: Option<std::ops::Range<usize>>,
+    causation_id: Option<std::ops::Range<usize>>,
+    payload: std::ops::Range<usize>,
+    stream_version: u64,
+    timestamp_ms: u64,
+    schema_version: u16,
+    codec: u8,
+}
+
+impl EnvelopeBatch {
+    /// An empty batch.
+    pub fn new() -> EnvelopeBatch {
+        EnvelopeBatch::default()
+    }
+
+    /// Copies `envelope` in, after the others.
+    pub fn push(&mut self, envelope: &EnvelopeRef<'_>) {
+        let previous = self.entries.last();
+        let stream = match previous {
+            Some(entry) if self.texts.get(entry.stream.clone()) == Some(envelope.stream) => {
+                entry.stream.clone()
+            }
+            _ => push_text(&mut self.texts, envelope.stream),
+        };
+        let event_type = match previous {
+            Some(entry)
+                if self.texts.get(entry.event_type.clone()) == Some(envelope.event_type) =>
+            {
+                entry.event_type.clone()
+            }
+            _ => push_text(&mut self.texts, envelope.event_type),
+        };
+        let correlation_id = envelope
+            .correlation_id
+            .map(|id| push_text(&mut self.texts, id));
+        let causation_id = envelope
+            .causation_id
+            .map(|id| push_text(&mut self.texts, id));
+        let payload_start = self.payloads.len();
+        self.payloads.extend_from_slice(envelope.payload);
+        self.entries.push(BatchEntry {
+            stream,
+            event_type,
+            correlation_id,
+            causation_id,
+            payload: payload_start..self.payloads.len(),
+            stream_version: envelope.stream_version,
+            timestamp_ms: envelope.timestamp_ms,
+            schema_version: envelope.schema_version,
+            codec: envelope.codec,
+        });
+    }
+
+    /// How many envelopes it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The bytes its envelopes take (texts, payloads and the fixed fields): what bounds its
+    /// memory.
+    pub fn bytes(&self) -> usize {
+        self.texts.len()
+            + self.payloads.len()
+            + self.entries.len() * std::mem::size_of::<BatchEntry>()
+    }
+
+    /// Empties it, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.texts.clear();
+        self.payloads.clear();
+        self.entries.clear();
+    }
+
+    /// The envelope pushed `index`-th, `None` past the last.
+    pub fn get(&self, index: usize) -> Option<EnvelopeRef<'_>> {
+        let entry = self.entries.get(index)?;
+        // Every range was taken from these buffers when the entry was pushed, so these
+        // lookups always succeed; they are checked all the same (no panic, no unchecked index).
+        let text = |range: &std::ops::Range<usize>| self.texts.get(range.clone());
+        let optional = |range: &Option<std::ops::Range<usize>>| match range {
+            Some(range) => text(range).map(Some),
+            None => Some(None),
+        };
+        Some(EnvelopeRef {
+            stream: text(&entry.stream)?,
+            stream_version: entry.stream_version,
+            timestamp_ms: entry.timestamp_ms,
+            event_type: text(&entry.event_type)?,
+            schema_version: entry.schema_version,
+            codec: entry.codec,
+            correlation_id: optional(&entry.correlation_id)?,
+            causation_id: optional(&entry.causation_id)?,
+            payload: self.payloads.get(entry.payload.clone())?,
+        })
+    }
+}
+
+/// Appends `text` to `texts`; returns where it is.
+fn push_text(texts: &mut String, text: &str) -> std::ops::Range<usize> {
+    let start = texts.len();
+    texts.push_str(text);
+    start..texts.len()
+}
+
 /// An envelope whose header, limits and lengths are checked, its texts not yet: what
 /// [`EnvelopeRef::decode`] and [`crate::event::RecordDecoder`] (which checks each distinct
 /// stream id and event type of a run of records once) share.

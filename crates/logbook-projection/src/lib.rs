@@ -59,8 +59,8 @@ pub mod upcast;
 
 pub use codec::CODEC_BINCODE2;
 pub use envelope::{
-    CORRELATION_ID_BYTES_MAX, ENVELOPE_BYTES_MAX, EVENT_TYPE_BYTES_MAX, Envelope, EnvelopeDecoder,
-    EnvelopeRef, PAYLOAD_BYTES_MAX, TIMESTAMP_MS_MAX,
+    CORRELATION_ID_BYTES_MAX, ENVELOPE_BYTES_MAX, EVENT_TYPE_BYTES_MAX, Envelope, EnvelopeBatch,
+    EnvelopeDecoder, EnvelopeRef, PAYLOAD_BYTES_MAX, TIMESTAMP_MS_MAX,
 };
 pub use error::{Error, RejectReason, Result};
 pub use event::{Event, EventData, NewEvent, RawEvent, RecordDecoder, RecordedEvent};

@@ -44,6 +44,7 @@ impl StreamKind {
         }
     }
 
+    #[cfg(test)]
     const BUILT_IN: [StreamKind; 4] = [
         StreamKind::Run,
         StreamKind::Workflow,
@@ -150,14 +151,28 @@ pub fn validate(name: &str) -> Result<()> {
 }
 
 fn kind_and_entity(name: &str) -> (StreamKind, &str) {
-    for kind in StreamKind::BUILT_IN {
-        if let Some(prefix) = kind.prefix()
-            && let Some(entity) = name.strip_prefix(prefix)
-        {
-            return (kind, entity);
-        }
-    }
-    (StreamKind::Custom, name)
+    // Every projection asks every replayed event's stream for its kind: the first byte picks
+    // the prefixes worth comparing (literals, so each compare is a load or two).
+    let found = match name.as_bytes().first() {
+        Some(b'r') => name
+            .strip_prefix("run/")
+            .map(|entity| (StreamKind::Run, entity))
+            .or_else(|| {
+                name.strip_prefix("room/")
+                    .map(|entity| (StreamKind::Room, entity))
+            }),
+        Some(b'w') => name
+            .strip_prefix("workflow/")
+            .map(|entity| (StreamKind::Workflow, entity)),
+        Some(b'j') => name
+            .strip_prefix("job/")
+            .map(|entity| (StreamKind::Job, entity)),
+        _ => None,
+    };
+    debug_assert!(found.is_none_or(|(kind, entity)| kind.prefix().is_some_and(
+        |prefix| name.len() == prefix.len() + entity.len() && name.starts_with(prefix)
+    )));
+    found.unwrap_or((StreamKind::Custom, name))
 }
 
 impl FromStr for StreamId {
@@ -308,5 +323,20 @@ mod tests {
         );
         assert!(serde_json::from_str::<StreamId>("\"room/\"").is_err());
         assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
+    }
+
+    proptest::proptest! {
+        /// The first-byte dispatch reads the kind and entity that trying every built-in
+        /// prefix in turn reads.
+        #[test]
+        fn kinds_match_trying_every_prefix(
+            name in "(run|room|ro|ru|r|workflow|work|w|job|jo|j|x|)(/|)[a-z/é]{0,3}",
+        ) {
+            let expected = StreamKind::BUILT_IN
+                .into_iter()
+                .find_map(|kind| Some((kind, name.strip_prefix(kind.prefix()?)?)))
+                .unwrap_or((StreamKind::Custom, name.as_str()));
+            proptest::prop_assert_eq!(kind_and_entity(&name), expected);
+        }
     }
 }

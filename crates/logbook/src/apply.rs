@@ -50,7 +50,12 @@ impl<'a> DurableRecord<'a> {
         DurableRecord::with_envelope(position, envelope)
     }
 
-    fn with_envelope(position: u64, envelope: EnvelopeRef<'a>) -> Result<DurableRecord<'a>> {
+    /// The record at `position` of a decoded envelope (its engine event, if any, decoded and
+    /// checked here).
+    pub(crate) fn with_envelope(
+        position: u64,
+        envelope: EnvelopeRef<'a>,
+    ) -> Result<DurableRecord<'a>> {
         let corrupt = |reason: String| corrupted(position, reason);
         let system = if envelope.stream == system::SYSTEM_STREAM {
             Some(

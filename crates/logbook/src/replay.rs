@@ -14,14 +14,15 @@ use crate::index::StreamIndex;
 use crate::projections::Applier;
 use crate::streams::StreamTable;
 use logbook_compaction::CompactionPolicy;
-use logbook_projection::EnvelopeDecoder;
+use logbook_projection::{EnvelopeBatch, EnvelopeDecoder};
 use logbook_wal::Wal;
 use std::sync::mpsc;
 
 /// Records past the snapshot from which a replay hands the projections' work to a second
 /// thread: below it the thread's start and hand-offs cost more than they save.
 pub(crate) const PIPELINE_RECORDS_MIN: u64 = 50_000;
-/// Record bytes per chunk handed to the projections' thread.
+/// Bytes of records (their envelopes and positions, [`Chunk::bytes`]) per chunk handed to the
+/// projections' thread.
 pub(crate) const PIPELINE_CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks queued for the projections' thread; with the one it applies and the one being
 /// filled, at most `PIPELINE_CHUNKS_MAX` chunks exist: the replay's memory is bounded by
@@ -66,7 +67,7 @@ fn in_line(
 ) -> Result<(StreamTable, u64)> {
     // The projections take the records a chunk at a time (flushed after the last one).
     let mut replayer = applier.replayer();
-    let count = tail.read(&mut streams, |durable, _| {
+    let count = tail.read(&mut streams, |durable| {
         replayer.apply(durable)?;
         Ok(true)
     })?;
@@ -86,13 +87,13 @@ struct Tail<'a> {
 impl Tail<'_> {
     /// Reads every record from where the snapshot or the index ends, each decoded once and
     /// borrowed from the reader's buffer: one past the snapshot is applied to the catalog and
-    /// handed to `project` with its bytes (`project` returns false to stop the replay early:
+    /// handed to `project` (`project` returns false to stop the replay early:
     /// the projections' thread stopped on an error), one past the index's marker is added to
     /// the index. Returns how many records were past the snapshot.
     fn read(
         &self,
         streams: &mut StreamTable,
-        mut project: impl FnMut(&DurableRecord<'_>, &[u8]) -> Result<bool>,
+        mut project: impl FnMut(&DurableRecord<'_>) -> Result<bool>,
     ) -> Result<u64> {
         let mut count = 0u64;
         let mut index_batch = IndexBatch::default();
@@ -105,7 +106,7 @@ impl Tail<'_> {
             if position > self.snapshot_position {
                 apply::apply_catalog(streams, self.compaction, &durable)?;
                 count += 1;
-                if !project(&durable, bytes)? {
+                if !project(&durable)? {
                     return Ok(count);
                 }
             }
@@ -121,40 +122,44 @@ impl Tail<'_> {
     }
 }
 
-/// Records copied out of the reader's buffer for the projections' thread.
+/// Records decoded on the reading thread, copied out of the reader's buffer for the
+/// projections' thread: their positions and envelopes (which come back without a second
+/// decode).
 #[derive(Default)]
 struct Chunk {
     positions: Vec<u64>,
-    /// Where each record's bytes end in `bytes`.
-    ends: Vec<usize>,
-    bytes: Vec<u8>,
+    envelopes: EnvelopeBatch,
 }
 
 impl Chunk {
-    fn push(&mut self, position: u64, record: &[u8]) {
-        debug_assert!(self.positions.last().is_none_or(|last| *last < position));
-        self.bytes.extend_from_slice(record);
-        self.positions.push(position);
-        self.ends.push(self.bytes.len());
+    fn push(&mut self, record: &DurableRecord<'_>) {
+        debug_assert!(
+            self.positions
+                .last()
+                .is_none_or(|last| *last < record.position)
+        );
+        self.positions.push(record.position);
+        self.envelopes.push(&record.envelope);
+        debug_assert_eq!(self.positions.len(), self.envelopes.len());
+    }
+
+    fn bytes(&self) -> usize {
+        self.envelopes.bytes() + self.positions.len() * std::mem::size_of::<u64>()
     }
 
     fn clear(&mut self) {
         self.positions.clear();
-        self.ends.clear();
-        self.bytes.clear();
+        self.envelopes.clear();
     }
 
     /// Applies every record to the projections, in order.
     fn apply(&self, replayer: &mut dyn crate::projections::Replayer) -> Result<()> {
-        let mut start = 0;
-        let mut decoder = EnvelopeDecoder::new();
-        for (&position, &end) in self.positions.iter().zip(&self.ends) {
-            let bytes = self.bytes.get(start..end).ok_or_else(|| Error::Corrupted {
+        for (index, &position) in self.positions.iter().enumerate() {
+            let envelope = self.envelopes.get(index).ok_or_else(|| Error::Corrupted {
                 position,
-                reason: "a replay chunk's bounds are out of order".to_owned(),
+                reason: "a replay chunk holds fewer envelopes than positions".to_owned(),
             })?;
-            replayer.apply(&DurableRecord::decode_with(&mut decoder, position, bytes)?)?;
-            start = end;
+            replayer.apply(&DurableRecord::with_envelope(position, envelope)?)?;
         }
         Ok(())
     }
@@ -190,9 +195,9 @@ fn pipelined(
             .map_err(|error| Error::Task(error.to_string()))?;
         let mut chunk = Chunk::default();
         let mut chunks = 1usize;
-        let read = tail.read(&mut streams, |durable, bytes| {
-            chunk.push(durable.position, bytes);
-            if chunk.bytes.len() < PIPELINE_CHUNK_BYTES {
+        let read = tail.read(&mut streams, |durable| {
+            chunk.push(durable);
+            if chunk.bytes() < PIPELINE_CHUNK_BYTES {
                 return Ok(true);
             }
             if full.send(std::mem::take(&mut chunk)).is_err() {

@@ -390,3 +390,36 @@ fn a_decoder_checks_a_changed_stream_or_type_again() {
     let decoded = decoder.decode(&first).unwrap();
     assert_eq!((decoded.stream, decoded.event_type), ("room/a", "a.b"));
 }
+
+proptest! {
+    /// Envelopes pushed into a batch come back as they went in, in order, whatever repeats.
+    #[test]
+    fn a_batch_gives_back_what_was_pushed(
+        pool in proptest::collection::vec(arbitrary_envelope(), 1..4),
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..24),
+    ) {
+        let encoded: Vec<Vec<u8>> = picks
+            .iter()
+            .map(|pick| pool[pick.index(pool.len())].encode())
+            .collect();
+        let decoded: Vec<EnvelopeRef<'_>> = encoded
+            .iter()
+            .map(|bytes| EnvelopeRef::decode(bytes).unwrap())
+            .collect();
+        let mut batch = EnvelopeBatch::new();
+        for round in 0..2 {
+            batch.clear();
+            prop_assert!(batch.is_empty());
+            for envelope in &decoded {
+                batch.push(envelope);
+            }
+            prop_assert_eq!(batch.len(), decoded.len());
+            for (index, envelope) in decoded.iter().enumerate() {
+                prop_assert_eq!(batch.get(index), Some(*envelope), "round {}", round);
+            }
+            prop_assert_eq!(batch.get(decoded.len()), None);
+            let payloads: usize = decoded.iter().map(|envelope| envelope.payload.len()).sum();
+            prop_assert!(batch.bytes() >= payloads);
+        }
+    }
+}
