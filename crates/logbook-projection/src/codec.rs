@@ -126,6 +126,40 @@ pub(crate) fn decode_borrowed<'a, T: bincode::BorrowDecode<'a, ()>>(
     Ok(value)
 }
 
+/// Three strings that fill `bytes` exactly (a struct of three `String` fields, as serde's path
+/// encodes it), borrowed: [`decode_borrowed`] of a `(&str, &str, &str)`, with the same value
+/// and the same errors for any bytes.
+///
+/// A replay decodes a posted message this way on every event, so the usual bytes (lengths
+/// below 65,536 written as bincode's one- or three-byte varints, valid UTF-8, nothing left
+/// over) are read here directly; anything else goes to bincode, whose value or error is the
+/// answer. `three_strs_read_like_bincode` checks the two agree on any bytes.
+pub(crate) fn decode_three_strs(bytes: &[u8], bytes_max: usize) -> Result<(&str, &str, &str)> {
+    check_input(bytes, bytes_max)?;
+    let mut rest = bytes;
+    let mut next = || -> Option<&str> {
+        let (&first, after) = rest.split_first()?;
+        let (len, after) = match first {
+            // bincode's standard varint: one byte up to 250, 251 then a little-endian u16.
+            0..=250 => (usize::from(first), after),
+            251 => {
+                let (len, after) = after.split_first_chunk::<2>()?;
+                (usize::from(u16::from_le_bytes(*len)), after)
+            }
+            _ => return None,
+        };
+        let (text, after) = after.split_at_checked(len)?;
+        rest = after;
+        std::str::from_utf8(text).ok()
+    };
+    if let (Some(first), Some(second), Some(third)) = (next(), next(), next())
+        && rest.is_empty()
+    {
+        return Ok((first, second, third));
+    }
+    decode_borrowed(bytes, bytes_max)
+}
+
 /// Deserializes a `String` through `deserialize_str` (for `#[serde(deserialize_with)]` on hot
 /// event fields): bincode over a slice lends the bytes, so the string is allocated once at its
 /// length and copied once, instead of through a zero-filled buffer as bincode decodes a
@@ -268,7 +302,65 @@ mod tests {
         assert!(decode::<Vec<u8>>(&bytes, 1024).is_err());
     }
 
+    /// Both answers for `bytes`: the direct read's and bincode's.
+    fn three_strs_both_ways(bytes: &[u8]) -> (String, String) {
+        let direct = decode_three_strs(bytes, 1 << 20);
+        let bincode = decode_borrowed::<(&str, &str, &str)>(bytes, 1 << 20);
+        (format!("{direct:?}"), format!("{bincode:?}"))
+    }
+
+    #[test]
+    fn three_strs_read_like_bincode_at_the_edges() {
+        let long = "x".repeat(300);
+        let cases: Vec<Vec<u8>> = vec![
+            encode(&("m1", "ada", "hello")).unwrap(),
+            encode(&("", "", "")).unwrap(),
+            encode(&("a".repeat(250), "b".repeat(251), long.as_str())).unwrap(),
+            encode(&("é", "🦀", "x".repeat(70_000))).unwrap(),
+            // A non-canonical length (251 then 2): bincode reads it, so must the direct read.
+            vec![251, 2, 0, b'h', b'i', 0, 1, b'x'],
+            // Invalid UTF-8, a short input, a trailing byte, a length past the end.
+            vec![1, 0xff, 0, 0],
+            vec![1, b'a', 0],
+            vec![1, b'a', 0, 0, 0],
+            vec![200, b'a', 0, 0],
+            vec![251, 0xff],
+            vec![],
+        ];
+        for bytes in cases {
+            let (direct, bincode) = three_strs_both_ways(&bytes);
+            assert_eq!(direct, bincode, "{bytes:?}");
+        }
+        let fine = encode(&("m1", "ada", "hello")).unwrap();
+        assert_eq!(
+            decode_three_strs(&fine, 1 << 20).unwrap(),
+            ("m1", "ada", "hello")
+        );
+        assert!(matches!(
+            decode_three_strs(&fine, 3),
+            Err(Error::LimitExceeded { limit: 3, .. })
+        ));
+    }
+
     proptest! {
+        #[test]
+        fn three_strs_read_like_bincode(
+            texts in ("[a-z]{0,3}", ".{0,4}", "[a-zé]{0,300}"),
+            changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let mut bytes = encode(&texts).unwrap();
+            for (at, byte) in changes {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            let (direct, bincode) = three_strs_both_ways(&bytes);
+            prop_assert_eq!(direct, bincode);
+        }
+
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode::<Sample>(&bytes, 1024);

@@ -67,22 +67,32 @@ impl StreamKind {
 /// ```
 ///
 /// The name is shared, not copied, by clones (an `Arc<str>`): every event read back from a
-/// stream carries its id, and a page of them holds one allocation of it.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId(Arc<str>);
+/// stream carries its id, and a page of them holds one allocation of it. Its kind is read once,
+/// when it is made: every projection asks every event for it. Equality, order and hash are the
+/// name's (so a map keyed by `StreamId` is looked up by `&str`).
+#[derive(Clone)]
+pub struct StreamId {
+    name: Arc<str>,
+    kind: StreamKind,
+}
 
 impl StreamId {
     /// Validates `name` and wraps it.
     pub fn new(name: impl Into<String>) -> Result<StreamId> {
         let name = name.into();
         validate(&name)?;
-        Ok(StreamId(name.into()))
+        Ok(StreamId::wrap(name.into()))
     }
 
     /// Wraps a name this crate already validated (decoded envelopes).
     pub(crate) fn from_validated(name: &str) -> StreamId {
         debug_assert!(validate(name).is_ok(), "{name:?}");
-        StreamId(name.into())
+        StreamId::wrap(name.into())
+    }
+
+    fn wrap(name: Arc<str>) -> StreamId {
+        let kind = kind_and_entity(&name).0;
+        StreamId { name, kind }
     }
 
     /// `run/<id>`.
@@ -107,22 +117,53 @@ impl StreamId {
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 
     /// The name, by value.
     pub fn into_string(self) -> String {
-        self.0.as_ref().to_owned()
+        self.name.as_ref().to_owned()
     }
 
     /// The family read from the prefix.
     pub fn kind(&self) -> StreamKind {
-        kind_and_entity(&self.0).0
+        self.kind
     }
 
     /// The part after a built-in prefix (`"r1"` for `run/r1`), the whole name for custom streams.
     pub fn entity_id(&self) -> &str {
-        kind_and_entity(&self.0).1
+        let prefix = self.kind.prefix().map_or(0, str::len);
+        // The kind was read from this prefix: the entity is what follows it.
+        let entity = self.name.get(prefix..).unwrap_or(&self.name);
+        debug_assert_eq!(entity, kind_and_entity(&self.name).1);
+        entity
+    }
+}
+
+impl PartialEq for StreamId {
+    fn eq(&self, other: &StreamId) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for StreamId {}
+
+impl PartialOrd for StreamId {
+    fn partial_cmp(&self, other: &StreamId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StreamId {
+    fn cmp(&self, other: &StreamId) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+impl std::hash::Hash for StreamId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The name's hash alone, as `Borrow<str>` requires.
+        self.name.hash(state);
     }
 }
 
@@ -203,31 +244,31 @@ impl TryFrom<&str> for StreamId {
 /// `Ord` and `Hash` are the inner `Arc<str>`'s, which agree with `str`'s.
 impl std::borrow::Borrow<str> for StreamId {
     fn borrow(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
 impl AsRef<str> for StreamId {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
 impl fmt::Debug for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StreamId({:?})", self.0)
+        write!(f, "StreamId({:?})", self.name)
     }
 }
 
 impl Serialize for StreamId {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(&self.name)
     }
 }
 
@@ -338,5 +379,35 @@ mod tests {
                 .unwrap_or((StreamKind::Custom, name.as_str()));
             proptest::prop_assert_eq!(kind_and_entity(&name), expected);
         }
+    }
+
+    /// Equality, order and hash are the name's: a map keyed by stream ids is looked up by
+    /// `&str`, and ids sort as their names.
+    #[test]
+    fn a_stream_id_compares_and_hashes_as_its_name() {
+        use std::collections::{BTreeSet, HashMap};
+        use std::hash::BuildHasher;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let names = ["room/b", "job/1", "run/a", "room/a", "custom", "workflow/w"];
+        let ids: Vec<StreamId> = names.iter().map(|name| name.parse().unwrap()).collect();
+        let mut map = HashMap::new();
+        for (id, name) in ids.iter().zip(names) {
+            assert_eq!(hasher.hash_one(id), hasher.hash_one(name), "{name}");
+            map.insert(id.clone(), name.len());
+        }
+        for name in names {
+            assert_eq!(map.get(name), Some(&name.len()), "{name}");
+            assert_eq!(StreamId::new(name).unwrap(), StreamId::from_validated(name));
+        }
+        let sorted: Vec<&str> = ids
+            .iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(StreamId::as_str)
+            .collect();
+        let mut expected = names.to_vec();
+        expected.sort_unstable();
+        assert_eq!(sorted, expected);
+        assert!(StreamId::new("room/a").unwrap() < StreamId::new("room/b").unwrap());
     }
 }

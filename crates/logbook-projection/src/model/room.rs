@@ -104,8 +104,7 @@ impl EventPayload for RoomMessagePosted {
 
     fn decode_into(&mut self, bytes: &[u8]) -> Result<()> {
         // The fields in declaration order, as serde's path encodes the struct.
-        let (message_id, author, body): (&str, &str, &str) =
-            codec::decode_borrowed(bytes, PAYLOAD_BYTES_MAX)?;
+        let (message_id, author, body) = codec::decode_three_strs(bytes, PAYLOAD_BYTES_MAX)?;
         message_id.clone_into(&mut self.message_id);
         author.clone_into(&mut self.author);
         body.clone_into(&mut self.body);
