@@ -2,9 +2,10 @@
 //! marker) into the durable stream table, the stream index and the projections.
 //!
 //! Owns: the order of that work and, for a long replay, its split over two threads: the
-//! opening thread reads and checks the records and applies the catalog and the index; a second
-//! thread decodes the payloads and applies them to the projections, in position order, taking
-//! the records a chunk at a time from a bounded queue. Must never: apply a record out of
+//! opening thread reads the records, checks them, decodes their envelopes and applies the
+//! index; a second thread applies them to the catalog, decodes the payloads and applies them to
+//! the projections, in position order, taking the records a chunk at a time (their decoded
+//! envelopes, [`EnvelopeBatch`]) from a bounded queue. Must never: apply a record out of
 //! position order, skip one, hold more than [`PIPELINE_CHUNKS_MAX`] chunks of
 //! [`PIPELINE_CHUNK_BYTES`], or finish before the projections have every record.
 
@@ -67,7 +68,8 @@ fn in_line(
 ) -> Result<(StreamTable, u64)> {
     // The projections take the records a chunk at a time (flushed after the last one).
     let mut replayer = applier.replayer();
-    let count = tail.read(&mut streams, |durable| {
+    let count = tail.read(|durable| {
+        apply::apply_catalog(&mut streams, tail.compaction, durable)?;
         replayer.apply(durable)?;
         Ok(true)
     })?;
@@ -86,15 +88,11 @@ struct Tail<'a> {
 
 impl Tail<'_> {
     /// Reads every record from where the snapshot or the index ends, each decoded once and
-    /// borrowed from the reader's buffer: one past the snapshot is applied to the catalog and
-    /// handed to `project` (`project` returns false to stop the replay early:
-    /// the projections' thread stopped on an error), one past the index's marker is added to
-    /// the index. Returns how many records were past the snapshot.
-    fn read(
-        &self,
-        streams: &mut StreamTable,
-        mut project: impl FnMut(&DurableRecord<'_>) -> Result<bool>,
-    ) -> Result<u64> {
+    /// borrowed from the reader's buffer: one past the snapshot is handed to `project` (which
+    /// applies it to the catalog and the projections, and returns false to stop the replay
+    /// early: the projections' thread stopped on an error), one past the index's marker is
+    /// added to the index. Returns how many records were past the snapshot.
+    fn read(&self, mut project: impl FnMut(&DurableRecord<'_>) -> Result<bool>) -> Result<u64> {
         let mut count = 0u64;
         let mut index_batch = IndexBatch::default();
         let first = self.index_complete.min(self.snapshot_position) + 1;
@@ -104,7 +102,6 @@ impl Tail<'_> {
             let (position, bytes) = record?;
             let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
             if position > self.snapshot_position {
-                apply::apply_catalog(streams, self.compaction, &durable)?;
                 count += 1;
                 if !project(&durable)? {
                     return Ok(count);
@@ -152,23 +149,31 @@ impl Chunk {
         self.envelopes.clear();
     }
 
-    /// Applies every record to the projections, in order.
-    fn apply(&self, replayer: &mut dyn crate::projections::Replayer) -> Result<()> {
+    /// Applies every record to the catalog and the projections, in order.
+    fn apply(
+        &self,
+        streams: &mut StreamTable,
+        compaction: &CompactionPolicy,
+        replayer: &mut dyn crate::projections::Replayer,
+    ) -> Result<()> {
         for (index, &position) in self.positions.iter().enumerate() {
             let envelope = self.envelopes.get(index).ok_or_else(|| Error::Corrupted {
                 position,
                 reason: "a replay chunk holds fewer envelopes than positions".to_owned(),
             })?;
-            replayer.apply(&DurableRecord::with_envelope(position, envelope)?)?;
+            let durable = DurableRecord::with_envelope(position, envelope)?;
+            apply::apply_catalog(streams, compaction, &durable)?;
+            replayer.apply(&durable)?;
         }
         Ok(())
     }
 }
 
 /// The replay over two threads: this one reads, checks and decodes each record's envelope and
-/// applies the catalog and the index; a scoped thread applies the records to the projections
-/// a chunk at a time, in order. Its outcome is waited for before this returns, so the
-/// projections hold every record (or the open fails with the first error of either thread).
+/// applies the index; a scoped thread applies the records to the catalog (which it hands back
+/// when it ends) and the projections, a chunk at a time, in order. Its outcome is waited for
+/// before this returns, so the catalog and the projections hold every record (or the open
+/// fails with the first error of either thread).
 fn pipelined(
     tail: &Tail<'_>,
     applier: &dyn Applier,
@@ -180,22 +185,22 @@ fn pipelined(
         let span = tracing::Span::current();
         let projections = std::thread::Builder::new()
             .name("logbook-replay".into())
-            .spawn_scoped(scope, move || -> Result<()> {
+            .spawn_scoped(scope, move || -> Result<StreamTable> {
                 let _span = span.entered();
                 let mut replayer = applier.replayer();
                 for mut chunk in queued {
-                    chunk.apply(replayer.as_mut())?;
+                    chunk.apply(&mut streams, tail.compaction, replayer.as_mut())?;
                     chunk.clear();
                     // The reader may be done and gone: the chunk is then dropped.
                     let _ = spent.send(chunk);
                 }
                 replayer.flush();
-                Ok(())
+                Ok(streams)
             })
             .map_err(|error| Error::Task(error.to_string()))?;
         let mut chunk = Chunk::default();
         let mut chunks = 1usize;
-        let read = tail.read(&mut streams, |durable| {
+        let read = tail.read(|durable| {
             chunk.push(durable);
             if chunk.bytes() < PIPELINE_CHUNK_BYTES {
                 return Ok(true);
@@ -224,8 +229,7 @@ fn pipelined(
             Err(panic) => std::panic::resume_unwind(panic),
         };
         let count = read?;
-        projected?;
-        Ok((streams, count))
+        Ok((projected?, count))
     })
 }
 
