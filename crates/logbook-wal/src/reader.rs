@@ -164,9 +164,7 @@ impl WalReader {
             }
             // Borrowed, not cloned: an `Arc` clone per record was two atomic operations on
             // every replayed record.
-            let Some(segment) = self.segment.as_ref() else {
-                return None;
-            };
+            let segment = self.segment.as_ref()?;
             let limit = segment.durable_len();
             if self.offset >= limit {
                 let next = self.next_segment(segment)?;
