@@ -300,12 +300,12 @@ impl EnvelopeDecoder {
     /// decoder, the rest from `bytes`.
     pub fn decode<'a>(&'a mut self, bytes: &'a [u8]) -> Result<EnvelopeRef<'a>> {
         let parts = EnvelopeParts::split(bytes)?;
-        if self.stream.is_empty() || self.stream.as_bytes() != parts.stream {
+        if self.stream.is_empty() || !same_bytes(self.stream.as_bytes(), parts.stream) {
             let stream = text("stream id", parts.stream)?;
             stream::validate(stream)?;
             stream.clone_into(&mut self.stream);
         }
-        if self.event_type.is_empty() || self.event_type.as_bytes() != parts.event_type {
+        if self.event_type.is_empty() || !same_bytes(self.event_type.as_bytes(), parts.event_type) {
             let event_type = text("event type", parts.event_type)?;
             validate_event_type(event_type)?;
             event_type.clone_into(&mut self.event_type);
@@ -365,14 +365,17 @@ impl EnvelopeBatch {
     pub fn push(&mut self, envelope: &EnvelopeRef<'_>) {
         let previous = self.entries.last();
         let stream = match previous {
-            Some(entry) if self.texts.get(entry.stream.clone()) == Some(envelope.stream) => {
+            Some(entry) if same_text(self.texts.get(entry.stream.clone()), envelope.stream) => {
                 entry.stream.clone()
             }
             _ => push_text(&mut self.texts, envelope.stream),
         };
         let event_type = match previous {
             Some(entry)
-                if self.texts.get(entry.event_type.clone()) == Some(envelope.event_type) =>
+                if same_text(
+                    self.texts.get(entry.event_type.clone()),
+                    envelope.event_type,
+                ) =>
             {
                 entry.event_type.clone()
             }
@@ -446,6 +449,40 @@ impl EnvelopeBatch {
             payload: self.payloads.get(entry.payload.clone())?,
         })
     }
+}
+
+/// Whether `a` and `b` hold the same bytes: what a replay asks of every record's stream id and
+/// event type (against the previous record's), compared here a word at a time in line rather
+/// than through a `memcmp` call, which cost more than the compare on strings this short.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |bytes: &[u8], at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|word| <[u8; 8]>::try_from(word).ok())
+            .map(u64::from_ne_bytes)
+    };
+    let len = a.len();
+    if len < 8 {
+        return a.iter().zip(b).fold(true, |same, (x, y)| same & (x == y));
+    }
+    let mut at = 0;
+    while at + 8 <= len {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last word overlaps the one before: it covers the bytes the loop left.
+    at == len || word(a, len - 8) == word(b, len - 8)
+}
+
+/// [`same_bytes`] of a text that may be absent and a text.
+fn same_text(held: Option<&str>, text: &str) -> bool {
+    held.is_some_and(|held| same_bytes(held.as_bytes(), text.as_bytes()))
 }
 
 /// Appends `text` to `texts`; returns where it is.

@@ -411,13 +411,15 @@ impl<E: Event> RecordedEvent<E> {
             envelope.schema_version,
             envelope.payload,
         )?;
-        if self.stream.as_str() != envelope.stream {
+        if !crate::envelope::same_bytes(self.stream.as_str().as_bytes(), envelope.stream.as_bytes())
+        {
             // `EnvelopeRef::decode` validated it.
             self.stream = StreamId::from_validated(envelope.stream);
         }
         self.position = position;
         self.version = envelope.stream_version;
-        if self.event_type != envelope.event_type {
+        if !crate::envelope::same_bytes(self.event_type.as_bytes(), envelope.event_type.as_bytes())
+        {
             // `EnvelopeRef::decode` validated it.
             self.event_type = EventType::from_validated(envelope.event_type);
         }

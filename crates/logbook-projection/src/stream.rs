@@ -148,6 +148,14 @@ impl PartialEq for StreamId {
 
 impl Eq for StreamId {}
 
+/// A stream id equals the name it holds (a replay compares every record's stream with the id
+/// of the event before it: in line, a word at a time).
+impl PartialEq<str> for StreamId {
+    fn eq(&self, other: &str) -> bool {
+        crate::envelope::same_bytes(self.name.as_bytes(), other.as_bytes())
+    }
+}
+
 impl PartialOrd for StreamId {
     fn partial_cmp(&self, other: &StreamId) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))

@@ -943,11 +943,11 @@ impl<E: Event> TypedReplayer<'_, E> {
         let differs = self
             .events
             .get(self.held)
-            .is_some_and(|slot| slot.stream.as_str() != stream);
+            .is_some_and(|slot| slot.stream != *stream);
         let Some(previous) = self
             .events
             .get(self.previous)
-            .filter(|previous| differs && previous.stream.as_str() == stream)
+            .filter(|previous| differs && previous.stream == *stream)
             .map(|previous| previous.stream.clone())
         else {
             return;

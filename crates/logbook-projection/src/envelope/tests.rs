@@ -423,3 +423,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The in-line compare is slice equality, at every length around the word size.
+    #[test]
+    fn same_bytes_is_slice_equality(
+        a in proptest::collection::vec(0u8..3, 0..40),
+        b in proptest::collection::vec(0u8..3, 0..40),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        prop_assert_eq!(same_bytes(&a, &b), a == b);
+        prop_assert!(same_bytes(&a, &a.clone()));
+        if !a.is_empty() {
+            let mut changed = a.clone();
+            let at = flip.index(a.len());
+            changed[at] ^= 1;
+            prop_assert!(!same_bytes(&a, &changed));
+        }
+    }
+}
