@@ -331,7 +331,8 @@ impl EnvelopeDecoder {
 /// a batch at a time.
 ///
 /// Only a decoded (so valid) [`EnvelopeRef`] goes in, so only valid ones come out. A stream
-/// id or event type equal to the previous envelope's is stored once; payloads are copied.
+/// id or event type equal to the previous envelope's is stored once; payloads are copied. A
+/// batch holds at most [`EnvelopeBatch::BYTES_MAX`] bytes of texts and of payloads.
 #[derive(Debug, Default)]
 pub struct EnvelopeBatch {
     /// The stream ids, event types and trace ids of the envelopes.
@@ -341,65 +342,85 @@ pub struct EnvelopeBatch {
     entries: Vec<BatchEntry>,
 }
 
-/// One envelope of an [`EnvelopeBatch`]: its fixed fields, and where its texts and payload are.
-#[derive(Debug, Clone)]
+/// One envelope of an [`EnvelopeBatch`]: its fixed fields, and where its texts and payload
+/// are (offsets into the batch's buffers; 48 bytes, what a replay moves between threads per
+/// record besides the payload).
+#[derive(Debug, Clone, Copy)]
 struct BatchEntry {
-    stream: std::ops::Range<usize>,
-    event_type: std::ops::Range<usize>,
-    correlation_id: Option<std::ops::Range<usize>>,
-    causation_id: Option<std::ops::Range<usize>>,
-    payload: std::ops::Range<usize>,
     stream_version: u64,
     timestamp_ms: u64,
+    stream: (u32, u32),
+    event_type: (u32, u32),
+    /// Where the correlation id starts; the causation id follows it.
+    ids: u32,
+    /// Where the payload ends (it starts where the previous entry's ends).
+    payload_end: u32,
+    /// Lengths of the correlation and causation ids (0: absent; an id is at most 128 bytes).
+    correlation_len: u8,
+    causation_len: u8,
     schema_version: u16,
     codec: u8,
 }
 
 impl EnvelopeBatch {
+    /// The most bytes of texts, and of payloads, a batch holds (offsets are 32 bits).
+    pub const BYTES_MAX: usize = u32::MAX as usize;
+
     /// An empty batch.
     pub fn new() -> EnvelopeBatch {
         EnvelopeBatch::default()
     }
 
-    /// Copies `envelope` in, after the others.
-    pub fn push(&mut self, envelope: &EnvelopeRef<'_>) {
-        let previous = self.entries.last();
+    /// Copies `envelope` in, after the others; refuses it (and keeps the batch as it was)
+    /// when the batch's texts or payloads would pass [`EnvelopeBatch::BYTES_MAX`].
+    pub fn push(&mut self, envelope: &EnvelopeRef<'_>) -> Result<()> {
+        let correlation = envelope.correlation_id.unwrap_or_default();
+        let causation = envelope.causation_id.unwrap_or_default();
+        let texts_max = self.texts.len()
+            + envelope.stream.len()
+            + envelope.event_type.len()
+            + correlation.len()
+            + causation.len();
+        let payloads_max = self.payloads.len() + envelope.payload.len();
+        let over = texts_max.max(payloads_max);
+        if over > Self::BYTES_MAX {
+            return Err(Error::LimitExceeded {
+                what: "envelope batch",
+                limit: Self::BYTES_MAX,
+                actual: over,
+            });
+        }
+        let previous = self.entries.last().copied();
         let stream = match previous {
-            Some(entry) if same_text(self.texts.get(entry.stream.clone()), envelope.stream) => {
-                entry.stream.clone()
-            }
+            Some(entry) if same_text(self.text(entry.stream), envelope.stream) => entry.stream,
             _ => push_text(&mut self.texts, envelope.stream),
         };
         let event_type = match previous {
-            Some(entry)
-                if same_text(
-                    self.texts.get(entry.event_type.clone()),
-                    envelope.event_type,
-                ) =>
-            {
-                entry.event_type.clone()
+            Some(entry) if same_text(self.text(entry.event_type), envelope.event_type) => {
+                entry.event_type
             }
             _ => push_text(&mut self.texts, envelope.event_type),
         };
-        let correlation_id = envelope
-            .correlation_id
-            .map(|id| push_text(&mut self.texts, id));
-        let causation_id = envelope
-            .causation_id
-            .map(|id| push_text(&mut self.texts, id));
-        let payload_start = self.payloads.len();
+        let (ids, correlation_len) = push_text(&mut self.texts, correlation);
+        let (_, causation_len) = push_text(&mut self.texts, causation);
+        // A decoded envelope's ids are at most CORRELATION_ID_BYTES_MAX (128) bytes.
+        const { assert!(CORRELATION_ID_BYTES_MAX <= u8::MAX as usize) };
         self.payloads.extend_from_slice(envelope.payload);
+        // Checked above: every offset and length fits.
         self.entries.push(BatchEntry {
-            stream,
-            event_type,
-            correlation_id,
-            causation_id,
-            payload: payload_start..self.payloads.len(),
             stream_version: envelope.stream_version,
             timestamp_ms: envelope.timestamp_ms,
+            stream,
+            event_type,
+            ids,
+            payload_end: offset(self.payloads.len()),
+            correlation_len: u8::try_from(correlation_len).unwrap_or(u8::MAX),
+            causation_len: u8::try_from(causation_len).unwrap_or(u8::MAX),
             schema_version: envelope.schema_version,
             codec: envelope.codec,
         });
+        debug_assert_eq!(self.get(self.entries.len() - 1).as_ref(), Some(envelope));
+        Ok(())
     }
 
     /// How many envelopes it holds.
@@ -430,25 +451,57 @@ impl EnvelopeBatch {
     /// The envelope pushed `index`-th, `None` past the last.
     pub fn get(&self, index: usize) -> Option<EnvelopeRef<'_>> {
         let entry = self.entries.get(index)?;
-        // Every range was taken from these buffers when the entry was pushed, so these
+        let payload_start = match index.checked_sub(1) {
+            Some(previous) => self.entries.get(previous)?.payload_end,
+            None => 0,
+        };
+        // Every offset was taken from these buffers when the entry was pushed, so these
         // lookups always succeed; they are checked all the same (no panic, no unchecked index).
-        let text = |range: &std::ops::Range<usize>| self.texts.get(range.clone());
-        let optional = |range: &Option<std::ops::Range<usize>>| match range {
-            Some(range) => text(range).map(Some),
-            None => Some(None),
+        let correlation_end = entry.ids + u32::from(entry.correlation_len);
+        let id = |start: u32, len: u8| match len {
+            0 => Some(None),
+            _ => self.text((start, u32::from(len))).map(Some),
         };
         Some(EnvelopeRef {
-            stream: text(&entry.stream)?,
+            stream: self.text(entry.stream)?,
             stream_version: entry.stream_version,
             timestamp_ms: entry.timestamp_ms,
-            event_type: text(&entry.event_type)?,
+            event_type: self.text(entry.event_type)?,
             schema_version: entry.schema_version,
             codec: entry.codec,
-            correlation_id: optional(&entry.correlation_id)?,
-            causation_id: optional(&entry.causation_id)?,
-            payload: self.payloads.get(entry.payload.clone())?,
+            correlation_id: id(entry.ids, entry.correlation_len)?,
+            causation_id: id(correlation_end, entry.causation_len)?,
+            payload: self
+                .payloads
+                .get(index_of(payload_start)..index_of(entry.payload_end))?,
         })
     }
+
+    /// The text at `(start, len)` of `texts`.
+    fn text(&self, (start, len): (u32, u32)) -> Option<&str> {
+        let start = index_of(start);
+        self.texts.get(start..start + index_of(len))
+    }
+}
+
+/// Appends `text` to `texts`; returns where it starts and its length (the caller checked that
+/// both fit in 32 bits).
+fn push_text(texts: &mut String, text: &str) -> (u32, u32) {
+    let start = offset(texts.len());
+    texts.push_str(text);
+    (start, offset(text.len()))
+}
+
+/// A batch offset as stored (below [`EnvelopeBatch::BYTES_MAX`], checked by `push`).
+fn offset(at: usize) -> u32 {
+    debug_assert!(at <= EnvelopeBatch::BYTES_MAX);
+    u32::try_from(at).unwrap_or(u32::MAX)
+}
+
+/// A stored batch offset as an index.
+fn index_of(at: u32) -> usize {
+    // usize is at least 32 bits on every target this crate builds for.
+    usize::try_from(at).unwrap_or(usize::MAX)
 }
 
 /// Whether `a` and `b` hold the same bytes: what a replay asks of every record's stream id and
@@ -483,13 +536,6 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// [`same_bytes`] of a text that may be absent and a text.
 fn same_text(held: Option<&str>, text: &str) -> bool {
     held.is_some_and(|held| same_bytes(held.as_bytes(), text.as_bytes()))
-}
-
-/// Appends `text` to `texts`; returns where it is.
-fn push_text(texts: &mut String, text: &str) -> std::ops::Range<usize> {
-    let start = texts.len();
-    texts.push_str(text);
-    start..texts.len()
 }
 
 /// An envelope whose header, limits and lengths are checked, its texts not yet: what

@@ -508,7 +508,11 @@ impl RecordDecoder {
     ) -> Result<Option<Result<RecordedEvent<E>>>> {
         let parts = EnvelopeParts::split(bytes)?;
         let stream = match &self.stream {
-            Some(stream) if stream.as_str().as_bytes() == parts.stream => stream,
+            Some(stream)
+                if crate::envelope::same_bytes(stream.as_str().as_bytes(), parts.stream) =>
+            {
+                stream
+            }
             _ => {
                 let stream = text("stream id", parts.stream)?;
                 crate::stream::validate(stream)?;
@@ -516,7 +520,11 @@ impl RecordDecoder {
             }
         };
         let event_type = match &self.event_type {
-            Some(event_type) if event_type.as_bytes() == parts.event_type => event_type,
+            Some(event_type)
+                if crate::envelope::same_bytes(event_type.as_bytes(), parts.event_type) =>
+            {
+                event_type
+            }
             _ => {
                 let event_type = text("event type", parts.event_type)?;
                 validate_event_type(event_type)?;

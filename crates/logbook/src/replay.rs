@@ -129,15 +129,22 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn push(&mut self, record: &DurableRecord<'_>) {
+    fn push(&mut self, record: &DurableRecord<'_>) -> Result<()> {
         debug_assert!(
             self.positions
                 .last()
                 .is_none_or(|last| *last < record.position)
         );
+        // A chunk is sent at PIPELINE_CHUNK_BYTES, far below the batch's 4 GiB limit.
+        self.envelopes
+            .push(&record.envelope)
+            .map_err(|error| Error::Corrupted {
+                position: record.position,
+                reason: format!("not handed to the projections' thread: {error}"),
+            })?;
         self.positions.push(record.position);
-        self.envelopes.push(&record.envelope);
         debug_assert_eq!(self.positions.len(), self.envelopes.len());
+        Ok(())
     }
 
     fn bytes(&self) -> usize {
@@ -201,7 +208,7 @@ fn pipelined(
         let mut chunk = Chunk::default();
         let mut chunks = 1usize;
         let read = tail.read(|durable| {
-            chunk.push(durable);
+            chunk.push(durable)?;
             if chunk.bytes() < PIPELINE_CHUNK_BYTES {
                 return Ok(true);
             }

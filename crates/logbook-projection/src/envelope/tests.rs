@@ -411,7 +411,7 @@ proptest! {
             batch.clear();
             prop_assert!(batch.is_empty());
             for envelope in &decoded {
-                batch.push(envelope);
+                batch.push(envelope).unwrap();
             }
             prop_assert_eq!(batch.len(), decoded.len());
             for (index, envelope) in decoded.iter().enumerate() {
