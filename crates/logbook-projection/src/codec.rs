@@ -3,6 +3,9 @@
 //! Owns: every use of bincode in the workspace. bincode is pinned (`=2.0.1`) and frozen upstream
 //! (RUSTSEC-2025-0141: unmaintained); its format will not move under us, and because each envelope
 //! records [`CODEC_BINCODE2`], changing codec later is a new codec id, not a rewrite of old logs.
+//! Also the one reader of bincode's bytes outside bincode: `decode_three_strs`, a replay's read of
+//! a posted message's strings, which reads only the usual bytes itself and hands any others to
+//! bincode, so its answer is bincode's for any input (checked by a property test).
 //! Never: decodes without a memory limit, accepts trailing bytes, or uses serde features that
 //! need a self-describing format (`deserialize_any`, `flatten`, `untagged`,
 //! `skip_serializing_if`): bincode writes every field, in order, with no names. An event whose

@@ -7,11 +7,18 @@
 //! version (2 bytes LE), payload...]` for `BuiltinEvent::decode_payload`, with the event type
 //! taken from the built-in list and the schema version kept small (0 to 3) unless bit 1 is set.
 //!
-//! Properties: nothing panics; the two envelope decoders agree; a decoded envelope re-encodes to
-//! exactly its bytes; a decoded event is valid, its payload encodes, and that payload and its
-//! JSON both decode back to the same event.
+//! Properties: nothing panics; the envelope decoders agree (`Envelope::decode`,
+//! `EnvelopeRef::decode`, and an `EnvelopeDecoder` that checked another envelope of the same
+//! stream id and event type just before, as a replay's does); a decoded envelope re-encodes to
+//! exactly its bytes and comes back unchanged through an `EnvelopeBatch`; a decoded event is
+//! valid, its payload encodes, and that payload and its JSON both decode back to the same event;
+//! decoding a payload into an event decoded before (`decode_payload_into`, as a replay does)
+//! gives what a fresh decode gives, errors included.
 
-use logbook_projection::{BuiltinEvent, Envelope, EnvelopeRef, Event, RawEvent};
+use logbook_projection::model::RoomMessagePosted;
+use logbook_projection::{
+    BuiltinEvent, Envelope, EnvelopeBatch, EnvelopeDecoder, EnvelopeRef, Event, EventData, RawEvent,
+};
 
 /// The longest input worth decoding (envelope limits are checked against the bytes present, so
 /// a bigger one only costs time).
@@ -51,6 +58,7 @@ fn check_envelope(bytes: &[u8]) {
         envelope.encode() == bytes,
         "a decoded envelope does not re-encode to its bytes"
     );
+    check_decoder_and_batch(&envelope, bytes);
     let raw = RawEvent::new(1, envelope.clone());
     if let Ok(recorded) = raw.decode::<BuiltinEvent>() {
         assert_eq!(recorded.position, 1);
@@ -67,6 +75,33 @@ fn check_envelope(bytes: &[u8]) {
     }
 }
 
+/// An `EnvelopeDecoder` decodes `bytes` as `EnvelopeRef::decode` does after it checked an
+/// envelope with the same stream id and event type (so it skips their checks), and a batch
+/// gives the envelope back as it went in.
+fn check_decoder_and_batch(envelope: &Envelope, bytes: &[u8]) {
+    let expected = EnvelopeRef::decode(bytes).expect("decoded above");
+    let before = Envelope::new(
+        envelope.stream().clone(),
+        0,
+        0,
+        EventData::new(envelope.event_type(), 1, Vec::new()).expect("a decoded event type"),
+    )
+    .encode();
+    let mut decoder = EnvelopeDecoder::new();
+    decoder.decode(&before).expect("a valid envelope");
+    assert_eq!(
+        decoder.decode(bytes).expect("decodes after its stream"),
+        expected,
+        "a decoder that checked this stream and type before decodes differently"
+    );
+    let mut batch = EnvelopeBatch::new();
+    let first = EnvelopeRef::decode(&before).expect("a valid envelope");
+    batch.push(&first).expect("a small batch");
+    batch.push(&expected).expect("a small batch");
+    assert_eq!(batch.get(0), Some(first));
+    assert_eq!(batch.get(1), Some(expected), "a batch changed the envelope");
+}
+
 fn check_payload(control: u8, bytes: &[u8]) {
     let Some((&[index, low, high], payload)) = bytes.split_first_chunk::<3>() else {
         return;
@@ -80,7 +115,31 @@ fn check_payload(control: u8, bytes: &[u8]) {
     } else {
         u16::from_le_bytes([low, high])
     };
-    if let Ok(event) = BuiltinEvent::decode_payload(event_type, schema_version, payload) {
+    let fresh = BuiltinEvent::decode_payload(event_type, schema_version, payload);
+    // Into an event of the same type (decoded in place) and into one of another type.
+    let held = [
+        BuiltinEvent::from(RoomMessagePosted {
+            message_id: "m1".into(),
+            author: "ada".into(),
+            body: "a body".into(),
+        }),
+        fresh.as_ref().ok().cloned().unwrap_or_else(|| {
+            BuiltinEvent::from(RoomMessagePosted {
+                message_id: "m2".into(),
+                author: "bob".into(),
+                body: String::new(),
+            })
+        }),
+    ];
+    for mut slot in held {
+        let into = slot.decode_payload_into(event_type, schema_version, payload);
+        match (&fresh, into) {
+            (Ok(event), Ok(())) => assert_eq!(&slot, event, "decoded into differs"),
+            (Err(error), Err(into)) => assert_eq!(error.to_string(), into.to_string()),
+            (fresh, into) => panic!("decode_payload {fresh:?} vs decode_payload_into {into:?}"),
+        }
+    }
+    if let Ok(event) = fresh {
         check_event(&event, event_type);
     }
 }
