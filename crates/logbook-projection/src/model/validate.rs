@@ -16,35 +16,38 @@ pub const TEXT_BYTES_MAX: usize = 1024 * 1024;
 pub const LIST_ITEMS_MAX: usize = 1024;
 
 /// A non-empty id of at most [`ID_BYTES_MAX`] bytes without control characters.
+#[inline]
 pub(crate) fn id(event_type: &'static str, field: &'static str, value: &str) -> Result<()> {
-    let refuse = |reason: String| {
-        Err(Error::InvalidField {
-            event_type,
-            field,
-            reason,
-        })
+    // The accepted case in line (every id of every replayed event comes through here), the
+    // refusal out of line.
+    if !value.is_empty() && value.len() <= ID_BYTES_MAX && !has_control(value) {
+        return Ok(());
+    }
+    refused_id(event_type, field, value)
+}
+
+/// Why `value` is not an id ([`id`] refused it).
+#[cold]
+#[inline(never)]
+fn refused_id(event_type: &'static str, field: &'static str, value: &str) -> Result<()> {
+    let reason = if value.is_empty() {
+        "must not be empty".to_owned()
+    } else if value.len() > ID_BYTES_MAX {
+        format!("is {} bytes, at most {ID_BYTES_MAX} allowed", value.len())
+    } else {
+        format!("{:?} contains a control character", escape_lossy(value))
     };
-    if value.is_empty() {
-        return refuse("must not be empty".to_owned());
-    }
-    if value.len() > ID_BYTES_MAX {
-        return refuse(format!(
-            "is {} bytes, at most {ID_BYTES_MAX} allowed",
-            value.len()
-        ));
-    }
-    if has_control(value) {
-        return refuse(format!(
-            "{:?} contains a control character",
-            escape_lossy(value)
-        ));
-    }
-    Ok(())
+    Err(Error::InvalidField {
+        event_type,
+        field,
+        reason,
+    })
 }
 
 /// Whether `text` holds a control character (`char::is_control`: U+0000 to U+001F and U+007F
 /// to U+009F). Printable ASCII, what ids almost always are, is told a byte at a time without
 /// decoding characters: every id of every replayed event goes through here.
+#[inline]
 pub(crate) fn has_control(text: &str) -> bool {
     let printable_ascii = text.bytes().all(|byte| (0x20..0x7f).contains(&byte));
     !printable_ascii && text.chars().any(char::is_control)
