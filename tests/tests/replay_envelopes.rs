@@ -136,10 +136,10 @@ fn event(index: u64) -> logbook::NewEvent<CounterEvent> {
     } else {
         logbook_tests::added(index, &format!("n{index}"))
     };
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         event = event.with_correlation_id(format!("corr-{}", index / 3));
     }
-    if index % 5 == 0 {
+    if index.is_multiple_of(5) {
         event = event.with_causation_id(format!("cause-{index}"));
     }
     event
