@@ -541,23 +541,23 @@ fn same_text(held: Option<&str>, text: &str) -> bool {
 }
 
 /// An envelope whose header, limits and lengths are checked, its texts not yet: what
-/// [`EnvelopeRef::decode`] and [`crate::event::RecordDecoder`] (which checks each distinct
-/// stream id and event type of a run of records once) share.
-pub(crate) struct EnvelopeParts<'a> {
-    pub(crate) stream: &'a [u8],
-    pub(crate) stream_version: u64,
-    pub(crate) timestamp_ms: u64,
-    pub(crate) event_type: &'a [u8],
-    pub(crate) schema_version: u16,
-    pub(crate) codec: u8,
+/// [`EnvelopeRef::decode`] and [`EnvelopeDecoder`] (which checks each distinct stream id and
+/// event type of a run of records once) share.
+struct EnvelopeParts<'a> {
+    stream: &'a [u8],
+    stream_version: u64,
+    timestamp_ms: u64,
+    event_type: &'a [u8],
+    schema_version: u16,
+    codec: u8,
     correlation_id: &'a [u8],
     causation_id: &'a [u8],
-    pub(crate) payload: &'a [u8],
+    payload: &'a [u8],
 }
 
 impl<'a> EnvelopeParts<'a> {
     /// Splits an envelope that fills `bytes` exactly into its fields.
-    pub(crate) fn split(bytes: &'a [u8]) -> Result<EnvelopeParts<'a>> {
+    fn split(bytes: &'a [u8]) -> Result<EnvelopeParts<'a>> {
         let mut reader = Reader { rest: bytes };
         let [magic, format_version, codec, flags] = reader.array::<4>()?;
         if magic != ENVELOPE_MAGIC {
@@ -626,7 +626,7 @@ impl<'a> EnvelopeParts<'a> {
     }
 
     /// The correlation and causation ids, each checked (an empty one is absent).
-    pub(crate) fn ids(&self) -> Result<(Option<&'a str>, Option<&'a str>)> {
+    fn ids(&self) -> Result<(Option<&'a str>, Option<&'a str>)> {
         Ok((
             optional_id("correlation id", self.correlation_id)?,
             optional_id("causation id", self.causation_id)?,
@@ -635,7 +635,7 @@ impl<'a> EnvelopeParts<'a> {
 }
 
 /// `bytes` as UTF-8; `what` names the field in the error.
-pub(crate) fn text<'a>(what: &'static str, bytes: &'a [u8]) -> Result<&'a str> {
+fn text<'a>(what: &'static str, bytes: &'a [u8]) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|_| Error::Decode {
         what,
         reason: format!("not UTF-8: {:?}", escape_bytes_lossy(bytes)),

@@ -11,8 +11,8 @@ use std::fmt;
 
 use crate::codec::CODEC_BINCODE2;
 use crate::envelope::{
-    ENVELOPE_HEADER_BYTES, Envelope, EnvelopeParts, EnvelopeRef, PAYLOAD_BYTES_MAX,
-    TIMESTAMP_MS_MAX, text, validate_correlation_id, validate_event_type,
+    ENVELOPE_HEADER_BYTES, Envelope, EnvelopeDecoder, EnvelopeRef, PAYLOAD_BYTES_MAX,
+    TIMESTAMP_MS_MAX, validate_correlation_id, validate_event_type,
 };
 use crate::error::{Error, Result};
 use crate::event_type::EventType;
@@ -411,15 +411,13 @@ impl<E: Event> RecordedEvent<E> {
             envelope.schema_version,
             envelope.payload,
         )?;
-        if !crate::envelope::same_bytes(self.stream.as_str().as_bytes(), envelope.stream.as_bytes())
-        {
+        if self.stream != *envelope.stream {
             // `EnvelopeRef::decode` validated it.
             self.stream = StreamId::from_validated(envelope.stream);
         }
         self.position = position;
         self.version = envelope.stream_version;
-        if !crate::envelope::same_bytes(self.event_type.as_bytes(), envelope.event_type.as_bytes())
-        {
+        if self.event_type != *envelope.event_type {
             // `EnvelopeRef::decode` validated it.
             self.event_type = EventType::from_validated(envelope.event_type);
         }
@@ -449,13 +447,15 @@ fn reuse(slot: &mut Option<String>, value: Option<&str>) {
 /// Decodes a run of records (a page of a stream, a catch-up chunk) into typed events, checking
 /// each distinct stream id and event type once rather than once per record.
 ///
-/// Every record is checked as [`EnvelopeRef::decode`] checks it: a stream id or event type
-/// equal, byte for byte, to the previous record's is the same valid text (so it is copied from
-/// the one already checked); any other is checked in full. Correlation and causation ids are
-/// checked every time.
+/// Every record is checked as [`EnvelopeRef::decode`] checks it (through an
+/// [`EnvelopeDecoder`]), and the events of a run share one stream id and one event type
+/// (`Arc`s) rather than each allocating its own.
 #[derive(Debug, Default)]
 pub struct RecordDecoder {
+    envelopes: EnvelopeDecoder,
+    /// The stream id of the record before, shared by the events decoded since.
     stream: Option<StreamId>,
+    /// The event type of the record before, shared likewise.
     event_type: Option<EventType>,
 }
 
@@ -506,52 +506,44 @@ impl RecordDecoder {
         bytes: &[u8],
         keep: impl FnOnce(&str, &str) -> bool,
     ) -> Result<Option<Result<RecordedEvent<E>>>> {
-        let parts = EnvelopeParts::split(bytes)?;
+        // The envelope's checks (each distinct stream id and event type once) are the
+        // envelope decoder's; this keeps the shared ids the events carry.
+        let envelope = self.envelopes.decode(bytes)?;
         let stream = match &self.stream {
-            Some(stream)
-                if crate::envelope::same_bytes(stream.as_str().as_bytes(), parts.stream) =>
-            {
-                stream
-            }
-            _ => {
-                let stream = text("stream id", parts.stream)?;
-                crate::stream::validate(stream)?;
-                self.stream.insert(StreamId::from_validated(stream))
-            }
+            Some(stream) if *stream == *envelope.stream => stream,
+            // `EnvelopeDecoder::decode` validated it.
+            _ => self
+                .stream
+                .insert(StreamId::from_validated(envelope.stream)),
         };
         let event_type = match &self.event_type {
-            Some(event_type)
-                if crate::envelope::same_bytes(event_type.as_bytes(), parts.event_type) =>
-            {
-                event_type
-            }
-            _ => {
-                let event_type = text("event type", parts.event_type)?;
-                validate_event_type(event_type)?;
-                self.event_type
-                    .insert(EventType::from_validated(event_type))
-            }
+            Some(event_type) if *event_type == *envelope.event_type => event_type,
+            // `EnvelopeDecoder::decode` validated it.
+            _ => self
+                .event_type
+                .insert(EventType::from_validated(envelope.event_type)),
         };
-        let (correlation_id, causation_id) = parts.ids()?;
         if !keep(stream.as_str(), event_type) {
             return Ok(None);
         }
-        if parts.codec != E::CODEC {
-            return Ok(Some(Err(Error::UnsupportedCodec { codec: parts.codec })));
+        if envelope.codec != E::CODEC {
+            return Ok(Some(Err(Error::UnsupportedCodec {
+                codec: envelope.codec,
+            })));
         }
-        let event = match E::decode_payload(event_type, parts.schema_version, parts.payload) {
+        let event = match E::decode_payload(event_type, envelope.schema_version, envelope.payload) {
             Ok(event) => event,
             Err(error) => return Ok(Some(Err(error))),
         };
         Ok(Some(Ok(RecordedEvent {
             position,
             stream: stream.clone(),
-            version: parts.stream_version,
+            version: envelope.stream_version,
             event_type: event_type.clone(),
-            schema_version: parts.schema_version,
-            timestamp_ms: parts.timestamp_ms,
-            correlation_id: correlation_id.map(str::to_owned),
-            causation_id: causation_id.map(str::to_owned),
+            schema_version: envelope.schema_version,
+            timestamp_ms: envelope.timestamp_ms,
+            correlation_id: envelope.correlation_id.map(str::to_owned),
+            causation_id: envelope.causation_id.map(str::to_owned),
             event,
         })))
     }

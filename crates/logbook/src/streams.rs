@@ -102,7 +102,7 @@ impl StreamState {
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StreamTable {
     /// foldhash (seeded per process): a replay looks a stream up once per record, and std's
-    /// SipHash was a tenth of the reading thread's instructions.
+    /// SipHash cost a tenth of that thread's instructions.
     streams: HashMap<StreamId, StreamState, foldhash::fast::RandomState>,
 }
 

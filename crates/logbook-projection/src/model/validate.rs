@@ -150,6 +150,7 @@ pub(crate) fn item_count(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn ids() {
@@ -180,7 +181,6 @@ mod tests {
         assert!(id_list("a.b", "f", &many).is_err());
         assert!(id_list("a.b", "f", &many[1..]).is_ok());
     }
-    use proptest::prelude::*;
 
     proptest! {
         /// The ASCII path finds exactly the control characters `char::is_control` finds.
