@@ -138,9 +138,9 @@ impl Cursor {
         }
         let frame_len = header.frame_len() as usize;
         let bytes = self.bytes(file, offset, frame_len, limit)?;
-        let Some((header_bytes, payload)) = bytes.split_at_checked(FRAME_HEADER_BYTES) else {
+        let Some(payload) = bytes.get(FRAME_HEADER_BYTES..) else {
             return Ok(Err(FrameError::Truncated));
         };
-        Ok(frame::verify_checksum(header_bytes, payload, header.crc).map(|()| (header, payload)))
+        Ok(frame::verify_checksum(bytes, header.crc).map(|()| (header, payload)))
     }
 }
