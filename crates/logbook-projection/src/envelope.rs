@@ -332,7 +332,8 @@ impl EnvelopeDecoder {
 /// same [`EnvelopeRef`]s without a second decode: what a replay hands its projections' thread
 /// a batch at a time.
 ///
-/// Only a decoded (so valid) [`EnvelopeRef`] goes in, so only valid ones come out. A stream
+/// Only what [`EnvelopeBatch::decode_push`] decoded valid goes in, so only valid envelopes
+/// come out. A stream
 /// id or event type equal to the previous envelope's is stored once; payloads are copied. A
 /// batch holds at most [`EnvelopeBatch::BYTES_MAX`] bytes of texts and of payloads.
 #[derive(Debug, Default)]
@@ -373,17 +374,52 @@ impl EnvelopeBatch {
         EnvelopeBatch::default()
     }
 
-    /// Copies `envelope` in, after the others; refuses it (and keeps the batch as it was)
-    /// when the batch's texts or payloads would pass [`EnvelopeBatch::BYTES_MAX`].
-    pub fn push(&mut self, envelope: &EnvelopeRef<'_>) -> Result<()> {
-        let correlation = envelope.correlation_id.unwrap_or_default();
-        let causation = envelope.causation_id.unwrap_or_default();
+    /// Decodes and validates the envelope that fills `bytes`, as [`EnvelopeRef::decode`] does
+    /// (the same checks, the same errors), and copies it in after the others; it comes back
+    /// from [`EnvelopeBatch::get`]. A stream id or event type equal, byte for byte, to the
+    /// previous envelope's is that same valid text: it is neither checked nor stored again.
+    /// Refuses an invalid envelope, and one that would take the batch's texts or payloads past
+    /// [`EnvelopeBatch::BYTES_MAX`]; a refused envelope leaves the batch as it was.
+    ///
+    /// A replay's reading thread calls this once per record: one decode, one compare per text,
+    /// one copy, instead of an [`EnvelopeDecoder`]'s decode then a second compare and copy.
+    pub fn decode_push(&mut self, bytes: &[u8]) -> Result<()> {
+        let parts = EnvelopeParts::split(bytes)?;
+        let previous = self.entries.last().copied();
+        let held = |batch: &Self, at: (u32, u32), text: &[u8]| {
+            batch
+                .text(at)
+                .is_some_and(|held| same_bytes(held.as_bytes(), text))
+        };
+        // Everything is checked before anything is copied in.
+        let stream = match previous {
+            Some(entry) if held(self, entry.stream, parts.stream) => Err(entry.stream),
+            _ => {
+                let stream = text("stream id", parts.stream)?;
+                stream::validate(stream)?;
+                Ok(stream)
+            }
+        };
+        let event_type = match previous {
+            Some(entry) if held(self, entry.event_type, parts.event_type) => Err(entry.event_type),
+            _ => {
+                let event_type = text("event type", parts.event_type)?;
+                validate_event_type(event_type)?;
+                Ok(event_type)
+            }
+        };
+        let (correlation, causation) = parts.ids()?;
+        let (correlation, causation) = (
+            correlation.unwrap_or_default(),
+            causation.unwrap_or_default(),
+        );
+        let new_text = |text: std::result::Result<&str, (u32, u32)>| text.map_or(0, str::len);
         let texts_max = self.texts.len()
-            + envelope.stream.len()
-            + envelope.event_type.len()
+            + new_text(stream)
+            + new_text(event_type)
             + correlation.len()
             + causation.len();
-        let payloads_max = self.payloads.len() + envelope.payload.len();
+        let payloads_max = self.payloads.len() + parts.payload.len();
         let over = texts_max.max(payloads_max);
         if over > Self::BYTES_MAX {
             return Err(Error::LimitExceeded {
@@ -392,36 +428,30 @@ impl EnvelopeBatch {
                 actual: over,
             });
         }
-        let previous = self.entries.last().copied();
-        let stream = match previous {
-            Some(entry) if same_text(self.text(entry.stream), envelope.stream) => entry.stream,
-            _ => push_text(&mut self.texts, envelope.stream),
-        };
-        let event_type = match previous {
-            Some(entry) if same_text(self.text(entry.event_type), envelope.event_type) => {
-                entry.event_type
-            }
-            _ => push_text(&mut self.texts, envelope.event_type),
-        };
+        let stream = stream.map_or_else(|at| at, |text| push_text(&mut self.texts, text));
+        let event_type = event_type.map_or_else(|at| at, |text| push_text(&mut self.texts, text));
         let (ids, correlation_len) = push_text(&mut self.texts, correlation);
         let (_, causation_len) = push_text(&mut self.texts, causation);
         // A decoded envelope's ids are at most CORRELATION_ID_BYTES_MAX (128) bytes.
         const { assert!(CORRELATION_ID_BYTES_MAX <= u8::MAX as usize) };
-        self.payloads.extend_from_slice(envelope.payload);
+        self.payloads.extend_from_slice(parts.payload);
         // Checked above: every offset and length fits.
         self.entries.push(BatchEntry {
-            stream_version: envelope.stream_version,
-            timestamp_ms: envelope.timestamp_ms,
+            stream_version: parts.stream_version,
+            timestamp_ms: parts.timestamp_ms,
             stream,
             event_type,
             ids,
             payload_end: offset(self.payloads.len()),
             correlation_len: u8::try_from(correlation_len).unwrap_or(u8::MAX),
             causation_len: u8::try_from(causation_len).unwrap_or(u8::MAX),
-            schema_version: envelope.schema_version,
-            codec: envelope.codec,
+            schema_version: parts.schema_version,
+            codec: parts.codec,
         });
-        debug_assert_eq!(self.get(self.entries.len() - 1).as_ref(), Some(envelope));
+        debug_assert_eq!(
+            self.get(self.entries.len() - 1),
+            EnvelopeRef::decode(bytes).ok()
+        );
         Ok(())
     }
 
@@ -533,11 +563,6 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
     // The last word overlaps the one before: it covers the bytes the loop left.
     at == len || word(a, len - 8) == word(b, len - 8)
-}
-
-/// [`same_bytes`] of a text that may be absent and a text.
-fn same_text(held: Option<&str>, text: &str) -> bool {
-    held.is_some_and(|held| same_bytes(held.as_bytes(), text.as_bytes()))
 }
 
 /// An envelope whose header, limits and lengths are checked, its texts not yet: what

@@ -436,9 +436,12 @@ impl<E: Event> RecordedEvent<E> {
     }
 }
 
-/// Sets `slot` to `value`, in the buffer it holds when it holds one.
+/// Sets `slot` to `value`, in the buffer it holds when it holds one. In line: most events carry
+/// no trace ids, and a replay calls this twice per event.
+#[inline]
 fn reuse(slot: &mut Option<String>, value: Option<&str>) {
     match (slot.as_mut(), value) {
+        (None, None) => {}
         (Some(held), Some(value)) => value.clone_into(held),
         (_, value) => *slot = value.map(str::to_owned),
     }

@@ -112,6 +112,17 @@ impl RoomEdits {
     pub fn get(&self, room_id: &str, message_id: &str) -> Option<EditState> {
         self.rooms.get(room_id)?.get(message_id).copied()
     }
+
+    /// Records an edit (`edit`) or a delete of `message_id` in `room` at `version`.
+    fn apply_change(&mut self, room: &str, message_id: &str, edit: bool, version: u64) {
+        let state = self.rooms.entry(room.to_owned()).or_default();
+        let message = state.entry(message_id.to_owned()).or_default();
+        if edit {
+            message.last_edit_version = Some(version);
+        } else {
+            message.deleted = true;
+        }
+    }
 }
 
 impl Projection for RoomEdits {
@@ -125,25 +136,21 @@ impl Projection for RoomEdits {
         1
     }
 
+    /// In line: only edits and deletes of a room's messages change anything, and every other
+    /// event (a replay's posted messages, say) returns before a call.
+    #[inline]
     fn apply(&mut self, event: &RecordedEvent<BuiltinEvent>) {
         if event.stream.kind() != StreamKind::Room {
             return;
         }
-        let room = event.stream.entity_id();
-        match &event.event {
+        let (message_id, edit) = match &event.event {
             BuiltinEvent::RoomMessageEdited(RoomMessageEdited { message_id, .. }) => {
-                let state = self.rooms.entry(room.to_owned()).or_default();
-                state
-                    .entry(message_id.clone())
-                    .or_default()
-                    .last_edit_version = Some(event.version);
+                (message_id, true)
             }
-            BuiltinEvent::RoomMessageDeleted(deleted) => {
-                let state = self.rooms.entry(room.to_owned()).or_default();
-                state.entry(deleted.message_id.clone()).or_default().deleted = true;
-            }
-            _ => {}
-        }
+            BuiltinEvent::RoomMessageDeleted(deleted) => (&deleted.message_id, false),
+            _ => return,
+        };
+        self.apply_change(event.stream.entity_id(), message_id, edit, event.version);
     }
 
     fn snapshot(&self) -> logbook_projection::Result<Vec<u8>> {

@@ -70,8 +70,7 @@ fn in_line(
     let mut replayer = applier.replayer();
     let count = tail.read(|durable| {
         apply::apply_catalog(&mut streams, tail.compaction, durable)?;
-        replayer.apply(durable)?;
-        Ok(true)
+        replayer.apply(durable)
     })?;
     replayer.flush();
     Ok((streams, count))
@@ -87,31 +86,75 @@ struct Tail<'a> {
 }
 
 impl Tail<'_> {
+    /// The first record a replay reads: the first past the snapshot or past the index's marker.
+    fn first(&self) -> u64 {
+        self.index_complete.min(self.snapshot_position) + 1
+    }
+
+    /// Adds `durable` to `batch` when it is past the index's marker, and writes the batch to
+    /// the index when it is full.
+    fn index(&self, batch: &mut IndexBatch, durable: &DurableRecord<'_>) -> Result<()> {
+        if durable.position > self.index_complete {
+            batch.add(self.index, durable)?;
+            if batch.len() >= INDEX_BATCH_RECORDS {
+                batch.flush(self.index)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads every record from where the snapshot or the index ends, each decoded once and
     /// borrowed from the reader's buffer: one past the snapshot is handed to `project` (which
-    /// applies it to the catalog and the projections, and returns false to stop the replay
-    /// early: the projections' thread stopped on an error), one past the index's marker is
-    /// added to the index. Returns how many records were past the snapshot.
-    fn read(&self, mut project: impl FnMut(&DurableRecord<'_>) -> Result<bool>) -> Result<u64> {
+    /// applies it to the catalog and the projections), one past the index's marker is added to
+    /// the index. Returns how many records were past the snapshot.
+    fn read(&self, mut project: impl FnMut(&DurableRecord<'_>) -> Result<()>) -> Result<u64> {
         let mut count = 0u64;
         let mut index_batch = IndexBatch::default();
-        let first = self.index_complete.min(self.snapshot_position) + 1;
-        let mut reader = self.wal.read_from(first);
+        let mut reader = self.wal.read_from(self.first());
         let mut decoder = EnvelopeDecoder::new();
         while let Some(record) = reader.next_ref() {
             let (position, bytes) = record?;
             let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
             if position > self.snapshot_position {
                 count += 1;
-                if !project(&durable)? {
-                    return Ok(count);
-                }
+                project(&durable)?;
             }
+            self.index(&mut index_batch, &durable)?;
+        }
+        index_batch.flush(self.index)?;
+        Ok(count)
+    }
+
+    /// [`Tail::read`] for the two-thread replay: a record past the snapshot is decoded
+    /// straight into `chunk` (its envelope checked and copied in one pass,
+    /// [`EnvelopeBatch::decode_push`]), and `send` is called with the chunk whenever it holds
+    /// [`PIPELINE_CHUNK_BYTES`] (it returns false to stop the read early: the projections'
+    /// thread stopped on an error). Returns how many records were past the snapshot; what is
+    /// left in `chunk` is for the caller to send.
+    fn read_into(
+        &self,
+        chunk: &mut Chunk,
+        mut send: impl FnMut(&mut Chunk) -> bool,
+    ) -> Result<u64> {
+        let mut count = 0u64;
+        let mut index_batch = IndexBatch::default();
+        let mut reader = self.wal.read_from(self.first());
+        let mut decoder = EnvelopeDecoder::new();
+        while let Some(record) = reader.next_ref() {
+            let (position, bytes) = record?;
+            if position <= self.snapshot_position {
+                // Only the index reads it (the snapshot holds it for everything else).
+                let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
+                self.index(&mut index_batch, &durable)?;
+                continue;
+            }
+            count += 1;
+            chunk.decode_push(position, bytes)?;
             if position > self.index_complete {
-                index_batch.add(self.index, &durable)?;
-                if index_batch.len() >= INDEX_BATCH_RECORDS {
-                    index_batch.flush(self.index)?;
-                }
+                self.index(&mut index_batch, &chunk.last()?)?;
+            }
+            if chunk.bytes() >= PIPELINE_CHUNK_BYTES && !send(chunk) {
+                return Ok(count);
             }
         }
         index_batch.flush(self.index)?;
@@ -129,22 +172,38 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn push(&mut self, record: &DurableRecord<'_>) -> Result<()> {
-        debug_assert!(
-            self.positions
-                .last()
-                .is_none_or(|last| *last < record.position)
-        );
-        // A chunk is sent at PIPELINE_CHUNK_BYTES, far below the batch's 4 GiB limit.
+    /// Decodes the record at `position` into the chunk (its envelope checked as
+    /// [`DurableRecord::decode`] checks it, with the same errors); a refused record leaves the
+    /// chunk as it was.
+    fn decode_push(&mut self, position: u64, bytes: &[u8]) -> Result<()> {
+        debug_assert!(self.positions.last().is_none_or(|last| *last < position));
+        // A chunk is sent at PIPELINE_CHUNK_BYTES, far below the batch's 4 GiB limit, which is
+        // the only other refusal.
         self.envelopes
-            .push(&record.envelope)
+            .decode_push(bytes)
             .map_err(|error| Error::Corrupted {
-                position: record.position,
-                reason: format!("not handed to the projections' thread: {error}"),
+                position,
+                reason: error.to_string(),
             })?;
-        self.positions.push(record.position);
+        self.positions.push(position);
         debug_assert_eq!(self.positions.len(), self.envelopes.len());
         Ok(())
+    }
+
+    /// The record pushed last (its engine event, if any, decoded and checked).
+    fn last(&self) -> Result<DurableRecord<'_>> {
+        let index = self.positions.len().checked_sub(1);
+        self.record(index.unwrap_or(usize::MAX))
+    }
+
+    /// The record pushed `index`-th.
+    fn record(&self, index: usize) -> Result<DurableRecord<'_>> {
+        let position = self.positions.get(index).copied().unwrap_or_default();
+        let envelope = self.envelopes.get(index).ok_or_else(|| Error::Corrupted {
+            position,
+            reason: format!("a replay chunk holds no envelope {index}"),
+        })?;
+        DurableRecord::with_envelope(position, envelope)
     }
 
     fn bytes(&self) -> usize {
@@ -163,12 +222,8 @@ impl Chunk {
         compaction: &CompactionPolicy,
         replayer: &mut dyn crate::projections::Replayer,
     ) -> Result<()> {
-        for (index, &position) in self.positions.iter().enumerate() {
-            let envelope = self.envelopes.get(index).ok_or_else(|| Error::Corrupted {
-                position,
-                reason: "a replay chunk holds fewer envelopes than positions".to_owned(),
-            })?;
-            let durable = DurableRecord::with_envelope(position, envelope)?;
+        for index in 0..self.positions.len() {
+            let durable = self.record(index)?;
             apply::apply_catalog(streams, compaction, &durable)?;
             replayer.apply(&durable)?;
         }
@@ -207,23 +262,19 @@ fn pipelined(
             .map_err(|error| Error::Task(error.to_string()))?;
         let mut chunk = Chunk::default();
         let mut chunks = 1usize;
-        let read = tail.read(|durable| {
-            chunk.push(durable)?;
-            if chunk.bytes() < PIPELINE_CHUNK_BYTES {
-                return Ok(true);
-            }
-            if full.send(std::mem::take(&mut chunk)).is_err() {
+        let read = tail.read_into(&mut chunk, |chunk| {
+            if full.send(std::mem::take(chunk)).is_err() {
                 // The projections' thread stopped on an error: reported below.
-                return Ok(false);
+                return false;
             }
             // A spent chunk if there is one; a new one only while every other chunk is queued
             // or in use (so at most PIPELINE_CHUNKS_MAX ever exist).
-            chunk = recycled.try_recv().unwrap_or_else(|_| {
+            *chunk = recycled.try_recv().unwrap_or_else(|_| {
                 chunks += 1;
                 assert!(chunks <= PIPELINE_CHUNKS_MAX, "replay chunks unbounded");
                 Chunk::default()
             });
-            Ok(true)
+            true
         });
         if read.is_ok() && !chunk.positions.is_empty() {
             // An error here means the projections' thread stopped: reported below.

@@ -10,7 +10,8 @@
 //! Properties: nothing panics; the envelope decoders agree (`Envelope::decode`,
 //! `EnvelopeRef::decode`, and an `EnvelopeDecoder` that checked another envelope of the same
 //! stream id and event type just before, as a replay's does); a decoded envelope re-encodes to
-//! exactly its bytes and comes back unchanged through an `EnvelopeBatch`; a decoded event is
+//! exactly its bytes and comes back unchanged through an `EnvelopeBatch` (which refuses what the
+//! decoders refuse, with the same error); a decoded event is
 //! valid, its payload encodes, and that payload and its JSON both decode back to the same event;
 //! decoding a payload into an event decoded before (`decode_payload_into`, as a replay does)
 //! gives what a fresh decode gives, errors included.
@@ -49,6 +50,10 @@ fn check_envelope(bytes: &[u8]) {
         }
         (Err(view_error), Err(error)) => {
             assert_eq!(view_error, error, "the two decoders fail differently");
+            let mut batch = EnvelopeBatch::new();
+            let pushed = batch.decode_push(bytes);
+            assert_eq!(pushed, Err(error), "a batch fails differently");
+            assert!(batch.is_empty(), "a batch kept a refused envelope");
             return;
         }
         (view, owned) => panic!("the two decoders disagree: {view:?} vs {owned:?}"),
@@ -96,8 +101,10 @@ fn check_decoder_and_batch(envelope: &Envelope, bytes: &[u8]) {
     );
     let mut batch = EnvelopeBatch::new();
     let first = EnvelopeRef::decode(&before).expect("a valid envelope");
-    batch.push(&first).expect("a small batch");
-    batch.push(&expected).expect("a small batch");
+    batch.decode_push(&before).expect("a small batch");
+    batch
+        .decode_push(bytes)
+        .expect("a valid envelope, a small batch");
     assert_eq!(batch.get(0), Some(first));
     assert_eq!(batch.get(1), Some(expected), "a batch changed the envelope");
 }

@@ -333,9 +333,10 @@ proptest! {
 }
 
 proptest! {
-    /// A run of envelopes through one decoder (repeated streams and types, some records
-    /// damaged) decodes each exactly as `EnvelopeRef::decode` does: the same fields, the same
-    /// errors, whatever the decoder checked before.
+    /// A run of envelopes through one decoder, and into one batch (repeated streams and
+    /// types, some records damaged), decodes each exactly as `EnvelopeRef::decode` does: the
+    /// same fields, the same errors, whatever was checked before; a refused envelope leaves
+    /// the batch as it was.
     #[test]
     fn a_decoder_decodes_a_run_as_each_alone(
         pool in proptest::collection::vec(arbitrary_envelope(), 1..4),
@@ -345,6 +346,8 @@ proptest! {
         ),
     ) {
         let mut decoder = EnvelopeDecoder::new();
+        let mut batch = EnvelopeBatch::new();
+        let mut pushed = Vec::new();
         for (pick, flip) in run {
             let mut bytes = pool[pick.index(pool.len())].encode();
             if let Some((at, value)) = flip {
@@ -353,11 +356,21 @@ proptest! {
             }
             let alone = EnvelopeRef::decode(&bytes);
             let through = decoder.decode(&bytes);
+            let into_batch = batch.decode_push(&bytes);
+            match (&alone, &into_batch) {
+                (Ok(_), Ok(())) => pushed.push(bytes.clone()),
+                (Err(alone), Err(into)) => prop_assert_eq!(alone.to_string(), into.to_string()),
+                (alone, into) => prop_assert!(false, "{:?} vs {:?}", alone, into),
+            }
+            prop_assert_eq!(batch.len(), pushed.len());
             match (alone, through) {
                 (Ok(alone), Ok(through)) => prop_assert_eq!(alone, through),
                 (Err(alone), Err(through)) => prop_assert_eq!(alone.to_string(), through.to_string()),
                 (alone, through) => prop_assert!(false, "{:?} vs {:?}", alone, through),
             }
+        }
+        for (index, bytes) in pushed.iter().enumerate() {
+            prop_assert_eq!(batch.get(index), Some(EnvelopeRef::decode(bytes).unwrap()));
         }
     }
 }
@@ -389,6 +402,23 @@ fn a_decoder_checks_a_changed_stream_or_type_again() {
     );
     let decoded = decoder.decode(&first).unwrap();
     assert_eq!((decoded.stream, decoded.event_type), ("room/a", "a.b"));
+    // A batch compares with the envelope pushed last in the same way.
+    let mut batch = EnvelopeBatch::new();
+    batch.decode_push(&first).unwrap();
+    batch.decode_push(&longer).unwrap();
+    assert_eq!(
+        batch.decode_push(&empty_entity).unwrap_err().to_string(),
+        alone
+    );
+    batch.decode_push(&first).unwrap();
+    let streams: Vec<_> = (0..batch.len())
+        .map(|index| batch.get(index).unwrap())
+        .map(|envelope| (envelope.stream, envelope.event_type))
+        .collect();
+    assert_eq!(
+        streams,
+        [("room/a", "a.b"), ("room/ab", "a.bc"), ("room/a", "a.b")]
+    );
 }
 
 proptest! {
@@ -410,8 +440,8 @@ proptest! {
         for round in 0..2 {
             batch.clear();
             prop_assert!(batch.is_empty());
-            for envelope in &decoded {
-                batch.push(envelope).unwrap();
+            for bytes in &encoded {
+                batch.decode_push(bytes).unwrap();
             }
             prop_assert_eq!(batch.len(), decoded.len());
             for (index, envelope) in decoded.iter().enumerate() {

@@ -444,6 +444,17 @@ impl ValidateCommand for Jobs {
     }
 }
 
+impl Jobs {
+    /// Applies an event of a `job/` stream.
+    fn apply_job_stream_event(&mut self, event: &RecordedEvent<BuiltinEvent>) {
+        let applied = event.event.stream_kind() == StreamKind::Job
+            && self.apply_job_event(event.stream.entity_id(), event);
+        if !applied {
+            self.ignored_events = self.ignored_events.saturating_add(1);
+        }
+    }
+}
+
 impl Projection for Jobs {
     type Event = BuiltinEvent;
 
@@ -455,14 +466,12 @@ impl Projection for Jobs {
         JOBS_STATE_VERSION
     }
 
+    /// In line: the event of any other stream (a replay's room messages, say) returns before a
+    /// call.
+    #[inline]
     fn apply(&mut self, event: &RecordedEvent<BuiltinEvent>) {
-        if event.stream.kind() != StreamKind::Job {
-            return;
-        }
-        let applied = event.event.stream_kind() == StreamKind::Job
-            && self.apply_job_event(event.stream.entity_id(), event);
-        if !applied {
-            self.ignored_events = self.ignored_events.saturating_add(1);
+        if event.stream.kind() == StreamKind::Job {
+            self.apply_job_stream_event(event);
         }
     }
 

@@ -464,18 +464,9 @@ impl ValidateCommand for RunLedger {
     }
 }
 
-impl Projection for RunLedger {
-    type Event = BuiltinEvent;
-
-    fn id(&self) -> &'static str {
-        RUNS_PROJECTION_ID
-    }
-
-    fn state_version(&self) -> u16 {
-        RUNS_STATE_VERSION
-    }
-
-    fn apply(&mut self, event: &RecordedEvent<BuiltinEvent>) {
+impl RunLedger {
+    /// Applies an event of a `run/` or `workflow/` stream.
+    fn apply_ledger_event(&mut self, event: &RecordedEvent<BuiltinEvent>) {
         let entity = event.stream.entity_id();
         let applied = match (event.stream.kind(), event.event.stream_kind()) {
             (StreamKind::Run, StreamKind::Run) => self.apply_run_event(entity, event),
@@ -487,6 +478,27 @@ impl Projection for RunLedger {
         };
         if !applied {
             self.ignored_events = self.ignored_events.saturating_add(1);
+        }
+    }
+}
+
+impl Projection for RunLedger {
+    type Event = BuiltinEvent;
+
+    fn id(&self) -> &'static str {
+        RUNS_PROJECTION_ID
+    }
+
+    fn state_version(&self) -> u16 {
+        RUNS_STATE_VERSION
+    }
+
+    /// In line: the event of any other stream (a replay's room messages, say) returns before a
+    /// call.
+    #[inline]
+    fn apply(&mut self, event: &RecordedEvent<BuiltinEvent>) {
+        if matches!(event.stream.kind(), StreamKind::Run | StreamKind::Workflow) {
+            self.apply_ledger_event(event);
         }
     }
 
