@@ -139,28 +139,51 @@ pub(crate) fn decode_borrowed<'a, T: bincode::BorrowDecode<'a, ()>>(
 /// answer. `three_strs_read_like_bincode` checks the two agree on any bytes.
 pub(crate) fn decode_three_strs(bytes: &[u8], bytes_max: usize) -> Result<(&str, &str, &str)> {
     check_input(bytes, bytes_max)?;
-    let mut rest = bytes;
-    let mut next = || -> Option<&str> {
-        let (&first, after) = rest.split_first()?;
-        let (len, after) = match first {
-            // bincode's standard varint: one byte up to 250, 251 then a little-endian u16.
-            0..=250 => (usize::from(first), after),
-            251 => {
-                let (len, after) = after.split_first_chunk::<2>()?;
-                (usize::from(u16::from_le_bytes(*len)), after)
-            }
-            _ => return None,
-        };
-        let (text, after) = after.split_at_checked(len)?;
-        rest = after;
-        std::str::from_utf8(text).ok()
-    };
-    if let (Some(first), Some(second), Some(third)) = (next(), next(), next())
-        && rest.is_empty()
-    {
-        return Ok((first, second, third));
+    if let Some(strs) = three_strs(bytes) {
+        return Ok(strs);
     }
     decode_borrowed(bytes, bytes_max)
+}
+
+/// The usual bytes of three strings ([`decode_three_strs`]), or `None` for any others. The
+/// first two are checked as UTF-8 in one call when the second's length is one ASCII byte
+/// (below 128): with that byte between them, the span is valid UTF-8 exactly when both strings
+/// are, and each starts or ends beside it, on a character boundary.
+fn three_strs(bytes: &[u8]) -> Option<(&str, &str, &str)> {
+    // bincode's standard varint: one byte up to 250, 251 then a little-endian u16.
+    let length = |at: usize| -> Option<(usize, usize)> {
+        match *bytes.get(at)? {
+            first @ 0..=250 => Some((usize::from(first), at + 1)),
+            251 => {
+                let len: [u8; 2] = bytes.get(at + 1..at + 3)?.try_into().ok()?;
+                Some((usize::from(u16::from_le_bytes(len)), at + 3))
+            }
+            _ => None,
+        }
+    };
+    let (first_len, first_start) = length(0)?;
+    let first_end = first_start.checked_add(first_len)?;
+    let (second_len, second_start) = length(first_end)?;
+    let second_end = second_start.checked_add(second_len)?;
+    let (third_len, third_start) = length(second_end)?;
+    let third_end = third_start.checked_add(third_len)?;
+    if third_end != bytes.len() {
+        return None;
+    }
+    let text = |start: usize, end: usize| std::str::from_utf8(bytes.get(start..end)?).ok();
+    let (first, second) = if second_start == first_end + 1 && second_len < 128 {
+        let span = text(first_start, second_end)?;
+        (
+            span.get(..first_len)?,
+            span.get(second_start - first_start..)?,
+        )
+    } else {
+        (
+            text(first_start, first_end)?,
+            text(second_start, second_end)?,
+        )
+    };
+    Some((first, second, text(third_start, third_end)?))
 }
 
 /// Deserializes a `String` through `deserialize_str` (for `#[serde(deserialize_with)]` on hot
@@ -329,6 +352,18 @@ mod tests {
             vec![200, b'a', 0, 0],
             vec![251, 0xff],
             vec![],
+            // The first two checked as one span: a character cut at the end of the first, or
+            // at the start of the second; a second of 127 and of 128 to 250 bytes (its length
+            // byte is then not ASCII, and each is checked alone).
+            vec![1, 0xC3, 1, b'a', 0],
+            vec![1, b'a', 1, 0xA9, 0],
+            vec![2, 0xC3, 0xA9, 1, b'a', 0],
+            encode(&("é", "b".repeat(127), "c")).unwrap(),
+            encode(&("é", "b".repeat(128), "c")).unwrap(),
+            encode(&("é", "🦀".repeat(50), "c")).unwrap(),
+            // A second of 195 bytes (length byte 0xC3, a lead byte) that starts with a
+            // continuation byte: invalid alone, though the span would read "aé...".
+            [&[1, b'a', 195, 0xA9][..], &[b'b'; 194], &[0]].concat(),
         ];
         for bytes in cases {
             let (direct, bincode) = three_strs_both_ways(&bytes);
@@ -348,7 +383,7 @@ mod tests {
     proptest! {
         #[test]
         fn three_strs_read_like_bincode(
-            texts in ("[a-z]{0,3}", ".{0,4}", "[a-zé]{0,300}"),
+            texts in (".{0,3}", ".{0,4}|[a-z]{120,135}|.{30,70}", "[a-zé]{0,300}"),
             changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
             cut in proptest::option::of(any::<prop::sample::Index>()),
         ) {

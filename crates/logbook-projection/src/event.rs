@@ -423,8 +423,13 @@ impl<E: Event> RecordedEvent<E> {
         }
         self.schema_version = envelope.schema_version;
         self.timestamp_ms = envelope.timestamp_ms;
-        reuse(&mut self.correlation_id, envelope.correlation_id);
-        reuse(&mut self.causation_id, envelope.causation_id);
+        // Most events carry no trace ids: nothing to call then.
+        if self.correlation_id.is_some() || envelope.correlation_id.is_some() {
+            reuse(&mut self.correlation_id, envelope.correlation_id);
+        }
+        if self.causation_id.is_some() || envelope.causation_id.is_some() {
+            reuse(&mut self.causation_id, envelope.causation_id);
+        }
         Ok(())
     }
 
@@ -436,12 +441,9 @@ impl<E: Event> RecordedEvent<E> {
     }
 }
 
-/// Sets `slot` to `value`, in the buffer it holds when it holds one. In line: most events carry
-/// no trace ids, and a replay calls this twice per event.
-#[inline]
+/// Sets `slot` to `value`, in the buffer it holds when it holds one.
 fn reuse(slot: &mut Option<String>, value: Option<&str>) {
     match (slot.as_mut(), value) {
-        (None, None) => {}
         (Some(held), Some(value)) => value.clone_into(held),
         (_, value) => *slot = value.map(str::to_owned),
     }

@@ -112,6 +112,7 @@ impl AsRef<str> for EventType {
 /// Compared in line, a word at a time: a replay compares every record's event type with the
 /// one before.
 impl PartialEq<str> for EventType {
+    #[inline]
     fn eq(&self, other: &str) -> bool {
         crate::envelope::same_bytes(self.0.as_bytes(), other.as_bytes())
     }

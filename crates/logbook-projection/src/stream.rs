@@ -151,6 +151,7 @@ impl Eq for StreamId {}
 /// A stream id equals the name it holds (a replay compares every record's stream with the id
 /// of the event before it: in line, a word at a time).
 impl PartialEq<str> for StreamId {
+    #[inline]
     fn eq(&self, other: &str) -> bool {
         crate::envelope::same_bytes(self.name.as_bytes(), other.as_bytes())
     }

@@ -5,8 +5,28 @@
 //! by anyone but the writer (in append order) or the replay at open.
 
 use crate::error::{Error, Result};
+use hashbrown::HashMap;
 use logbook_projection::StreamId;
-use std::collections::HashMap;
+
+/// A stream looked up by its name: hashes as the [`StreamId`] it finds, and compares with it in
+/// line (`StreamId == str`, a word at a time) rather than through a `memcmp` call as `&str`
+/// lookups do; a replay looks a stream up once per record.
+struct Name<'a>(&'a str);
+
+impl std::hash::Hash for Name<'_> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `StreamId` hashes (its name's hash alone).
+        self.0.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<StreamId> for Name<'_> {
+    #[inline]
+    fn equivalent(&self, key: &StreamId) -> bool {
+        *key == *self.0
+    }
+}
 
 /// What an append expects of its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +123,7 @@ impl StreamState {
 pub(crate) struct StreamTable {
     /// foldhash (seeded per process): a replay looks a stream up once per record, and std's
     /// SipHash cost a tenth of that thread's instructions.
+    /// hashbrown's map, so the replay's lookup by name compares in line ([`Name`]).
     streams: HashMap<StreamId, StreamState, foldhash::fast::RandomState>,
 }
 
@@ -172,7 +193,7 @@ impl StreamTable {
     pub(crate) fn replay(&mut self, stream: &str, version: u64, position: u64) -> Result<()> {
         // Looked up by `&str` first: a stream seen before costs no allocation and no second
         // validation (the envelope's decode validated the name).
-        let state = if let Some(state) = self.streams.get_mut(stream) {
+        let state = if let Some(state) = self.streams.get_mut(&Name(stream)) {
             state
         } else {
             self.streams.entry(StreamId::new(stream)?).or_default()
@@ -260,5 +281,35 @@ impl StreamTable {
             Some(state) => Ok(Some(state.truncated_before)),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replay finds a stream by its name ([`Name`] hashes and compares as the `StreamId`):
+    /// the records of one stream update one entry, whatever other streams come between.
+    #[test]
+    fn a_replay_finds_a_stream_by_its_name() {
+        let mut table = StreamTable::default();
+        let names = ["room/a", "room/ab", "job/a", "a-custom-stream-with-a-long-name"];
+        let mut position = 0;
+        for version in 0..3 {
+            for name in names {
+                position += 1;
+                table.replay(name, version, position).unwrap();
+            }
+        }
+        assert_eq!(table.len(), names.len());
+        for (index, name) in names.iter().enumerate() {
+            let state = table.get(&StreamId::new(*name).unwrap()).unwrap();
+            assert_eq!(state.last_version(), Some(2), "{name}");
+            assert_eq!(state.first_position, index as u64 + 1, "{name}");
+            assert_eq!(state.last_position(), Some(position - 3 + index as u64));
+        }
+        // A version that goes back is refused for the stream it belongs to.
+        let error = table.replay("room/ab", 1, position + 1).unwrap_err();
+        assert!(error.to_string().contains("room/ab"), "{error}");
     }
 }

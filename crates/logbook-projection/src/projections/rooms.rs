@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Lookup, ValidateCommand, rejected};
+use super::{Lookup, Name, ValidateCommand, rejected};
 use crate::error::{RejectReason, Result};
 use crate::event::RecordedEvent;
 use crate::model::BuiltinEvent;
@@ -115,7 +115,7 @@ impl Rooms {
 
     fn apply_room_event(&mut self, room_id: &str, event: &RecordedEvent<BuiltinEvent>) -> bool {
         // One lookup checks and applies (a replay applies every event of a room through here).
-        let mut found = self.rooms.get_mut(room_id);
+        let mut found = self.rooms.get_mut(&Name(room_id));
         if check_room(found.as_deref(), room_id, &event.event).is_err() {
             return false;
         }
