@@ -24,11 +24,18 @@ use std::sync::mpsc;
 pub(crate) const PIPELINE_RECORDS_MIN: u64 = 50_000;
 /// Bytes of records (their envelopes and positions, [`Chunk::bytes`]) per chunk handed to the
 /// projections' thread.
-pub(crate) const PIPELINE_CHUNK_BYTES: usize = 256 * 1024;
+pub(crate) const PIPELINE_CHUNK_BYTES: usize = 128 * 1024;
 /// Chunks queued for the projections' thread; with the one it applies and the one being
 /// filled, at most `PIPELINE_CHUNKS_MAX` chunks exist: the replay's memory is bounded by
-/// `PIPELINE_CHUNKS_MAX * (PIPELINE_CHUNK_BYTES + one record)` whatever the log's size.
-const PIPELINE_QUEUE: usize = 2;
+/// `PIPELINE_CHUNKS_MAX * (PIPELINE_CHUNK_BYTES + one record)` (2 MiB and a record) whatever
+/// the log's size.
+///
+/// Sixteen chunks of 128 KiB rather than four of 256 KiB: a chunk is filled again only after
+/// about 2 MiB of others went through the projections' thread, so its bytes have left that
+/// core's cache (1 MiB of L2 on the machines measured) and the copy into it does not stall on
+/// taking each cache line back from the other core. perf showed those stalls as 9% of the
+/// replay's samples; `docs/benchmarks.md`, session 15.
+const PIPELINE_QUEUE: usize = 14;
 pub(crate) const PIPELINE_CHUNKS_MAX: usize = PIPELINE_QUEUE + 2;
 
 /// Rebuilds the stream table and the projections from the log past `start`'s snapshot
