@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::index::StreamIndex;
 use crate::projections::Applier;
-use crate::streams::StreamTable;
+use crate::streams::{ReplayRun, StreamTable};
 use crate::system::{self, SystemEvent};
 use logbook_compaction::CompactionPolicy;
 use logbook_projection::{EnvelopeDecoder, EnvelopeRef, Event, RecordedEvent, StreamId};
@@ -172,9 +172,44 @@ pub(crate) fn apply_catalog(
     compaction: &CompactionPolicy,
     record: &DurableRecord<'_>,
 ) -> Result<()> {
+    let envelope = &record.envelope;
+    streams.replay(envelope.stream, envelope.stream_version, record.position)?;
+    apply_catalog_rest(streams, compaction, record)
+}
+
+/// [`apply_catalog`] of a replay's next record through `run` ([`StreamTable::replay_in_run`]):
+/// the same changes and errors, with no lookup for a record of the run's stream. A record that
+/// changes more than its own stream's version ends the run first; the caller ends it after the
+/// last record ([`StreamTable::end_run`]).
+pub(crate) fn apply_catalog_in_run(
+    streams: &mut StreamTable,
+    run: &mut ReplayRun,
+    compaction: &CompactionPolicy,
+    record: &DurableRecord<'_>,
+) -> Result<()> {
+    let envelope = &record.envelope;
+    streams.replay_in_run(
+        run,
+        envelope.stream,
+        envelope.stream_version,
+        record.position,
+    )?;
+    if record.system.is_some() || compaction.is_finished(envelope.event_type) {
+        streams.end_run(run);
+        apply_catalog_rest(streams, compaction, record)?;
+    }
+    Ok(())
+}
+
+/// What [`apply_catalog`] does after the record's own version: a deletion, a truncation, a
+/// finished entity.
+fn apply_catalog_rest(
+    streams: &mut StreamTable,
+    compaction: &CompactionPolicy,
+    record: &DurableRecord<'_>,
+) -> Result<()> {
     let position = record.position;
     let envelope = &record.envelope;
-    streams.replay(envelope.stream, envelope.stream_version, position)?;
     match &record.system {
         Some(SystemEvent::StreamDeleted { stream }) => {
             streams.delete(&StreamId::new(stream.as_str())?, position);

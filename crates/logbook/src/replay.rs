@@ -13,7 +13,7 @@ use crate::apply::{self, DurableRecord, INDEX_BATCH_RECORDS, IndexBatch};
 use crate::error::{Error, Result};
 use crate::index::StreamIndex;
 use crate::projections::Applier;
-use crate::streams::StreamTable;
+use crate::streams::{ReplayRun, StreamTable};
 use logbook_compaction::CompactionPolicy;
 use logbook_projection::{EnvelopeBatch, EnvelopeDecoder};
 use logbook_wal::Wal;
@@ -75,10 +75,12 @@ fn in_line(
 ) -> Result<(StreamTable, u64)> {
     // The projections take the records a chunk at a time (flushed after the last one).
     let mut replayer = applier.replayer();
+    let mut run = ReplayRun::default();
     let count = tail.read(|durable| {
-        apply::apply_catalog(&mut streams, tail.compaction, durable)?;
+        apply::apply_catalog_in_run(&mut streams, &mut run, tail.compaction, durable)?;
         replayer.apply(durable)
     })?;
+    streams.end_run(&mut run);
     replayer.flush();
     Ok((streams, count))
 }
@@ -222,16 +224,18 @@ impl Chunk {
         self.envelopes.clear();
     }
 
-    /// Applies every record to the catalog and the projections, in order.
+    /// Applies every record to the catalog (through `run`, which the caller ends after the
+    /// last chunk) and the projections, in order.
     fn apply(
         &self,
         streams: &mut StreamTable,
+        run: &mut ReplayRun,
         compaction: &CompactionPolicy,
         replayer: &mut dyn crate::projections::Replayer,
     ) -> Result<()> {
         for index in 0..self.positions.len() {
             let durable = self.record(index)?;
-            apply::apply_catalog(streams, compaction, &durable)?;
+            apply::apply_catalog_in_run(streams, run, compaction, &durable)?;
             replayer.apply(&durable)?;
         }
         Ok(())
@@ -257,12 +261,14 @@ fn pipelined(
             .spawn_scoped(scope, move || -> Result<StreamTable> {
                 let _span = span.entered();
                 let mut replayer = applier.replayer();
+                let mut run = ReplayRun::default();
                 for mut chunk in queued {
-                    chunk.apply(&mut streams, tail.compaction, replayer.as_mut())?;
+                    chunk.apply(&mut streams, &mut run, tail.compaction, replayer.as_mut())?;
                     chunk.clear();
                     // The reader may be done and gone: the chunk is then dropped.
                     let _ = spent.send(chunk);
                 }
+                streams.end_run(&mut run);
                 replayer.flush();
                 Ok(streams)
             })

@@ -118,6 +118,20 @@ impl StreamState {
     }
 }
 
+/// The stream of the records a replay applied last, and its version and position after them
+/// ([`StreamTable::replay_in_run`]): what the table holds for it once the run ends.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayRun {
+    /// The stream's name (a buffer reused from run to run).
+    stream: String,
+    next_version: u64,
+    last_position: u64,
+    /// Whether `stream` is the run's (else the run is empty).
+    active: bool,
+    /// Whether records past the run's first are kept here and not yet in the table.
+    pending: bool,
+}
+
 /// Every stream's state.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StreamTable {
@@ -216,6 +230,57 @@ impl StreamTable {
         Ok(())
     }
 
+    /// [`StreamTable::replay`] of the next record of a replay, through `run`: a record of the
+    /// stream `run` holds is checked against it (the same check, the same error) and kept
+    /// there, with no lookup; any other ends the run ([`StreamTable::end_run`]) and starts one.
+    /// A replay reads runs of one stream's records (a batch, a busy room), and the lookup was
+    /// a tenth of a replayed record's catalog and projections' work. The run must be ended
+    /// before anything else reads or changes the table.
+    pub(crate) fn replay_in_run(
+        &mut self,
+        run: &mut ReplayRun,
+        stream: &str,
+        version: u64,
+        position: u64,
+    ) -> Result<()> {
+        if run.active && logbook_projection::same_text(&run.stream, stream) {
+            if version < run.next_version || position <= run.last_position {
+                return Err(Error::Corrupted {
+                    position,
+                    reason: format!(
+                        "stream {stream} has version {version} where {} or above was expected",
+                        run.next_version
+                    ),
+                });
+            }
+            run.next_version = version + 1;
+            run.last_position = position;
+            run.pending = true;
+            return Ok(());
+        }
+        self.end_run(run);
+        self.replay(stream, version, position)?;
+        stream.clone_into(&mut run.stream);
+        run.next_version = version + 1;
+        run.last_position = position;
+        run.active = true;
+        Ok(())
+    }
+
+    /// Writes what `run` kept back into its stream's state, and empties it.
+    pub(crate) fn end_run(&mut self, run: &mut ReplayRun) {
+        if run.pending
+            && let Some(state) = self.streams.get_mut(&Name(&run.stream))
+        {
+            debug_assert!(run.next_version > state.next_version);
+            debug_assert!(run.last_position > state.last_position);
+            state.next_version = run.next_version;
+            state.last_position = run.last_position;
+        }
+        run.active = false;
+        run.pending = false;
+    }
+
     /// Marks `stream` deleted by the tombstone at `position`: all its records are dead.
     pub(crate) fn delete(&mut self, stream: &StreamId, position: u64) {
         let state = self.streams.entry(stream.clone()).or_default();
@@ -293,7 +358,12 @@ mod tests {
     #[test]
     fn a_replay_finds_a_stream_by_its_name() {
         let mut table = StreamTable::default();
-        let names = ["room/a", "room/ab", "job/a", "a-custom-stream-with-a-long-name"];
+        let names = [
+            "room/a",
+            "room/ab",
+            "job/a",
+            "a-custom-stream-with-a-long-name",
+        ];
         let mut position = 0;
         for version in 0..3 {
             for name in names {
@@ -311,5 +381,54 @@ mod tests {
         // A version that goes back is refused for the stream it belongs to.
         let error = table.replay("room/ab", 1, position + 1).unwrap_err();
         assert!(error.to_string().contains("room/ab"), "{error}");
+    }
+
+    proptest::proptest! {
+        /// Replaying through a run gives the table and the errors of replaying each record
+        /// alone: runs of one stream, interleaved streams, versions that go back, positions
+        /// that repeat, deletions and runs ended anywhere between.
+        #[test]
+        fn a_replay_through_runs_is_a_replay_of_each_record(
+            steps in proptest::collection::vec((0usize..4, 0u64..3, 0u64..3, 0u8..12), 1..60),
+        ) {
+            let names = ["room/a", "room/b", "job/a", "room/ab"];
+            let mut alone = StreamTable::default();
+            let mut runs = StreamTable::default();
+            let mut run = ReplayRun::default();
+            let mut versions = [0u64; 4];
+            let mut position = 0u64;
+            for (stream, version_step, position_step, action) in steps {
+                let name = names[stream];
+                match action {
+                    0 => {
+                        // A deletion: the run ends before anything else changes the table.
+                        position += 1;
+                        let id = StreamId::new(name).unwrap();
+                        alone.delete(&id, position);
+                        runs.end_run(&mut run);
+                        runs.delete(&id, position);
+                    }
+                    1 => runs.end_run(&mut run),
+                    _ => {
+                        // Mostly the next version at a later position; sometimes a version
+                        // that goes back (step 0 after a record) or a repeated position.
+                        versions[stream] = (versions[stream] + version_step).saturating_sub(1);
+                        position += position_step.min(1) + u64::from(action == 2);
+                        let expected = alone.replay(name, versions[stream], position);
+                        let got = runs.replay_in_run(&mut run, name, versions[stream], position);
+                        proptest::prop_assert_eq!(
+                            expected.as_ref().map_err(ToString::to_string),
+                            got.as_ref().map_err(ToString::to_string)
+                        );
+                        if expected.is_err() {
+                            break;
+                        }
+                        versions[stream] += 1;
+                    }
+                }
+            }
+            runs.end_run(&mut run);
+            proptest::prop_assert_eq!(alone, runs);
+        }
     }
 }
