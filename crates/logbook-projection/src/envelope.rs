@@ -334,20 +334,24 @@ impl EnvelopeDecoder {
 ///
 /// Only what [`EnvelopeBatch::decode_push`] decoded valid goes in, so only valid envelopes
 /// come out. A stream
-/// id or event type equal to the previous envelope's is stored once; payloads are copied. A
-/// batch holds at most [`EnvelopeBatch::BYTES_MAX`] bytes of texts and of payloads.
+/// id or event type equal to the previous envelope's is stored once. Payloads stay in the
+/// batch's block: the bytes [`EnvelopeBatch::decode_push`] copies in, or, for a reader that
+/// lends its read buffers, a buffer the envelopes were decoded in
+/// ([`EnvelopeBatch::decode_located`], then [`EnvelopeBatch::set_block`]), so a replay hands
+/// records to another thread without copying them. A batch holds at most
+/// [`EnvelopeBatch::BYTES_MAX`] bytes of texts and of block.
 #[derive(Debug, Default)]
 pub struct EnvelopeBatch {
     /// The stream ids, event types and trace ids of the envelopes.
     texts: String,
-    /// Their payloads, one after the other.
-    payloads: Vec<u8>,
+    /// The bytes their payloads lie in.
+    block: Vec<u8>,
     entries: Vec<BatchEntry>,
 }
 
 /// One envelope of an [`EnvelopeBatch`]: its fixed fields, and where its texts and payload
-/// are (offsets into the batch's buffers; 48 bytes, what a replay moves between threads per
-/// record besides the payload).
+/// are (offsets into the batch's buffers; 56 bytes, what a replay moves between threads per
+/// record besides the block).
 #[derive(Debug, Clone, Copy)]
 struct BatchEntry {
     stream_version: u64,
@@ -356,7 +360,8 @@ struct BatchEntry {
     event_type: (u32, u32),
     /// Where the correlation id starts; the causation id follows it.
     ids: u32,
-    /// Where the payload ends (it starts where the previous entry's ends).
+    /// Where the payload starts and ends in the block.
+    payload_start: u32,
     payload_end: u32,
     /// Lengths of the correlation and causation ids (0: absent; an id is at most 128 bytes).
     correlation_len: u8,
@@ -375,15 +380,31 @@ impl EnvelopeBatch {
     }
 
     /// Decodes and validates the envelope that fills `bytes`, as [`EnvelopeRef::decode`] does
-    /// (the same checks, the same errors), and copies it in after the others; it comes back
-    /// from [`EnvelopeBatch::get`]. A stream id or event type equal, byte for byte, to the
-    /// previous envelope's is that same valid text: it is neither checked nor stored again.
-    /// Refuses an invalid envelope, and one that would take the batch's texts or payloads past
-    /// [`EnvelopeBatch::BYTES_MAX`]; a refused envelope leaves the batch as it was.
-    ///
-    /// A replay's reading thread calls this once per record: one decode, one compare per text,
-    /// one copy, instead of an [`EnvelopeDecoder`]'s decode then a second compare and copy.
+    /// (the same checks, the same errors), and copies it into the block after the others; it
+    /// comes back from [`EnvelopeBatch::get`]. Refuses what
+    /// [`EnvelopeBatch::decode_located`] refuses, leaving the batch as it was.
     pub fn decode_push(&mut self, bytes: &[u8]) -> Result<()> {
+        self.decode_located(bytes, self.block.len())?;
+        self.block.extend_from_slice(bytes);
+        debug_assert_eq!(
+            self.get(self.entries.len() - 1),
+            EnvelopeRef::decode(bytes).ok()
+        );
+        Ok(())
+    }
+
+    /// Decodes and validates the envelope that fills `bytes`, as [`EnvelopeRef::decode`] does
+    /// (the same checks, the same errors), and adds it after the others, its payload read
+    /// from the block at `at` (where `bytes` lie in the block the batch holds when it is read:
+    /// the caller puts it there, [`EnvelopeBatch::set_block`]). A stream id or event type
+    /// equal, byte for byte, to the previous envelope's is that same valid text: it is neither
+    /// checked nor stored again. Refuses an invalid envelope, and one that would take the
+    /// batch's texts or block past [`EnvelopeBatch::BYTES_MAX`]; a refused envelope leaves the
+    /// batch as it was.
+    ///
+    /// A replay's reading thread calls this once per record, on the bytes of the WAL reader's
+    /// block: one decode and one compare per text, no copy of the payload.
+    pub fn decode_located(&mut self, bytes: &[u8], at: usize) -> Result<()> {
         let parts = EnvelopeParts::split(bytes)?;
         let previous = self.entries.last().copied();
         let held = |batch: &Self, at: (u32, u32), text: &[u8]| {
@@ -419,8 +440,8 @@ impl EnvelopeBatch {
             + new_text(event_type)
             + correlation.len()
             + causation.len();
-        let payloads_max = self.payloads.len() + parts.payload.len();
-        let over = texts_max.max(payloads_max);
+        let block_max = at.saturating_add(bytes.len());
+        let over = texts_max.max(block_max);
         if over > Self::BYTES_MAX {
             return Err(Error::LimitExceeded {
                 what: "envelope batch",
@@ -434,7 +455,8 @@ impl EnvelopeBatch {
         let (_, causation_len) = push_text(&mut self.texts, causation);
         // A decoded envelope's ids are at most CORRELATION_ID_BYTES_MAX (128) bytes.
         const { assert!(CORRELATION_ID_BYTES_MAX <= u8::MAX as usize) };
-        self.payloads.extend_from_slice(parts.payload);
+        // The payload is the envelope's last field.
+        let payload_start = block_max - parts.payload.len();
         // Checked above: every offset and length fits.
         self.entries.push(BatchEntry {
             stream_version: parts.stream_version,
@@ -442,17 +464,21 @@ impl EnvelopeBatch {
             stream,
             event_type,
             ids,
-            payload_end: offset(self.payloads.len()),
+            payload_start: offset(payload_start),
+            payload_end: offset(block_max),
             correlation_len: u8::try_from(correlation_len).unwrap_or(u8::MAX),
             causation_len: u8::try_from(causation_len).unwrap_or(u8::MAX),
             schema_version: parts.schema_version,
             codec: parts.codec,
         });
-        debug_assert_eq!(
-            self.get(self.entries.len() - 1),
-            EnvelopeRef::decode(bytes).ok()
-        );
         Ok(())
+    }
+
+    /// Gives the batch the block its envelopes' payloads are read from (where the bytes handed
+    /// to [`EnvelopeBatch::decode_located`] lie), and returns the block it held. An envelope
+    /// whose payload the block does not hold is not returned ([`EnvelopeBatch::get`]).
+    pub fn set_block(&mut self, block: Vec<u8>) -> Vec<u8> {
+        std::mem::replace(&mut self.block, block)
     }
 
     /// How many envelopes it holds.
@@ -465,28 +491,21 @@ impl EnvelopeBatch {
         self.entries.is_empty()
     }
 
-    /// The bytes its envelopes take (texts, payloads and the fixed fields): what bounds its
-    /// memory.
+    /// The bytes it holds (texts, block and the fixed fields): what bounds its memory.
     pub fn bytes(&self) -> usize {
-        self.texts.len()
-            + self.payloads.len()
-            + self.entries.len() * std::mem::size_of::<BatchEntry>()
+        self.texts.len() + self.block.len() + self.entries.len() * std::mem::size_of::<BatchEntry>()
     }
 
     /// Empties it, keeping its buffers.
     pub fn clear(&mut self) {
         self.texts.clear();
-        self.payloads.clear();
+        self.block.clear();
         self.entries.clear();
     }
 
     /// The envelope pushed `index`-th, `None` past the last.
     pub fn get(&self, index: usize) -> Option<EnvelopeRef<'_>> {
         let entry = self.entries.get(index)?;
-        let payload_start = match index.checked_sub(1) {
-            Some(previous) => self.entries.get(previous)?.payload_end,
-            None => 0,
-        };
         // Every offset was taken from these buffers when the entry was pushed, so these
         // lookups always succeed; they are checked all the same (no panic, no unchecked index).
         let correlation_end = entry.ids + u32::from(entry.correlation_len);
@@ -504,8 +523,8 @@ impl EnvelopeBatch {
             correlation_id: id(entry.ids, entry.correlation_len)?,
             causation_id: id(correlation_end, entry.causation_len)?,
             payload: self
-                .payloads
-                .get(index_of(payload_start)..index_of(entry.payload_end))?,
+                .block
+                .get(index_of(entry.payload_start)..index_of(entry.payload_end))?,
         })
     }
 

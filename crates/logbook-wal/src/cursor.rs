@@ -27,7 +27,27 @@ pub(crate) struct Cursor {
     /// The size of the next read, when the caller knows how far it will read
     /// ([`Cursor::hint`]); once used, the read-ahead doubles from it as after any read.
     hint: Option<usize>,
+    /// Whether buffers that frames were returned from are kept for the caller instead of
+    /// being read over ([`Cursor::lend`]); `None` when not lending.
+    lending: Option<Lending>,
 }
+
+/// The buffers of a lending cursor: a buffer a frame was returned from is retired (handed to
+/// the caller) when the cursor needs another, and the cursor reads into a spare instead.
+#[derive(Debug, Default)]
+struct Lending {
+    /// Whether a frame of the current buffer was returned to the caller.
+    lent: bool,
+    /// Whether the buffer was retired since the caller last asked ([`Cursor::take_fresh`]).
+    fresh: bool,
+    /// The buffer retired last, until the caller takes it.
+    retired: Option<Vec<u8>>,
+    /// Buffers handed back, read into next (at most [`SPARES_MAX`] are kept).
+    spares: Vec<Vec<u8>>,
+}
+
+/// The most spare buffers a lending cursor keeps.
+const SPARES_MAX: usize = 16;
 
 impl Default for Cursor {
     fn default() -> Self {
@@ -36,6 +56,7 @@ impl Default for Cursor {
             start: 0,
             read_ahead: READ_AHEAD_BYTES_MIN,
             hint: None,
+            lending: None,
         }
     }
 }
@@ -46,7 +67,16 @@ impl Cursor {
     }
 
     /// Forgets buffered bytes (after the file changed under them, or another file is read).
+    /// A lending cursor retires its buffer if a frame of it was returned.
     pub(crate) fn reset(&mut self) {
+        self.retire();
+        if let Some(lending) = &mut self.lending
+            && !self.buffer.is_empty()
+            && lending.spares.len() < SPARES_MAX
+        {
+            // Kept at its length: the next read takes it back without filling it with zeros.
+            lending.spares.push(std::mem::take(&mut self.buffer));
+        }
         self.buffer.clear();
         self.start = 0;
         self.read_ahead = READ_AHEAD_BYTES_MIN;
@@ -60,6 +90,58 @@ impl Cursor {
     pub(crate) fn hint(&mut self, bytes: u64) {
         let bytes = usize::try_from(bytes).unwrap_or(READ_AHEAD_BYTES_MAX);
         self.hint = Some(bytes.clamp(READ_AHEAD_BYTES_MIN, READ_AHEAD_BYTES_MAX));
+    }
+
+    /// Starts lending: buffers that frames were returned from ([`Cursor::lent`]) are kept for
+    /// the caller ([`Cursor::take_retired`]) rather than read over.
+    pub(crate) fn lend(&mut self) {
+        self.lending.get_or_insert_with(Lending::default);
+    }
+
+    /// A frame of the current buffer was returned to the caller (lending only).
+    pub(crate) fn lent(&mut self) {
+        if let Some(lending) = &mut self.lending {
+            lending.lent = true;
+        }
+    }
+
+    /// Whether the buffer frames were returned from was retired since the last call.
+    pub(crate) fn take_fresh(&mut self) -> bool {
+        self.lending
+            .as_mut()
+            .is_some_and(|lending| std::mem::take(&mut lending.fresh))
+    }
+
+    /// The buffer retired last, if the caller has not taken it yet: the bytes from the file
+    /// offset its frames were read at, every frame returned from it whole.
+    pub(crate) fn take_retired(&mut self) -> Option<Vec<u8>> {
+        self.lending.as_mut()?.retired.take()
+    }
+
+    /// Retires the current buffer now if a frame of it was returned (the end of a read).
+    pub(crate) fn retire(&mut self) {
+        let Some(lending) = &mut self.lending else {
+            return;
+        };
+        if !lending.lent {
+            return;
+        }
+        // A block the caller did not take is dropped: its records' bytes are gone with it.
+        // Nothing is buffered now; the next read takes a spare.
+        lending.retired = Some(std::mem::take(&mut self.buffer));
+        lending.lent = false;
+        lending.fresh = true;
+        self.start = 0;
+    }
+
+    /// A buffer handed back by the caller, to read into next (lending only; kept at its
+    /// length, so reading into it again fills no zeros).
+    pub(crate) fn give(&mut self, buffer: Vec<u8>) {
+        if let Some(lending) = &mut self.lending
+            && lending.spares.len() < SPARES_MAX
+        {
+            lending.spares.push(buffer);
+        }
     }
 
     /// The bytes `[offset, offset + len)`, which the caller guarantees lie below `limit`.
@@ -84,6 +166,15 @@ impl Cursor {
                 READ_AHEAD_BYTES_MIN
             };
             let want = (limit - offset).min(len.max(self.read_ahead) as u64) as usize;
+            // A lending cursor hands the caller a buffer frames were returned from, and reads
+            // into a spare (at the length it had: filled with zeros only past it).
+            self.retire();
+            if let Some(lending) = &mut self.lending
+                && self.buffer.is_empty()
+                && let Some(spare) = lending.spares.pop()
+            {
+                self.buffer = spare;
+            }
             self.buffer.resize(want, 0);
             self.start = offset;
             let mut filled = 0;
@@ -107,6 +198,18 @@ impl Cursor {
         self.buffer
             .get(at..at + len)
             .ok_or_else(|| io::Error::other("cursor bounds"))
+    }
+
+    /// Where the bytes `[offset, offset + len)` lie in the buffer, and the bytes, if they are
+    /// buffered.
+    pub(crate) fn located(&self, offset: u64, len: usize) -> Option<(usize, &[u8])> {
+        let at = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        Some((at, self.block_bytes(at, len)?))
+    }
+
+    /// The bytes `[at, at + len)` of the buffer.
+    pub(crate) fn block_bytes(&self, at: usize, len: usize) -> Option<&[u8]> {
+        self.buffer.get(at..at.checked_add(len)?)
     }
 
     /// Bytes `[offset, offset + len)` if they are buffered (the payload of the frame

@@ -58,7 +58,7 @@ mod wal;
 pub use creation::{create_dir_all_durable, creation_unfinished};
 pub use error::{Error, Result};
 pub use options::{RECORD_BYTES_LIMIT, RecoveryMode, SyncPolicy, WalOptions};
-pub use reader::WalReader;
+pub use reader::{Located, WalReader};
 pub use recovery::{Damage, RecoveryReport, Salvage, TailCut};
 pub use rewrite::RewriteReport;
 pub use salvage::{DamagedRegion, KeepIntactReport};

@@ -74,6 +74,69 @@ impl WalReader {
         self
     }
 
+    /// Makes the reader lend its read buffers, so a scan that hands records to another thread
+    /// need not copy them out: records come from [`WalReader::next_located`] with where they
+    /// lie in the reader's current buffer (its block), and once the reader needs another
+    /// buffer, the block is the caller's ([`WalReader::take_block`]). The same records, checks
+    /// and errors as without.
+    pub fn lending_blocks(mut self) -> Self {
+        self.cursor.lend();
+        self
+    }
+
+    /// The next record of a lending reader ([`WalReader::lending_blocks`]): as
+    /// [`WalReader::next_ref`], but where its bytes lie in the reader's current block
+    /// ([`WalReader::block_bytes`] lends them), and whether that block is new, that is, the
+    /// records returned before it were in another block, now retired:
+    /// [`WalReader::take_block`] returns that one. Every record of a block is returned before
+    /// the first of the next.
+    pub fn next_located(&mut self) -> Option<Result<Located>> {
+        if self.failed {
+            return None;
+        }
+        let (position, offset, len) = match self.step_frame()? {
+            Ok(found) => found,
+            Err(error) => return Some(Err(error)),
+        };
+        self.cursor.lent();
+        let new_block = self.cursor.take_fresh();
+        match self.cursor.located(offset, len) {
+            Some((at, _)) => Some(Ok(Located {
+                position,
+                at,
+                len,
+                new_block,
+            })),
+            None => Some(Err(not_buffered(&mut self.failed, &self.segment, offset))),
+        }
+    }
+
+    /// The bytes `[at, at + len)` of the reader's current block: a record
+    /// [`WalReader::next_located`] returned since the block began.
+    pub fn block_bytes(&self, at: usize, len: usize) -> Option<&[u8]> {
+        self.cursor.block_bytes(at, len)
+    }
+
+    /// The block retired last ([`WalReader::next_located`]), if not taken yet: the bytes the
+    /// reader read at once, from a file offset that is the start of a frame; every record
+    /// returned from it lies whole in it, where it said. A block not taken before the next is
+    /// retired is dropped.
+    pub fn take_block(&mut self) -> Option<Vec<u8>> {
+        self.cursor.take_retired()
+    }
+
+    /// Retires the current block now if a record was returned from it (at the end of a scan,
+    /// to take it with [`WalReader::take_block`]); the next record is read into another.
+    pub fn end_block(&mut self) {
+        self.cursor.retire();
+    }
+
+    /// Hands back a block the caller is done with, for the reader to read into again (a
+    /// lending reader keeps at most 16; without lending it is dropped).
+    pub fn give_block(&mut self, block: Vec<u8>) {
+        self.cursor.give(block);
+    }
+
     /// The position the next record returned will be at or after.
     pub fn next_position(&self) -> u64 {
         self.next_position
@@ -131,16 +194,10 @@ impl WalReader {
             Ok(found) => found,
             Err(error) => return Some(Err(error)),
         };
+        self.cursor.lent();
         match self.cursor.buffered(offset, len) {
             Some(payload) => Some(Ok((position, payload))),
-            None => {
-                // `step_frame` just read this frame through the cursor: unreachable, but a
-                // failure, never a panic.
-                self.failed = true;
-                let path = self.segment.as_ref().map(|segment| segment.path.clone());
-                let path = path.unwrap_or_default();
-                Some(Err(Error::corrupted(path, offset, "frame not buffered")))
-            }
+            None => Some(Err(not_buffered(&mut self.failed, &self.segment, offset))),
         }
     }
 
@@ -207,6 +264,28 @@ impl WalReader {
             return Some(Ok((header.position, payload_offset, payload.len())));
         }
     }
+}
+
+/// `step_frame` just read the frame at `offset` through the cursor, so it is buffered: this is
+/// unreachable, but a failure (the reader stops), never a panic.
+fn not_buffered(failed: &mut bool, segment: &Option<Arc<Segment>>, offset: u64) -> Error {
+    *failed = true;
+    let path = segment.as_ref().map(|segment| segment.path.clone());
+    Error::corrupted(path.unwrap_or_default(), offset, "frame not buffered")
+}
+
+/// Where a record of a lending reader lies ([`WalReader::next_located`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    /// The record's position.
+    pub position: u64,
+    /// Where its bytes (the frame's payload) start in the reader's current block.
+    pub at: usize,
+    /// How many bytes it has.
+    pub len: usize,
+    /// Whether the block is new: the records returned before it are in the block
+    /// [`WalReader::take_block`] returns now.
+    pub new_block: bool,
 }
 
 impl Iterator for WalReader {

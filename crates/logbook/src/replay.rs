@@ -6,8 +6,8 @@
 //! index; a second thread applies them to the catalog, decodes the payloads and applies them to
 //! the projections, in position order, taking the records a chunk at a time (their decoded
 //! envelopes, [`EnvelopeBatch`]) from a bounded queue. Must never: apply a record out of
-//! position order, skip one, hold more than [`PIPELINE_CHUNKS_MAX`] chunks of
-//! [`PIPELINE_CHUNK_BYTES`], or finish before the projections have every record.
+//! position order, skip one, hold more than [`PIPELINE_CHUNKS_MAX`] chunks (each a block of the
+//! WAL reader), or finish before the projections have every record.
 
 use crate::apply::{self, DurableRecord, INDEX_BATCH_RECORDS, IndexBatch};
 use crate::error::{Error, Result};
@@ -22,20 +22,18 @@ use std::sync::mpsc;
 /// Records past the snapshot from which a replay hands the projections' work to a second
 /// thread: below it the thread's start and hand-offs cost more than they save.
 pub(crate) const PIPELINE_RECORDS_MIN: u64 = 50_000;
-/// Bytes of records (their envelopes and positions, [`Chunk::bytes`]) per chunk handed to the
-/// projections' thread.
-pub(crate) const PIPELINE_CHUNK_BYTES: usize = 128 * 1024;
 /// Chunks queued for the projections' thread; with the one it applies and the one being
-/// filled, at most `PIPELINE_CHUNKS_MAX` chunks exist: the replay's memory is bounded by
-/// `PIPELINE_CHUNKS_MAX * (PIPELINE_CHUNK_BYTES + one record)` (2 MiB and a record) whatever
-/// the log's size.
+/// filled, at most `PIPELINE_CHUNKS_MAX` chunks exist. A chunk holds the records of one block
+/// of the WAL reader (at most its read-ahead, 256 KiB, or one larger record), so the replay's
+/// memory is bounded by `(PIPELINE_CHUNKS_MAX + 1)` blocks whatever the log's size: 2.25 MiB,
+/// or a record more.
 ///
-/// Sixteen chunks of 128 KiB rather than four of 256 KiB: a chunk is filled again only after
-/// about 2 MiB of others went through the projections' thread, so its bytes have left that
-/// core's cache (1 MiB of L2 on the machines measured) and the copy into it does not stall on
-/// taking each cache line back from the other core. perf showed those stalls as 9% of the
-/// replay's samples; `docs/benchmarks.md`, session 15.
-const PIPELINE_QUEUE: usize = 14;
+/// Eight chunks rather than four: a block is read into again only after about 2 MiB of others
+/// went through the projections' thread, so its bytes have left that core's cache (1 MiB of
+/// L2 on the machines measured) and the kernel's copy into it does not stall on taking each
+/// cache line back from the other core. perf showed those stalls (then in a copy of the
+/// records into the chunk) as 9% of the replay's samples; `docs/benchmarks.md`, session 15.
+const PIPELINE_QUEUE: usize = 6;
 pub(crate) const PIPELINE_CHUNKS_MAX: usize = PIPELINE_QUEUE + 2;
 
 /// Rebuilds the stream table and the projections from the log past `start`'s snapshot
@@ -134,46 +132,85 @@ impl Tail<'_> {
         Ok(count)
     }
 
-    /// [`Tail::read`] for the two-thread replay: a record past the snapshot is decoded
-    /// straight into `chunk` (its envelope checked and copied in one pass,
-    /// [`EnvelopeBatch::decode_push`]), and `send` is called with the chunk whenever it holds
-    /// [`PIPELINE_CHUNK_BYTES`] (it returns false to stop the read early: the projections'
-    /// thread stopped on an error). Returns how many records were past the snapshot; what is
-    /// left in `chunk` is for the caller to send.
-    fn read_into(
-        &self,
-        chunk: &mut Chunk,
-        mut send: impl FnMut(&mut Chunk) -> bool,
-    ) -> Result<u64> {
+    /// [`Tail::read`] for the two-thread replay, over a lending reader
+    /// ([`logbook_wal::WalReader::lending_blocks`]): a record past the snapshot is decoded
+    /// into `chunk` where it lies in the reader's block ([`EnvelopeBatch::decode_located`]: its
+    /// envelope checked, its texts copied, its payload left in the block), and once the reader
+    /// moves to another block, the chunk and the block it read from go to `send` together, so
+    /// no record is copied between the threads. `send` returns a spent chunk to fill next (its
+    /// block goes back to the reader), or `None` to stop the read early: the projections'
+    /// thread stopped on an error. Returns how many records were past the snapshot.
+    fn read_into(&self, mut send: impl FnMut(Chunk) -> Option<Chunk>) -> Result<u64> {
         let mut count = 0u64;
         let mut index_batch = IndexBatch::default();
-        let mut reader = self.wal.read_from(self.first());
+        let mut reader = self.wal.read_from(self.first()).lending_blocks();
         let mut decoder = EnvelopeDecoder::new();
-        while let Some(record) = reader.next_ref() {
-            let (position, bytes) = record?;
-            if position <= self.snapshot_position {
-                // Only the index reads it (the snapshot holds it for everything else).
-                let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
-                self.index(&mut index_batch, &durable)?;
-                continue;
-            }
-            count += 1;
-            chunk.decode_push(position, bytes)?;
-            if position > self.index_complete {
-                self.index(&mut index_batch, &chunk.last()?)?;
-            }
-            if chunk.bytes() >= PIPELINE_CHUNK_BYTES && !send(chunk) {
+        let mut chunk = Chunk::default();
+        while let Some(record) = reader.next_located() {
+            let record = record?;
+            let position = record.position;
+            if record.new_block && !ship(&mut reader, &mut chunk, &mut send) {
                 return Ok(count);
             }
+            let bytes =
+                reader
+                    .block_bytes(record.at, record.len)
+                    .ok_or_else(|| Error::Corrupted {
+                        position,
+                        reason: "a record not in the reader's block".to_owned(),
+                    })?;
+            if position <= self.snapshot_position || position > self.index_complete {
+                // For the index (the snapshot holds what is at or below its position for
+                // everything else): decoded on its own, as the chunk does not hold the payload
+                // yet.
+                let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
+                self.index(&mut index_batch, &durable)?;
+            }
+            if position > self.snapshot_position {
+                count += 1;
+                chunk.decode_located(position, bytes, record.at)?;
+            }
+        }
+        reader.end_block();
+        if !ship(&mut reader, &mut chunk, &mut send) {
+            return Ok(count);
         }
         index_batch.flush(self.index)?;
         Ok(count)
     }
 }
 
-/// Records decoded on the reading thread, copied out of the reader's buffer for the
-/// projections' thread: their positions and envelopes (which come back without a second
-/// decode).
+/// Hands `chunk` (the records of the block `reader` just retired) to `send` with that block,
+/// takes back the chunk `send` returns to fill next, and gives its spent block to the reader.
+/// False when `send` returned none (the projections' thread stopped).
+fn ship(
+    reader: &mut logbook_wal::WalReader,
+    chunk: &mut Chunk,
+    send: &mut impl FnMut(Chunk) -> Option<Chunk>,
+) -> bool {
+    let block = reader.take_block();
+    if chunk.positions.is_empty() {
+        // Only records the projections do not take came from it.
+        if let Some(block) = block {
+            reader.give_block(block);
+        }
+        return true;
+    }
+    // A retired block always follows a record returned from it; without one the chunk's
+    // records are not found on the other side, which fails the open (never a panic).
+    chunk.envelopes.set_block(block.unwrap_or_default());
+    let Some(mut next) = send(std::mem::take(chunk)) else {
+        return false;
+    };
+    reader.give_block(next.envelopes.set_block(Vec::new()));
+    next.clear();
+    *chunk = next;
+    true
+}
+
+/// Records decoded on the reading thread for the projections' thread: their positions and
+/// envelopes (which come back without a second decode), with the reader's block that holds
+/// their payloads.
 #[derive(Default)]
 struct Chunk {
     positions: Vec<u64>,
@@ -181,15 +218,15 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// Decodes the record at `position` into the chunk (its envelope checked as
-    /// [`DurableRecord::decode`] checks it, with the same errors); a refused record leaves the
-    /// chunk as it was.
-    fn decode_push(&mut self, position: u64, bytes: &[u8]) -> Result<()> {
+    /// Decodes the record at `position`, whose bytes lie at `at` in the block the chunk is sent
+    /// with (its envelope checked as [`DurableRecord::decode`] checks it, with the same
+    /// errors); a refused record leaves the chunk as it was.
+    fn decode_located(&mut self, position: u64, bytes: &[u8], at: usize) -> Result<()> {
         debug_assert!(self.positions.last().is_none_or(|last| *last < position));
-        // A chunk is sent at PIPELINE_CHUNK_BYTES, far below the batch's 4 GiB limit, which is
-        // the only other refusal.
+        // A block is at most a read-ahead or one record, far below the batch's 4 GiB limit,
+        // which is the only other refusal.
         self.envelopes
-            .decode_push(bytes)
+            .decode_located(bytes, at)
             .map_err(|error| Error::Corrupted {
                 position,
                 reason: error.to_string(),
@@ -197,12 +234,6 @@ impl Chunk {
         self.positions.push(position);
         debug_assert_eq!(self.positions.len(), self.envelopes.len());
         Ok(())
-    }
-
-    /// The record pushed last (its engine event, if any, decoded and checked).
-    fn last(&self) -> Result<DurableRecord<'_>> {
-        let index = self.positions.len().checked_sub(1);
-        self.record(index.unwrap_or(usize::MAX))
     }
 
     /// The record pushed `index`-th.
@@ -213,10 +244,6 @@ impl Chunk {
             reason: format!("a replay chunk holds no envelope {index}"),
         })?;
         DurableRecord::with_envelope(position, envelope)
-    }
-
-    fn bytes(&self) -> usize {
-        self.envelopes.bytes() + self.positions.len() * std::mem::size_of::<u64>()
     }
 
     fn clear(&mut self) {
@@ -262,10 +289,11 @@ fn pipelined(
                 let _span = span.entered();
                 let mut replayer = applier.replayer();
                 let mut run = ReplayRun::default();
-                for mut chunk in queued {
+                for chunk in queued {
                     chunk.apply(&mut streams, &mut run, tail.compaction, replayer.as_mut())?;
-                    chunk.clear();
-                    // The reader may be done and gone: the chunk is then dropped.
+                    // Back to the reader, block and all (the reader reads into it again at the
+                    // length it has, so nothing is filled with zeros); it may be done and
+                    // gone: the chunk is then dropped.
                     let _ = spent.send(chunk);
                 }
                 streams.end_run(&mut run);
@@ -273,26 +301,20 @@ fn pipelined(
                 Ok(streams)
             })
             .map_err(|error| Error::Task(error.to_string()))?;
-        let mut chunk = Chunk::default();
         let mut chunks = 1usize;
-        let read = tail.read_into(&mut chunk, |chunk| {
-            if full.send(std::mem::take(chunk)).is_err() {
+        let read = tail.read_into(|chunk| {
+            if full.send(chunk).is_err() {
                 // The projections' thread stopped on an error: reported below.
-                return false;
+                return None;
             }
             // A spent chunk if there is one; a new one only while every other chunk is queued
             // or in use (so at most PIPELINE_CHUNKS_MAX ever exist).
-            *chunk = recycled.try_recv().unwrap_or_else(|_| {
+            Some(recycled.try_recv().unwrap_or_else(|_| {
                 chunks += 1;
                 assert!(chunks <= PIPELINE_CHUNKS_MAX, "replay chunks unbounded");
                 Chunk::default()
-            });
-            true
+            }))
         });
-        if read.is_ok() && !chunk.positions.is_empty() {
-            // An error here means the projections' thread stopped: reported below.
-            let _ = full.send(chunk);
-        }
         // No more chunks: the projections' thread applies what is queued and ends.
         drop(full);
         let projected = match projections.join() {

@@ -472,3 +472,35 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Envelopes decoded where they lie in a block set afterwards (a lending WAL reader's)
+    /// come back as decoded alone; without their block they do not come back at all.
+    #[test]
+    fn a_batch_reads_located_envelopes_from_its_block(
+        pool in proptest::collection::vec(arbitrary_envelope(), 1..4),
+        picks in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..40), 1..24),
+    ) {
+        let mut block = Vec::new();
+        let mut located = Vec::new();
+        for (pick, gap) in &picks {
+            // Frame headers and such lie between envelopes in a block.
+            block.extend(std::iter::repeat_n(0xEEu8, *gap));
+            let bytes = pool[pick.index(pool.len())].encode();
+            located.push((block.len(), bytes.len()));
+            block.extend_from_slice(&bytes);
+        }
+        let mut batch = EnvelopeBatch::new();
+        for &(at, len) in &located {
+            batch.decode_located(&block[at..at + len], at).unwrap();
+        }
+        prop_assert_eq!(batch.get(0), None, "read before its block is set");
+        let previous = batch.set_block(block.clone());
+        prop_assert!(previous.is_empty());
+        for (index, &(at, len)) in located.iter().enumerate() {
+            prop_assert_eq!(batch.get(index), Some(EnvelopeRef::decode(&block[at..at + len]).unwrap()));
+        }
+        prop_assert!(batch.bytes() >= block.len());
+        prop_assert_eq!(batch.set_block(Vec::new()), block);
+    }
+}
