@@ -608,6 +608,7 @@ struct EnvelopeParts<'a> {
 
 impl<'a> EnvelopeParts<'a> {
     /// Splits an envelope that fills `bytes` exactly into its fields.
+    #[inline]
     fn split(bytes: &'a [u8]) -> Result<EnvelopeParts<'a>> {
         let mut reader = Reader { rest: bytes };
         let [magic, format_version, codec, flags] = reader.array::<4>()?;
@@ -677,6 +678,7 @@ impl<'a> EnvelopeParts<'a> {
     }
 
     /// The correlation and causation ids, each checked (an empty one is absent).
+    #[inline]
     fn ids(&self) -> Result<(Option<&'a str>, Option<&'a str>)> {
         Ok((
             optional_id("correlation id", self.correlation_id)?,

@@ -30,6 +30,8 @@ pub(crate) struct Cursor {
     /// Whether buffers that frames were returned from are kept for the caller instead of
     /// being read over ([`Cursor::lend`]); `None` when not lending.
     lending: Option<Lending>,
+    /// A fresh CRC-32 hasher, cloned for each frame ([`frame::verify_checksum_with`]).
+    crc: crc32fast::Hasher,
 }
 
 /// The buffers of a lending cursor: a buffer a frame was returned from is retired (handed to
@@ -57,6 +59,7 @@ impl Default for Cursor {
             read_ahead: READ_AHEAD_BYTES_MIN,
             hint: None,
             lending: None,
+            crc: crc32fast::Hasher::new(),
         }
     }
 }
@@ -240,10 +243,11 @@ impl Cursor {
             return Ok(Err(FrameError::Truncated));
         }
         let frame_len = header.frame_len() as usize;
+        let hasher = self.crc.clone();
         let bytes = self.bytes(file, offset, frame_len, limit)?;
         let Some(payload) = bytes.get(FRAME_HEADER_BYTES..) else {
             return Ok(Err(FrameError::Truncated));
         };
-        Ok(frame::verify_checksum(bytes, header.crc).map(|()| (header, payload)))
+        Ok(frame::verify_checksum_with(hasher, bytes, header.crc).map(|()| (header, payload)))
     }
 }

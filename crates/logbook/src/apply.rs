@@ -194,7 +194,7 @@ pub(crate) fn apply_catalog_in_run(
         envelope.stream_version,
         record.position,
     )?;
-    if record.system.is_some() || compaction.is_finished(envelope.event_type) {
+    if record.system.is_some() || run.is_finished(compaction, envelope.event_type) {
         streams.end_run(run);
         apply_catalog_rest(streams, compaction, record)?;
     }

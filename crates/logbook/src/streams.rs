@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use hashbrown::HashMap;
+use logbook_compaction::CompactionPolicy;
 use logbook_projection::StreamId;
 
 /// A stream looked up by its name: hashes as the [`StreamId`] it finds, and compares with it in
@@ -130,6 +131,30 @@ pub(crate) struct ReplayRun {
     active: bool,
     /// Whether records past the run's first are kept here and not yet in the table.
     pending: bool,
+    /// The event type a compaction policy was asked about last, and its answer
+    /// ([`ReplayRun::is_finished`]).
+    event_type: String,
+    finished: bool,
+}
+
+impl ReplayRun {
+    /// [`CompactionPolicy::is_finished`] of `event_type`, asked once per run of one type
+    /// (the policy's answer for a type never changes during a replay).
+    #[inline]
+    pub(crate) fn is_finished(&mut self, compaction: &CompactionPolicy, event_type: &str) -> bool {
+        if self.event_type.is_empty()
+            || !logbook_projection::same_text(&self.event_type, event_type)
+        {
+            self.ask(compaction, event_type);
+        }
+        self.finished
+    }
+
+    /// Asks `compaction` about `event_type` and keeps the answer.
+    fn ask(&mut self, compaction: &CompactionPolicy, event_type: &str) {
+        self.finished = compaction.is_finished(event_type);
+        event_type.clone_into(&mut self.event_type);
+    }
 }
 
 /// Every stream's state.
@@ -236,6 +261,7 @@ impl StreamTable {
     /// A replay reads runs of one stream's records (a batch, a busy room), and the lookup was
     /// a tenth of a replayed record's catalog and projections' work. The run must be ended
     /// before anything else reads or changes the table.
+    #[inline]
     pub(crate) fn replay_in_run(
         &mut self,
         run: &mut ReplayRun,
@@ -243,20 +269,35 @@ impl StreamTable {
         version: u64,
         position: u64,
     ) -> Result<()> {
-        if run.active && logbook_projection::same_text(&run.stream, stream) {
-            if version < run.next_version || position <= run.last_position {
-                return Err(Error::Corrupted {
-                    position,
-                    reason: format!(
-                        "stream {stream} has version {version} where {} or above was expected",
-                        run.next_version
-                    ),
-                });
-            }
+        if run.active
+            && logbook_projection::same_text(&run.stream, stream)
+            && version >= run.next_version
+            && position > run.last_position
+        {
             run.next_version = version + 1;
             run.last_position = position;
             run.pending = true;
             return Ok(());
+        }
+        self.replay_in_run_slow(run, stream, version, position)
+    }
+
+    /// [`StreamTable::replay_in_run`] of a record that starts a run, or is refused.
+    fn replay_in_run_slow(
+        &mut self,
+        run: &mut ReplayRun,
+        stream: &str,
+        version: u64,
+        position: u64,
+    ) -> Result<()> {
+        if run.active && logbook_projection::same_text(&run.stream, stream) {
+            return Err(Error::Corrupted {
+                position,
+                reason: format!(
+                    "stream {stream} has version {version} where {} or above was expected",
+                    run.next_version
+                ),
+            });
         }
         self.end_run(run);
         self.replay(stream, version, position)?;
