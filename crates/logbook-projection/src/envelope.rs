@@ -555,8 +555,9 @@ fn index_of(at: u32) -> usize {
     usize::try_from(at).unwrap_or(usize::MAX)
 }
 
-/// Whether `a` and `b` are the same text, compared in line a word at a time ([`same_bytes`]):
-/// for the engine's per-record compares of short names (a replay's run of one stream).
+/// Whether `a` and `b` are the same text, compared in line a word at a time rather than through
+/// a `memcmp` call: for the engine's per-record compares of short names (a replay's run of one
+/// stream).
 #[inline]
 pub fn same_text(a: &str, b: &str) -> bool {
     same_bytes(a.as_bytes(), b.as_bytes())
