@@ -170,13 +170,14 @@ impl Cursor {
             };
             let want = (limit - offset).min(len.max(self.read_ahead) as u64) as usize;
             // A lending cursor hands the caller a buffer frames were returned from, and reads
-            // into a spare (at the length it had: filled with zeros only past it).
+            // into a spare (at the length it had: filled with zeros only past it), else into a
+            // new one allocated zeroed (`calloc`: a large one comes from the OS already zero,
+            // where growing an empty vector would write every byte).
             self.retire();
             if let Some(lending) = &mut self.lending
                 && self.buffer.is_empty()
-                && let Some(spare) = lending.spares.pop()
             {
-                self.buffer = spare;
+                self.buffer = lending.spares.pop().unwrap_or_else(|| vec![0; want]);
             }
             self.buffer.resize(want, 0);
             self.start = offset;
