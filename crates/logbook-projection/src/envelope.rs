@@ -407,10 +407,14 @@ impl EnvelopeBatch {
     pub fn decode_located(&mut self, bytes: &[u8], at: usize) -> Result<()> {
         let parts = EnvelopeParts::split(bytes)?;
         let previous = self.entries.last().copied();
-        let held = |batch: &Self, at: (u32, u32), text: &[u8]| {
+        // Compared as bytes: a text the batch holds is valid UTF-8 already.
+        let held = |batch: &Self, (start, len): (u32, u32), text: &[u8]| {
+            let start = index_of(start);
             batch
-                .text(at)
-                .is_some_and(|held| same_bytes(held.as_bytes(), text))
+                .texts
+                .as_bytes()
+                .get(start..start + index_of(len))
+                .is_some_and(|held| same_bytes(held, text))
         };
         // Everything is checked before anything is copied in.
         let stream = match previous {
@@ -528,6 +532,42 @@ impl EnvelopeBatch {
         })
     }
 
+    /// Every envelope in the order pushed, as [`EnvelopeBatch::get`] returns it (`None` for
+    /// one the batch's block does not hold), a stream id or event type shared with the
+    /// envelope before it read once: what a replay's projections' thread walks.
+    pub fn iter(&self) -> impl Iterator<Item = Option<EnvelopeRef<'_>>> + '_ {
+        // (offsets, text) of the stream id and event type read last; the offsets of a text
+        // never read are never an entry's (a text's length is at least 1).
+        let mut stream: ((u32, u32), &str) = ((0, 0), "");
+        let mut event_type: ((u32, u32), &str) = ((0, 0), "");
+        self.entries.iter().map(move |entry| {
+            if entry.stream != stream.0 {
+                stream = (entry.stream, self.text(entry.stream)?);
+            }
+            if entry.event_type != event_type.0 {
+                event_type = (entry.event_type, self.text(entry.event_type)?);
+            }
+            let correlation_end = entry.ids + u32::from(entry.correlation_len);
+            let id = |start: u32, len: u8| match len {
+                0 => Some(None),
+                _ => self.text((start, u32::from(len))).map(Some),
+            };
+            Some(EnvelopeRef {
+                stream: stream.1,
+                stream_version: entry.stream_version,
+                timestamp_ms: entry.timestamp_ms,
+                event_type: event_type.1,
+                schema_version: entry.schema_version,
+                codec: entry.codec,
+                correlation_id: id(entry.ids, entry.correlation_len)?,
+                causation_id: id(correlation_end, entry.causation_len)?,
+                payload: self
+                    .block
+                    .get(index_of(entry.payload_start)..index_of(entry.payload_end))?,
+            })
+        })
+    }
+
     /// The text at `(start, len)` of `texts`.
     fn text(&self, (start, len): (u32, u32)) -> Option<&str> {
         let start = index_of(start);
@@ -537,9 +577,12 @@ impl EnvelopeBatch {
 
 /// Appends `text` to `texts`; returns where it starts and its length (the caller checked that
 /// both fit in 32 bits).
+#[inline]
 fn push_text(texts: &mut String, text: &str) -> (u32, u32) {
     let start = offset(texts.len());
-    texts.push_str(text);
+    if !text.is_empty() {
+        texts.push_str(text);
+    }
     (start, offset(text.len()))
 }
 

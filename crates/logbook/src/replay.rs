@@ -236,16 +236,6 @@ impl Chunk {
         Ok(())
     }
 
-    /// The record pushed `index`-th.
-    fn record(&self, index: usize) -> Result<DurableRecord<'_>> {
-        let position = self.positions.get(index).copied().unwrap_or_default();
-        let envelope = self.envelopes.get(index).ok_or_else(|| Error::Corrupted {
-            position,
-            reason: format!("a replay chunk holds no envelope {index}"),
-        })?;
-        DurableRecord::with_envelope(position, envelope)
-    }
-
     fn clear(&mut self) {
         self.positions.clear();
         self.envelopes.clear();
@@ -260,8 +250,19 @@ impl Chunk {
         compaction: &CompactionPolicy,
         replayer: &mut dyn crate::projections::Replayer,
     ) -> Result<()> {
-        for index in 0..self.positions.len() {
-            let durable = self.record(index)?;
+        // Never a record skipped: the walk below stops at the shorter list.
+        if self.positions.len() != self.envelopes.len() {
+            return Err(Error::Corrupted {
+                position: self.positions.first().copied().unwrap_or_default(),
+                reason: "a replay chunk holds fewer envelopes than positions".to_owned(),
+            });
+        }
+        for (envelope, &position) in self.envelopes.iter().zip(&self.positions) {
+            let envelope = envelope.ok_or_else(|| Error::Corrupted {
+                position,
+                reason: "a record not in its replay chunk's block".to_owned(),
+            })?;
+            let durable = DurableRecord::with_envelope(position, envelope)?;
             apply::apply_catalog_in_run(streams, run, compaction, &durable)?;
             replayer.apply(&durable)?;
         }

@@ -447,6 +447,9 @@ proptest! {
             for (index, envelope) in decoded.iter().enumerate() {
                 prop_assert_eq!(batch.get(index), Some(*envelope), "round {}", round);
             }
+            let walked: Vec<_> = batch.iter().collect();
+            let expected: Vec<_> = decoded.iter().copied().map(Some).collect();
+            prop_assert_eq!(walked, expected, "round {}", round);
             prop_assert_eq!(batch.get(decoded.len()), None);
             let payloads: usize = decoded.iter().map(|envelope| envelope.payload.len()).sum();
             prop_assert!(batch.bytes() >= payloads);
@@ -500,6 +503,10 @@ proptest! {
         for (index, &(at, len)) in located.iter().enumerate() {
             prop_assert_eq!(batch.get(index), Some(EnvelopeRef::decode(&block[at..at + len]).unwrap()));
         }
+        // The walk reads what `get` reads, in order, repeated texts and all.
+        let walked: Vec<_> = batch.iter().collect();
+        let got: Vec<_> = (0..located.len()).map(|index| batch.get(index)).collect();
+        prop_assert_eq!(walked, got);
         prop_assert!(batch.bytes() >= block.len());
         prop_assert_eq!(batch.set_block(Vec::new()), block);
     }
