@@ -3,7 +3,8 @@
 //! Owns: the envelope byte layout (see `FORMAT-ENVELOPE.md` beside `Cargo.toml`), its limits, and
 //! the checks that make an [`Envelope`] valid by construction; [`EnvelopeDecoder`], which checks
 //! a run of envelopes' repeated stream ids and event types once, and [`EnvelopeBatch`], decoded
-//! envelopes copied out for another thread, which only ever holds what was decoded valid.
+//! envelopes for another thread (their fields and texts stored, their payloads read from a block
+//! it holds), which only ever returns what was decoded valid.
 //! Never: decodes the payload (the header is readable without knowing the payload's Rust type),
 //! panics on any input, indexes or unwraps unchecked, or allocates more than the input length
 //! while decoding: every length is checked against the bytes actually present before any copy.
