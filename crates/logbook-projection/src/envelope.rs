@@ -511,26 +511,11 @@ impl EnvelopeBatch {
     /// The envelope pushed `index`-th, `None` past the last.
     pub fn get(&self, index: usize) -> Option<EnvelopeRef<'_>> {
         let entry = self.entries.get(index)?;
-        // Every offset was taken from these buffers when the entry was pushed, so these
-        // lookups always succeed; they are checked all the same (no panic, no unchecked index).
-        let correlation_end = entry.ids + u32::from(entry.correlation_len);
-        let id = |start: u32, len: u8| match len {
-            0 => Some(None),
-            _ => self.text((start, u32::from(len))).map(Some),
-        };
-        Some(EnvelopeRef {
-            stream: self.text(entry.stream)?,
-            stream_version: entry.stream_version,
-            timestamp_ms: entry.timestamp_ms,
-            event_type: self.text(entry.event_type)?,
-            schema_version: entry.schema_version,
-            codec: entry.codec,
-            correlation_id: id(entry.ids, entry.correlation_len)?,
-            causation_id: id(correlation_end, entry.causation_len)?,
-            payload: self
-                .block
-                .get(index_of(entry.payload_start)..index_of(entry.payload_end))?,
-        })
+        self.envelope(
+            entry,
+            self.text(entry.stream)?,
+            self.text(entry.event_type)?,
+        )
     }
 
     /// Every envelope in the order pushed, as [`EnvelopeBatch::get`] returns it (`None` for
@@ -548,24 +533,37 @@ impl EnvelopeBatch {
             if entry.event_type != event_type.0 {
                 event_type = (entry.event_type, self.text(entry.event_type)?);
             }
-            let correlation_end = entry.ids + u32::from(entry.correlation_len);
-            let id = |start: u32, len: u8| match len {
-                0 => Some(None),
-                _ => self.text((start, u32::from(len))).map(Some),
-            };
-            Some(EnvelopeRef {
-                stream: stream.1,
-                stream_version: entry.stream_version,
-                timestamp_ms: entry.timestamp_ms,
-                event_type: event_type.1,
-                schema_version: entry.schema_version,
-                codec: entry.codec,
-                correlation_id: id(entry.ids, entry.correlation_len)?,
-                causation_id: id(correlation_end, entry.causation_len)?,
-                payload: self
-                    .block
-                    .get(index_of(entry.payload_start)..index_of(entry.payload_end))?,
-            })
+            self.envelope(entry, stream.1, event_type.1)
+        })
+    }
+
+    /// The envelope of `entry`, whose stream id and event type the caller read.
+    #[inline]
+    fn envelope<'a>(
+        &'a self,
+        entry: &BatchEntry,
+        stream: &'a str,
+        event_type: &'a str,
+    ) -> Option<EnvelopeRef<'a>> {
+        // Every offset was taken from these buffers when the entry was pushed, so these
+        // lookups always succeed; they are checked all the same (no panic, no unchecked index).
+        let correlation_end = entry.ids + u32::from(entry.correlation_len);
+        let id = |start: u32, len: u8| match len {
+            0 => Some(None),
+            _ => self.text((start, u32::from(len))).map(Some),
+        };
+        Some(EnvelopeRef {
+            stream,
+            stream_version: entry.stream_version,
+            timestamp_ms: entry.timestamp_ms,
+            event_type,
+            schema_version: entry.schema_version,
+            codec: entry.codec,
+            correlation_id: id(entry.ids, entry.correlation_len)?,
+            causation_id: id(correlation_end, entry.causation_len)?,
+            payload: self
+                .block
+                .get(index_of(entry.payload_start)..index_of(entry.payload_end))?,
         })
     }
 

@@ -91,14 +91,10 @@ impl WalReader {
     /// [`WalReader::take_block`] returns that one. Every record of a block is returned before
     /// the first of the next.
     pub fn next_located(&mut self) -> Option<Result<Located>> {
-        if self.failed {
-            return None;
-        }
-        let (position, offset, len) = match self.step_frame()? {
+        let (position, offset, len) = match self.next_frame()? {
             Ok(found) => found,
             Err(error) => return Some(Err(error)),
         };
-        self.cursor.lent();
         let new_block = self.cursor.take_fresh();
         match self.cursor.located(offset, len) {
             Some((at, _)) => Some(Ok(Located {
@@ -187,18 +183,27 @@ impl WalReader {
     /// record, for scans that decode each record and let it go (the replay at open). The same
     /// records, checks and errors as [`Iterator::next`].
     pub fn next_ref(&mut self) -> Option<Result<(u64, &[u8])>> {
-        if self.failed {
-            return None;
-        }
-        let (position, offset, len) = match self.step_frame()? {
+        let (position, offset, len) = match self.next_frame()? {
             Ok(found) => found,
             Err(error) => return Some(Err(error)),
         };
-        self.cursor.lent();
         match self.cursor.buffered(offset, len) {
             Some(payload) => Some(Ok((position, payload))),
             None => Some(Err(not_buffered(&mut self.failed, &self.segment, offset))),
         }
+    }
+
+    /// The next record returned to the caller ([`WalReader::step_frame`]; `None` for good
+    /// after an error), its frame lent from the cursor's buffer.
+    fn next_frame(&mut self) -> Option<Result<(u64, u64, usize)>> {
+        if self.failed {
+            return None;
+        }
+        let found = self.step_frame()?;
+        if found.is_ok() {
+            self.cursor.lent();
+        }
+        Some(found)
     }
 
     /// Finds the next record and checks its frame: its position, and the file offset and
