@@ -692,6 +692,7 @@ impl<E: Event> Logbook<E> {
             wal: files.wal.clone(),
             index: files.index.clone(),
             relaxed_sync_delay: options.relaxed_sync_delay,
+            backlog: Arc::new(syncer::Backlog::default()),
         };
         // The engine's one apply, handed to the backend's syncer as its durable sink.
         let sink: Arc<dyn DurableSink> = shared.clone();

@@ -32,6 +32,98 @@ pub(crate) struct SyncerStorage {
     pub(crate) index: Arc<StreamIndex>,
     /// How long relaxed appends may wait for a sync.
     pub(crate) relaxed_sync_delay: std::time::Duration,
+    /// The bytes of records handed to the syncer and not yet settled ([`Backlog`]).
+    pub(crate) backlog: Arc<Backlog>,
+}
+
+/// The bytes of records the writer handed to the syncer that the syncer has not settled yet
+/// (durable and published, or failed), bounded by [`BACKLOG_BYTES_MAX`]: relaxed appends
+/// return once written, so while one fsync is slow, they would otherwise queue without limit
+/// (a 100 MB import once held 122 MB in a CI run). The writer waits before handing over a job
+/// that would pass the bound (a job alone always goes, whatever its size); the syncer then
+/// syncs at once rather than after its relaxed delay, settles, and wakes it.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    state: std::sync::Mutex<BacklogState>,
+    settled: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct BacklogState {
+    bytes: u64,
+    /// Whether the writer waits for room.
+    waiting: bool,
+    /// The syncer stopped (or panicked): nothing will settle, so nobody waits.
+    closed: bool,
+}
+
+/// The most bytes of records handed to the syncer and not yet settled, beyond one job.
+pub(crate) const BACKLOG_BYTES_MAX: u64 = 32 << 20;
+
+impl Backlog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BacklogState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts `bytes` more handed over, first waiting while they would take the backlog past
+    /// [`BACKLOG_BYTES_MAX`] (never while it is empty). The writer's side.
+    pub(crate) fn admit(&self, bytes: u64) {
+        let mut state = self.lock();
+        while !state.closed
+            && state.bytes > 0
+            && state.bytes.saturating_add(bytes) > BACKLOG_BYTES_MAX
+        {
+            state.waiting = true;
+            state = self
+                .settled
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state.waiting = false;
+        state.bytes = state.bytes.saturating_add(bytes);
+    }
+
+    /// `bytes` were settled: the syncer's side.
+    fn release(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        debug_assert!(state.bytes >= bytes, "released more than was admitted");
+        state.bytes = state.bytes.saturating_sub(bytes);
+        self.settled.notify_all();
+    }
+
+    /// Whether the writer waits for room: the syncer then syncs without waiting its delay.
+    fn writer_waits(&self) -> bool {
+        self.lock().waiting
+    }
+
+    /// The syncer stopped: wakes a waiting writer for good (its job's send then fails).
+    fn close(&self) {
+        self.lock().closed = true;
+        self.settled.notify_all();
+    }
+}
+
+/// Closes the backlog when the syncer's run ends, however it ends (a panic included), so the
+/// writer never waits for a syncer that is gone.
+struct CloseBacklog<'a>(&'a Backlog);
+
+impl Drop for CloseBacklog<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The bytes of `records`' envelopes.
+fn record_bytes<'a>(records: impl IntoIterator<Item = &'a LiveRecord>) -> u64 {
+    records
+        .into_iter()
+        .map(|(_, bytes)| bytes.len() as u64)
+        .sum()
 }
 
 /// Updates the stream index (the embedded backend's derived data) from newly durable
@@ -95,6 +187,11 @@ pub(crate) struct SyncJob {
 }
 
 impl SyncJob {
+    /// The bytes of its records' envelopes, as [`Backlog::admit`] counts them.
+    pub(crate) fn record_bytes(&self) -> u64 {
+        record_bytes(&self.records)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.acks.is_empty()
             && self.records.is_empty()
@@ -113,12 +210,15 @@ impl SyncJob {
 struct Pending {
     acks: VecDeque<Ack>,
     records: VecDeque<LiveRecord>,
+    /// The bytes of `records`' envelopes.
+    record_bytes: u64,
     sync_replies: Vec<oneshot::Sender<Result<u64>>>,
     snapshot_replies: Vec<crate::snapshots::SnapshotReply>,
 }
 
 impl Pending {
     fn take(&mut self, job: SyncJob) {
+        self.record_bytes += job.record_bytes();
         self.acks.extend(job.acks);
         self.records.extend(job.records);
         self.sync_replies.extend(job.sync_replies);
@@ -141,6 +241,7 @@ pub(crate) fn run(
     jobs: Receiver<SyncJob>,
     idle: Arc<SyncerIdle>,
 ) {
+    let _close_backlog = CloseBacklog(&storage.backlog);
     let mut pending = Pending::default();
     let delay = storage.relaxed_sync_delay;
     let mut open = true;
@@ -172,10 +273,14 @@ pub(crate) fn run(
             received += 1;
             pending.take(job);
         }
+        // The writer waits for room in the backlog: sync now, whatever the policy (with
+        // `SyncPolicy::Never` nothing else would make these records durable before a roll).
+        let backlog_full = !pending.records.is_empty() && storage.backlog.writer_waits();
         let must_sync = !pending.acks.is_empty()
             || !pending.sync_replies.is_empty()
             || !pending.snapshot_replies.is_empty()
-            || !open;
+            || !open
+            || backlog_full;
         let relaxed_due = timed_out
             && !pending.records.is_empty()
             && storage.wal.options().sync_policy != SyncPolicy::Never;
@@ -184,7 +289,9 @@ pub(crate) fn run(
         } else {
             Ok(storage.wal.durable_position())
         };
+        let held = pending.record_bytes;
         settle(&storage, sink.as_ref(), &mut pending, outcome);
+        storage.backlog.release(held - pending.record_bytes);
         if pending.is_empty() {
             idle.publish(received);
         }
@@ -231,6 +338,7 @@ fn settle(
             fail_all(pending, &|| poison.error());
             // Records that never became durable are never published.
             pending.records.clear();
+            pending.record_bytes = 0;
             return;
         }
     };
@@ -244,6 +352,7 @@ fn settle(
             batch.push(record);
         }
     }
+    pending.record_bytes -= record_bytes(&batch);
     // Decoded once, for the stream index (this backend's derived data) and the engine's apply.
     let decoded = DecodedBatch::decode(&batch);
     index_durable(&storage.index, &decoded);
@@ -292,5 +401,45 @@ fn fail_all(pending: &mut Pending, error: &dyn Fn() -> Error) {
     }
     for reply in pending.snapshot_replies.drain(..) {
         let _ = reply.send(Err(error()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A job that would take the backlog past its bound waits until the syncer settles
+    /// enough; one alone always goes; a closed backlog never makes anyone wait.
+    #[test]
+    fn the_backlog_holds_the_writer_until_the_syncer_settles() {
+        let backlog = Arc::new(Backlog::default());
+        // Alone, even past the bound.
+        backlog.admit(BACKLOG_BYTES_MAX + 1);
+        backlog.release(BACKLOG_BYTES_MAX + 1);
+        backlog.admit(BACKLOG_BYTES_MAX / 2 + 1);
+        let (done, admitted) = mpsc::channel();
+        let writer = {
+            let backlog = backlog.clone();
+            std::thread::spawn(move || {
+                backlog.admit(BACKLOG_BYTES_MAX / 2 + 1);
+                done.send(()).unwrap();
+            })
+        };
+        assert!(admitted.recv_timeout(Duration::from_millis(200)).is_err());
+        assert!(backlog.writer_waits(), "the writer waits for room");
+        backlog.release(BACKLOG_BYTES_MAX / 2 + 1);
+        admitted.recv_timeout(Duration::from_secs(10)).unwrap();
+        writer.join().unwrap();
+        assert!(!backlog.writer_waits());
+        // Full again; the syncer stops: the writer goes on (its send then fails).
+        let writer = {
+            let backlog = backlog.clone();
+            std::thread::spawn(move || backlog.admit(BACKLOG_BYTES_MAX))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(CloseBacklog(&backlog));
+        writer.join().unwrap();
     }
 }

@@ -138,6 +138,9 @@ pub(crate) fn run(
             // held back meanwhile; they queue and go to the syncer as one batch).
             syncer::settle_now(&state.syncer_storage, state.sink.as_ref(), job);
         } else {
+            // Room in the syncer's backlog first: relaxed appends must not queue without limit
+            // behind a slow fsync.
+            state.syncer_storage.backlog.admit(job.record_bytes());
             sent += 1;
             if jobs.send(job).is_err() {
                 break;
