@@ -1,5 +1,5 @@
 //! Relaxed appends return once written, not synced; the syncer's backlog bounds what they may
-//! hold in memory meanwhile (`syncer::Backlog`, 32 MiB). Past it the writer waits and the
+//! hold in memory meanwhile (`syncer::Backlog`, 16 MiB). Past it the writer waits and the
 //! syncer syncs at once, whatever the policy: with `SyncPolicy::Never` (nothing else would sync
 //! before a segment roll) 96 MiB of relaxed appends complete, every one applied.
 

@@ -57,8 +57,9 @@ struct BacklogState {
     closed: bool,
 }
 
-/// The most bytes of records handed to the syncer and not yet settled, beyond one job.
-pub(crate) const BACKLOG_BYTES_MAX: u64 = 32 << 20;
+/// The most bytes of records handed to the syncer and not yet settled, beyond one job (at most
+/// 8 MiB for an import's batch): an import's peak stays near 20 MB of its own plus this.
+pub(crate) const BACKLOG_BYTES_MAX: u64 = 16 << 20;
 
 impl Backlog {
     fn lock(&self) -> std::sync::MutexGuard<'_, BacklogState> {
