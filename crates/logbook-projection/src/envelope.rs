@@ -329,13 +329,12 @@ impl EnvelopeDecoder {
     }
 }
 
-/// Decoded envelopes copied out of the bytes they were decoded from, to be read back as the
-/// same [`EnvelopeRef`]s without a second decode: what a replay hands its projections' thread
-/// a batch at a time.
+/// Decoded envelopes, to be read back as the same [`EnvelopeRef`]s without a second decode:
+/// what a replay hands its projections' thread a batch at a time.
 ///
-/// Only what [`EnvelopeBatch::decode_push`] decoded valid goes in, so only valid envelopes
-/// come out. A stream
-/// id or event type equal to the previous envelope's is stored once. Payloads stay in the
+/// Only what [`EnvelopeBatch::decode_push`] or [`EnvelopeBatch::decode_located`] decoded valid
+/// goes in, so only valid envelopes come out. A stream id or event type equal to the previous
+/// envelope's is stored once. Payloads stay in the
 /// batch's block: the bytes [`EnvelopeBatch::decode_push`] copies in, or, for a reader that
 /// lends its read buffers, a buffer the envelopes were decoded in
 /// ([`EnvelopeBatch::decode_located`], then [`EnvelopeBatch::set_block`]), so a replay hands
