@@ -170,7 +170,7 @@ fn three_strs(bytes: &[u8]) -> Option<(&str, &str, &str)> {
     if third_end != bytes.len() {
         return None;
     }
-    let text = |start: usize, end: usize| std::str::from_utf8(bytes.get(start..end)?).ok();
+    let text = |start: usize, end: usize| crate::utf8::text(bytes.get(start..end)?);
     let (first, second) = if second_start == first_end + 1 && second_len < 128 {
         let span = text(first_start, second_end)?;
         (

@@ -650,77 +650,96 @@ struct EnvelopeParts<'a> {
 
 impl<'a> EnvelopeParts<'a> {
     /// Splits an envelope that fills `bytes` exactly into its fields.
-    #[inline]
+    ///
+    /// The fixed header is read as one 32-byte array (no bounds check or `Result` per field:
+    /// this runs once per record on every read and on a replay's reading thread); input
+    /// shorter than a header goes to [`EnvelopeParts::split_short`], which refuses it with the
+    /// same words as a field-by-field read.
+    #[inline(always)]
     fn split(bytes: &'a [u8]) -> Result<EnvelopeParts<'a>> {
-        let mut reader = Reader { rest: bytes };
-        let [magic, format_version, codec, flags] = reader.array::<4>()?;
-        if magic != ENVELOPE_MAGIC {
-            return Err(corrupt(format!(
-                "magic byte is {magic:#04x}, not {ENVELOPE_MAGIC:#04x}"
-            )));
-        }
-        if format_version != ENVELOPE_FORMAT_VERSION {
-            return Err(corrupt(format!("unknown format version {format_version}")));
-        }
-        if codec == 0 {
-            return Err(corrupt("codec id 0".to_owned()));
-        }
-        if flags != 0 {
-            return Err(corrupt(format!("reserved byte 3 is {flags}, not 0")));
-        }
-        let stream_version = u64::from_le_bytes(reader.array::<8>()?);
-        let timestamp_ms = u64::from_le_bytes(reader.array::<8>()?);
-        let schema_version = u16::from_le_bytes(reader.array::<2>()?);
-        let stream_len = usize::from(u16::from_le_bytes(reader.array::<2>()?));
-        let [event_type_len, correlation_len, causation_len, reserved] = reader.array::<4>()?;
+        let Some((header, rest)) = bytes.split_first_chunk::<ENVELOPE_HEADER_BYTES>() else {
+            return Self::split_short(bytes);
+        };
+        let [
+            magic,
+            format_version,
+            codec,
+            flags,
+            v0,
+            v1,
+            v2,
+            v3,
+            v4,
+            v5,
+            v6,
+            v7,
+            t0,
+            t1,
+            t2,
+            t3,
+            t4,
+            t5,
+            t6,
+            t7,
+            schema0,
+            schema1,
+            stream0,
+            stream1,
+            event_type_len,
+            correlation_len,
+            causation_len,
+            reserved,
+            p0,
+            p1,
+            p2,
+            p3,
+        ] = *header;
+        check_fixed(magic, format_version, codec, flags)?;
         if reserved != 0 {
             return Err(corrupt(format!("reserved byte 27 is {reserved}, not 0")));
         }
-        let payload_len = u32::from_le_bytes(reader.array::<4>()?);
-        let payload_len = usize::try_from(payload_len).unwrap_or(usize::MAX);
-        check_limit("stream id", stream_len, STREAM_ID_BYTES_MAX)?;
-        check_limit(
-            "event type",
-            usize::from(event_type_len),
-            EVENT_TYPE_BYTES_MAX,
-        )?;
-        check_limit(
-            "correlation id",
-            usize::from(correlation_len),
-            CORRELATION_ID_BYTES_MAX,
-        )?;
-        check_limit(
-            "causation id",
-            usize::from(causation_len),
-            CORRELATION_ID_BYTES_MAX,
-        )?;
-        check_limit("payload", payload_len, PAYLOAD_BYTES_MAX)?;
-        let variable_len = stream_len
-            + usize::from(event_type_len)
-            + usize::from(correlation_len)
-            + usize::from(causation_len)
-            + payload_len;
-        if reader.rest.len() != variable_len {
-            return Err(corrupt(format!(
-                "header announces {variable_len} bytes after it, {} are present",
-                reader.rest.len()
-            )));
-        }
+        let lens = Lens {
+            stream: usize::from(u16::from_le_bytes([stream0, stream1])),
+            event_type: event_type_len,
+            correlation: correlation_len,
+            causation: causation_len,
+            payload: usize::try_from(u32::from_le_bytes([p0, p1, p2, p3])).unwrap_or(usize::MAX),
+        };
+        let mut reader = Reader { rest };
+        let (stream, event_type, correlation_id, causation_id, payload) = lens.take(&mut reader)?;
         Ok(EnvelopeParts {
-            stream: reader.take(stream_len)?,
-            stream_version,
-            timestamp_ms,
-            event_type: reader.take(usize::from(event_type_len))?,
-            schema_version,
+            stream,
+            stream_version: u64::from_le_bytes([v0, v1, v2, v3, v4, v5, v6, v7]),
+            timestamp_ms: u64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]),
+            event_type,
+            schema_version: u16::from_le_bytes([schema0, schema1]),
             codec,
-            correlation_id: reader.take(usize::from(correlation_len))?,
-            causation_id: reader.take(usize::from(causation_len))?,
-            payload: reader.take(payload_len)?,
+            correlation_id,
+            causation_id,
+            payload,
         })
     }
 
+    /// [`EnvelopeParts::split`] of input shorter than a header: read field by field, it fails
+    /// at the first field that is not there (or at a bad value before it), naming it.
+    #[cold]
+    #[inline(never)]
+    fn split_short(bytes: &'a [u8]) -> Result<EnvelopeParts<'a>> {
+        let mut reader = Reader { rest: bytes };
+        let [magic, format_version, codec, flags] = reader.array::<4>()?;
+        check_fixed(magic, format_version, codec, flags)?;
+        reader.array::<8>()?;
+        reader.array::<8>()?;
+        reader.array::<2>()?;
+        reader.array::<2>()?;
+        reader.array::<4>()?;
+        reader.array::<4>()?;
+        // A whole header was there after all: the usual path.
+        Self::split(bytes)
+    }
+
     /// The correlation and causation ids, each checked (an empty one is absent).
-    #[inline]
+    #[inline(always)]
     fn ids(&self) -> Result<(Option<&'a str>, Option<&'a str>)> {
         Ok((
             optional_id("correlation id", self.correlation_id)?,
@@ -731,19 +750,26 @@ impl<'a> EnvelopeParts<'a> {
 
 /// `bytes` as UTF-8; `what` names the field in the error.
 fn text<'a>(what: &'static str, bytes: &'a [u8]) -> Result<&'a str> {
-    std::str::from_utf8(bytes).map_err(|_| Error::Decode {
+    crate::utf8::text(bytes).ok_or_else(|| Error::Decode {
         what,
         reason: format!("not UTF-8: {:?}", escape_bytes_lossy(bytes)),
     })
 }
 
+/// An empty id is absent (the usual case, checked in line); any other is checked out of line.
+#[inline(always)]
 fn optional_id<'a>(what: &'static str, bytes: &'a [u8]) -> Result<Option<&'a str>> {
     if bytes.is_empty() {
         return Ok(None);
     }
+    present_id(what, bytes).map(Some)
+}
+
+#[inline(never)]
+fn present_id<'a>(what: &'static str, bytes: &'a [u8]) -> Result<&'a str> {
     let id = text(what, bytes)?;
     validate_correlation_id(what, id)?;
-    Ok(Some(id))
+    Ok(id)
 }
 
 /// Checks an event type name: ASCII `[a-z0-9_.]`, 1 to [`EVENT_TYPE_BYTES_MAX`] bytes.
@@ -797,6 +823,72 @@ fn check_limit(what: &'static str, actual: usize, limit: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Checks the envelope's first four bytes: magic, format version, codec id and the reserved
+/// flags byte.
+#[inline(always)]
+fn check_fixed(magic: u8, format_version: u8, codec: u8, flags: u8) -> Result<()> {
+    if magic != ENVELOPE_MAGIC {
+        return Err(corrupt(format!(
+            "magic byte is {magic:#04x}, not {ENVELOPE_MAGIC:#04x}"
+        )));
+    }
+    if format_version != ENVELOPE_FORMAT_VERSION {
+        return Err(corrupt(format!("unknown format version {format_version}")));
+    }
+    if codec == 0 {
+        return Err(corrupt("codec id 0".to_owned()));
+    }
+    if flags != 0 {
+        return Err(corrupt(format!("reserved byte 3 is {flags}, not 0")));
+    }
+    Ok(())
+}
+
+/// The lengths of an envelope's variable fields, as its header announces them.
+struct Lens {
+    stream: usize,
+    event_type: u8,
+    correlation: u8,
+    causation: u8,
+    payload: usize,
+}
+
+impl Lens {
+    /// Checks each length against its limit and their sum against what follows the header,
+    /// then takes the fields (stream id, event type, correlation id, causation id, payload).
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn take<'a>(
+        &self,
+        reader: &mut Reader<'a>,
+    ) -> Result<(&'a [u8], &'a [u8], &'a [u8], &'a [u8], &'a [u8])> {
+        let (event_type, correlation, causation) = (
+            usize::from(self.event_type),
+            usize::from(self.correlation),
+            usize::from(self.causation),
+        );
+        check_limit("stream id", self.stream, STREAM_ID_BYTES_MAX)?;
+        check_limit("event type", event_type, EVENT_TYPE_BYTES_MAX)?;
+        check_limit("correlation id", correlation, CORRELATION_ID_BYTES_MAX)?;
+        check_limit("causation id", causation, CORRELATION_ID_BYTES_MAX)?;
+        check_limit("payload", self.payload, PAYLOAD_BYTES_MAX)?;
+        let variable_len = self.stream + event_type + correlation + causation + self.payload;
+        if reader.rest.len() != variable_len {
+            return Err(corrupt(format!(
+                "header announces {variable_len} bytes after it, {} are present",
+                reader.rest.len()
+            )));
+        }
+        Ok((
+            reader.take(self.stream)?,
+            reader.take(event_type)?,
+            reader.take(correlation)?,
+            reader.take(causation)?,
+            reader.take(self.payload)?,
+        ))
+    }
 }
 
 fn corrupt(reason: String) -> Error {

@@ -42,7 +42,7 @@
 //! assert_eq!(recorded.event, posted);
 //! # Ok::<(), logbook_projection::Error>(())
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod codec;
@@ -56,6 +56,7 @@ pub mod projections;
 pub mod readback;
 pub mod stream;
 pub mod upcast;
+mod utf8;
 
 pub use codec::CODEC_BINCODE2;
 pub use envelope::{

@@ -223,6 +223,40 @@ impl Cursor {
         self.buffer.get(at..at.checked_add(len)?)
     }
 
+    /// The frame at `offset` when it lies whole in the buffer and below `limit`, checked as
+    /// [`Cursor::read_frame`] checks it (the same bytes, so the same verdict): its header and
+    /// the index of its first byte in the buffer. `None` when it is not all buffered or would
+    /// pass `limit`: [`Cursor::read_frame`] then reads it (or says what is wrong).
+    ///
+    /// The sequential scan's path: one bounds check for the header, one for the frame, and
+    /// the checksum, with no read and no second lookup of the same bytes.
+    #[inline]
+    pub(crate) fn buffered_frame(
+        &self,
+        offset: u64,
+        limit: u64,
+        payload_bytes_max: u32,
+    ) -> Option<Result<(FrameHeader, usize), FrameError>> {
+        let at = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        let header_end = at.checked_add(FRAME_HEADER_BYTES)?;
+        if offset.checked_add(FRAME_HEADER_BYTES as u64)? > limit {
+            return None;
+        }
+        let header_bytes = self.buffer.get(at..header_end)?;
+        let header = match frame::decode_header(header_bytes, payload_bytes_max) {
+            Ok(header) => header,
+            Err(error) => return Some(Err(error)),
+        };
+        if offset.checked_add(header.frame_len())? > limit {
+            return None;
+        }
+        let frame_end = at.checked_add(usize::try_from(header.frame_len()).ok()?)?;
+        let bytes = self.buffer.get(at..frame_end)?;
+        Some(
+            frame::verify_checksum_with(self.crc.clone(), bytes, header.crc).map(|()| (header, at)),
+        )
+    }
+
     /// Reads and checks the frame at `offset`; `limit` is the end of the readable bytes.
     /// The outer `Result` is I/O; the inner one says whether the bytes are a valid frame.
     pub(crate) fn read_frame(

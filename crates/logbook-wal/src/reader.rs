@@ -238,18 +238,22 @@ impl WalReader {
             // The format's limit, not the configured one: lowering `record_bytes_max` must never
             // make a durable record unreadable.
             let max = crate::options::RECORD_BYTES_LIMIT;
-            let frame = match self
-                .cursor
-                .read_frame(segment.file.as_ref(), self.offset, limit, max)
-            {
-                Ok(frame) => frame,
-                Err(source) => {
-                    self.failed = true;
-                    return Some(Err(Error::io(&segment.path, source)));
-                }
+            // A frame already buffered is checked where it lies; any other is read first.
+            let frame = match self.cursor.buffered_frame(self.offset, limit, max) {
+                Some(checked) => checked.map(|(header, _)| header),
+                None => match self
+                    .cursor
+                    .read_frame(segment.file.as_ref(), self.offset, limit, max)
+                {
+                    Ok(frame) => frame.map(|(header, _)| header),
+                    Err(source) => {
+                        self.failed = true;
+                        return Some(Err(Error::io(&segment.path, source)));
+                    }
+                },
             };
-            let (header, payload) = match frame {
-                Ok(frame) => frame,
+            let header = match frame {
+                Ok(header) => header,
                 Err(error) => {
                     self.failed = true;
                     let reason = error.reason();
@@ -266,7 +270,11 @@ impl WalReader {
             }
             self.next_position = header.position + 1;
             let payload_offset = self.offset - header.frame_len() + FRAME_HEADER_BYTES as u64;
-            return Some(Ok((header.position, payload_offset, payload.len())));
+            return Some(Ok((
+                header.position,
+                payload_offset,
+                header.payload_len as usize,
+            )));
         }
     }
 }

@@ -511,3 +511,125 @@ proptest! {
         prop_assert_eq!(batch.set_block(Vec::new()), block);
     }
 }
+
+/// `EnvelopeParts::split` as it was before the fixed-header fast path (session 16): every
+/// field read through the bounds-checked `Reader`, each check where its field is read. The
+/// fast path must give the same parts, or the same error words, for any bytes.
+fn reference_split(bytes: &[u8]) -> Result<EnvelopeParts<'_>> {
+    let mut reader = Reader { rest: bytes };
+    let [magic, format_version, codec, flags] = reader.array::<4>()?;
+    check_fixed(magic, format_version, codec, flags)?;
+    let stream_version = u64::from_le_bytes(reader.array::<8>()?);
+    let timestamp_ms = u64::from_le_bytes(reader.array::<8>()?);
+    let schema_version = u16::from_le_bytes(reader.array::<2>()?);
+    let stream_len = usize::from(u16::from_le_bytes(reader.array::<2>()?));
+    let [event_type_len, correlation_len, causation_len, reserved] = reader.array::<4>()?;
+    if reserved != 0 {
+        return Err(corrupt(format!("reserved byte 27 is {reserved}, not 0")));
+    }
+    let payload_len = usize::try_from(u32::from_le_bytes(reader.array::<4>()?)).unwrap();
+    check_limit("stream id", stream_len, STREAM_ID_BYTES_MAX)?;
+    check_limit(
+        "event type",
+        usize::from(event_type_len),
+        EVENT_TYPE_BYTES_MAX,
+    )?;
+    check_limit(
+        "correlation id",
+        usize::from(correlation_len),
+        CORRELATION_ID_BYTES_MAX,
+    )?;
+    check_limit(
+        "causation id",
+        usize::from(causation_len),
+        CORRELATION_ID_BYTES_MAX,
+    )?;
+    check_limit("payload", payload_len, PAYLOAD_BYTES_MAX)?;
+    let variable_len = stream_len
+        + usize::from(event_type_len)
+        + usize::from(correlation_len)
+        + usize::from(causation_len)
+        + payload_len;
+    if reader.rest.len() != variable_len {
+        return Err(corrupt(format!(
+            "header announces {variable_len} bytes after it, {} are present",
+            reader.rest.len()
+        )));
+    }
+    Ok(EnvelopeParts {
+        stream: reader.take(stream_len)?,
+        stream_version,
+        timestamp_ms,
+        event_type: reader.take(usize::from(event_type_len))?,
+        schema_version,
+        codec,
+        correlation_id: reader.take(usize::from(correlation_len))?,
+        causation_id: reader.take(usize::from(causation_len))?,
+        payload: reader.take(payload_len)?,
+    })
+}
+
+/// The parts as plain values, or the error's words.
+fn split_outcome(
+    split: Result<EnvelopeParts<'_>>,
+) -> std::result::Result<(Vec<&[u8]>, u64, u64, u16, u8), String> {
+    split
+        .map(|parts| {
+            (
+                vec![
+                    parts.stream,
+                    parts.event_type,
+                    parts.correlation_id,
+                    parts.causation_id,
+                    parts.payload,
+                ],
+                parts.stream_version,
+                parts.timestamp_ms,
+                parts.schema_version,
+                parts.codec,
+            )
+        })
+        .map_err(|error| error.to_string())
+}
+
+#[test]
+fn split_refuses_every_prefix_as_the_field_by_field_read() {
+    let bytes = sample().encode();
+    for length in 0..=bytes.len() {
+        let prefix = &bytes[..length];
+        assert_eq!(
+            split_outcome(EnvelopeParts::split(prefix)),
+            split_outcome(reference_split(prefix)),
+            "prefix of {length} bytes"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn split_agrees_with_the_field_by_field_read(
+        envelope in arbitrary_envelope(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+        garbage in proptest::collection::vec(any::<u8>(), 0..80),
+    ) {
+        let mut bytes = envelope.encode();
+        for (index, value) in flips {
+            let at = index.index(bytes.len());
+            bytes[at] ^= value;
+        }
+        let cut = cut.index(bytes.len() + 1);
+        prop_assert_eq!(
+            split_outcome(EnvelopeParts::split(&bytes[..cut])),
+            split_outcome(reference_split(&bytes[..cut]))
+        );
+        prop_assert_eq!(
+            split_outcome(EnvelopeParts::split(&bytes)),
+            split_outcome(reference_split(&bytes))
+        );
+        prop_assert_eq!(
+            split_outcome(EnvelopeParts::split(&garbage)),
+            split_outcome(reference_split(&garbage))
+        );
+    }
+}
