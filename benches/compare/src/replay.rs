@@ -135,6 +135,31 @@ pub fn open(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<Replayed>
     })
 }
 
+/// Alternates `rounds` full replays of `dir` (a log of `events` events) with as many raw
+/// scans, printing each time and, last, the medians and their ratio (raw / replay: the
+/// fraction of the raw scan's speed the replay reaches).
+pub fn time(runtime: &Runtime, dir: &Path, events: u64, rounds: usize) -> BenchResult<()> {
+    let mut replays = Vec::with_capacity(rounds);
+    let mut scans = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let replayed = open(runtime, dir, events)?.elapsed.as_secs_f64() * 1e3;
+        let scanned = scan(dir, events)?.as_secs_f64() * 1e3;
+        println!("replay {replayed:.2} ms, raw scan {scanned:.2} ms");
+        replays.push(replayed);
+        scans.push(scanned);
+    }
+    let median = |times: &mut Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let (replay, raw) = (median(&mut replays), median(&mut scans));
+    println!(
+        "median: replay {replay:.2} ms, raw scan {raw:.2} ms, replay/raw speed {:.3}x",
+        raw / replay
+    );
+    Ok(())
+}
+
 /// The child of [`peak_rss`]: replays `dir` (a log of `events` events) once and prints its
 /// peak resident set size (`VmHWM` of `/proc/self/status`, in KiB) on stdout.
 pub fn rss_child(dir: &Path, events: u64) -> BenchResult<()> {
