@@ -218,3 +218,33 @@ async fn a_torn_recent_file_is_ignored() {
     check(&log, &[(&room, 1200)]).await;
     log.close().await.unwrap();
 }
+
+/// With a recent file, sled's open starts only after the replay (so it does not take a core
+/// from the replay's threads), but it does start by itself: with no call that needs sled, the
+/// background open removes the recent file soon after the log has opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_opens_by_itself_after_an_open_that_answered_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let room = StreamId::new("room/a").unwrap();
+    let (log, _) = open(dir.path()).await;
+    fill(&log, &room, 300).await;
+    log.close().await.unwrap();
+    assert!(recent(dir.path()).exists());
+
+    let (log, report) = open(dir.path()).await;
+    assert_eq!(report.index.rebuilt, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while recent(dir.path()).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background open never started: the recent file is still there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        versions_forward(&log, &room, 300).await,
+        (0..300).collect::<Vec<_>>()
+    );
+    log.close().await.unwrap();
+    assert!(recent(dir.path()).exists(), "a clean close writes it again");
+}

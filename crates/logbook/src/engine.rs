@@ -598,13 +598,19 @@ impl<E: Event> Logbook<E> {
         let storage_is_files = storage.is_file_system();
         let (wal, wal_report) = Wal::open_with_storage(storage.clone(), &dir, options.wal.clone())?;
         let wal = Arc::new(wal);
-        // sled's open runs on a thread of its own while the snapshot loads (started only now:
-        // the WAL's open took the log's lock, which keeps every other writer away from the
-        // index directory, and a WAL that cannot open must leave the index untouched: sled's
-        // open writes).
+        // sled's open runs on a thread of its own (started only now: the WAL's open took the
+        // log's lock, which keeps every other writer away from the index directory, and a WAL
+        // that cannot open must leave the index untouched: sled's open writes). Without a
+        // recent file the replay waits for it, so it starts at once and runs while the
+        // snapshot loads; with one, it starts after the replay, which then has both cores.
         let salvaged = options.wal.recovery_mode == RecoveryMode::Salvage;
-        let index_opening =
-            storage_is_files.then(|| StreamIndex::open_in_background(&dir, salvaged));
+        let index_opening = storage_is_files.then(|| {
+            let mut opening = StreamIndex::prepare_open(&dir, salvaged);
+            if !opening.answers_from_recent() {
+                opening.start();
+            }
+            opening
+        });
         let applier = TypedApplier::new(projections);
         // A segment's base minus one was reached when it was created (compaction may have
         // dropped the records just before it).
@@ -650,6 +656,7 @@ impl<E: Event> Logbook<E> {
             start,
             &options.compaction,
         )?;
+        index.start_opening();
         applier.restored();
         let snapshots = Snapshotter::start(
             store.clone(),

@@ -145,6 +145,53 @@ const IN_BACKGROUND: u8 = 1;
 const IN_LINE: u8 = 2;
 
 impl IndexOpening {
+    /// Whether a recent file was read, so that [`IndexOpening::finish`] will not wait for
+    /// sled: its open can start later ([`StreamIndex::start_opening`]).
+    pub(crate) fn answers_from_recent(&self) -> bool {
+        self.recent.is_some()
+    }
+
+    /// Starts sled's open on a thread of its own, unless it was started or claimed already.
+    ///
+    /// The thread is one of tokio's blocking pool when called within a runtime (an idle one
+    /// starts at once; a new thread took ~170 µs to start running here), else a thread of its
+    /// own. Without a thread, the open happens in line when its outcome is first needed.
+    pub(crate) fn start(&mut self) {
+        if self.outcome.is_some() || self.claim.load(Ordering::Acquire) != QUEUED {
+            return;
+        }
+        let thread_path = self.path.clone();
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let thread_claim = self.claim.clone();
+        let open = move || {
+            if thread_claim
+                .compare_exchange(QUEUED, IN_BACKGROUND, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return;
+            }
+            // The receiver waits for this (also when dropped): a send fails only if it is gone.
+            let _ = sender.send(StreamIndex::try_open(&thread_path));
+        };
+        let started = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                drop(runtime.spawn_blocking(open));
+                Ok(())
+            }
+            Err(_) => std::thread::Builder::new()
+                .name("logbook-index-open".into())
+                .spawn(open)
+                .map(drop),
+        };
+        match started {
+            Ok(()) => self.outcome = Some(receiver),
+            // No thread: open on the caller's thread when the outcome is needed.
+            Err(error) => {
+                tracing::debug!(%error, "index open thread not started; opening in line")
+            }
+        }
+    }
+
     /// Decides as [`StreamIndex::settle`] does (`log_end` and `salvaged` as there): a sled
     /// error or an unknown format means wipe and rebuild, a marker past the log's end is an
     /// error unless the log was salvaged. An open that never reported (its thread panicked) is
@@ -249,62 +296,26 @@ impl StreamIndex {
         ))
     }
 
-    /// Starts opening the index of `log_dir` on a thread of its own (sled's open is most of
-    /// the CPU an open with a snapshot spends), so it runs while the caller loads the
-    /// snapshot; [`IndexOpening::finish`] takes its outcome and decides (see
-    /// [`StreamIndex::settle`]). The caller must hold the log's lock: the thread only opens,
-    /// it never wipes (a wipe is decided by `finish`, on the caller's thread).
-    ///
-    /// The thread is one of tokio's blocking pool when called within a runtime (an idle one
-    /// starts at once; a new thread took ~170 µs to start running here, a sixth of the whole
-    /// open), else a thread of its own.
+    /// Prepares the open of the index of `log_dir` (sled's open is most of the CPU an open
+    /// with a snapshot spends, about 1 ms here even for a small index), to run on a thread of
+    /// its own once [`IndexOpening::start`] is called, while the caller does other work;
+    /// [`IndexOpening::finish`] takes its outcome and decides (see [`StreamIndex::settle`]).
+    /// The caller must hold the log's lock: the thread only opens, it never wipes (a wipe is
+    /// decided by `finish`, on the caller's thread).
     ///
     /// Unless the log was `salvaged`, the recent file (`recent.rs`) is read first, on the
-    /// caller's thread; the background open removes it (durably) before it opens sled.
-    pub(crate) fn open_in_background(log_dir: &Path, salvaged: bool) -> IndexOpening {
+    /// caller's thread; the background open removes it (durably) before it opens sled. With a
+    /// recent file the open need not wait for sled at all: the engine then starts the
+    /// background open only after its replay, so that sled's open does not take a core from
+    /// the replay's two threads ([`IndexOpening::answers_from_recent`]).
+    pub(crate) fn prepare_open(log_dir: &Path, salvaged: bool) -> IndexOpening {
         let path = log_dir.join(INDEX_DIR_NAME);
         let recent = if salvaged { None } else { Recent::read(&path) };
-        let thread_path = path.clone();
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let claim = Arc::new(AtomicU8::new(QUEUED));
-        let thread_claim = claim.clone();
-        let open = move || {
-            if thread_claim
-                .compare_exchange(QUEUED, IN_BACKGROUND, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                return;
-            }
-            // The receiver waits for this (also when dropped): a send fails only if it is gone.
-            let _ = sender.send(Self::try_open(&thread_path));
-        };
-        let started = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                drop(runtime.spawn_blocking(open));
-                Ok(())
-            }
-            Err(_) => std::thread::Builder::new()
-                .name("logbook-index-open".into())
-                .spawn(open)
-                .map(drop),
-        };
-        match started {
-            Ok(()) => IndexOpening {
-                path,
-                outcome: Some(receiver),
-                claim,
-                recent,
-            },
-            Err(error) => {
-                // No thread: open on the caller's thread at `finish`.
-                tracing::debug!(%error, "index open thread not started; opening in line");
-                IndexOpening {
-                    path,
-                    outcome: None,
-                    claim,
-                    recent,
-                }
-            }
+        IndexOpening {
+            path,
+            outcome: None,
+            claim: Arc::new(AtomicU8::new(QUEUED)),
+            recent,
         }
     }
 
@@ -442,6 +453,14 @@ impl StreamIndex {
             rebuild,
         }));
         index
+    }
+
+    /// Starts sled's background open if the index still answers from its recent file and the
+    /// open has not started (the engine calls this once its replay is done).
+    pub(crate) fn start_opening(&self) {
+        if let Pending::Opening(opening) = &mut *self.lock_pending() {
+            opening.opening.start();
+        }
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {

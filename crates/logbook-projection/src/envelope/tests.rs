@@ -569,10 +569,12 @@ fn reference_split(bytes: &[u8]) -> Result<EnvelopeParts<'_>> {
     })
 }
 
+/// An envelope's parts as plain values: the variable fields, stream version, timestamp, schema
+/// version and codec.
+type PlainParts<'a> = (Vec<&'a [u8]>, u64, u64, u16, u8);
+
 /// The parts as plain values, or the error's words.
-fn split_outcome(
-    split: Result<EnvelopeParts<'_>>,
-) -> std::result::Result<(Vec<&[u8]>, u64, u64, u16, u8), String> {
+fn split_outcome(split: Result<EnvelopeParts<'_>>) -> std::result::Result<PlainParts<'_>, String> {
     split
         .map(|parts| {
             (
