@@ -284,9 +284,11 @@ fn pipelined(
         let (full, queued) = mpsc::sync_channel::<Chunk>(PIPELINE_QUEUE);
         let (spent, recycled) = mpsc::channel::<Chunk>();
         let span = tracing::Span::current();
+        let (running, started) = mpsc::sync_channel::<()>(1);
         let projections = std::thread::Builder::new()
             .name("logbook-replay".into())
             .spawn_scoped(scope, move || -> Result<StreamTable> {
+                let _ = running.send(());
                 let _span = span.entered();
                 let mut replayer = applier.replayer();
                 let mut run = ReplayRun::default();
@@ -302,6 +304,12 @@ fn pipelined(
                 Ok(streams)
             })
             .map_err(|error| Error::Task(error.to_string()))?;
+        // Wait until the new thread runs. Left alone, the scheduler here often kept it queued
+        // on this thread's core until this one blocked (0.5 to 2 ms later: the reader fills
+        // the queue first, then waits); blocking now, for the 20 to 100 µs it takes to start,
+        // lets it run at once and the two threads spread over two cores. (An error means it
+        // ended already: its outcome is reported below.)
+        let _ = started.recv();
         let mut chunks = 1usize;
         let read = tail.read_into(|chunk| {
             if full.send(chunk).is_err() {

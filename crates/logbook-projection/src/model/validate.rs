@@ -49,8 +49,7 @@ fn refused_id(event_type: &'static str, field: &'static str, value: &str) -> Res
 /// decoding characters: every id of every replayed event goes through here.
 #[inline]
 pub(crate) fn has_control(text: &str) -> bool {
-    let printable_ascii = text.bytes().all(|byte| (0x20..0x7f).contains(&byte));
-    !printable_ascii && text.chars().any(char::is_control)
+    !crate::utf8::is_printable_ascii(text.as_bytes()) && text.chars().any(char::is_control)
 }
 
 /// [`id`] when present.
