@@ -43,6 +43,16 @@ pub trait Projection: Clone + Send + Sync + 'static {
     /// (e.g. written by another tool without validation) is ignored, the same way every time.
     fn apply(&mut self, event: &RecordedEvent<Self::Event>);
 
+    /// Applies `events` in order, leaving exactly the state that [`Projection::apply`] on each
+    /// in turn leaves (which is what this default does). The engine's replay hands the
+    /// projections a chunk of records at a time through here; a projection may override it to
+    /// share work between consecutive events, say one lookup for a run of one entity's events.
+    fn apply_all(&mut self, events: &[RecordedEvent<Self::Event>]) {
+        for event in events {
+            self.apply(event);
+        }
+    }
+
     /// Serializes the state (through [`crate::codec`]).
     fn snapshot(&self) -> Result<Vec<u8>>;
 

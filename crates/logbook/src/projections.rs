@@ -484,11 +484,7 @@ impl<P: Projection> Runner<P::Event> for Cell<P> {
             "events are applied once, in position order"
         );
         // Replayed records are summed up by the one `restored` that follows the replay.
-        self.change_in_place(&mut writer, None, false, |state| {
-            for event in events {
-                state.apply(event);
-            }
-        });
+        self.change_in_place(&mut writer, None, false, |state| state.apply_all(events));
         writer.position = last.position;
         self.applied_position
             .store(writer.position, Ordering::Release);

@@ -2,12 +2,13 @@
 //! marker) into the durable stream table, the stream index and the projections.
 //!
 //! Owns: the order of that work and, for a long replay, its split over two threads: the
-//! opening thread reads the records, checks them, decodes their envelopes and applies the
-//! index; a second thread applies them to the catalog, decodes the payloads and applies them to
-//! the projections, in position order, taking the records a chunk at a time (their decoded
-//! envelopes, [`EnvelopeBatch`]) from a bounded queue. Must never: apply a record out of
-//! position order, skip one, hold more than [`PIPELINE_CHUNKS_MAX`] chunks (each a block of the
-//! WAL reader), or finish before the projections have every record.
+//! opening thread reads the records, checks their frames and applies the index; a second
+//! thread decodes their envelopes, applies them to the catalog, decodes the payloads and
+//! applies them to the projections, in position order, taking the records a chunk at a time
+//! (a block of the WAL reader and where each record lies in it) from a bounded queue. Must
+//! never: apply a record out of position order, skip one, hold more than
+//! [`PIPELINE_CHUNKS_MAX`] chunks (each a block of the WAL reader), report an error past the
+//! first one, or finish before the projections have every record.
 
 use crate::apply::{self, DurableRecord, INDEX_BATCH_RECORDS, IndexBatch};
 use crate::error::{Error, Result};
@@ -15,7 +16,7 @@ use crate::index::StreamIndex;
 use crate::projections::Applier;
 use crate::streams::{ReplayRun, StreamTable};
 use logbook_compaction::CompactionPolicy;
-use logbook_projection::{EnvelopeBatch, EnvelopeDecoder};
+use logbook_projection::EnvelopeDecoder;
 use logbook_wal::Wal;
 use std::sync::mpsc;
 
@@ -133,13 +134,13 @@ impl Tail<'_> {
     }
 
     /// [`Tail::read`] for the two-thread replay, over a lending reader
-    /// ([`logbook_wal::WalReader::lending_blocks`]): a record past the snapshot is decoded
-    /// into `chunk` where it lies in the reader's block ([`EnvelopeBatch::decode_located`]: its
-    /// envelope checked, its texts copied, its payload left in the block), and once the reader
-    /// moves to another block, the chunk and the block it read from go to `send` together, so
-    /// no record is copied between the threads. `send` returns a spent chunk to fill next (its
-    /// block goes back to the reader), or `None` to stop the read early: the projections'
-    /// thread stopped on an error. Returns how many records were past the snapshot.
+    /// ([`logbook_wal::WalReader::lending_blocks`]): a record past the snapshot is noted in
+    /// `chunk` by where it lies in the reader's block (its frame checked, its envelope left to
+    /// the projections' thread), and once the reader moves to another block, the chunk and
+    /// the block it read from go to `send` together, so no record is copied between the
+    /// threads. `send` returns a spent chunk to fill next (its block goes back to the reader),
+    /// or `None` to stop the read early: the projections' thread stopped on an error. Returns
+    /// how many records were past the snapshot.
     fn read_into(&self, mut send: impl FnMut(Chunk) -> Option<Chunk>) -> Result<u64> {
         let mut count = 0u64;
         let mut index_batch = IndexBatch::default();
@@ -152,23 +153,21 @@ impl Tail<'_> {
             if record.new_block && !ship(&mut reader, &mut chunk, &mut send) {
                 return Ok(count);
             }
-            let bytes =
-                reader
-                    .block_bytes(record.at, record.len)
-                    .ok_or_else(|| Error::Corrupted {
-                        position,
-                        reason: "a record not in the reader's block".to_owned(),
-                    })?;
             if position <= self.snapshot_position || position > self.index_complete {
                 // For the index (the snapshot holds what is at or below its position for
-                // everything else): decoded on its own, as the chunk does not hold the payload
-                // yet.
+                // everything else).
+                let bytes = reader.block_bytes(record.at, record.len).ok_or_else(|| {
+                    Error::Corrupted {
+                        position,
+                        reason: "a record not in the reader's block".to_owned(),
+                    }
+                })?;
                 let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
                 self.index(&mut index_batch, &durable)?;
             }
             if position > self.snapshot_position {
                 count += 1;
-                chunk.decode_located(position, bytes, record.at)?;
+                chunk.push(position, record.at, record.len);
             }
         }
         reader.end_block();
@@ -189,7 +188,7 @@ fn ship(
     send: &mut impl FnMut(Chunk) -> Option<Chunk>,
 ) -> bool {
     let block = reader.take_block();
-    if chunk.positions.is_empty() {
+    if chunk.records.is_empty() {
         // Only records the projections do not take came from it.
         if let Some(block) = block {
             reader.give_block(block);
@@ -198,71 +197,59 @@ fn ship(
     }
     // A retired block always follows a record returned from it; without one the chunk's
     // records are not found on the other side, which fails the open (never a panic).
-    chunk.envelopes.set_block(block.unwrap_or_default());
+    chunk.block = block.unwrap_or_default();
     let Some(mut next) = send(std::mem::take(chunk)) else {
         return false;
     };
-    reader.give_block(next.envelopes.set_block(Vec::new()));
-    next.clear();
+    reader.give_block(std::mem::take(&mut next.block));
+    next.records.clear();
     *chunk = next;
     true
 }
 
-/// Records decoded on the reading thread for the projections' thread: their positions and
-/// envelopes (which come back without a second decode), with the reader's block that holds
-/// their payloads.
+/// The records of one block of the WAL reader, for the projections' thread: each record's
+/// position and where its bytes (a checked frame's payload: the envelope) lie in the block.
 #[derive(Default)]
 struct Chunk {
-    positions: Vec<u64>,
-    envelopes: EnvelopeBatch,
+    records: Vec<Located>,
+    block: Vec<u8>,
+}
+
+/// A record of a chunk: its position, and its bytes `block[at..at + len]`.
+#[derive(Clone, Copy)]
+struct Located {
+    position: u64,
+    at: usize,
+    len: usize,
 }
 
 impl Chunk {
-    /// Decodes the record at `position`, whose bytes lie at `at` in the block the chunk is sent
-    /// with (its envelope checked as [`DurableRecord::decode`] checks it, with the same
-    /// errors); a refused record leaves the chunk as it was.
-    fn decode_located(&mut self, position: u64, bytes: &[u8], at: usize) -> Result<()> {
-        debug_assert!(self.positions.last().is_none_or(|last| *last < position));
-        // A block is at most a read-ahead or one record, far below the batch's 4 GiB limit,
-        // which is the only other refusal.
-        self.envelopes
-            .decode_located(bytes, at)
-            .map_err(|error| Error::Corrupted {
-                position,
-                reason: error.to_string(),
-            })?;
-        self.positions.push(position);
-        debug_assert_eq!(self.positions.len(), self.envelopes.len());
-        Ok(())
+    fn push(&mut self, position: u64, at: usize, len: usize) {
+        debug_assert!(self.records.last().is_none_or(|last| last.position < position));
+        self.records.push(Located { position, at, len });
     }
 
-    fn clear(&mut self) {
-        self.positions.clear();
-        self.envelopes.clear();
-    }
-
-    /// Applies every record to the catalog (through `run`, which the caller ends after the
-    /// last chunk) and the projections, in order.
+    /// Decodes each record's envelope (through `decoder`, which checks a run's stream id and
+    /// event type once, with the same checks and errors as [`DurableRecord::decode`]) and
+    /// applies it to the catalog (through `run`, which the caller ends after the last chunk)
+    /// and the projections, in order, stopping at the first error.
     fn apply(
         &self,
+        decoder: &mut EnvelopeDecoder,
         streams: &mut StreamTable,
         run: &mut ReplayRun,
         compaction: &CompactionPolicy,
         replayer: &mut dyn crate::projections::Replayer,
     ) -> Result<()> {
-        // Never a record skipped: the walk below stops at the shorter list.
-        if self.positions.len() != self.envelopes.len() {
-            return Err(Error::Corrupted {
-                position: self.positions.first().copied().unwrap_or_default(),
-                reason: "a replay chunk holds fewer envelopes than positions".to_owned(),
-            });
-        }
-        for (envelope, &position) in self.envelopes.iter().zip(&self.positions) {
-            let envelope = envelope.ok_or_else(|| Error::Corrupted {
-                position,
-                reason: "a record not in its replay chunk's block".to_owned(),
-            })?;
-            let durable = DurableRecord::with_envelope(position, envelope)?;
+        for &Located { position, at, len } in &self.records {
+            let bytes = at
+                .checked_add(len)
+                .and_then(|end| self.block.get(at..end))
+                .ok_or_else(|| Error::Corrupted {
+                    position,
+                    reason: "a record not in its replay chunk's block".to_owned(),
+                })?;
+            let durable = DurableRecord::decode_with(decoder, position, bytes)?;
             apply::apply_catalog_in_run(streams, run, compaction, &durable)?;
             replayer.apply(&durable)?;
         }
@@ -292,8 +279,15 @@ fn pipelined(
                 let _span = span.entered();
                 let mut replayer = applier.replayer();
                 let mut run = ReplayRun::default();
+                let mut decoder = EnvelopeDecoder::new();
                 for chunk in queued {
-                    chunk.apply(&mut streams, &mut run, tail.compaction, replayer.as_mut())?;
+                    chunk.apply(
+                        &mut decoder,
+                        &mut streams,
+                        &mut run,
+                        tail.compaction,
+                        replayer.as_mut(),
+                    )?;
                     // Back to the reader, block and all (the reader reads into it again at the
                     // length it has, so nothing is filled with zeros); it may be done and
                     // gone: the chunk is then dropped.
@@ -330,8 +324,10 @@ fn pipelined(
             Ok(outcome) => outcome,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        let count = read?;
-        Ok((projected?, count))
+        // The projections' thread only ever saw records the reader read before any error of
+        // its own: an error of that thread is the first in the log, and is the one reported.
+        let projected = projected?;
+        Ok((projected, read?))
     })
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Lookup, Name, ValidateCommand, rejected};
 use crate::error::{RejectReason, Result};
 use crate::event::RecordedEvent;
-use crate::model::BuiltinEvent;
+use crate::model::{BuiltinEvent, RoomMessagePosted};
 use crate::projection::{Page, PageRequest, Projection, paginate, restore_state, snapshot_state};
 use crate::stream::{StreamId, StreamKind};
 
@@ -152,28 +152,7 @@ impl Rooms {
             }
             BuiltinEvent::RoomMessagePosted(e) => {
                 room.messages_posted = room.messages_posted.saturating_add(1);
-                // The last message's buffers are reused: a replay of a busy room allocates
-                // only when a message outgrows them.
-                match &mut room.last_message {
-                    Some(last) => {
-                        last.message_id.clone_from(&e.message_id);
-                        last.author.clone_from(&e.author);
-                        last.body.clone_from(&e.body);
-                        last.posted_at_ms = at_ms;
-                        last.stream_version = event.version;
-                        last.edited = false;
-                    }
-                    None => {
-                        room.last_message = Some(LastMessage {
-                            message_id: e.message_id.clone(),
-                            author: e.author.clone(),
-                            body: e.body.clone(),
-                            posted_at_ms: at_ms,
-                            stream_version: event.version,
-                            edited: false,
-                        });
-                    }
-                }
+                room.set_last_message(e, at_ms, event.version);
             }
             BuiltinEvent::RoomMessageEdited(e) => {
                 if let Some(last) = &mut room.last_message
@@ -218,6 +197,70 @@ impl Rooms {
     /// Events that broke a rule and were ignored by `apply`.
     pub fn ignored_events(&self) -> u64 {
         self.ignored_events
+    }
+}
+
+/// Whether `event` posts a message to a room and `first` posted one to the same room: the
+/// events [`Rooms::apply_posts`] takes as one run.
+fn posts_to_the_room_of(
+    event: &RecordedEvent<BuiltinEvent>,
+    first: &RecordedEvent<BuiltinEvent>,
+) -> bool {
+    matches!(first.event, BuiltinEvent::RoomMessagePosted(_))
+        && matches!(event.event, BuiltinEvent::RoomMessagePosted(_))
+        && first.stream.kind() == StreamKind::Room
+        && event.stream == first.stream
+}
+
+impl Rooms {
+    /// Applies `posts`, messages posted to one room (at least one), as `apply` on each would.
+    fn apply_posts(&mut self, posts: &[RecordedEvent<BuiltinEvent>]) {
+        let (Some(first), Some(last)) = (posts.first(), posts.last()) else {
+            return;
+        };
+        debug_assert!(posts.iter().all(|post| posts_to_the_room_of(post, first)));
+        let BuiltinEvent::RoomMessagePosted(message) = &last.event else {
+            return;
+        };
+        let count = u64::try_from(posts.len()).unwrap_or(u64::MAX);
+        let room_id = first.stream.entity_id();
+        let room = self.rooms.get_mut(&Name(room_id));
+        // A post is refused, and counted as ignored, by the one rule a post has.
+        let Some(room) = room.filter(|room| open_room(Some(room), room_id).is_ok()) else {
+            self.ignored_events = self.ignored_events.saturating_add(count);
+            return;
+        };
+        room.messages_posted = room.messages_posted.saturating_add(count);
+        room.set_last_message(message, last.timestamp_ms, last.version);
+        room.updated_at_ms = last.timestamp_ms;
+        room.stream_version = last.version;
+    }
+}
+
+impl Room {
+    /// Makes `posted` (at `at_ms`, stream version `version`) the room's last message. Its
+    /// buffers are reused: a replay of a busy room allocates only when a message outgrows them.
+    fn set_last_message(&mut self, posted: &RoomMessagePosted, at_ms: u64, version: u64) {
+        match &mut self.last_message {
+            Some(last) => {
+                last.message_id.clone_from(&posted.message_id);
+                last.author.clone_from(&posted.author);
+                last.body.clone_from(&posted.body);
+                last.posted_at_ms = at_ms;
+                last.stream_version = version;
+                last.edited = false;
+            }
+            None => {
+                self.last_message = Some(LastMessage {
+                    message_id: posted.message_id.clone(),
+                    author: posted.author.clone(),
+                    body: posted.body.clone(),
+                    posted_at_ms: at_ms,
+                    stream_version: version,
+                    edited: false,
+                });
+            }
+        }
     }
 }
 
@@ -289,6 +332,31 @@ impl Projection for Rooms {
             && self.apply_room_event(event.stream.entity_id(), event);
         if !applied {
             self.ignored_events = self.ignored_events.saturating_add(1);
+        }
+    }
+
+    /// As `apply` on each event, with a run of messages posted to one room (a busy room, a
+    /// batch append, an import) applied at once: one lookup and one check for the run (a post
+    /// changes neither whether the room exists nor whether it is archived, so the run's posts
+    /// are all applied or all ignored), and only the run's last message copied, as each post
+    /// replaces the one before it.
+    fn apply_all(&mut self, events: &[RecordedEvent<BuiltinEvent>]) {
+        let mut rest = events;
+        while let Some((first, after)) = rest.split_first() {
+            let run = 1 + after
+                .iter()
+                .take_while(|event| posts_to_the_room_of(event, first))
+                .count();
+            match rest.split_at_checked(run) {
+                Some((posts, tail)) if run > 1 => {
+                    self.apply_posts(posts);
+                    rest = tail;
+                }
+                _ => {
+                    self.apply(first);
+                    rest = after;
+                }
+            }
         }
     }
 
@@ -551,5 +619,73 @@ mod tests {
         restored.restore(ROOMS_STATE_VERSION, &bytes).unwrap();
         assert_eq!(restored, rooms);
         assert_eq!(restored.snapshot().unwrap(), bytes);
+    }
+
+    /// One of a few room events, on one of three streams (the last one not a room's), valid or
+    /// not: posts dominate, as in a busy room, so runs of posts form and break.
+    fn arbitrary_room_event() -> impl proptest::strategy::Strategy<Value = (usize, BuiltinEvent)> {
+        use proptest::prelude::*;
+        let event = prop_oneof![
+            6 => (0..4u8, "[a-z]{0,12}").prop_map(|(id, body)| posted(&format!("m{id}"), &body)),
+            1 => Just(created("R")),
+            1 => (0..3u8).prop_map(|member| RoomMemberJoined { member: format!("u{member}") }.into()),
+            1 => (0..3u8).prop_map(|member| RoomMemberLeft { member: format!("u{member}") }.into()),
+            1 => (0..4u8, "[a-z]{0,6}").prop_map(|(id, body)| {
+                RoomMessageEdited { message_id: format!("m{id}"), body }.into()
+            }),
+            1 => (0..4u8).prop_map(|id| RoomMessageDeleted { message_id: format!("m{id}") }.into()),
+            1 => Just(RoomArchived { reason: None }.into()),
+        ];
+        (0..3usize, event)
+    }
+
+    proptest::proptest! {
+        /// `apply_all` over any split of the events into chunks leaves the state `apply` on
+        /// each event leaves: runs of posts, broken by other events and other streams, with
+        /// rooms missing, archived or created twice.
+        #[test]
+        fn apply_all_is_apply_on_each_event(
+            events in proptest::collection::vec(arbitrary_room_event(), 0..80),
+            cuts in proptest::collection::vec(0..80usize, 0..6),
+        ) {
+            let mut log = Log::default();
+            let mut one_by_one = Rooms::new();
+            for (stream, event) in events {
+                let stream = ["room/a", "room/b", "lobby"][stream];
+                log.force(&mut one_by_one, stream, event);
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut.min(log.events.len())).collect();
+            cuts.push(0);
+            cuts.push(log.events.len());
+            cuts.sort_unstable();
+            let mut by_chunks = Rooms::new();
+            for pair in cuts.windows(2) {
+                by_chunks.apply_all(&log.events[pair[0]..pair[1]]);
+            }
+            proptest::prop_assert_eq!(&by_chunks, &one_by_one);
+            proptest::prop_assert_eq!(by_chunks.snapshot().unwrap(), one_by_one.snapshot().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_run_of_posts_counts_them_all_and_keeps_the_last() {
+        let mut log = Log::default();
+        let mut one_by_one = Rooms::new();
+        log.force(&mut one_by_one, "room/a", created("A"));
+        for index in 0..5 {
+            log.force(&mut one_by_one, "room/a", posted(&format!("m{index}"), "hi"));
+        }
+        // Posts to a room that does not exist: ignored, each counted.
+        for index in 0..3 {
+            log.force(&mut one_by_one, "room/nowhere", posted(&format!("x{index}"), "lost"));
+        }
+        let mut at_once = Rooms::new();
+        at_once.apply_all(&log.events);
+        assert_eq!(at_once, one_by_one);
+        let room = at_once.room("a").unwrap();
+        assert_eq!(room.messages_posted, 5);
+        assert_eq!(room.last_message.as_ref().unwrap().message_id, "m4");
+        assert_eq!(room.stream_version, 5);
+        assert_eq!(at_once.ignored_events(), 3);
     }
 }
