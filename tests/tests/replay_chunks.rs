@@ -201,3 +201,94 @@ async fn a_damaged_record_fails_a_two_thread_replay_with_its_place() {
     let name = first.file_name().unwrap().to_string_lossy().into_owned();
     assert!(text.contains(&name), "names the segment: {text}");
 }
+
+/// The first of two damaged records is the one a two-thread replay reports: an envelope that
+/// does not decode (its frame's checksum made right again, so only the projections' thread,
+/// which decodes envelopes, can tell) and, further on, a frame whose checksum fails (which the
+/// reading thread finds). The reading thread may well find its damage first in time; the open
+/// still names the earlier record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_thread_replay_reports_the_first_of_two_damaged_records() {
+    // The second damage next to the first (in the same block: the reader stops there), and far
+    // beyond it (the reader may read on until the projections' thread stops).
+    for later in [1, 20_000] {
+        first_of_two_damaged_records(later).await;
+    }
+}
+
+async fn first_of_two_damaged_records(later: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = logbook_tests::test_options();
+    options.wal.sync_policy = logbook::SyncPolicy::Never;
+    options.snapshots.every_events = 0;
+    options.snapshots.every_bytes = 0;
+    options.snapshots.every = std::time::Duration::ZERO;
+    options.snapshots.on_close_events = 0;
+    let (log, _) = logbook::BuiltinLog::open(dir.path(), options.clone())
+        .await
+        .expect("open");
+    log.log()
+        .append(
+            &room("a"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(room_created("a"))],
+        )
+        .await
+        .expect("create");
+    for first in (0..60_000).step_by(1000) {
+        post(&log, "a", first, 1000, "a message of the long log").await;
+    }
+    log.close().await.expect("close");
+    // Every frame of every segment (format.md: a 32-byte segment header, then frames, each a
+    // 28-byte header and its payload), by position.
+    let mut frames = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir.path().join("wal")).expect("wal dir") {
+        let path = entry.expect("entry").path();
+        if !path.extension().is_some_and(|ext| ext == "seg") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read segment");
+        let mut offset = 32;
+        while offset + 28 <= bytes.len() {
+            let payload_len =
+                u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+            let position = u64::from_le_bytes(bytes[offset + 8..offset + 16].try_into().unwrap());
+            if payload_len == 0 || offset + 28 + payload_len > bytes.len() {
+                break;
+            }
+            frames.insert(position, (path.clone(), offset, payload_len));
+            offset += 28 + payload_len;
+        }
+    }
+    let (first_bad, later_bad) = (20_000u64, 20_000 + later);
+    // The first: an envelope magic byte of 0, in a frame re-encoded with a valid checksum.
+    let (path, at, len) = &frames[&first_bad];
+    let (at, len) = (*at, *len);
+    let mut bytes = std::fs::read(path).expect("read segment");
+    let durable_mark = u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap());
+    let flags = bytes[at + 24];
+    let mut payload = bytes[at + 28..at + 28 + len].to_vec();
+    payload[0] = 0;
+    let mut frame = Vec::new();
+    logbook_wal::frame::encode_frame(&mut frame, first_bad, durable_mark, flags, &payload);
+    bytes[at..at + 28 + len].copy_from_slice(&frame);
+    std::fs::write(path, &bytes).expect("write segment");
+    // The later one: a flipped payload byte, its checksum left as it was.
+    let (path, at, len) = &frames[&later_bad];
+    let mut bytes = std::fs::read(path).expect("read segment");
+    bytes[at + 28 + len / 2] ^= 0x5A;
+    std::fs::write(path, &bytes).expect("write segment");
+    for _ in 0..3 {
+        let error = match logbook::BuiltinLog::open(dir.path(), options.clone()).await {
+            Ok(_) => panic!("a damaged log does not open"),
+            Err(error) => error,
+        };
+        match &error {
+            logbook::Error::Corrupted { position, reason } => {
+                assert_eq!(*position, first_bad, "{error}");
+                assert!(reason.contains("magic"), "{error}");
+            }
+            other => panic!("the first damaged record is reported, not: {other}"),
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! A replay on two threads (more than 50,000 records past the snapshot: the reading thread
-//! decodes each envelope once and hands it over in an `EnvelopeBatch`) gives the projections
+//! checks each frame and hands over where the record lies in its block, the projections'
+//! thread decodes the envelope there) gives the projections
 //! every record as it was appended: stream, version, event type, schema version, time, both
 //! trace ids and the payload, for interleaved streams and both event types of a service's own
 //! event type, with a deletion and a truncation in between. A projection that folds all of it,

@@ -144,38 +144,72 @@ impl Tail<'_> {
     fn read_into(&self, mut send: impl FnMut(Chunk) -> Option<Chunk>) -> Result<u64> {
         let mut count = 0u64;
         let mut index_batch = IndexBatch::default();
-        let mut reader = self.wal.read_from(self.first()).lending_blocks();
-        let mut decoder = EnvelopeDecoder::new();
+        // A replay reads on to the end: its first read is a full read-ahead, not 8 KiB doubling,
+        // so the reader runs a full queue of records ahead while the projections' thread is
+        // slow at the start (a log's first records create its streams and entities).
+        let mut reader = self
+            .wal
+            .read_from(self.first())
+            .reading_through(self.wal.durable_position())
+            .lending_blocks();
         let mut chunk = Chunk::default();
-        while let Some(record) = reader.next_located() {
-            let record = record?;
-            let position = record.position;
-            if record.new_block && !ship(&mut reader, &mut chunk, &mut send) {
-                return Ok(count);
-            }
-            if position <= self.snapshot_position || position > self.index_complete {
-                // For the index (the snapshot holds what is at or below its position for
-                // everything else).
-                let bytes = reader.block_bytes(record.at, record.len).ok_or_else(|| {
-                    Error::Corrupted {
-                        position,
-                        reason: "a record not in the reader's block".to_owned(),
-                    }
-                })?;
-                let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
-                self.index(&mut index_batch, &durable)?;
-            }
-            if position > self.snapshot_position {
-                count += 1;
-                chunk.push(position, record.at, record.len);
-            }
-        }
+        let read = self.locate_all(
+            &mut reader,
+            &mut chunk,
+            &mut send,
+            &mut index_batch,
+            &mut count,
+        );
+        // The records located before the end, or before an error, go to the projections' thread
+        // whatever happened: an error it finds in them is earlier in the log than this one, and
+        // is the one the open reports.
         reader.end_block();
-        if !ship(&mut reader, &mut chunk, &mut send) {
+        let sent = ship(&mut reader, &mut chunk, &mut send);
+        if !read? || !sent {
+            // The projections' thread stopped on an error: reported by the caller.
             return Ok(count);
         }
         index_batch.flush(self.index)?;
         Ok(count)
+    }
+
+    /// The loop of [`Tail::read_into`]: notes each record past the snapshot in `chunk` and
+    /// ships the chunk with its block whenever the reader moves to another block; adds each
+    /// record past the index's marker to `index_batch`. False when `send` stopped the read.
+    fn locate_all(
+        &self,
+        reader: &mut logbook_wal::WalReader,
+        chunk: &mut Chunk,
+        send: &mut impl FnMut(Chunk) -> Option<Chunk>,
+        index_batch: &mut IndexBatch,
+        count: &mut u64,
+    ) -> Result<bool> {
+        let mut decoder = EnvelopeDecoder::new();
+        while let Some(record) = reader.next_located() {
+            let record = record?;
+            let position = record.position;
+            if record.new_block && !ship(reader, chunk, send) {
+                return Ok(false);
+            }
+            if position <= self.snapshot_position || position > self.index_complete {
+                // For the index (the snapshot holds what is at or below its position for
+                // everything else).
+                let bytes =
+                    reader
+                        .block_bytes(record.at, record.len)
+                        .ok_or_else(|| Error::Corrupted {
+                            position,
+                            reason: "a record not in the reader's block".to_owned(),
+                        })?;
+                let durable = DurableRecord::decode_with(&mut decoder, position, bytes)?;
+                self.index(index_batch, &durable)?;
+            }
+            if position > self.snapshot_position {
+                *count += 1;
+                chunk.push(position, record.at, record.len);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -225,7 +259,11 @@ struct Located {
 
 impl Chunk {
     fn push(&mut self, position: u64, at: usize, len: usize) {
-        debug_assert!(self.records.last().is_none_or(|last| last.position < position));
+        debug_assert!(
+            self.records
+                .last()
+                .is_none_or(|last| last.position < position)
+        );
         self.records.push(Located { position, at, len });
     }
 

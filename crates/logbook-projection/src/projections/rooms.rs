@@ -673,11 +673,19 @@ mod tests {
         let mut one_by_one = Rooms::new();
         log.force(&mut one_by_one, "room/a", created("A"));
         for index in 0..5 {
-            log.force(&mut one_by_one, "room/a", posted(&format!("m{index}"), "hi"));
+            log.force(
+                &mut one_by_one,
+                "room/a",
+                posted(&format!("m{index}"), "hi"),
+            );
         }
         // Posts to a room that does not exist: ignored, each counted.
         for index in 0..3 {
-            log.force(&mut one_by_one, "room/nowhere", posted(&format!("x{index}"), "lost"));
+            log.force(
+                &mut one_by_one,
+                "room/nowhere",
+                posted(&format!("x{index}"), "lost"),
+            );
         }
         let mut at_once = Rooms::new();
         at_once.apply_all(&log.events);
