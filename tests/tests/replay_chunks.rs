@@ -244,7 +244,7 @@ async fn first_of_two_damaged_records(later: u64) {
     let mut frames = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(dir.path().join("wal")).expect("wal dir") {
         let path = entry.expect("entry").path();
-        if !path.extension().is_some_and(|ext| ext == "seg") {
+        if path.extension().is_none_or(|ext| ext != "seg") {
             continue;
         }
         let bytes = std::fs::read(&path).expect("read segment");
