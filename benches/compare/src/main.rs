@@ -71,14 +71,19 @@ fn run() -> BenchResult<()> {
     // `logbook-bench-compare replay-time DIR EVENTS ROUNDS` (internal): alternates a full
     // replay (`BuiltinLog::open`) of the log built in DIR with the raw scan of it, ROUNDS
     // times each, and prints each time and the median ratio: to compare two builds on one
-    // kept log, their runs alternated.
+    // kept log, their runs alternated. A DIR that does not exist is built first, in this
+    // process, as the `replay` workload does.
     if let [command, dir, events, rounds] = args.as_slice()
         && command == "replay-time"
     {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        return replay::time(&runtime, dir.as_ref(), events.parse()?, rounds.parse()?);
+        let events = events.parse()?;
+        if !std::path::Path::new(dir).exists() {
+            replay::build(&runtime, dir.as_ref(), events)?;
+        }
+        return replay::time(&runtime, dir.as_ref(), events, rounds.parse()?);
     }
     let (plan, workloads) = parse(std::env::args().skip(1).collect())?;
     measure::install_sync_counter()?;
