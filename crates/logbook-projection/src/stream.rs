@@ -130,6 +130,14 @@ impl StreamId {
         self.kind
     }
 
+    /// Whether `self` and `other` share one allocation of the name (one is a clone of the
+    /// other): a check of a pointer that implies they are equal. False says nothing: two ids
+    /// of the same name made apart are equal and not the same.
+    #[inline]
+    pub fn same_id(&self, other: &StreamId) -> bool {
+        Arc::ptr_eq(&self.name, &other.name)
+    }
+
     /// The part after a built-in prefix (`"r1"` for `run/r1`), the whole name for custom streams.
     pub fn entity_id(&self) -> &str {
         let prefix = self.kind.prefix().map_or(0, str::len);

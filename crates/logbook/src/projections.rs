@@ -914,7 +914,9 @@ pub(crate) const REPLAY_CHUNK_PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
 pub(crate) trait Replayer {
     /// Applies a durable record as [`Applier::apply`] with [`Undecodable::Skip`] does, or
     /// holds it decoded in the current chunk.
-    fn apply(&mut self, record: &DurableRecord<'_>) -> Result<()>;
+    /// `stream`, when given, is the record's stream id as the catalog holds it (an `Arc` the
+    /// decoded event shares instead of allocating its own).
+    fn apply(&mut self, record: &DurableRecord<'_>, stream: Option<&StreamId>) -> Result<()>;
     /// Applies the records held.
     fn flush(&mut self);
 }
@@ -932,6 +934,17 @@ struct TypedReplayer<'a, E> {
 }
 
 impl<E: Event> TypedReplayer<'_, E> {
+    /// Gives the next slot `stream`, the catalog's id of the record's stream (an `Arc` clone,
+    /// none when the slot has that very id already): a replay of interleaved streams then
+    /// allocates no stream id per record.
+    fn take_stream_id(&mut self, stream: &StreamId) {
+        if let Some(slot) = self.events.get_mut(self.held)
+            && !slot.stream.same_id(stream)
+        {
+            slot.stream = stream.clone();
+        }
+    }
+
     /// Gives the next slot the stream id of the event decoded last when `stream` is its
     /// stream (a shared `Arc`): a run of one stream's events allocates its id once, not once
     /// per slot.
@@ -955,7 +968,7 @@ impl<E: Event> TypedReplayer<'_, E> {
 }
 
 impl<E: Event> Replayer for TypedReplayer<'_, E> {
-    fn apply(&mut self, record: &DurableRecord<'_>) -> Result<()> {
+    fn apply(&mut self, record: &DurableRecord<'_>, stream: Option<&StreamId>) -> Result<()> {
         if self.applier.projections.is_empty() {
             return Ok(());
         }
@@ -965,7 +978,10 @@ impl<E: Event> Replayer for TypedReplayer<'_, E> {
             return self.applier.apply(record, Undecodable::Skip);
         }
         let position = record.position;
-        self.share_stream_id(record.envelope.stream);
+        match stream {
+            Some(stream) => self.take_stream_id(stream),
+            None => self.share_stream_id(record.envelope.stream),
+        }
         let decoded = match self.events.get_mut(self.held) {
             Some(slot) => slot.decode_into(position, &record.envelope),
             None => RecordedEvent::from_envelope_ref(position, &record.envelope)

@@ -77,7 +77,7 @@ fn in_line(
     let mut run = ReplayRun::default();
     let count = tail.read(|durable| {
         apply::apply_catalog_in_run(&mut streams, &mut run, tail.compaction, durable)?;
-        replayer.apply(durable)
+        replayer.apply(durable, run.stream_id())
     })?;
     streams.end_run(&mut run);
     replayer.flush();
@@ -289,7 +289,7 @@ impl Chunk {
                 })?;
             let durable = DurableRecord::decode_with(decoder, position, bytes)?;
             apply::apply_catalog_in_run(streams, run, compaction, &durable)?;
-            replayer.apply(&durable)?;
+            replayer.apply(&durable, run.stream_id())?;
         }
         Ok(())
     }

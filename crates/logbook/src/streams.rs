@@ -129,6 +129,9 @@ pub(crate) struct ReplayRun {
     last_position: u64,
     /// Whether `stream` is the run's (else the run is empty).
     active: bool,
+    /// The run's stream id as the table holds it (the table key's `Arc`, shared): the
+    /// projections' events take it rather than a copy of the name allocated per record.
+    id: Option<StreamId>,
     /// Whether records past the run's first are kept here and not yet in the table.
     pending: bool,
     /// The event type a compaction policy was asked about last, and its answer
@@ -138,6 +141,13 @@ pub(crate) struct ReplayRun {
 }
 
 impl ReplayRun {
+    /// The id of the stream of the record applied last, while the run holds it (an `Arc`
+    /// shared with the table's key).
+    #[inline]
+    pub(crate) fn stream_id(&self) -> Option<&StreamId> {
+        self.id.as_ref().filter(|_| self.active)
+    }
+
     /// [`CompactionPolicy::is_finished`] of `event_type`, asked once per run of one type
     /// (the policy's answer for a type never changes during a replay).
     #[inline]
@@ -230,12 +240,19 @@ impl StreamTable {
 
     /// Replays one event read from the log at open.
     pub(crate) fn replay(&mut self, stream: &str, version: u64, position: u64) -> Result<()> {
+        self.replay_keyed(stream, version, position).map(drop)
+    }
+
+    /// [`StreamTable::replay`], returning (a clone of) the table's key for the stream.
+    fn replay_keyed(&mut self, stream: &str, version: u64, position: u64) -> Result<StreamId> {
         // Looked up by `&str` first: a stream seen before costs no allocation and no second
         // validation (the envelope's decode validated the name).
-        let state = if let Some(state) = self.streams.get_mut(&Name(stream)) {
-            state
+        let (key, state) = if let Some((key, state)) = self.streams.get_key_value_mut(&Name(stream))
+        {
+            (key.clone(), state)
         } else {
-            self.streams.entry(StreamId::new(stream)?).or_default()
+            let key = StreamId::new(stream)?;
+            (key.clone(), self.streams.entry(key).or_default())
         };
         // Compaction may have dropped versions (gaps are fine); going backwards is not.
         if version < state.next_version || position <= state.last_position {
@@ -252,7 +269,7 @@ impl StreamTable {
         }
         state.next_version = version + 1;
         state.last_position = position;
-        Ok(())
+        Ok(key)
     }
 
     /// [`StreamTable::replay`] of the next record of a replay, through `run`: a record of the
@@ -300,7 +317,7 @@ impl StreamTable {
             });
         }
         self.end_run(run);
-        self.replay(stream, version, position)?;
+        run.id = Some(self.replay_keyed(stream, version, position)?);
         stream.clone_into(&mut run.stream);
         run.next_version = version + 1;
         run.last_position = position;

@@ -749,7 +749,7 @@ pub(crate) fn replay_tail(
         for (position, bytes) in &page {
             let record = crate::apply::DurableRecord::decode(*position, bytes)?;
             crate::apply::apply_catalog(&mut streams, compaction, &record)?;
-            replayer.apply(&record)?;
+            replayer.apply(&record, None)?;
             count += 1;
         }
         // Positions up to `through` that the page does not hold were purged since (a stream

@@ -75,7 +75,7 @@ impl Inspector {
                     break;
                 }
                 let durable = DurableRecord::decode(record.position, &record.payload)?;
-                replayer.apply(&durable)?;
+                replayer.apply(&durable, None)?;
                 progress.advance(record.position - position);
                 position = record.position;
                 events += 1;
