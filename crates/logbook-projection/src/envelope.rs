@@ -330,15 +330,17 @@ impl EnvelopeDecoder {
 }
 
 /// Decoded envelopes, to be read back as the same [`EnvelopeRef`]s without a second decode:
-/// what a replay hands its projections' thread a batch at a time.
+/// a batch of records to hand to another thread. (The engine's replay carried its records
+/// between its two threads this way until session 16; it now ships where each record lies in
+/// the WAL reader's block and decodes the envelope on the thread that applies it.)
 ///
 /// Only what [`EnvelopeBatch::decode_push`] or [`EnvelopeBatch::decode_located`] decoded valid
 /// goes in, so only valid envelopes come out. A stream id or event type equal to the previous
 /// envelope's is stored once. Payloads stay in the
 /// batch's block: the bytes [`EnvelopeBatch::decode_push`] copies in, or, for a reader that
 /// lends its read buffers, a buffer the envelopes were decoded in
-/// ([`EnvelopeBatch::decode_located`], then [`EnvelopeBatch::set_block`]), so a replay hands
-/// records to another thread without copying them. A batch holds at most
+/// ([`EnvelopeBatch::decode_located`], then [`EnvelopeBatch::set_block`]), so records go to
+/// another thread without being copied. A batch holds at most
 /// [`EnvelopeBatch::BYTES_MAX`] bytes of texts and of block.
 #[derive(Debug, Default)]
 pub struct EnvelopeBatch {
@@ -350,8 +352,7 @@ pub struct EnvelopeBatch {
 }
 
 /// One envelope of an [`EnvelopeBatch`]: its fixed fields, and where its texts and payload
-/// are (offsets into the batch's buffers; 56 bytes, what a replay moves between threads per
-/// record besides the block).
+/// are (offsets into the batch's buffers; 56 bytes per record besides the block).
 #[derive(Debug, Clone, Copy)]
 struct BatchEntry {
     stream_version: u64,
@@ -402,8 +403,8 @@ impl EnvelopeBatch {
     /// batch's texts or block past [`EnvelopeBatch::BYTES_MAX`]; a refused envelope leaves the
     /// batch as it was.
     ///
-    /// A replay's reading thread calls this once per record, on the bytes of the WAL reader's
-    /// block: one decode and one compare per text, no copy of the payload.
+    /// Meant to be called once per record on the bytes of a reader's block: one decode and
+    /// one compare per text, no copy of the payload.
     pub fn decode_located(&mut self, bytes: &[u8], at: usize) -> Result<()> {
         let parts = EnvelopeParts::split(bytes)?;
         let previous = self.entries.last().copied();
@@ -519,7 +520,7 @@ impl EnvelopeBatch {
 
     /// Every envelope in the order pushed, as [`EnvelopeBatch::get`] returns it (`None` for
     /// one the batch's block does not hold), a stream id or event type shared with the
-    /// envelope before it read once: what a replay's projections' thread walks.
+    /// envelope before it read once.
     pub fn iter(&self) -> impl Iterator<Item = Option<EnvelopeRef<'_>>> + '_ {
         // (offsets, text) of the stream id and event type read last; the offsets of a text
         // never read are never an entry's (a text's length is at least 1).
