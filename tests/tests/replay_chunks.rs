@@ -151,20 +151,23 @@ async fn rebuilds_the_live_state(batch: usize) -> u64 {
     replayed
 }
 
-/// A damaged record in the middle of a two-thread replay fails the open with the damage named
-/// (segment and offset), as a replay on one thread does; the projections' thread is waited
-/// for, never left running.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_record_fails_a_two_thread_replay_with_its_place() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Writes a room and 60,000 messages to it (past the two-thread replay's threshold) with every
+/// snapshot trigger off, in segments of `segment_bytes_max` when given; returns the options to
+/// reopen it with.
+async fn long_log(
+    dir: &std::path::Path,
+    segment_bytes_max: Option<u64>,
+) -> logbook::LogbookOptions {
     let mut options = logbook_tests::test_options();
     options.wal.sync_policy = logbook::SyncPolicy::Never;
-    options.wal.segment_bytes_max = 4 * 1024 * 1024;
+    if let Some(bytes) = segment_bytes_max {
+        options.wal.segment_bytes_max = bytes;
+    }
     options.snapshots.every_events = 0;
     options.snapshots.every_bytes = 0;
     options.snapshots.every = std::time::Duration::ZERO;
     options.snapshots.on_close_events = 0;
-    let (log, _) = logbook::BuiltinLog::open(dir.path(), options.clone())
+    let (log, _) = logbook::BuiltinLog::open(dir, options.clone())
         .await
         .expect("open");
     log.log()
@@ -179,6 +182,16 @@ async fn a_damaged_record_fails_a_two_thread_replay_with_its_place() {
         post(&log, "a", first, 1000, "a message of the long log").await;
     }
     log.close().await.expect("close");
+    options
+}
+
+/// A damaged record in the middle of a two-thread replay fails the open with the damage named
+/// (segment and offset), as a replay on one thread does; the projections' thread is waited
+/// for, never left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_fails_a_two_thread_replay_with_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = long_log(dir.path(), Some(4 * 1024 * 1024)).await;
     // A byte in the middle of the first segment, well past the threshold's worth of records
     // from its end: inside some record's frame.
     let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
@@ -218,27 +231,7 @@ async fn a_two_thread_replay_reports_the_first_of_two_damaged_records() {
 
 async fn first_of_two_damaged_records(later: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut options = logbook_tests::test_options();
-    options.wal.sync_policy = logbook::SyncPolicy::Never;
-    options.snapshots.every_events = 0;
-    options.snapshots.every_bytes = 0;
-    options.snapshots.every = std::time::Duration::ZERO;
-    options.snapshots.on_close_events = 0;
-    let (log, _) = logbook::BuiltinLog::open(dir.path(), options.clone())
-        .await
-        .expect("open");
-    log.log()
-        .append(
-            &room("a"),
-            ExpectedVersion::NoStream,
-            vec![NewEvent::new(room_created("a"))],
-        )
-        .await
-        .expect("create");
-    for first in (0..60_000).step_by(1000) {
-        post(&log, "a", first, 1000, "a message of the long log").await;
-    }
-    log.close().await.expect("close");
+    let options = long_log(dir.path(), None).await;
     // Every frame of every segment (format.md: a 32-byte segment header, then frames, each a
     // 28-byte header and its payload), by position.
     let mut frames = std::collections::BTreeMap::new();
