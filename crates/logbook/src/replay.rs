@@ -17,7 +17,7 @@ use crate::projections::Applier;
 use crate::streams::{ReplayRun, StreamTable};
 use logbook_compaction::CompactionPolicy;
 use logbook_projection::EnvelopeDecoder;
-use logbook_wal::Wal;
+use logbook_wal::{Located, Wal};
 use std::sync::mpsc;
 
 /// Records past the snapshot from which a replay hands the projections' work to a second
@@ -206,7 +206,7 @@ impl Tail<'_> {
             }
             if position > self.snapshot_position {
                 *count += 1;
-                chunk.push(position, record.at, record.len);
+                chunk.push(record);
             }
         }
         Ok(true)
@@ -242,29 +242,22 @@ fn ship(
 }
 
 /// The records of one block of the WAL reader, for the projections' thread: each record's
-/// position and where its bytes (a checked frame's payload: the envelope) lie in the block.
+/// position and where its bytes (a checked frame's payload: the envelope) lie in the block,
+/// as the reader returned them.
 #[derive(Default)]
 struct Chunk {
     records: Vec<Located>,
     block: Vec<u8>,
 }
 
-/// A record of a chunk: its position, and its bytes `block[at..at + len]`.
-#[derive(Clone, Copy)]
-struct Located {
-    position: u64,
-    at: usize,
-    len: usize,
-}
-
 impl Chunk {
-    fn push(&mut self, position: u64, at: usize, len: usize) {
+    fn push(&mut self, record: Located) {
         debug_assert!(
             self.records
                 .last()
-                .is_none_or(|last| last.position < position)
+                .is_none_or(|last| last.position < record.position)
         );
-        self.records.push(Located { position, at, len });
+        self.records.push(record);
     }
 
     /// Decodes each record's envelope (through `decoder`, which checks a run's stream id and
@@ -279,7 +272,10 @@ impl Chunk {
         compaction: &CompactionPolicy,
         replayer: &mut dyn crate::projections::Replayer,
     ) -> Result<()> {
-        for &Located { position, at, len } in &self.records {
+        for &Located {
+            position, at, len, ..
+        } in &self.records
+        {
             let bytes = at
                 .checked_add(len)
                 .and_then(|end| self.block.get(at..end))

@@ -240,20 +240,27 @@ impl StreamTable {
 
     /// Replays one event read from the log at open.
     pub(crate) fn replay(&mut self, stream: &str, version: u64, position: u64) -> Result<()> {
-        self.replay_keyed(stream, version, position).map(drop)
+        self.replay_with_key(stream, version, position, |_| ())
     }
 
-    /// [`StreamTable::replay`], returning (a clone of) the table's key for the stream.
-    fn replay_keyed(&mut self, stream: &str, version: u64, position: u64) -> Result<StreamId> {
+    /// [`StreamTable::replay`], handing the table's key for the stream to `key` (a replay run
+    /// keeps a clone of it; a plain replay takes nothing).
+    fn replay_with_key<T>(
+        &mut self,
+        stream: &str,
+        version: u64,
+        position: u64,
+        key: impl FnOnce(&StreamId) -> T,
+    ) -> Result<T> {
         // Looked up by `&str` first: a stream seen before costs no allocation and no second
         // validation (the envelope's decode validated the name).
-        let (key, state) = if let Some((key, state)) = self.streams.get_key_value_mut(&Name(stream))
-        {
-            (key.clone(), state)
-        } else {
-            let key = StreamId::new(stream)?;
-            (key.clone(), self.streams.entry(key).or_default())
-        };
+        let (kept, state) =
+            if let Some((found, state)) = self.streams.get_key_value_mut(&Name(stream)) {
+                (key(found), state)
+            } else {
+                let found = StreamId::new(stream)?;
+                (key(&found), self.streams.entry(found).or_default())
+            };
         // Compaction may have dropped versions (gaps are fine); going backwards is not.
         if version < state.next_version || position <= state.last_position {
             return Err(Error::Corrupted {
@@ -269,7 +276,7 @@ impl StreamTable {
         }
         state.next_version = version + 1;
         state.last_position = position;
-        Ok(key)
+        Ok(kept)
     }
 
     /// [`StreamTable::replay`] of the next record of a replay, through `run`: a record of the
@@ -317,7 +324,7 @@ impl StreamTable {
             });
         }
         self.end_run(run);
-        run.id = Some(self.replay_keyed(stream, version, position)?);
+        run.id = Some(self.replay_with_key(stream, version, position, StreamId::clone)?);
         stream.clone_into(&mut run.stream);
         run.next_version = version + 1;
         run.last_position = position;
