@@ -60,8 +60,8 @@ mod utf8;
 
 pub use codec::CODEC_BINCODE2;
 pub use envelope::{
-    CORRELATION_ID_BYTES_MAX, ENVELOPE_BYTES_MAX, EVENT_TYPE_BYTES_MAX, Envelope, EnvelopeBatch,
-    EnvelopeDecoder, EnvelopeRef, PAYLOAD_BYTES_MAX, TIMESTAMP_MS_MAX, same_text,
+    CORRELATION_ID_BYTES_MAX, ENVELOPE_BYTES_MAX, EVENT_TYPE_BYTES_MAX, Envelope, EnvelopeDecoder,
+    EnvelopeRef, PAYLOAD_BYTES_MAX, TIMESTAMP_MS_MAX, same_text,
 };
 pub use error::{Error, RejectReason, Result};
 pub use event::{Event, EventData, NewEvent, RawEvent, RecordDecoder, RecordedEvent};

@@ -10,15 +10,14 @@
 //! Properties: nothing panics; the envelope decoders agree (`Envelope::decode`,
 //! `EnvelopeRef::decode`, and an `EnvelopeDecoder` that checked another envelope of the same
 //! stream id and event type just before, as a replay's does); a decoded envelope re-encodes to
-//! exactly its bytes and comes back unchanged through an `EnvelopeBatch` (which refuses what the
-//! decoders refuse, with the same error); a decoded event is
+//! exactly its bytes; a decoded event is
 //! valid, its payload encodes, and that payload and its JSON both decode back to the same event;
 //! decoding a payload into an event decoded before (`decode_payload_into`, as a replay does)
 //! gives what a fresh decode gives, errors included.
 
 use logbook_projection::model::RoomMessagePosted;
 use logbook_projection::{
-    BuiltinEvent, Envelope, EnvelopeBatch, EnvelopeDecoder, EnvelopeRef, Event, EventData, RawEvent,
+    BuiltinEvent, Envelope, EnvelopeDecoder, EnvelopeRef, Event, EventData, RawEvent,
 };
 
 /// The longest input worth decoding (envelope limits are checked against the bytes present, so
@@ -50,10 +49,6 @@ fn check_envelope(bytes: &[u8]) {
         }
         (Err(view_error), Err(error)) => {
             assert_eq!(view_error, error, "the two decoders fail differently");
-            let mut batch = EnvelopeBatch::new();
-            let pushed = batch.decode_push(bytes);
-            assert_eq!(pushed, Err(error), "a batch fails differently");
-            assert!(batch.is_empty(), "a batch kept a refused envelope");
             return;
         }
         (view, owned) => panic!("the two decoders disagree: {view:?} vs {owned:?}"),
@@ -63,7 +58,7 @@ fn check_envelope(bytes: &[u8]) {
         envelope.encode() == bytes,
         "a decoded envelope does not re-encode to its bytes"
     );
-    check_decoder_and_batch(&envelope, bytes);
+    check_decoder(&envelope, bytes);
     let raw = RawEvent::new(1, envelope.clone());
     if let Ok(recorded) = raw.decode::<BuiltinEvent>() {
         assert_eq!(recorded.position, 1);
@@ -81,9 +76,8 @@ fn check_envelope(bytes: &[u8]) {
 }
 
 /// An `EnvelopeDecoder` decodes `bytes` as `EnvelopeRef::decode` does after it checked an
-/// envelope with the same stream id and event type (so it skips their checks), and a batch
-/// gives the envelope back as it went in.
-fn check_decoder_and_batch(envelope: &Envelope, bytes: &[u8]) {
+/// envelope with the same stream id and event type (so it skips their checks).
+fn check_decoder(envelope: &Envelope, bytes: &[u8]) {
     let expected = EnvelopeRef::decode(bytes).expect("decoded above");
     let before = Envelope::new(
         envelope.stream().clone(),
@@ -99,14 +93,6 @@ fn check_decoder_and_batch(envelope: &Envelope, bytes: &[u8]) {
         expected,
         "a decoder that checked this stream and type before decodes differently"
     );
-    let mut batch = EnvelopeBatch::new();
-    let first = EnvelopeRef::decode(&before).expect("a valid envelope");
-    batch.decode_push(&before).expect("a small batch");
-    batch
-        .decode_push(bytes)
-        .expect("a valid envelope, a small batch");
-    assert_eq!(batch.get(0), Some(first));
-    assert_eq!(batch.get(1), Some(expected), "a batch changed the envelope");
 }
 
 fn check_payload(control: u8, bytes: &[u8]) {

@@ -333,10 +333,9 @@ proptest! {
 }
 
 proptest! {
-    /// A run of envelopes through one decoder, and into one batch (repeated streams and
-    /// types, some records damaged), decodes each exactly as `EnvelopeRef::decode` does: the
-    /// same fields, the same errors, whatever was checked before; a refused envelope leaves
-    /// the batch as it was.
+    /// A run of envelopes through one decoder (repeated streams and types, some records
+    /// damaged) decodes each exactly as `EnvelopeRef::decode` does: the same fields, the same
+    /// errors, whatever was checked before.
     #[test]
     fn a_decoder_decodes_a_run_as_each_alone(
         pool in proptest::collection::vec(arbitrary_envelope(), 1..4),
@@ -346,8 +345,6 @@ proptest! {
         ),
     ) {
         let mut decoder = EnvelopeDecoder::new();
-        let mut batch = EnvelopeBatch::new();
-        let mut pushed = Vec::new();
         for (pick, flip) in run {
             let mut bytes = pool[pick.index(pool.len())].encode();
             if let Some((at, value)) = flip {
@@ -356,21 +353,11 @@ proptest! {
             }
             let alone = EnvelopeRef::decode(&bytes);
             let through = decoder.decode(&bytes);
-            let into_batch = batch.decode_push(&bytes);
-            match (&alone, &into_batch) {
-                (Ok(_), Ok(())) => pushed.push(bytes.clone()),
-                (Err(alone), Err(into)) => prop_assert_eq!(alone.to_string(), into.to_string()),
-                (alone, into) => prop_assert!(false, "{:?} vs {:?}", alone, into),
-            }
-            prop_assert_eq!(batch.len(), pushed.len());
             match (alone, through) {
                 (Ok(alone), Ok(through)) => prop_assert_eq!(alone, through),
                 (Err(alone), Err(through)) => prop_assert_eq!(alone.to_string(), through.to_string()),
                 (alone, through) => prop_assert!(false, "{:?} vs {:?}", alone, through),
             }
-        }
-        for (index, bytes) in pushed.iter().enumerate() {
-            prop_assert_eq!(batch.get(index), Some(EnvelopeRef::decode(bytes).unwrap()));
         }
     }
 }
@@ -402,59 +389,6 @@ fn a_decoder_checks_a_changed_stream_or_type_again() {
     );
     let decoded = decoder.decode(&first).unwrap();
     assert_eq!((decoded.stream, decoded.event_type), ("room/a", "a.b"));
-    // A batch compares with the envelope pushed last in the same way.
-    let mut batch = EnvelopeBatch::new();
-    batch.decode_push(&first).unwrap();
-    batch.decode_push(&longer).unwrap();
-    assert_eq!(
-        batch.decode_push(&empty_entity).unwrap_err().to_string(),
-        alone
-    );
-    batch.decode_push(&first).unwrap();
-    let streams: Vec<_> = (0..batch.len())
-        .map(|index| batch.get(index).unwrap())
-        .map(|envelope| (envelope.stream, envelope.event_type))
-        .collect();
-    assert_eq!(
-        streams,
-        [("room/a", "a.b"), ("room/ab", "a.bc"), ("room/a", "a.b")]
-    );
-}
-
-proptest! {
-    /// Envelopes pushed into a batch come back as they went in, in order, whatever repeats.
-    #[test]
-    fn a_batch_gives_back_what_was_pushed(
-        pool in proptest::collection::vec(arbitrary_envelope(), 1..4),
-        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..24),
-    ) {
-        let encoded: Vec<Vec<u8>> = picks
-            .iter()
-            .map(|pick| pool[pick.index(pool.len())].encode())
-            .collect();
-        let decoded: Vec<EnvelopeRef<'_>> = encoded
-            .iter()
-            .map(|bytes| EnvelopeRef::decode(bytes).unwrap())
-            .collect();
-        let mut batch = EnvelopeBatch::new();
-        for round in 0..2 {
-            batch.clear();
-            prop_assert!(batch.is_empty());
-            for bytes in &encoded {
-                batch.decode_push(bytes).unwrap();
-            }
-            prop_assert_eq!(batch.len(), decoded.len());
-            for (index, envelope) in decoded.iter().enumerate() {
-                prop_assert_eq!(batch.get(index), Some(*envelope), "round {}", round);
-            }
-            let walked: Vec<_> = batch.iter().collect();
-            let expected: Vec<_> = decoded.iter().copied().map(Some).collect();
-            prop_assert_eq!(walked, expected, "round {}", round);
-            prop_assert_eq!(batch.get(decoded.len()), None);
-            let payloads: usize = decoded.iter().map(|envelope| envelope.payload.len()).sum();
-            prop_assert!(batch.bytes() >= payloads);
-        }
-    }
 }
 
 proptest! {
@@ -473,42 +407,6 @@ proptest! {
             changed[at] ^= 1;
             prop_assert!(!same_bytes(&a, &changed));
         }
-    }
-}
-
-proptest! {
-    /// Envelopes decoded where they lie in a block set afterwards (a lending WAL reader's)
-    /// come back as decoded alone; without their block they do not come back at all.
-    #[test]
-    fn a_batch_reads_located_envelopes_from_its_block(
-        pool in proptest::collection::vec(arbitrary_envelope(), 1..4),
-        picks in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..40), 1..24),
-    ) {
-        let mut block = Vec::new();
-        let mut located = Vec::new();
-        for (pick, gap) in &picks {
-            // Frame headers and such lie between envelopes in a block.
-            block.extend(std::iter::repeat_n(0xEEu8, *gap));
-            let bytes = pool[pick.index(pool.len())].encode();
-            located.push((block.len(), bytes.len()));
-            block.extend_from_slice(&bytes);
-        }
-        let mut batch = EnvelopeBatch::new();
-        for &(at, len) in &located {
-            batch.decode_located(&block[at..at + len], at).unwrap();
-        }
-        prop_assert_eq!(batch.get(0), None, "read before its block is set");
-        let previous = batch.set_block(block.clone());
-        prop_assert!(previous.is_empty());
-        for (index, &(at, len)) in located.iter().enumerate() {
-            prop_assert_eq!(batch.get(index), Some(EnvelopeRef::decode(&block[at..at + len]).unwrap()));
-        }
-        // The walk reads what `get` reads, in order, repeated texts and all.
-        let walked: Vec<_> = batch.iter().collect();
-        let got: Vec<_> = (0..located.len()).map(|index| batch.get(index)).collect();
-        prop_assert_eq!(walked, got);
-        prop_assert!(batch.bytes() >= block.len());
-        prop_assert_eq!(batch.set_block(Vec::new()), block);
     }
 }
 
