@@ -1,11 +1,13 @@
 //! The writer-led sync: a lone append while the syncer is idle is synced and settled by the
-//! writer thread itself (no hand-off to the syncer), yet it is acknowledged only once durable,
-//! a failed fsync on that path still fails the append and poisons the log, and concurrent
-//! appends still go to the syncer and share syncs (group commit).
+//! writer thread itself (no hand-off to the syncer), or, once appends come one at a time, on
+//! the caller's own thread (`LogbookOptions::lone_appends_on_caller`); yet it is acknowledged
+//! only once durable, a failed fsync on either path still fails the append and poisons the
+//! log, and concurrent appends still go to the syncer and share syncs (group commit).
 //!
 //! Which thread synced is observed through a storage wrapper that records the name of the
-//! thread of every `sync_data` on a file of the WAL directory (`logbook-writer` or
-//! `logbook-syncer`), and can make each sync slow, the way a disk is.
+//! thread of every `sync_data` on a file of the WAL directory (`logbook-writer`,
+//! `logbook-syncer`, or the caller's: a tokio runtime worker), and can make each sync slow,
+//! the way a disk is.
 
 use logbook::{Error, ExpectedVersion, Logbook, LogbookOptions, MemoryStorage, StreamId};
 use logbook_tests::sync_hook::{HookedStorage, SyncHook};
@@ -20,6 +22,9 @@ use std::time::Duration;
 const LOG_DIR: &str = "/data/log";
 const WRITER_THREAD: &str = "logbook-writer";
 const SYNCER_THREAD: &str = "logbook-syncer";
+/// Any other thread: the one that called the append (the test's own thread, which runs the
+/// test's `block_on`, or a runtime worker).
+const CALLER_THREAD: &str = "<caller>";
 
 /// WAL `sync_data` calls per thread name, shared by a [`Recording`] hook.
 #[derive(Debug, Default)]
@@ -42,6 +47,9 @@ impl SyncLog {
     }
 
     fn count(&self, thread: &str) -> u64 {
+        if thread == CALLER_THREAD {
+            return self.total() - self.count(WRITER_THREAD) - self.count(SYNCER_THREAD);
+        }
         self.by_thread
             .lock()
             .expect("sync log lock")
@@ -106,9 +114,36 @@ fn default_options() -> LogbookOptions {
     options
 }
 
+/// [`default_options`] with every request sent through the writer thread.
+fn writer_only_options() -> LogbookOptions {
+    LogbookOptions {
+        lone_appends_on_caller: None,
+        ..default_options()
+    }
+}
+
+/// [`default_options`] where lone appends run on the caller's thread however slow a sync is
+/// (a loaded test machine's syncs must not send them back to the writer thread).
+fn callers_options() -> LogbookOptions {
+    LogbookOptions {
+        lone_appends_on_caller: Some(Duration::from_secs(3600)),
+        ..default_options()
+    }
+}
+
+fn appends_on_caller(log: &Logbook<CounterEvent>) -> u64 {
+    log.stats()
+        .backend
+        .embedded()
+        .expect("embedded")
+        .appends_on_caller
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_append_is_synced_and_settled_by_the_writer_thread() {
-    for options in [default_options(), test_options()] {
+    let mut test_writer_only = test_options();
+    test_writer_only.lone_appends_on_caller = None;
+    for options in [writer_only_options(), test_writer_only] {
         let storage = MemoryStorage::new();
         let (log, syncs) = open(&storage, options, Duration::ZERO).await;
         let stream = StreamId::new("counter/1").expect("stream id");
@@ -132,14 +167,138 @@ async fn a_lone_append_is_synced_and_settled_by_the_writer_thread() {
             "every lone append is synced by the writer: {writer_syncs} writer syncs for {APPENDS}"
         );
         assert_eq!(syncer_syncs, 0, "no lone append was handed to the syncer");
+        assert_eq!(appends_on_caller(&log), 0, "the option is off");
         log.close().await.expect("close");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_writer_led_sync_fails_the_append_and_poisons_the_log() {
+async fn lone_appends_after_the_first_are_synced_and_settled_on_their_callers_thread() {
+    let mut test_callers = test_options();
+    test_callers.lone_appends_on_caller = callers_options().lone_appends_on_caller;
+    for options in [callers_options(), test_callers] {
+        let storage = MemoryStorage::new();
+        let (log, syncs) = open(&storage, options, Duration::ZERO).await;
+        let stream = StreamId::new("counter/1").expect("stream id");
+        let (writer_before, syncer_before, caller_before) = (
+            syncs.count(WRITER_THREAD),
+            syncs.count(SYNCER_THREAD),
+            syncs.count(CALLER_THREAD),
+        );
+        const APPENDS: u64 = 40;
+        for version in 0..APPENDS {
+            let expected = match version {
+                0 => ExpectedVersion::NoStream,
+                _ => ExpectedVersion::Exact(version - 1),
+            };
+            let written = log
+                .append(&stream, expected, vec![added(version, "lone")])
+                .await
+                .expect("append");
+            assert_eq!(written.version, version);
+            // Read-your-writes: acknowledged means durable and applied.
+            assert!(log.stats().durable_position >= written.last_position);
+            assert_eq!(log.stream_version(&stream).expect("version"), Some(version));
+        }
+        // The first append of the log goes through the writer thread (nothing says yet that
+        // appends come one at a time); every later one is taken on its caller's thread.
+        assert_eq!(appends_on_caller(&log), APPENDS - 1);
+        assert_eq!(syncs.count(CALLER_THREAD) - caller_before, APPENDS - 1);
+        assert_eq!(syncs.count(WRITER_THREAD) - writer_before, 1);
+        assert_eq!(syncs.count(SYNCER_THREAD), syncer_before);
+        // A refused append on the caller's path is answered, and writes nothing.
+        let refused = log
+            .append(&stream, ExpectedVersion::Exact(0), vec![added(1, "stale")])
+            .await
+            .expect_err("a stale expected version is refused");
+        assert!(
+            matches!(refused, Error::WrongExpectedVersion { .. }),
+            "{refused:?}"
+        );
+        assert_eq!(
+            log.stream_version(&stream).expect("version"),
+            Some(APPENDS - 1)
+        );
+        let handle = log.clone();
+        log.close().await.expect("close");
+        // Closed: a later append through another handle is refused, on no thread at all.
+        let after_close = handle
+            .append(&stream, ExpectedVersion::Any, vec![added(1, "late")])
+            .await
+            .expect_err("closed");
+        assert!(matches!(after_close, Error::Closed), "{after_close:?}");
+
+        // Replayed from the WAL, every acknowledged append is there.
+        let (log, _) = open(&storage, default_options(), Duration::ZERO).await;
+        assert_eq!(
+            log.stream_version(&stream).expect("version"),
+            Some(APPENDS - 1)
+        );
+        log.close().await.expect("close");
+    }
+}
+
+/// A current-thread runtime would stall all its tasks for the sync: appends there always go
+/// through the writer thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_current_thread_runtime_never_syncs_on_its_own_thread() {
     let storage = MemoryStorage::new();
     let (log, syncs) = open(&storage, default_options(), Duration::ZERO).await;
+    let stream = StreamId::new("counter/1").expect("stream id");
+    let writer_before = syncs.count(WRITER_THREAD);
+    for version in 0..20 {
+        log.append(&stream, ExpectedVersion::Any, vec![added(version, "lone")])
+            .await
+            .expect("append");
+    }
+    assert_eq!(appends_on_caller(&log), 0);
+    assert!(syncs.count(WRITER_THREAD) - writer_before >= 20);
+    log.close().await.expect("close");
+}
+
+/// A disk whose syncs take 2 ms sends lone appends back to the writer thread after a few:
+/// the caller's runtime worker is not held for slow syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_syncs_send_lone_appends_back_to_the_writer_thread() {
+    const APPENDS: u64 = 30;
+    let storage = MemoryStorage::new();
+    let (log, syncs) = open(&storage, default_options(), Duration::from_millis(2)).await;
+    let stream = StreamId::new("counter/1").expect("stream id");
+    let writer_before = syncs.count(WRITER_THREAD);
+    for version in 0..APPENDS {
+        log.append(&stream, ExpectedVersion::Any, vec![added(version, "slow")])
+            .await
+            .expect("append");
+    }
+    let on_caller = appends_on_caller(&log);
+    assert!(
+        on_caller <= 4,
+        "{on_caller} of {APPENDS} appends synced on the caller's thread, with 2 ms syncs"
+    );
+    assert_eq!(
+        syncs.count(WRITER_THREAD) - writer_before,
+        APPENDS - on_caller
+    );
+    log.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_writer_led_sync_fails_the_append_and_poisons_the_log() {
+    // Led by the writer thread, then by the caller's thread.
+    for (options, leader) in [
+        (writer_only_options(), WRITER_THREAD),
+        (callers_options(), CALLER_THREAD),
+    ] {
+        a_failed_lone_sync_fails_the_append_and_poisons_the_log(options, leader).await;
+    }
+}
+
+async fn a_failed_lone_sync_fails_the_append_and_poisons_the_log(
+    options: LogbookOptions,
+    leader: &str,
+) {
+    let storage = MemoryStorage::new();
+    let (log, syncs) = open(&storage, options.clone(), Duration::ZERO).await;
     let stream = StreamId::new("counter/1").expect("stream id");
     for amount in [1, 2] {
         log.append(&stream, ExpectedVersion::Any, vec![added(amount, "ok")])
@@ -147,7 +306,7 @@ async fn a_failed_writer_led_sync_fails_the_append_and_poisons_the_log() {
             .expect("append");
     }
     let syncer_before = syncs.count(SYNCER_THREAD);
-    let writer_before = syncs.count(WRITER_THREAD);
+    let leader_before = syncs.count(leader);
 
     storage.inject_fault(FaultOp::Sync, 0, FaultKind::Eio);
     let error = log
@@ -156,8 +315,8 @@ async fn a_failed_writer_led_sync_fails_the_append_and_poisons_the_log() {
         .expect_err("an append whose fsync failed is never acknowledged");
     storage.clear_faults();
     assert!(
-        syncs.count(WRITER_THREAD) > writer_before,
-        "the failed sync was led by the writer"
+        syncs.count(leader) > leader_before,
+        "the failed sync was led by {leader}"
     );
     assert_eq!(syncs.count(SYNCER_THREAD), syncer_before);
     let Error::Poisoned { position, reason } = &error else {
@@ -186,7 +345,7 @@ async fn a_failed_writer_led_sync_fails_the_append_and_poisons_the_log() {
     let _ = log.close().await;
 
     // A reopen replays the log and carries on.
-    let (log, _) = open(&storage, default_options(), Duration::ZERO).await;
+    let (log, _) = open(&storage, options, Duration::ZERO).await;
     assert!(log.stats().poisoned.is_none());
     let written = log
         .append(&stream, ExpectedVersion::Any, vec![added(10, "after")])
@@ -200,27 +359,54 @@ async fn a_failed_writer_led_sync_fails_the_append_and_poisons_the_log() {
 async fn every_acknowledged_lone_append_survives_a_power_cut_right_after_its_ack() {
     let storage = MemoryStorage::new();
     let stream = StreamId::new("counter/1").expect("stream id");
-    for version in 0..8u64 {
-        let (log, syncs) = open(&storage, default_options(), Duration::ZERO).await;
-        let expected = if version == 0 {
-            ExpectedVersion::NoStream
+    let mut next_version = 0u64;
+    for round in 0..8u64 {
+        let (log, syncs) = open(&storage, callers_options(), Duration::ZERO).await;
+        // Even rounds: the first append of the open, led by the writer thread. Odd rounds: a
+        // second append, led by the caller's thread.
+        let leader = if round % 2 == 0 {
+            WRITER_THREAD
         } else {
-            ExpectedVersion::Exact(version - 1)
-        };
-        let writer_before = syncs.count(WRITER_THREAD);
-        log.append(&stream, expected, vec![added(version, "acked")])
+            log.append(
+                &stream,
+                ExpectedVersion::Exact(next_version - 1),
+                vec![added(round, "first")],
+            )
             .await
             .expect("append");
+            next_version += 1;
+            CALLER_THREAD
+        };
+        let expected = match next_version {
+            0 => ExpectedVersion::NoStream,
+            version => ExpectedVersion::Exact(version - 1),
+        };
+        let (leader_before, on_caller_before) = (syncs.count(leader), appends_on_caller(&log));
+        let written = log
+            .append(&stream, expected, vec![added(round, "acked")])
+            .await
+            .expect("append");
+        assert_eq!(written.version, next_version);
+        next_version += 1;
         // Power is cut the moment the ack arrives: every unsynced byte is lost.
         storage.crash(CrashMode::LoseUnsynced);
-        assert!(syncs.count(WRITER_THREAD) > writer_before, "writer-led");
+        assert!(
+            syncs.count(leader) > leader_before,
+            "led by {leader}: {:?} on caller {}",
+            syncs.by_thread,
+            appends_on_caller(&log)
+        );
+        assert_eq!(
+            appends_on_caller(&log) - on_caller_before,
+            u64::from(leader == CALLER_THREAD)
+        );
         drop(log);
 
         let (log, _) = open(&storage, default_options(), Duration::ZERO).await;
         assert_eq!(
             log.stream_version(&stream).expect("version"),
-            Some(version),
-            "the acknowledged append {version} survived"
+            Some(written.version),
+            "the acknowledged append of round {round} survived"
         );
         log.close().await.expect("close");
     }

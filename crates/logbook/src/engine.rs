@@ -22,6 +22,7 @@ use crate::options::{AppendDurability, LogbookOptions};
 use crate::poison::{Poison, PoisonCell};
 use crate::projections::{Applier, Projections, TypedApplier};
 use crate::replay;
+use crate::seat::Seat;
 use crate::snapshots::{self as snapshotting, SnapshotReply, SnapshotWritten, Snapshotter, Take};
 use crate::streams::{Direction, ExpectedVersion, StreamTable};
 use crate::subscription::{SubscriberSlot, Subscription};
@@ -721,9 +722,11 @@ impl<E: Event> Logbook<E> {
             syncer_storage: writer_syncer_storage,
             syncer_idle: writer_syncer_idle,
         };
+        let seat = Arc::new(Seat::new(writer_state, options.lone_appends_on_caller));
+        let writer_seat = seat.clone();
         let writer = std::thread::Builder::new()
             .name("logbook-writer".into())
-            .spawn(move || writer::run(writer_state, receiver, jobs))
+            .spawn(move || writer::run(writer_seat, receiver, jobs))
             .map_err(|error| Error::Task(error.to_string()))?;
         let report = OpenReport {
             snapshot: snapshot_report,
@@ -742,6 +745,7 @@ impl<E: Event> Logbook<E> {
             shared: shared.clone(),
             files,
             requests,
+            seat,
             threads,
         });
         let logbook = Logbook {

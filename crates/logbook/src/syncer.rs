@@ -291,7 +291,9 @@ pub(crate) fn run(
             Ok(storage.wal.durable_position())
         };
         let held = pending.record_bytes;
-        settle(&storage, sink.as_ref(), &mut pending, outcome);
+        let mut answers = Answers::default();
+        settle(&storage, sink.as_ref(), &mut pending, outcome, &mut answers);
+        answers.send();
         storage.backlog.release(held - pending.record_bytes);
         if pending.is_empty() {
             idle.publish(received);
@@ -306,28 +308,67 @@ pub(crate) fn run(
 
 /// Syncs the WAL and settles `job` in the calling thread: the writer's path for a lone request
 /// while the syncer is idle ([`SyncerIdle`]). The same steps, in the same order, as the
-/// syncer's round: sync, index, apply, acknowledge (only what is durable and applied), publish;
-/// a failed sync poisons the engine and fails the job's requests.
-pub(crate) fn settle_now(storage: &SyncerStorage, sink: &dyn DurableSink, job: SyncJob) {
+/// syncer's round: sync, index, apply, publish, and the answers (acks only for what is durable
+/// and applied), which the caller sends ([`Answers::send`]) once it released the writer's
+/// seat; a failed sync poisons the engine and fails the job's requests.
+///
+/// Returns how long `Wal::sync` took (the disk's part, for [`crate::seat::Seat`]).
+pub(crate) fn settle_now(
+    storage: &SyncerStorage,
+    sink: &dyn DurableSink,
+    job: SyncJob,
+) -> (std::time::Duration, Answers) {
     let _span = tracing::debug_span!("writer_led_sync", acks = job.acks.len()).entered();
     let mut pending = Pending::default();
     pending.take(job);
     // Durability: `Wal::sync` returns once every record appended so far (this job's included)
     // is written and fsynced; nothing is acknowledged before it returned `Ok`.
+    let started = std::time::Instant::now();
     let outcome = storage.wal.sync().map_err(Error::from);
-    settle(storage, sink, &mut pending, outcome);
+    let took = started.elapsed();
+    let mut answers = Answers::default();
+    settle(storage, sink, &mut pending, outcome, &mut answers);
     assert!(
         pending.is_empty(),
         "a job settled after its own sync leaves nothing pending"
     );
+    (took, answers)
 }
 
-/// Answers and publishes everything the outcome of a sync allows.
+/// Appends' answers decided by a settle, sent by [`Answers::send`] after it.
+#[derive(Default)]
+#[must_use = "an append waits for its answer"]
+pub(crate) struct Answers(Vec<(Ack, Option<Error>)>);
+
+impl Answers {
+    fn ack(&mut self, ack: Ack) {
+        self.0.push((ack, None));
+    }
+
+    fn fail(&mut self, ack: Ack, error: Error) {
+        self.0.push((ack, Some(error)));
+    }
+
+    /// Sends every answer, in the order decided.
+    pub(crate) fn send(self) {
+        for (ack, error) in self.0 {
+            let answer = match error {
+                None => Ok(ack.result),
+                Some(error) => Err(error),
+            };
+            // The caller may have gone away (cancelled future): nothing to tell then.
+            let _ = ack.reply.send(answer);
+        }
+    }
+}
+
+/// Decides the answers and publishes everything the outcome of a sync allows.
 fn settle(
     storage: &SyncerStorage,
     sink: &dyn DurableSink,
     pending: &mut Pending,
     outcome: Result<u64>,
+    answers: &mut Answers,
 ) {
     let durable = match outcome {
         Ok(durable) => durable,
@@ -336,7 +377,7 @@ fn settle(
             // acknowledged; the WAL never retries it, and the engine refuses writes from now on.
             let reason = format!("a WAL sync failed: {error}");
             let poison = sink.poison(storage.wal.durable_position() + 1, reason);
-            fail_all(pending, &|| poison.error());
+            fail_all(pending, answers, &|| poison.error());
             // Records that never became durable are never published.
             pending.records.clear();
             pending.record_bytes = 0;
@@ -369,11 +410,11 @@ fn settle(
         .is_some_and(|ack| ack.result.last_position < applied_below.min(durable + 1))
     {
         if let Some(ack) = pending.acks.pop_front() {
-            let _ = ack.reply.send(Ok(ack.result));
+            answers.ack(ack);
         }
     }
     match sink.poisoned() {
-        Some(poison) => fail_all(pending, &|| poison.error()),
+        Some(poison) => fail_all(pending, answers, &|| poison.error()),
         None => {
             for reply in pending.sync_replies.drain(..) {
                 let _ = reply.send(Ok(durable));
@@ -393,9 +434,9 @@ fn settle(
 
 /// Fails every waiting append and sync with `error` (poisoned); acks above the durable
 /// position included: their outcome is unknown.
-fn fail_all(pending: &mut Pending, error: &dyn Fn() -> Error) {
+fn fail_all(pending: &mut Pending, answers: &mut Answers, error: &dyn Fn() -> Error) {
     for ack in pending.acks.drain(..) {
-        let _ = ack.reply.send(Err(error()));
+        answers.fail(ack, error());
     }
     for reply in pending.sync_replies.drain(..) {
         let _ = reply.send(Err(error()));

@@ -5,7 +5,9 @@
 //! table that knows the next version; every read of it here is that table),
 //! stamping versions and timestamps, and handing the encoded batch to the WAL's buffer; and,
 //! for a lone request while the syncer is idle, syncing and settling it in this thread
-//! ([`syncer::settle_now`]: one hand-off fewer per append with one writer). Must never: wait
+//! ([`Seat::settle_lone`]: one hand-off fewer per append with one writer). The same code runs
+//! on a caller's thread for a lone durable append that finds nothing queued
+//! ([`Seat::try_lone`]); the [`Seat`] is the lock that makes either the only writer. Must never: wait
 //! for a sync while the syncer holds work or more than one request came in the batch (the
 //! syncer does then, so appends keep landing while a group is synced), write anything for a
 //! request that failed its checks, or write anything once the engine is poisoned.
@@ -16,9 +18,10 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::options::AppendDurability;
 use crate::poison::Poison;
+use crate::seat::Seat;
 use crate::streams::ExpectedVersion;
 use crate::streams::StreamTable;
-use crate::syncer::{self, Ack, SyncJob, SyncerIdle, SyncerStorage};
+use crate::syncer::{Ack, SyncJob, SyncerIdle, SyncerStorage};
 use crate::system::{self, SystemEvent};
 use logbook_projection::{Envelope, EventData, StreamId};
 use logbook_wal::{Durability, SyncPolicy, Wal};
@@ -107,24 +110,30 @@ pub(crate) enum Command {
 }
 
 pub(crate) fn run(
-    state: WriterState,
+    seat: Arc<Seat>,
     mut requests: mpsc::Receiver<Command>,
     jobs: SyncSender<SyncJob>,
 ) {
     let mut closing = None;
-    // Jobs sent to the syncer (compared with what it settled: `SyncerIdle`).
-    let mut sent: u64 = 0;
     while let Some(first) = requests.blocking_recv() {
         let _span = tracing::debug_span!("commit_batch").entered();
+        let Some(mut held) = seat.take_for_writer() else {
+            // A caller panicked while it held the seat: the writer state may be half-changed.
+            tracing::error!("a lone append panicked on its caller's thread; the writer stops");
+            refuse(first, &|| Error::Closed);
+            break;
+        };
         let mut job = SyncJob::default();
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(command) = next.take() {
             if let Command::Close { reply } = command {
                 closing = Some(reply);
+                // Nothing after the close is written on a caller's thread either.
+                held.stopped = true;
                 break;
             }
-            handle(&state, command, &mut job);
+            handle(&held.state, command, &mut job);
             taken += 1;
             if taken < WRITER_BATCH_MAX {
                 next = requests.try_recv().ok();
@@ -132,16 +141,20 @@ pub(crate) fn run(
         }
         if job.is_empty() {
             // Nothing to sync or settle (refused or answered at once).
-        } else if taken == 1 && job.must_sync() && state.syncer_idle.is_idle(sent) {
+        } else if taken == 1 && job.must_sync() && held.state.syncer_idle.is_idle(held.sent) {
             // One request waits for a sync and the syncer holds nothing earlier: lead the sync
             // here rather than wake the syncer (the batch is one request, so no other append is
             // held back meanwhile; they queue and go to the syncer as one batch).
-            syncer::settle_now(&state.syncer_storage, state.sink.as_ref(), job);
+            let answers = seat.settle_lone(&held, job, || requests.is_empty());
+            // The seat is free before the appender hears back (see `Seat::settle_lone`).
+            drop(held);
+            answers.send();
         } else {
+            seat.not_lone();
             // Room in the syncer's backlog first: relaxed appends must not queue without limit
             // behind a slow fsync.
-            state.syncer_storage.backlog.admit(job.record_bytes());
-            sent += 1;
+            held.state.syncer_storage.backlog.admit(job.record_bytes());
+            held.sent += 1;
             if jobs.send(job).is_err() {
                 break;
             }
@@ -149,6 +162,11 @@ pub(crate) fn run(
         if closing.is_some() {
             break;
         }
+    }
+    // The queue closed (every handle dropped) or the syncer is gone: nothing more is written
+    // on callers' threads either.
+    if let Some(mut held) = seat.take_for_writer() {
+        held.stopped = true;
     }
     // Refuse what is still queued: the log is closing.
     requests.close();
@@ -162,6 +180,12 @@ pub(crate) fn run(
     tracing::debug!("writer stopped");
 }
 
+/// True for an append that waits for a sync of its own (the durability the lone path of
+/// [`Seat::try_lone`] serves); false for every other request.
+pub(crate) fn waits_for_own_sync(state: &WriterState, command: &Command) -> bool {
+    matches!(command, Command::Append { durability, .. } if waits_for_sync(state, *durability))
+}
+
 fn waits_for_sync(state: &WriterState, durability: AppendDurability) -> bool {
     durability == AppendDurability::Policy
         && matches!(
@@ -170,7 +194,7 @@ fn waits_for_sync(state: &WriterState, durability: AppendDurability) -> bool {
         )
 }
 
-fn handle(state: &WriterState, command: Command, job: &mut SyncJob) {
+pub(crate) fn handle(state: &WriterState, command: Command, job: &mut SyncJob) {
     if let Some(poison) = state.poison() {
         // Nothing more is written once the engine is poisoned (see poison.rs).
         refuse(command, &|| poison.error());

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::engine::{Files, Shared, Threads};
 use crate::error::{Error, Result};
+use crate::seat::Seat;
 use crate::streams::{Direction, ExpectedVersion};
 use crate::writer::{AppendResult, Command};
 use logbook_compaction::SnapshotInfo;
@@ -26,6 +27,8 @@ pub(crate) struct Embedded {
     /// The WAL, the stream index and the snapshot files.
     pub(crate) files: Arc<Files>,
     pub(crate) requests: mpsc::Sender<Command>,
+    /// The writer's seat: a lone durable append runs on the caller's thread through it.
+    pub(crate) seat: Arc<Seat>,
     pub(crate) threads: Arc<Mutex<Threads>>,
 }
 
@@ -97,7 +100,11 @@ impl Backend for Embedded {
                 durability: request.durability,
                 reply,
             };
-            self.request(command, receiver).await
+            match self.seat.try_lone(&self.requests, command) {
+                // Done on this thread: the reply is already there.
+                Ok(()) => receiver.await.map_err(|_| Error::Closed)?,
+                Err(command) => self.request(command, receiver).await,
+            }
         })
     }
 
@@ -251,6 +258,7 @@ impl Backend for Embedded {
         BackendStats::Embedded(EmbeddedStats {
             segments: segments.len(),
             segment_bytes: segments.iter().map(|segment| segment.bytes).sum(),
+            appends_on_caller: self.seat.taken_by_callers(),
         })
     }
 

@@ -127,6 +127,10 @@ pub struct EmbeddedStats {
     pub segments: usize,
     /// Bytes in segment files.
     pub segment_bytes: u64,
+    /// Durable appends since open that were checked, written and synced on their caller's
+    /// thread ([`crate::LogbookOptions::lone_appends_on_caller`]); the rest went through the
+    /// writer thread.
+    pub appends_on_caller: u64,
 }
 
 /// Where a backend delivers durable records: the engine's one apply (`apply.rs`: the durable
