@@ -459,3 +459,99 @@ async fn concurrent_appends_still_share_syncs_and_all_survive_a_power_cut() {
     }
     log.close().await.expect("close");
 }
+
+/// Appenders to one stream that take turns being alone and crowding each other: each append
+/// runs on whichever path it finds (its caller's thread, the writer thread, the syncer), and
+/// every one checks its expected version against the versions the others wrote. No version is
+/// given twice or skipped, an append refused for a stale version writes nothing, both kinds of
+/// path are taken, and after a power cut the stream holds exactly the acknowledged appends, in
+/// the order of their versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_and_crowded_appends_to_one_stream_keep_one_order_of_versions() {
+    const TASKS: u64 = 4;
+    const APPENDS_PER_TASK: u64 = 40;
+    let storage = MemoryStorage::new();
+    // A 200 µs fsync, so appends that arrive together overlap one another's syncs.
+    let (log, syncs) = open(&storage, callers_options(), Duration::from_micros(200)).await;
+    let queued_before = syncs.count(WRITER_THREAD) + syncs.count(SYNCER_THREAD);
+    let stream = StreamId::new("counter/shared").expect("stream id");
+    let acked: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let (log, stream, acked) = (log.clone(), stream.clone(), acked.clone());
+        tasks.spawn(async move {
+            let mut refused = 0u64;
+            for index in 0..APPENDS_PER_TASK {
+                // Task 0 appends alone in some stretches; the others pause now and then, so
+                // the traffic changes between one at a time and several at once.
+                if task != 0 && index % 8 < 4 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let amount = task * 1_000 + index;
+                loop {
+                    let expected = match log.stream_version(&stream).expect("version") {
+                        None => ExpectedVersion::NoStream,
+                        Some(version) => ExpectedVersion::Exact(version),
+                    };
+                    match log
+                        .append(&stream, expected, vec![added(amount, "shared")])
+                        .await
+                    {
+                        Ok(written) => {
+                            let before = acked
+                                .lock()
+                                .expect("acked lock")
+                                .insert(written.version, amount);
+                            assert_eq!(before, None, "version {} given twice", written.version);
+                            break;
+                        }
+                        Err(Error::WrongExpectedVersion { .. }) => refused += 1,
+                        Err(error) => panic!("append: {error:?}"),
+                    }
+                }
+            }
+            refused
+        });
+    }
+    let mut refused = 0;
+    while let Some(joined) = tasks.join_next().await {
+        refused += joined.expect("task");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("acked lock"));
+    let appends = TASKS * APPENDS_PER_TASK;
+    assert_eq!(acked.len() as u64, appends);
+    assert_eq!(
+        acked.keys().copied().collect::<Vec<_>>(),
+        (0..appends).collect::<Vec<_>>(),
+        "versions 0.. with no gap"
+    );
+    assert_eq!(
+        log.stream_version(&stream).expect("version"),
+        Some(appends - 1)
+    );
+    assert!(
+        appends_on_caller(&log) > 0,
+        "some appends ran on their caller's thread (refused for a stale version: {refused})"
+    );
+    assert!(
+        syncs.count(WRITER_THREAD) + syncs.count(SYNCER_THREAD) > queued_before,
+        "some appends went through the writer thread"
+    );
+    storage.crash(CrashMode::LoseUnsynced);
+    drop(log);
+
+    let (log, _) = open(&storage, default_options(), Duration::ZERO).await;
+    let events = log
+        .read_stream(&stream, 0, logbook::Direction::Forward, 10_000)
+        .await
+        .expect("read");
+    let found: BTreeMap<u64, u64> = events
+        .iter()
+        .map(|recorded| match &recorded.event {
+            CounterEvent::Added { amount, .. } => (recorded.version, *amount),
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert_eq!(found, acked, "exactly the acknowledged appends, by version");
+    log.close().await.expect("close");
+}
