@@ -15,9 +15,8 @@
 //! or the writer thread waiting, queues too), run on a current-thread tokio runtime (it would
 //! stall every task of that runtime for the sync), run while recent syncs were slow
 //! ([`crate::LogbookOptions::lone_appends_on_caller`]: a slow disk goes back to the writer
-//! thread), or run anything but
-//! a request that waits for its own sync (a relaxed append, a delete, a sync or a snapshot
-//! request always goes through the queue). Durability is the writer-led path's: the reply is
+//! thread), or run anything but a request that waits for its own sync (a relaxed append, a
+//! delete, a sync or a snapshot request always goes through the queue). Durability is the writer-led path's: the reply is
 //! sent only after `Wal::sync` returned `Ok`.
 
 use crate::syncer;
@@ -83,7 +82,7 @@ impl Seat {
         held
     }
 
-    /// Lone appends taken on callers' threads so far.
+    /// Lone appends handled on callers' threads so far (refused ones included).
     pub(crate) fn taken_by_callers(&self) -> u64 {
         self.taken_by_callers.load(Ordering::Relaxed)
     }

@@ -7,10 +7,11 @@
 //! for a lone request while the syncer is idle, syncing and settling it in this thread
 //! ([`Seat::settle_lone`]: one hand-off fewer per append with one writer). The same code runs
 //! on a caller's thread for a lone durable append that finds nothing queued
-//! ([`Seat::try_lone`]); the [`Seat`] is the lock that makes either the only writer. Must never: wait
-//! for a sync while the syncer holds work or more than one request came in the batch (the
-//! syncer does then, so appends keep landing while a group is synced), write anything for a
-//! request that failed its checks, or write anything once the engine is poisoned.
+//! ([`Seat::try_lone`]); the [`Seat`] is the lock that makes either the only writer.
+//! Must never: wait for a sync while the syncer holds work or more than one request came in
+//! the batch (the syncer does then, so appends keep landing while a group is synced), write
+//! anything for a request that failed its checks, or write anything once the engine is
+//! poisoned.
 
 use crate::backend::DeleteMode;
 use crate::backend::DurableSink;

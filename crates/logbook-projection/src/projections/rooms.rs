@@ -197,7 +197,7 @@ impl Rooms {
         let entries = self
             .order
             .iter()
-            .filter_map(|(position, id)| self.rooms.get(id).map(|room| (*position, &**room)));
+            .filter_map(|(position, id)| self.room(id).map(|room| (*position, room)));
         paginate(entries, page, |room| include_archived || !room.archived)
     }
 

@@ -127,9 +127,10 @@ pub struct EmbeddedStats {
     pub segments: usize,
     /// Bytes in segment files.
     pub segment_bytes: u64,
-    /// Durable appends since open that were checked, written and synced on their caller's
-    /// thread ([`crate::LogbookOptions::lone_appends_on_caller`]); the rest went through the
-    /// writer thread.
+    /// Durable appends since open that were handled on their caller's thread (checked there
+    /// and, unless refused, written and synced there:
+    /// [`crate::LogbookOptions::lone_appends_on_caller`]); the rest went through the writer
+    /// thread.
     pub appends_on_caller: u64,
 }
 
