@@ -34,7 +34,7 @@ use crate::consumer::ConsumerFilter;
 use crate::error::Result;
 use crate::options::AppendDurability;
 use crate::poison::Poison;
-use crate::streams::{Direction, ExpectedVersion};
+use crate::streams::{Direction, ExpectedVersion, StreamState};
 use crate::writer::AppendResult;
 use logbook_compaction::{LoadOutcome, Snapshot, SnapshotInfo, SnapshotStore};
 use logbook_projection::{EventData, RawEvent, StreamId};
@@ -96,6 +96,18 @@ pub struct StreamHead {
     pub deleted: bool,
     /// Versions below this one are hidden (truncated or soft-deleted).
     pub truncated_before: u64,
+}
+
+impl StreamHead {
+    /// The head a stream table's entry describes (both backends answer from a table).
+    pub(crate) fn of(state: &StreamState) -> StreamHead {
+        StreamHead {
+            last_version: state.last_version(),
+            last_position: state.last_position(),
+            deleted: state.deleted,
+            truncated_before: state.truncated_before,
+        }
+    }
 }
 
 /// Backend-specific health figures, the backend section of [`Stats`](crate::Stats).

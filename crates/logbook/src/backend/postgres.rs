@@ -592,12 +592,7 @@ impl Backend for Postgres {
             .streams
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        streams.get(stream).map(|state| StreamHead {
-            last_version: state.last_version(),
-            last_position: state.last_position(),
-            deleted: state.deleted,
-            truncated_before: state.truncated_before,
-        })
+        streams.get(stream).map(StreamHead::of)
     }
 
     fn check_expected_version(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<u64> {
