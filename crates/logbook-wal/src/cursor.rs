@@ -2,19 +2,69 @@
 //!
 //! Owns: read-ahead over positional reads and the checks of one frame read from disk (bounds,
 //! header, checksum). Must never: read past the limit it is given (readers pass the durable
-//! length, so they never see bytes a sync has not covered), or allocate more than the read-ahead
-//! chunk plus one frame that fits below the limit.
+//! length, so they never see bytes a sync has not covered), allocate more than the read-ahead
+//! chunk plus one frame that fits below the limit, or take a pooled buffer's stale bytes for
+//! the file's ([`BufferPool`]: read-ahead buffers kept for the next reader, bounded).
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use crate::frame::{self, FRAME_HEADER_BYTES, FrameError, FrameHeader};
 use crate::storage::StorageFile;
 use std::io;
+use std::sync::Mutex;
 
 /// The most bytes read ahead at a time (sequential scans grow to this).
 pub(crate) const READ_AHEAD_BYTES_MAX: usize = 256 << 10;
 /// The first read after a seek: one sparse-index interval (4 KiB by default) plus a frame or
 /// two, so a point read costs a few KiB, not a full read-ahead.
 pub(crate) const READ_AHEAD_BYTES_MIN: usize = 8 << 10;
+
+/// The most read-ahead buffers a [`BufferPool`] keeps.
+pub(crate) const POOLED_BUFFERS_MAX: usize = 4;
+/// The largest buffer a [`BufferPool`] keeps (one grown past it for a large frame is freed).
+pub(crate) const POOLED_BUFFER_BYTES_MAX: usize = 2 * READ_AHEAD_BYTES_MAX;
+
+/// Read-ahead buffers of dropped readers, kept for the next ones: a reader made per page of a
+/// stream's events would otherwise allocate a buffer of up to [`READ_AHEAD_BYTES_MAX`] for
+/// each page and fill it with zeros before reading into it. At most [`POOLED_BUFFERS_MAX`]
+/// buffers of at most [`POOLED_BUFFER_BYTES_MAX`] bytes each (2 MiB in all).
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    buffers: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// A kept buffer, at the length it had (bytes of a former read: a cursor reads over them).
+    pub(crate) fn take(&self) -> Option<Vec<u8>> {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+    }
+
+    /// Keeps `buffer` for a later reader, unless the pool is full or the buffer too large.
+    pub(crate) fn give(&self, buffer: Vec<u8>) {
+        if buffer.is_empty() || buffer.capacity() > POOLED_BUFFER_BYTES_MAX {
+            return;
+        }
+        let mut buffers = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buffers.len() < POOLED_BUFFERS_MAX {
+            buffers.push(buffer);
+        }
+        debug_assert!(buffers.len() <= POOLED_BUFFERS_MAX);
+    }
+
+    /// Buffers kept now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+}
 
 /// A read-ahead buffer over one file. The read-ahead doubles while reads stay sequential and
 /// drops back to the minimum after a seek.
@@ -32,6 +82,9 @@ pub(crate) struct Cursor {
     lending: Option<Lending>,
     /// A fresh CRC-32 hasher, cloned for each frame ([`frame::verify_checksum_with`]).
     crc: crc32fast::Hasher,
+    /// A buffer of a former reader ([`BufferPool`]), read into instead of a new one; its
+    /// bytes mean nothing until a read overwrites them.
+    spare: Option<Vec<u8>>,
 }
 
 /// The buffers of a lending cursor: a buffer a frame was returned from is retired (handed to
@@ -60,6 +113,7 @@ impl Default for Cursor {
             hint: None,
             lending: None,
             crc: crc32fast::Hasher::new(),
+            spare: None,
         }
     }
 }
@@ -67,6 +121,27 @@ impl Default for Cursor {
 impl Cursor {
     pub(crate) fn new() -> Self {
         Cursor::default()
+    }
+
+    /// A cursor that reads into `spare` (a pooled buffer, any length) before it allocates.
+    pub(crate) fn with_spare(spare: Option<Vec<u8>>) -> Self {
+        Cursor {
+            spare,
+            ..Cursor::default()
+        }
+    }
+
+    /// The buffers this cursor holds and the caller has no claim on (its current buffer and
+    /// its unused spare; not a lent one), to pool them when the reader is dropped.
+    pub(crate) fn take_buffers(&mut self) -> [Option<Vec<u8>>; 2] {
+        let current = if self.lending.as_ref().is_some_and(|lending| lending.lent) {
+            // Frames of it were handed out: the caller may still take it (`take_retired`).
+            None
+        } else {
+            self.start = 0;
+            Some(std::mem::take(&mut self.buffer))
+        };
+        [current, self.spare.take()]
     }
 
     /// Forgets buffered bytes (after the file changed under them, or another file is read).
@@ -79,6 +154,10 @@ impl Cursor {
         {
             // Kept at its length: the next read takes it back without filling it with zeros.
             lending.spares.push(std::mem::take(&mut self.buffer));
+        }
+        if self.spare.is_none() && !self.buffer.is_empty() {
+            // Likewise: read into again at its length.
+            self.spare = Some(std::mem::take(&mut self.buffer));
         }
         self.buffer.clear();
         self.start = 0;
@@ -174,6 +253,12 @@ impl Cursor {
             // new one allocated zeroed (`calloc`: a large one comes from the OS already zero,
             // where growing an empty vector would write every byte).
             self.retire();
+            if self.buffer.is_empty()
+                && let Some(spare) = self.spare.take()
+            {
+                // Kept at its length: resizing fills zeros only past it.
+                self.buffer = spare;
+            }
             if let Some(lending) = &mut self.lending
                 && self.buffer.is_empty()
             {

@@ -7,6 +7,7 @@
 //! sealed segment.
 
 use crate::creation;
+use crate::cursor::BufferPool;
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_BATCH_FIRST, FLAG_BATCH_LAST, FRAME_HEADER_BYTES};
 use crate::manifest::{self, Manifest, ManifestSegment};
@@ -132,6 +133,8 @@ pub(crate) struct Inner {
     manifest: Mutex<Manifest>,
     /// Read-only handles: the corruption open stopped at; readers fail there.
     damage: Option<Damage>,
+    /// Read-ahead buffers of dropped readers, for the next ones.
+    pub(crate) read_buffers: BufferPool,
 }
 
 /// A segmented write-ahead log. `Send + Sync`: share it in an `Arc` between appending threads.
@@ -274,6 +277,7 @@ impl Wal {
             lock: Mutex::new(Some(guard)),
             manifest: Mutex::new(manifest),
             damage: None,
+            read_buffers: BufferPool::default(),
         });
         let syncer = match options.sync_policy {
             SyncPolicy::Interval(interval) => Some(spawn_syncer(inner.clone(), interval)?),
@@ -360,6 +364,7 @@ impl Wal {
             lock: Mutex::new(None),
             manifest: Mutex::new(manifest),
             damage: report.damage.clone(),
+            read_buffers: BufferPool::default(),
         });
         report.duration = started.elapsed();
         Ok((
