@@ -463,7 +463,12 @@ impl<'a> EnvelopeParts<'a> {
         reader.array::<8>()?;
         reader.array::<2>()?;
         reader.array::<2>()?;
-        reader.array::<4>()?;
+        // The reserved byte is checked as soon as it is read, before the payload's length (a
+        // header cut after it is refused for it, as the field-by-field read refuses it).
+        let [_, _, _, reserved] = reader.array::<4>()?;
+        if reserved != 0 {
+            return Err(corrupt(format!("reserved byte 27 is {reserved}, not 0")));
+        }
         reader.array::<4>()?;
         // A whole header was there after all: the usual path.
         Self::split(bytes)

@@ -505,6 +505,30 @@ fn split_refuses_every_prefix_as_the_field_by_field_read() {
     }
 }
 
+/// A header cut after its reserved byte, which is not 0: refused for the reserved byte, as the
+/// field-by-field read refuses it, not for being short (found by the proptest below).
+#[test]
+fn split_refuses_a_bad_reserved_byte_in_every_prefix_as_the_field_by_field_read() {
+    let mut bytes = sample().encode();
+    bytes[27] = 215;
+    for length in 0..=bytes.len() {
+        let prefix = &bytes[..length];
+        let outcome = split_outcome(EnvelopeParts::split(prefix));
+        assert_eq!(
+            outcome,
+            split_outcome(reference_split(prefix)),
+            "prefix of {length} bytes"
+        );
+        if length >= 28 {
+            assert_eq!(
+                outcome,
+                Err("cannot decode envelope: reserved byte 27 is 215, not 0".to_owned()),
+                "prefix of {length} bytes"
+            );
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn split_agrees_with_the_field_by_field_read(
