@@ -85,6 +85,18 @@ fn run() -> BenchResult<()> {
         }
         return replay::time(&runtime, dir.as_ref(), events, rounds.parse()?);
     }
+    // `logbook-bench-compare read-time DIR EVENTS ROUNDS` (internal): `read_stream` of the
+    // read workload's stream, ROUNDS times in one open of the log in DIR (built first if DIR
+    // does not exist), each rate and the median printed: to compare two builds on one kept
+    // log, their runs alternated.
+    if let [command, dir, events, rounds] = args.as_slice()
+        && command == "read-time"
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return peer_logbook::read_time(&runtime, dir.as_ref(), events.parse()?, rounds.parse()?);
+    }
     let (plan, workloads) = parse(std::env::args().skip(1).collect())?;
     measure::install_sync_counter()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

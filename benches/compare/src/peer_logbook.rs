@@ -167,6 +167,46 @@ pub fn read(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<[ReadOutc
     })
 }
 
+/// `read-time` (internal): reads the [`READ_STREAM`] stream of the log in `dir` forward in
+/// pages of [`READ_PAGE`], `rounds` times in one open, printing each time and the median (to
+/// compare two builds on one kept log, their runs alternated). A `dir` that does not exist is
+/// first filled with `events` events of that stream.
+pub fn read_time(runtime: &Runtime, dir: &Path, events: u64, rounds: usize) -> BenchResult<()> {
+    if !dir.exists() {
+        load(runtime, dir, &[(READ_STREAM, events)])?;
+    }
+    let mut rates = Vec::with_capacity(rounds);
+    runtime.block_on(async {
+        let (log, _) = Log::open(dir, LogbookOptions::default()).await?;
+        let stream = StreamId::new(READ_STREAM)?;
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let mut from = 0u64;
+            loop {
+                let page = log
+                    .read_stream(&stream, from, Direction::Forward, READ_PAGE)
+                    .await?;
+                if page.is_empty() {
+                    break;
+                }
+                for event in &page {
+                    check_recorded(event, from)?;
+                    from += 1;
+                }
+            }
+            let rate = ReadOutcome::new(from, started.elapsed(), events)?.events_per_second;
+            println!("read_stream {rate:.0} events/s");
+            rates.push(rate);
+        }
+        log.close().await?;
+        BenchResult::Ok(())
+    })?;
+    rates.sort_by(f64::total_cmp);
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN);
+    println!("median: read_stream {median:.0} events/s");
+    Ok(())
+}
+
 /// The newest [`TAIL`] events, repeated for about `plan.tail_budget`: (open + first query,
 /// warm query) durations.
 pub fn tail(runtime: &Runtime, dir: &Path, plan: &Plan) -> BenchResult<(Duration, Duration)> {
