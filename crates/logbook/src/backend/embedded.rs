@@ -284,17 +284,39 @@ pub(crate) const INLINE_EVENTS_MAX: usize = 64;
 /// bytes, at most a few hundred KiB of the page cache.
 pub(crate) const INLINE_FRAMES_MAX: u64 = 512;
 
+/// Pages of at most this many events are read on the caller's thread when their records lie
+/// within [`INLINE_FRAMES_MAX`] positions of one another (see [`read_stream_with`]): the
+/// frame budget bounds the work, whatever the page's size.
+pub(crate) const INLINE_PAGE_EVENTS_MAX: usize = INLINE_FRAMES_MAX as usize;
+
+/// The positions a forward read through `selected` (ascending or descending) would cover.
+fn span(selected: &[(u64, u64)]) -> u64 {
+    let positions = selected.iter().map(|&(_, position)| position);
+    match (positions.clone().min(), positions.max()) {
+        (Some(low), Some(high)) => high - low + 1,
+        _ => 0,
+    }
+}
+
 /// Up to `max` durable, visible events of a stream from `from_version`, each record's bytes
 /// handed to `decode` borrowed from the WAL reader's buffer: [`Embedded::read_stream`] and the
 /// facade's typed read (which decodes straight into `RecordedEvent`s) share it.
 ///
-/// A page of at most [`INLINE_EVENTS_MAX`] events whose positions the index has in memory
-/// (its tail, or the cache of streams' last chunks) is read on the caller's thread, within
-/// [`INLINE_FRAMES_MAX`] frames: two thread hand-offs of `spawn_blocking` cost more than
-/// reading 50 recent records from the page cache. Everything else (a sled query, a longer
-/// page, a read that goes past the frame budget) runs on the blocking pool. The trade-off: a
-/// small page whose records are no longer in the page cache waits for the disk on the
-/// caller's thread (at most a few preads of the WAL).
+/// The caller's thread reads at most [`INLINE_FRAMES_MAX`] frames (the selected records,
+/// records of other streams read through, the frames a seek scans from the sparse index):
+/// two thread hand-offs of `spawn_blocking` cost more than reading a few hundred records from
+/// the page cache (a page of 500 took 1.35x to 1.5x as long through the pool, session 19).
+/// - A page of at most [`INLINE_EVENTS_MAX`] events whose positions the index has in memory
+///   (its tail, or the cache of streams' last chunks): read here, within the budget.
+/// - A page of at most [`INLINE_PAGE_EVENTS_MAX`] events: its positions from the index here
+///   (sled, whose pages stay in memory once read), then its records here if they span at most
+///   [`INLINE_FRAMES_MAX`] positions (giving up past twice that many frames: the seek to the
+///   first one scans a few more); a page spread thinner goes to the blocking pool with the
+///   positions found.
+/// - Anything else, or a read that goes past the budget: the blocking pool.
+///
+/// The trade-off: a page whose records (or index pages) are no longer in memory waits for the
+/// disk on the caller's thread (at most the budget's frames, a few preads of the WAL).
 pub(crate) async fn read_stream_with<T: Send + 'static>(
     shared: &Shared,
     files: &Arc<Files>,
@@ -328,6 +350,29 @@ pub(crate) async fn read_stream_with<T: Send + 'static>(
         {
             return Ok(page);
         }
+    }
+    if max <= INLINE_PAGE_EVENTS_MAX {
+        // A page the inline budget may cover: its positions from the index here (sled keeps
+        // what it read in memory), its records here if they lie close enough together.
+        let selected =
+            files
+                .index
+                .range(stream.as_str(), from_version, visible_from, direction, max)?;
+        // The budget leaves room for the frames the first seek scans up to the page.
+        if span(&selected) <= INLINE_FRAMES_MAX
+            && let Some(page) =
+                read_positions(files, &selected, &mut decode, Some(2 * INLINE_FRAMES_MAX))?
+        {
+            return Ok(page);
+        }
+        // Spread thin among other streams' records: the blocking pool reads the positions
+        // found (no second index query), with no frame budget.
+        let files = files.clone();
+        return tokio::task::spawn_blocking(move || {
+            Ok(read_positions(&files, &selected, decode, None)?.unwrap_or_default())
+        })
+        .await
+        .map_err(blocking_error)?;
     }
     let files = files.clone();
     tokio::task::spawn_blocking(move || {
