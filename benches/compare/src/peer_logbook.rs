@@ -121,6 +121,24 @@ pub fn load(runtime: &Runtime, dir: &Path, streams: &[(&str, u64)]) -> BenchResu
     })
 }
 
+/// Reads `stream` forward from version 0 in pages of [`READ_PAGE`], each event checked;
+/// returns how many were read.
+async fn read_forward(log: &Log, stream: &StreamId) -> BenchResult<u64> {
+    let mut from = 0u64;
+    loop {
+        let page = log
+            .read_stream(stream, from, Direction::Forward, READ_PAGE)
+            .await?;
+        if page.is_empty() {
+            return Ok(from);
+        }
+        for event in &page {
+            check_recorded(event, from)?;
+            from += 1;
+        }
+    }
+}
+
 /// Reads the whole stream forward in pages of [`READ_PAGE`], then catches up a subscription
 /// from position 1 over the whole log.
 pub fn read(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<[ReadOutcome; 2]> {
@@ -129,19 +147,7 @@ pub fn read(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<[ReadOutc
         let stream = StreamId::new(READ_STREAM)?;
         let before = logbook_alloc_count::counts();
         let started = Instant::now();
-        let mut from = 0u64;
-        loop {
-            let page = log
-                .read_stream(&stream, from, Direction::Forward, READ_PAGE)
-                .await?;
-            if page.is_empty() {
-                break;
-            }
-            for event in &page {
-                check_recorded(event, from)?;
-                from += 1;
-            }
-        }
+        let from = read_forward(&log, &stream).await?;
         let elapsed = started.elapsed();
         let allocations = logbook_alloc_count::counts().since(before).allocations;
         let read_stream =
@@ -181,19 +187,7 @@ pub fn read_time(runtime: &Runtime, dir: &Path, events: u64, rounds: usize) -> B
         let stream = StreamId::new(READ_STREAM)?;
         for _ in 0..rounds {
             let started = Instant::now();
-            let mut from = 0u64;
-            loop {
-                let page = log
-                    .read_stream(&stream, from, Direction::Forward, READ_PAGE)
-                    .await?;
-                if page.is_empty() {
-                    break;
-                }
-                for event in &page {
-                    check_recorded(event, from)?;
-                    from += 1;
-                }
-            }
+            let from = read_forward(&log, &stream).await?;
             let rate = ReadOutcome::new(from, started.elapsed(), events)?.events_per_second;
             println!("read_stream {rate:.0} events/s");
             rates.push(rate);
