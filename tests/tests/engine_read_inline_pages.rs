@@ -271,3 +271,51 @@ fn a_dense_page_does_not_wait_for_a_busy_blocking_pool() {
     }
     close(&runtime, log);
 }
+
+/// Reopened after a clean close, the log answers before sled has opened (the recent file); a
+/// page that needs sled then is not read on the caller's thread, which would wait for sled's
+/// open (or a rebuild of the index) there: it waits for the blocking pool instead.
+#[test]
+fn a_page_needing_sled_before_it_opened_goes_to_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = multi_thread(2, 1);
+    close(&runtime, filled(&runtime, dir.path()));
+    let log = Arc::new(
+        runtime
+            .block_on(Log::open(dir.path(), test_options()))
+            .unwrap()
+            .0,
+    );
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, is_started) = std::sync::mpsc::channel::<()>();
+    let blocker = runtime.spawn_blocking(move || {
+        started.send(()).unwrap();
+        let _ = released.recv_timeout(Duration::from_secs(60));
+    });
+    is_started.recv().unwrap();
+    let [_, _, dense, _] = streams();
+    let read = {
+        let log = log.clone();
+        runtime.spawn(async move {
+            log.read_stream(&dense, 1000, Direction::Forward, 500)
+                .await
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !read.is_finished(),
+        "the page was read on the caller's thread before sled had opened"
+    );
+    release.send(()).unwrap();
+    runtime.block_on(blocker).unwrap();
+    let page = runtime.block_on(read).unwrap();
+    assert_eq!(page.len(), 500);
+    assert_eq!(page[0].version, 1000);
+    // Sled is open now: the same page no longer needs the pool.
+    let again = runtime
+        .block_on(log.read_stream(&streams()[2], 1000, Direction::Forward, 500))
+        .unwrap();
+    assert_eq!(again.len(), 500);
+    close(&runtime, log);
+}

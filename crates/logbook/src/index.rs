@@ -807,6 +807,13 @@ impl StreamIndex {
         Ok(selected.unwrap_or_default())
     }
 
+    /// Whether sled's handle is here (its background open was taken, see `resolve`): a query
+    /// then never waits for that open, nor for a rebuild of the index from the log, which a
+    /// read on the caller's thread must not do.
+    pub(crate) fn sled_ready(&self) -> bool {
+        self.current_db().is_some()
+    }
+
     /// As [`StreamIndex::range`] when the answer is in memory (the tail and the cache of
     /// streams' last chunks), `None` when it would need sled, whose reads may wait for the
     /// disk: what a read on the caller's thread asks first.

@@ -308,8 +308,9 @@ fn span(selected: &[(u64, u64)]) -> u64 {
 /// the page cache (a page of 500 took 1.35x to 1.5x as long through the pool, session 19).
 /// - A page of at most [`INLINE_EVENTS_MAX`] events whose positions the index has in memory
 ///   (its tail, or the cache of streams' last chunks): read here, within the budget.
-/// - A page of at most [`INLINE_PAGE_EVENTS_MAX`] events: its positions from the index here
-///   (sled, whose pages stay in memory once read), then its records here if they span at most
+/// - A page of at most [`INLINE_PAGE_EVENTS_MAX`] events, once sled has opened (its open may
+///   rebuild the index: never waited for here): its positions from the index here (sled,
+///   whose pages stay in memory once read), then its records here if they span at most
 ///   [`INLINE_FRAMES_MAX`] positions (giving up past twice that many frames: the seek to the
 ///   first one scans a few more); a page spread thinner goes to the blocking pool with the
 ///   positions found.
@@ -351,9 +352,10 @@ pub(crate) async fn read_stream_with<T: Send + 'static>(
             return Ok(page);
         }
     }
-    if max <= INLINE_PAGE_EVENTS_MAX {
+    if max <= INLINE_PAGE_EVENTS_MAX && files.index.sled_ready() {
         // A page the inline budget may cover: its positions from the index here (sled keeps
-        // what it read in memory), its records here if they lie close enough together.
+        // what it read in memory; not while sled is still opening, which may mean rebuilding
+        // the index), its records here if they lie close enough together.
         let selected =
             files
                 .index
