@@ -218,6 +218,32 @@ fn local_set_on_a_multi_thread_runtime() {
     close(&runtime, log);
 }
 
+/// A blocking-pool task that holds its thread until released (or 60 s).
+struct BusyPool {
+    release: std::sync::mpsc::Sender<()>,
+    blocker: tokio::task::JoinHandle<()>,
+}
+
+impl BusyPool {
+    /// Starts the task and returns once it holds its thread.
+    fn start(runtime: &tokio::runtime::Runtime) -> BusyPool {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
+        let blocker = runtime.spawn_blocking(move || {
+            started.send(()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(60));
+        });
+        is_started.recv().unwrap();
+        BusyPool { release, blocker }
+    }
+
+    /// Frees the thread and waits for the task to end.
+    fn release(self, runtime: &tokio::runtime::Runtime) {
+        self.release.send(()).unwrap();
+        runtime.block_on(self.blocker).unwrap();
+    }
+}
+
 /// With the blocking pool's only thread busy until the read is done, a page of 500 events
 /// lying together comes back (read on the caller's thread), from a spawned task and from
 /// `block_on`; a page spread thin comes back once the pool is free again.
@@ -228,14 +254,7 @@ fn a_dense_page_does_not_wait_for_a_busy_blocking_pool() {
     let log = filled(&runtime, dir.path());
     let [a, _, dense, _] = streams();
     for in_task in [true, false] {
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (started, is_started) = std::sync::mpsc::channel::<()>();
-        let blocker = runtime.spawn_blocking(move || {
-            started.send(()).unwrap();
-            // Holds the pool's only thread until the read below is done (or 60 s).
-            let _ = released.recv_timeout(Duration::from_secs(60));
-        });
-        is_started.recv().unwrap();
+        let busy = BusyPool::start(&runtime);
         let read = {
             let log = log.clone();
             let dense = dense.clone();
@@ -254,8 +273,7 @@ fn a_dense_page_does_not_wait_for_a_busy_blocking_pool() {
         } else {
             runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), read).await })
         };
-        release.send(()).unwrap();
-        runtime.block_on(blocker).unwrap();
+        busy.release(&runtime);
         let versions: Vec<u64> = page
             .expect("the dense page waited for the busy blocking pool")
             .iter()
@@ -286,13 +304,7 @@ fn a_page_needing_sled_before_it_opened_goes_to_the_pool() {
             .unwrap()
             .0,
     );
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started, is_started) = std::sync::mpsc::channel::<()>();
-    let blocker = runtime.spawn_blocking(move || {
-        started.send(()).unwrap();
-        let _ = released.recv_timeout(Duration::from_secs(60));
-    });
-    is_started.recv().unwrap();
+    let busy = BusyPool::start(&runtime);
     let [_, _, dense, _] = streams();
     let read = {
         let log = log.clone();
@@ -307,8 +319,7 @@ fn a_page_needing_sled_before_it_opened_goes_to_the_pool() {
         !read.is_finished(),
         "the page was read on the caller's thread before sled had opened"
     );
-    release.send(()).unwrap();
-    runtime.block_on(blocker).unwrap();
+    busy.release(&runtime);
     let page = runtime.block_on(read).unwrap();
     assert_eq!(page.len(), 500);
     assert_eq!(page[0].version, 1000);
