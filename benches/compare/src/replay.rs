@@ -103,6 +103,27 @@ pub fn build(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<()> {
     })
 }
 
+/// CPU time this process has used so far, all its threads (those ended too), user and system:
+/// around a timed run, how many cores the run kept busy. `None` where `getrusage` is not read.
+pub fn cpu_time() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+        let micros = |time: nix::sys::time::TimeVal| {
+            u64::try_from(time.tv_sec()).unwrap_or(0) * 1_000_000
+                + u64::try_from(time.tv_usec()).unwrap_or(0)
+        };
+        Some(Duration::from_micros(
+            micros(usage.user_time()) + micros(usage.system_time()),
+        ))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// What one full replay took: its time and the allocations made meanwhile (process-wide).
 pub struct Replayed {
     /// From `BuiltinLog::open` until every event is applied.

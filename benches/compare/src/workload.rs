@@ -387,6 +387,7 @@ pub fn replay(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<
     let workload = format!("replay of {events} built-in events (no snapshot) vs raw scan");
     for round in 0..plan.rounds {
         for peer in rotated(&peers, round) {
+            let cpu_before = replay::cpu_time();
             let (elapsed, allocations) = match peer {
                 Peer::Raw => (replay::scan(dir.path(), events)?, None),
                 _ => {
@@ -394,10 +395,19 @@ pub fn replay(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<
                     (replayed.elapsed, Some(replayed.allocations))
                 }
             };
+            // The process's CPU time over the run (the replay's close included, a small part):
+            // the raw scan keeps one core busy, the replay up to two when the machine gives
+            // them (`docs/benchmarks.md`, session 20).
+            let cpu = replay::cpu_time()
+                .zip(cpu_before)
+                .map(|(after, before)| after.saturating_sub(before));
             let seconds = elapsed.as_secs_f64();
             eprintln!("replay: {} {:.1} ms", peer.name(), seconds * 1e3);
             table.figure(&workload, peer, "events/s", true, events as f64 / seconds);
             table.detail(&workload, peer, "ms", seconds * 1e3);
+            if let Some(cpu) = cpu {
+                table.detail(&workload, peer, "cpu ms", cpu.as_secs_f64() * 1e3);
+            }
             if let Some(allocations) = allocations {
                 table.detail(
                     &workload,
