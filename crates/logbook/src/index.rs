@@ -122,10 +122,10 @@ struct Opening {
 /// this code did not write.
 type Opened = Result<Option<(StreamIndex, u64)>>;
 
-/// An index being opened on a thread of its own ([`StreamIndex::open_in_background`]).
-/// Dropped without [`IndexOpening::finish`] (the open failed elsewhere), it waits for the
-/// outcome and drops it, so no sled handle outlives the failed open and keeps the directory
-/// locked.
+/// An index being opened on a thread of its own ([`StreamIndex::prepare_open`], then
+/// [`IndexOpening::start`]). Dropped without [`IndexOpening::finish`] (the open failed
+/// elsewhere), it waits for the outcome and drops it, so no sled handle outlives the failed
+/// open and keeps the directory locked.
 pub(crate) struct IndexOpening {
     path: PathBuf,
     /// The background open's outcome; `None` when nothing was started (open in line).

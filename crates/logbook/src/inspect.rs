@@ -5,12 +5,12 @@
 //! Owns: opening a log without the directory lock and without writing a byte ([`Inspector`]),
 //! so it works beside a live writer; filtered reads of raw events; rebuilding the built-in
 //! projections by replay ([`BuiltinState`]); log statistics ([`LogStats`]); checking every
-//! segment header, frame checksum and event envelope, past the first problem ([`verify`]);
-//! listing raw frames with their offsets ([`frames`]); and the explicit salvage ([`repair`],
+//! segment header, frame checksum and event envelope, past the first problem ([`verify()`]);
+//! listing raw frames with their offsets ([`frames`]); and the explicit salvage ([`repair()`],
 //! [`repair_keep_intact`]), which reports exactly what it drops. A log with a damaged frame
 //! opens: reads return everything before the damage, then fail naming it
 //! ([`Inspector::damage`]). A log whose creation a crash cut short (a `wal/` with no complete
-//! segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must never: write, create or lock anything, except [`repair`] and
+//! segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must never: write, create or lock anything, except [`repair()`] and
 //! [`repair_keep_intact`] in [`RepairMode::Apply`], which open the log as a writer.
 //!
 //! ```
