@@ -563,3 +563,42 @@ proptest! {
         );
     }
 }
+
+fn arbitrary_room_created() -> impl Strategy<Value = RoomCreated> {
+    let text = || proptest::string::string_regex("[a-zé ]{0,12}").unwrap();
+    (
+        text(),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+    )
+        .prop_map(|(name, topic, created_by)| RoomCreated {
+            name,
+            topic,
+            created_by,
+        })
+}
+
+proptest! {
+    /// `RoomCreated`'s own `decode_into` (bincode's borrowing decoder, the held buffers
+    /// reused) gives what a fresh decode gives, errors included, whatever the held room's
+    /// fields: on its encoded payloads, cut or with bytes changed.
+    #[test]
+    fn a_room_created_decodes_into_any_held_room_as_a_fresh_decode(
+        held in arbitrary_room_created(),
+        target in arbitrary_room_created(),
+        cut in any::<prop::sample::Index>(),
+        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        let held = BuiltinEvent::from(held);
+        // Encoded without the value rules: a fresh decode refuses what breaks them.
+        let mut bytes = crate::codec::encode(&target).unwrap();
+        assert_decodes_into_like_a_fresh_decode(&held, "room.created", 1, &bytes);
+        for (at, byte) in changes {
+            let at = at.index(bytes.len());
+            bytes[at] = byte;
+        }
+        assert_decodes_into_like_a_fresh_decode(&held, "room.created", 1, &bytes);
+        let cut = cut.index(bytes.len() + 1);
+        assert_decodes_into_like_a_fresh_decode(&held, "room.created", 1, &bytes[..cut]);
+    }
+}
