@@ -109,14 +109,10 @@ pub fn cpu_time() -> Option<Duration> {
     #[cfg(target_os = "linux")]
     {
         use nix::sys::resource::{UsageWho, getrusage};
+        use nix::sys::time::TimeValLike;
         let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
-        let micros = |time: nix::sys::time::TimeVal| {
-            u64::try_from(time.tv_sec()).unwrap_or(0) * 1_000_000
-                + u64::try_from(time.tv_usec()).unwrap_or(0)
-        };
-        Some(Duration::from_micros(
-            micros(usage.user_time()) + micros(usage.system_time()),
-        ))
+        let micros = usage.user_time().num_microseconds() + usage.system_time().num_microseconds();
+        Some(Duration::from_micros(u64::try_from(micros).ok()?))
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -442,7 +442,7 @@ impl<E: Event> RecordedEvent<E> {
 }
 
 /// Sets `slot` to `value`, in the buffer it holds when it holds one.
-fn reuse(slot: &mut Option<String>, value: Option<&str>) {
+pub(crate) fn reuse(slot: &mut Option<String>, value: Option<&str>) {
     match (slot.as_mut(), value) {
         (Some(held), Some(value)) => value.clone_into(held),
         (_, value) => *slot = value.map(str::to_owned),

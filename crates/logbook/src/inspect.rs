@@ -10,8 +10,9 @@
 //! [`repair_keep_intact`]), which reports exactly what it drops. A log with a damaged frame
 //! opens: reads return everything before the damage, then fail naming it
 //! ([`Inspector::damage`]). A log whose creation a crash cut short (a `wal/` with no complete
-//! segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must never: write, create or lock anything, except [`repair()`] and
-//! [`repair_keep_intact`] in [`RepairMode::Apply`], which open the log as a writer.
+//! segment) opens as an empty log and says so ([`CREATION_UNFINISHED`]). Must never: write,
+//! create or lock anything, except [`repair()`] and [`repair_keep_intact`] in
+//! [`RepairMode::Apply`], which open the log as a writer.
 //!
 //! ```
 //! use logbook::inspect::{EventFilter, Inspector};

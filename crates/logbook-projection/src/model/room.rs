@@ -10,6 +10,7 @@ use super::validate;
 use crate::codec;
 use crate::envelope::PAYLOAD_BYTES_MAX;
 use crate::error::Result;
+use crate::event::reuse;
 use crate::stream::StreamKind;
 
 /// `room.created` v1.
@@ -50,17 +51,9 @@ impl EventPayload for RoomCreated {
             return Ok(());
         };
         name.clone_into(&mut self.name);
-        copy_optional(&mut self.topic, topic);
-        copy_optional(&mut self.created_by, created_by);
+        reuse(&mut self.topic, topic);
+        reuse(&mut self.created_by, created_by);
         Ok(())
-    }
-}
-
-/// `value` into `held`, reusing the buffer `held` has when both are present.
-fn copy_optional(held: &mut Option<String>, value: Option<&str>) {
-    match (held.as_mut(), value) {
-        (Some(buffer), Some(value)) => value.clone_into(buffer),
-        (_, value) => *held = value.map(str::to_owned),
     }
 }
 

@@ -304,8 +304,9 @@ fn span(selected: &[(u64, u64)]) -> u64 {
 ///
 /// The caller's thread reads a bounded number of frames (the selected records, records of
 /// other streams read through, the frames a seek scans from the sparse index): at most
-/// [`INLINE_FRAMES_MAX`], twice that for a whole page (below). Two thread hand-offs of `spawn_blocking` cost more than reading a few hundred records from
-/// the page cache (a page of 500 took 1.35x to 1.5x as long through the pool, session 19).
+/// [`INLINE_FRAMES_MAX`], twice that for a whole page (below). Two thread hand-offs of
+/// `spawn_blocking` cost more than reading a few hundred records from the page cache (a page
+/// of 500 took 1.35x to 1.5x as long through the pool, session 19).
 /// - A page of at most [`INLINE_EVENTS_MAX`] events whose positions the index has in memory
 ///   (its tail, or the cache of streams' last chunks): read here, within the budget.
 /// - A page of at most [`INLINE_PAGE_EVENTS_MAX`] events, once sled has opened (its open may
