@@ -28,6 +28,8 @@ fn options() -> LogbookOptions {
     options.snapshots.every_events = 0;
     options.snapshots.every_bytes = 0;
     options.snapshots.every = Duration::ZERO;
+    // Nor one at close: every open here is a full replay.
+    options.snapshots.on_close_events = 0;
     options
 }
 

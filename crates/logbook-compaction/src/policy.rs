@@ -22,8 +22,10 @@ pub struct SnapshotPolicy {
     pub keep: usize,
     /// A clean close (`Logbook::close`) of an embedded log writes a snapshot when at least
     /// this many positions were appended since the newest one (default 10,000; 0: never), so
-    /// the next open replays nothing instead of up to `every_events` events. Not applied on
-    /// PostgreSQL, whose replicas keep their snapshots on their own schedule.
+    /// the next open replays nothing instead of up to `every_events` events. Appends
+    /// acknowledged before they were durable (`SyncPolicy::Never`, `Interval`) count: the close
+    /// makes them durable first, and its snapshot covers them. Not applied on PostgreSQL, whose
+    /// replicas keep their snapshots on their own schedule.
     pub on_close_events: u64,
 }
 

@@ -1152,6 +1152,20 @@ impl<E: Event> Logbook<E> {
         if threshold == 0 || self.shared.poison().is_some() {
             return;
         }
+        // Appends acknowledged before they were durable (`SyncPolicy::Never`, or `Interval`
+        // between its syncs) are appended too: made durable and applied first (the close's own
+        // sync then finds nothing left), they count against the threshold and the snapshot,
+        // taken at the applied position, covers them. Compared with the durable position
+        // before that sync, such a tail was left for the next open to replay.
+        let made_durable = match self.sync().await {
+            Ok(durable) => self.wait_applied(durable).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = made_durable {
+            // The close reports the failure itself (its own sync fails the same way).
+            tracing::warn!(%error, "no snapshot at close: the appends could not be made durable");
+            return;
+        }
         let durable = files.wal.durable_position();
         let store = files.snapshot_store.clone();
         let newest = tokio::task::spawn_blocking(move || store.list())
