@@ -153,15 +153,29 @@ pub fn open(runtime: &Runtime, dir: &Path, events: u64) -> BenchResult<Replayed>
 }
 
 /// Alternates `rounds` full replays of `dir` (a log of `events` events) with as many raw
-/// scans, printing each time and, last, the medians and their ratio (raw / replay: the
-/// fraction of the raw scan's speed the replay reaches).
+/// scans, printing each time (and the process's CPU time over it, the replay's close
+/// included) and, last, the medians and their ratio (raw / replay: the fraction of the raw
+/// scan's speed the replay reaches).
 pub fn time(runtime: &Runtime, dir: &Path, events: u64, rounds: usize) -> BenchResult<()> {
     let mut replays = Vec::with_capacity(rounds);
     let mut scans = Vec::with_capacity(rounds);
     for _ in 0..rounds {
+        // The process's CPU time over each run too: about the wall time when the machine ran
+        // the replay's two threads one at a time, about twice it when it ran them at once.
+        let before = cpu_time();
         let replayed = open(runtime, dir, events)?.elapsed.as_secs_f64() * 1e3;
+        let after_replay = cpu_time();
         let scanned = scan(dir, events)?.as_secs_f64() * 1e3;
-        println!("replay {replayed:.2} ms, raw scan {scanned:.2} ms");
+        let after_scan = cpu_time();
+        let cpu_ms = |from: Option<Duration>, to: Option<Duration>| match (from, to) {
+            (Some(from), Some(to)) => format!("{:.1}", to.saturating_sub(from).as_secs_f64() * 1e3),
+            _ => "?".to_owned(),
+        };
+        println!(
+            "replay {replayed:.2} ms (cpu {} ms), raw scan {scanned:.2} ms (cpu {} ms)",
+            cpu_ms(before, after_replay),
+            cpu_ms(after_replay, after_scan)
+        );
         replays.push(replayed);
         scans.push(scanned);
     }
