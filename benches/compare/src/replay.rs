@@ -120,6 +120,12 @@ pub fn cpu_time() -> Option<Duration> {
     }
 }
 
+/// CPU time this process used since `before` (a [`cpu_time`] reading); `None` where either
+/// reading is missing.
+pub fn cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(cpu_time()?.saturating_sub(before?))
+}
+
 /// What one full replay took: its time and the allocations made meanwhile (process-wide).
 pub struct Replayed {
     /// From `BuiltinLog::open` until every event is applied.
@@ -162,19 +168,21 @@ pub fn time(runtime: &Runtime, dir: &Path, events: u64, rounds: usize) -> BenchR
     for _ in 0..rounds {
         // The process's CPU time over each run too: about the wall time when the machine ran
         // the replay's two threads one at a time, about twice it when it ran them at once.
+        let cpu_ms = |cpu: Option<Duration>| {
+            cpu.map_or("?".to_owned(), |cpu| {
+                format!("{:.1}", cpu.as_secs_f64() * 1e3)
+            })
+        };
         let before = cpu_time();
         let replayed = open(runtime, dir, events)?.elapsed.as_secs_f64() * 1e3;
-        let after_replay = cpu_time();
+        let replay_cpu = cpu_since(before);
+        let before = cpu_time();
         let scanned = scan(dir, events)?.as_secs_f64() * 1e3;
-        let after_scan = cpu_time();
-        let cpu_ms = |from: Option<Duration>, to: Option<Duration>| match (from, to) {
-            (Some(from), Some(to)) => format!("{:.1}", to.saturating_sub(from).as_secs_f64() * 1e3),
-            _ => "?".to_owned(),
-        };
+        let scan_cpu = cpu_since(before);
         println!(
             "replay {replayed:.2} ms (cpu {} ms), raw scan {scanned:.2} ms (cpu {} ms)",
-            cpu_ms(before, after_replay),
-            cpu_ms(after_replay, after_scan)
+            cpu_ms(replay_cpu),
+            cpu_ms(scan_cpu)
         );
         replays.push(replayed);
         scans.push(scanned);

@@ -398,9 +398,7 @@ pub fn replay(runtime: &Runtime, plan: &Plan, table: &mut Table) -> BenchResult<
             // The process's CPU time over the run (the replay's close included, a small part):
             // the raw scan keeps one core busy, the replay up to two when the machine gives
             // them (`docs/benchmarks.md`, session 20).
-            let cpu = replay::cpu_time()
-                .zip(cpu_before)
-                .map(|(after, before)| after.saturating_sub(before));
+            let cpu = replay::cpu_since(cpu_before);
             let seconds = elapsed.as_secs_f64();
             eprintln!("replay: {} {:.1} ms", peer.name(), seconds * 1e3);
             table.figure(&workload, peer, "events/s", true, events as f64 / seconds);

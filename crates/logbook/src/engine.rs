@@ -1152,21 +1152,11 @@ impl<E: Event> Logbook<E> {
         if threshold == 0 || self.shared.poison().is_some() {
             return;
         }
-        // Appends acknowledged before they were durable (`SyncPolicy::Never`, or `Interval`
-        // between its syncs) are appended too: made durable and applied first (the close's own
-        // sync then finds nothing left), they count against the threshold and the snapshot,
-        // taken at the applied position, covers them. Compared with the durable position
-        // before that sync, such a tail was left for the next open to replay.
-        let made_durable = match self.sync().await {
-            Ok(durable) => self.wait_applied(durable).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = made_durable {
-            // The close reports the failure itself (its own sync fails the same way).
-            tracing::warn!(%error, "no snapshot at close: the appends could not be made durable");
-            return;
-        }
-        let durable = files.wal.durable_position();
+        // Every appended position counts, durable or not: an append acknowledged before it was
+        // durable (`SyncPolicy::Never`, `Interval` between its syncs) is covered by the snapshot
+        // asked for below, which is taken once every event written is durable and applied.
+        // (Compared with the durable position, such a tail was left for the next open.)
+        let appended = files.wal.last_position();
         let store = files.snapshot_store.clone();
         let newest = tokio::task::spawn_blocking(move || store.list())
             .await
@@ -1180,7 +1170,7 @@ impl<E: Event> Logbook<E> {
                     .unwrap_or(0)
             });
         match newest {
-            Ok(newest) if durable.saturating_sub(newest) >= threshold => {
+            Ok(newest) if appended.saturating_sub(newest) >= threshold => {
                 match self.snapshot().await {
                     Ok(info) => tracing::debug!(position = info.position, "snapshot at close"),
                     Err(error) => tracing::warn!(%error, "the snapshot at close failed"),
